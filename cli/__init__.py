@@ -1,0 +1,1 @@
+"""typer commands: parse options, call the library, render. The only package that exits."""

@@ -1,0 +1,76 @@
+"""Options and helpers shared by every command."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from retrieval.errors import JrsearchError
+from retrieval.library import Library
+from retrieval.types import ModelSpec
+
+LibraryOpt = Annotated[Optional[Path], typer.Option(
+    "--library", envvar="JRSEARCH_LIBRARY", help="Library folder (default: the user data dir).", show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="open_clip model name, e.g. ViT-B-32 or tiny-test (default: the library's, else ViT-B-32).")]
+PretrainedOpt = Annotated[Optional[str], typer.Option(
+    "--pretrained", help="open_clip pretrained tag, e.g. laion2b_s34b_b79k; 'none' for random weights.")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", help="Local open_clip checkpoint file for --model (instead of a pretrained tag).")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16 or int8 (CPU).")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def handles_errors(command: Callable) -> Callable:
+    """Turn a JrsearchError into one line on stderr and exit code 1; Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        logging.getLogger().setLevel(logging.ERROR)  # open_clip logs warnings on the root logger
+        try:
+            return command(*args, **kwargs)
+        except JrsearchError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            typer.echo("interrupted; everything committed so far is kept — run the same command again to resume",
+                       err=True)
+            raise typer.Exit(130)
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise typer.Exit(0)
+
+    return wrapper
+
+
+def resolve_model(library: Library | None, model: str | None, pretrained: str | None,
+                  checkpoint: Path | None) -> ModelSpec:
+    """The model a command uses: explicit options first, then the library's, then the default."""
+    from retrieval.encoders import DEFAULT_MODEL, TINY_TEST_MODEL
+
+    built = library.model()[0] if library is not None and library.model() else None
+    name = model or (built.name if built else DEFAULT_MODEL.name)
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            raise JrsearchError(f"checkpoint {checkpoint} does not exist; pass --checkpoint PATH to an open_clip checkpoint")
+        return ModelSpec(name, str(checkpoint.resolve()))
+    if pretrained is not None:
+        return ModelSpec(name, "" if pretrained.lower() == "none" else pretrained)
+    if built and built.name == name:
+        return built
+    if name == DEFAULT_MODEL.name:
+        return DEFAULT_MODEL
+    if name == TINY_TEST_MODEL.name:
+        return TINY_TEST_MODEL
+    raise JrsearchError(f"pass --pretrained TAG (or --checkpoint PATH) for model '{name}'")

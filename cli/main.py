@@ -1,0 +1,117 @@
+"""`jrsearch`: index media, search it in every direction, see what is indexed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt,
+                        fail, handles_errors, resolve_model)
+from retrieval.library import Library
+from retrieval.types import MediaKind
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Cross-modal search over your photos, texts, videos and sounds.")
+
+
+@app.command()
+@handles_errors
+def index(
+    paths: Annotated[List[Path], typer.Argument(help="Folders or files: images, videos, audio, or text corpora "
+                                                     "(.txt one per line, .jsonl, .tsv).")],
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    checkpoint: CheckpointOpt = None,
+    precision: PrecisionOpt = "auto",
+    device: DeviceOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 64,
+    workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
+    include_hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed every media file under PATHS; unchanged files are skipped, deleted ones forgotten."""
+    from cli.render import RichProgress, print_index_report
+    from indexer.pipeline import IndexOptions, run_index
+    from retrieval.encoders import load_encoder
+
+    for path in paths:
+        if not path.exists():
+            fail(f"{path} does not exist; pass a folder or file to index")
+    lib = Library.open(library, create=True)
+    with lib.writing():
+        spec = resolve_model(lib, model, pretrained, checkpoint)
+        lib.check_model(spec)  # before spending seconds loading the wrong model
+        encoder = load_encoder(spec, device=device, precision=precision)
+        options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden)
+        with RichProgress(enabled=not as_json) as progress:
+            report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        print_index_report(report)
+
+
+@app.command()
+@handles_errors
+def query(
+    text: Annotated[Optional[str], typer.Argument(help="What to search for, in words.")] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Search with an image instead.")] = None,
+    kind: Annotated[MediaKind, typer.Option("--kind", help="What to find.")] = MediaKind.IMAGE,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
+    under: Annotated[Optional[Path], typer.Option("--under", help="Only results under this folder.")] = None,
+    glob: Annotated[Optional[str], typer.Option("--glob", help="Only paths (or names) matching this glob.")] = None,
+    nprobe: Annotated[Optional[int], typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    checkpoint: CheckpointOpt = None,
+    precision: PrecisionOpt = "auto",
+    device: DeviceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the library: by text (TEXT) or by example (--image)."""
+    from cli.render import print_results
+    from retrieval.engine import PathFilter, SearchEngine
+
+    if (text is None) == (image is None):
+        fail("give either a TEXT query or --image PATH")
+    lib = Library.open(library)
+    if nprobe:
+        lib.nprobe = nprobe
+    explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
+    engine = SearchEngine(lib, model=explicit, precision=precision, device=device)
+    vector = engine.embed_text(text) if text is not None else engine.embed_image(image)
+    results = engine.search(vector, kind=kind, top_k=top_k, path_filter=PathFilter.make(under, glob))
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        print_results(results)
+
+
+@app.command()
+@handles_errors
+def status(library: LibraryOpt = None, as_json: JsonOpt = False,
+           failures: Annotated[bool, typer.Option("--failures", help="List failed files and why.")] = False) -> None:
+    """What is indexed, with which model and index type, and its size on disk."""
+    from cli.render import print_status
+
+    lib = Library.open(library)
+    info = lib.status()
+    if failures:
+        info["failures"] = [{"path": p, "error": e} for p, e in lib.failures()]
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        print_status(info)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

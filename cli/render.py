@@ -1,0 +1,81 @@
+"""Tables, progress bars and summaries for people (JSON output is built in the commands)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, \
+    TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from indexer.pipeline import IndexReport
+from retrieval.types import SearchResult
+
+out = Console()
+err = Console(stderr=True)
+
+
+class RichProgress:
+    """A progress bar with rate and ETA on stderr, fed by the indexing pipeline."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                             TimeRemainingColumn(), console=err, disable=not enabled, transient=False)
+        self._task = None
+
+    def __enter__(self) -> "RichProgress":
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)
+
+    def start(self, total: int) -> None:
+        self._task = self._bar.add_task("index", total=total, rate="")
+
+    def advance(self, n: int = 1) -> None:
+        self._bar.advance(self._task, n)
+        task = self._bar.tasks[0]
+        if task.speed:
+            self._bar.update(self._task, rate=f"{task.speed:.1f} files/s")
+
+
+def print_index_report(report: IndexReport) -> None:
+    out.print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
+              f"failed {len(report.failed)}" + (f", skipped {report.skipped} (unsupported kind)" if report.skipped else "")
+              + f" in {report.seconds:.1f} s")
+    for path, error in report.failed[:20]:
+        out.print(f"  failed: {path}: {error}", markup=False, highlight=False)
+    if len(report.failed) > 20:
+        out.print(f"  ... and {len(report.failed) - 20} more (jrsearch status --failures)")
+
+
+def print_results(results: list[SearchResult]) -> None:
+    if not results:
+        out.print("no results")
+        return
+    table = Table(box=None, show_header=True, header_style="bold")
+    for name in ("#", "score", "path", "detail"):
+        table.add_column(name, overflow="fold")
+    for r in results:
+        detail = ""
+        if r.text is not None:
+            detail = f"line {r.line}: {r.text}"
+        elif r.start_s is not None:
+            detail = f"{r.start_s:.1f}-{r.end_s:.1f} s"
+        table.add_row(str(r.rank), f"{r.score:.4f}", r.path, detail)
+    out.print(table)
+
+
+def print_status(info: dict) -> None:
+    out.print(f"library   {info['library']}")
+    model = f"{info['model']}/{info['pretrained']}" if info["pretrained"] else str(info["model"])
+    out.print(f"model     {model} (dim {info['dim']})")
+    for kind, counts in sorted(info["items"].items()):
+        out.print(f"{kind:9} " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    for kind, idx in sorted(info["indexes"].items()):
+        fresh = "" if idx["up_to_date"] else " (stale: rebuilt on next use)"
+        out.print(f"index     {kind}: {idx['factory'] or '-'} with {idx['vectors']} vectors{fresh}")
+    out.print(f"on disk   {info['bytes_on_disk'] / 2**20:.1f} MiB")
+    for failure in info.get("failures", []):
+        out.print(f"failed    {failure['path']}: {failure['error']}", markup=False, highlight=False)

@@ -1,0 +1,159 @@
+"""open_clip image and text towers behind the `Encoder` protocol."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from retrieval.errors import ModelUnavailableError
+from retrieval.types import ModelSpec
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+HUB_HOST = "huggingface.co"
+
+
+def _register_shipped_configs() -> None:
+    import open_clip
+
+    if "tiny-test" not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _resolve_weights(spec: ModelSpec) -> str | None:
+    """What to pass as open_clip's `pretrained`: a local file, a cached/downloadable tag, or None.
+
+    Checks the cache and the network up front so an offline machine gets one clear error at
+    once, instead of huggingface_hub's minute of retries.
+    """
+    import open_clip
+
+    if not spec.pretrained:
+        return None
+    path = Path(spec.pretrained).expanduser()
+    if path.suffix in {".pt", ".pth", ".bin", ".safetensors"} or path.exists():
+        if not path.is_file():
+            raise ModelUnavailableError(
+                f"checkpoint {path} does not exist; pass --checkpoint PATH to an open_clip checkpoint file"
+            )
+        return str(path)
+
+    cfg = open_clip.get_pretrained_cfg(spec.name, spec.pretrained)
+    if not cfg:
+        known = ", ".join(t for m, t in open_clip.list_pretrained() if m == spec.name) or "none"
+        raise ModelUnavailableError(
+            f"open_clip has no pretrained tag '{spec.pretrained}' for model '{spec.name}' "
+            f"(known tags: {known}); or pass --checkpoint PATH"
+        )
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo = hub.rstrip("/")
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            cached = try_to_load_from_cache(repo, filename)
+            if isinstance(cached, str):
+                return cached
+    elif cfg.get("url"):
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip"
+        cached = cache / os.path.basename(cfg["url"])
+        if cached.is_file():
+            return str(cached)
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if offline or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else f"{HUB_HOST} is unreachable"
+        raise ModelUnavailableError(
+            f"weights for {spec.label()} are not in the local cache and {why}; download them on a "
+            f"connected machine, or pass --checkpoint PATH to a local open_clip checkpoint "
+            f"(use --model tiny-test to try jrsearch without weights)"
+        )
+    return spec.pretrained  # open_clip downloads it
+
+
+def _pick_device(device: str | None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class OpenClipEncoder:
+    """An open_clip model in inference mode: batched, normalised, float32 out."""
+
+    def __init__(self, spec: ModelSpec, model, preprocess, tokenizer, device: str, dtype) -> None:
+        self.spec = spec
+        self.model = model
+        self.image_transform = preprocess
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.dim = int(model.visual.output_dim)
+        size = model.visual.image_size
+        self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
+
+    @classmethod
+    def load(cls, spec: ModelSpec, device: str | None = None, precision: str = "auto") -> "OpenClipEncoder":
+        import torch
+        import open_clip
+
+        if precision not in PRECISIONS:
+            raise ModelUnavailableError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
+        _register_shipped_configs()
+        if spec.name not in open_clip.list_models():
+            raise ModelUnavailableError(
+                f"unknown model '{spec.name}'; see `python -c \"import open_clip; print(open_clip.list_models())\"` "
+                f"or use --model tiny-test"
+            )
+        device = _pick_device(device)
+        if precision == "auto":
+            precision = "fp16" if device.startswith("cuda") else "fp32"
+        weights = _resolve_weights(spec)
+        if weights is None:
+            torch.manual_seed(0)  # random init must be identical in every process that loads it
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=weights, device=device,
+                precision=precision if precision in ("fp16", "bf16") else "fp32",
+            )
+        except (RuntimeError, OSError, ValueError, KeyError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelUnavailableError(
+                f"could not load {spec.label()}: {first}; pass --checkpoint PATH to a checkpoint for model '{spec.name}'"
+            ) from None
+        model.eval()
+        if precision == "int8":
+            if device != "cpu":
+                raise ModelUnavailableError("int8 precision runs on the CPU only; use --precision fp16 on a GPU")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+        return cls(spec, model, preprocess, open_clip.get_tokenizer(spec.name), device, dtype)
+
+    def encode_images(self, batch) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            batch = batch.to(self.device, dtype=self.dtype, non_blocking=True)
+            features = self.model.encode_image(batch, normalize=True)
+        return features.float().cpu().numpy()
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            features = self.model.encode_text(tokens, normalize=True)
+        return features.float().cpu().numpy()

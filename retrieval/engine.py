@@ -1,0 +1,123 @@
+"""Search in every direction over a library: encode the query, search the kind's index, join
+the hits to the store in one query, filter, rank."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from retrieval.encoders import Encoder, load_encoder
+from retrieval.errors import QueryError
+from retrieval.library import Library
+from retrieval.store import Item, Text, Vector
+from retrieval.types import MediaKind, ModelSpec, SearchResult
+
+
+@dataclass(frozen=True)
+class PathFilter:
+    """Keep results under a directory and/or matching a glob (on the full path or the name)."""
+
+    under: str | None = None
+    glob: str | None = None
+
+    @classmethod
+    def make(cls, under: str | Path | None = None, glob: str | None = None) -> "PathFilter | None":
+        if under is None and glob is None:
+            return None
+        return cls(os.path.join(os.path.abspath(os.path.expanduser(under)), "") if under else None, glob)
+
+    def __call__(self, path: str) -> bool:
+        if self.under and not path.startswith(self.under):
+            return False
+        if self.glob and not (fnmatch.fnmatch(path, self.glob) or fnmatch.fnmatch(os.path.basename(path), self.glob)):
+            return False
+        return True
+
+
+class SearchEngine:
+    """A library plus the model that built it, loaded on first use."""
+
+    def __init__(self, library: Library, model: ModelSpec | None = None, encoder: Encoder | None = None,
+                 precision: str = "auto", device: str | None = None) -> None:
+        built = library.model()
+        if built is None:
+            raise QueryError(f"library {library.root} is empty; run `jrsearch index PATH` first")
+        if model is not None:
+            library.check_model(model)
+        if encoder is not None:
+            library.check_model(encoder.spec)
+        self.library = library
+        self.spec = built[0]
+        self._encoder = encoder
+        self._precision = precision
+        self._device = device
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self.spec, device=self._device, precision=self._precision)
+        return self._encoder
+
+    def embed_text(self, text: str) -> np.ndarray:
+        if not text.strip():
+            raise QueryError("empty query text; pass words to search for, or --image PATH")
+        return self.encoder.encode_texts([text])[0]
+
+    def embed_image(self, path: Path) -> np.ndarray:
+        import torch
+        from retrieval.imageio import open_image
+
+        if not path.is_file():
+            raise QueryError(f"query image {path} does not exist")
+        image = open_image(path, name=str(path))
+        return self.encoder.encode_images(torch.stack([self.encoder.image_transform(image)]))[0]
+
+    def search(self, query: np.ndarray, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
+               path_filter: PathFilter | None = None) -> list[SearchResult]:
+        """Nearest stored vectors of `kind` to one query vector, best first, one per item/text."""
+        index = self.library.index(kind)
+        if index is None or index.ntotal == 0:
+            return []
+        want = top_k
+        fetch = top_k if path_filter is None else max(top_k * 8, 256)
+        while True:
+            scores, ids = index.search(query.reshape(1, -1), fetch)
+            results = self._join(scores[0], ids[0], path_filter, want)
+            if len(results) >= want or fetch >= index.ntotal:
+                return results
+            fetch = min(index.ntotal, fetch * 4)
+
+    def _join(self, scores: np.ndarray, ids: np.ndarray, path_filter: PathFilter | None,
+              top_k: int) -> list[SearchResult]:
+        hits = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
+        if not hits:
+            return []
+        with self.library.sessions() as session:
+            rows = session.execute(
+                select(Vector.id, Vector.item_id, Vector.text_id, Vector.start_s, Vector.end_s,
+                       Item.path, Item.kind, Text.text, Text.line)
+                .join(Item, Vector.item_id == Item.id)
+                .outerjoin(Text, Vector.text_id == Text.id)
+                .where(Vector.id.in_([i for _, i in hits]))).all()
+        by_id = {row.id: row for row in rows}
+        results: list[SearchResult] = []
+        seen: set[tuple[int, int | None]] = set()
+        for score, vid in hits:  # faiss order: best first; ids deleted since the index was read are skipped
+            row = by_id.get(vid)
+            if row is None or (path_filter and not path_filter(row.path)):
+                continue
+            key = (row.item_id, row.text_id)  # one result per image/video/audio file, per text
+            if key in seen:
+                continue
+            seen.add(key)
+            results.append(SearchResult(rank=len(results) + 1, score=score, item_id=row.item_id, vector_id=vid,
+                                        path=row.path, kind=MediaKind(row.kind), text=row.text, line=row.line,
+                                        start_s=row.start_s, end_s=row.end_s))
+            if len(results) == top_k:
+                break
+        return results

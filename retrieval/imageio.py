@@ -1,0 +1,61 @@
+"""Opening images safely: by content not extension, EXIF-upright, RGB, bounded in size."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from retrieval.errors import MediaError
+
+MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
+
+
+def open_image(source: Path | bytes, name: str | None = None, draft_size: int | None = None):
+    """Decode an image to an upright RGB `PIL.Image`, or raise `MediaError` saying why.
+
+    `draft_size` lets JPEG decode at a reduced scale (still >= that size): much faster for
+    photos that will be resized to the model's input anyway.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    label = name or str(source if isinstance(source, Path) else "image")
+    data = source.read_bytes() if isinstance(source, Path) else source
+    if not data:
+        raise MediaError(f"{label}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            image = Image.open(io.BytesIO(data))
+            if draft_size and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise MediaError(f"{label}: image too large (over {MAX_PIXELS:,} pixels, possible decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise MediaError(f"{label}: not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise MediaError(f"{label}: corrupt or truncated image ({exc})") from None
+
+
+def to_rgb(image):
+    """Palette, RGBA/LA (composited on white), CMYK, 16-bit and greyscale -> 8-bit RGB."""
+    from PIL import Image
+    import numpy as np
+
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() or 1.0
+        image = Image.fromarray((array * (255.0 / top)).clip(0, 255).astype("uint8"), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")

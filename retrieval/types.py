@@ -1,0 +1,60 @@
+"""Small records and enums shared by every package."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class MediaKind(str, enum.Enum):
+    """What a stored item is; each kind has its own vector index in a library."""
+
+    IMAGE = "image"
+    TEXT = "text"
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
+class ItemStatus(str, enum.Enum):
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which joint model built a library: enough to load it again and to refuse another."""
+
+    name: str
+    pretrained: str  # an open_clip pretrained tag, a checkpoint path, or "" for random init
+
+    def label(self) -> str:
+        return f"{self.name}/{self.pretrained}" if self.pretrained else self.name
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    rank: int
+    score: float
+    item_id: int
+    vector_id: int
+    path: str
+    kind: MediaKind
+    text: str | None = None  # the caption/document for text results
+    line: int | None = None  # line number of a text inside its corpus file
+    start_s: float | None = None  # time range inside a video/audio file
+    end_s: float | None = None
+
+    def to_json(self) -> dict:
+        out = {
+            "rank": self.rank,
+            "score": round(self.score, 6),
+            "path": self.path,
+            "kind": self.kind.value,
+            "item_id": self.item_id,
+            "vector_id": self.vector_id,
+        }
+        for key in ("text", "line", "start_s", "end_s"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
