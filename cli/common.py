@@ -6,13 +6,15 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
 from retrieval.errors import JrsearchError
-from retrieval.library import Library
 from retrieval.types import ModelSpec
+
+if TYPE_CHECKING:  # the library pulls in SQLAlchemy: too slow to import for `--help`
+    from retrieval.library import Library
 
 LibraryOpt = Annotated[Optional[Path], typer.Option(
     "--library", envvar="JRSEARCH_LIBRARY", help="Library folder (default: the user data dir).", show_default=False)]
@@ -54,7 +56,7 @@ def handles_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def resolve_model(library: Library | None, model: str | None, pretrained: str | None,
+def resolve_model(library: "Library | None", model: str | None, pretrained: str | None,
                   checkpoint: Path | None) -> ModelSpec:
     """The model a command uses: explicit options first, then the library's, then the default."""
     from retrieval.encoders import DEFAULT_MODEL, TINY_TEST_MODEL

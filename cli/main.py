@@ -10,7 +10,6 @@ import typer
 
 from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt,
                         fail, handles_errors, resolve_model)
-from retrieval.library import Library
 from retrieval.types import MediaKind
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -37,6 +36,7 @@ def index(
     from cli.render import RichProgress, print_index_report
     from indexer.pipeline import IndexOptions, run_index
     from retrieval.encoders import load_encoder
+    from retrieval.library import Library
 
     for path in paths:
         if not path.exists():
@@ -76,6 +76,7 @@ def query(
     """Search the library: by text (TEXT) or by example (--image)."""
     from cli.render import print_results
     from retrieval.engine import PathFilter, SearchEngine
+    from retrieval.library import Library
 
     if (text is None) == (image is None):
         fail("give either a TEXT query or --image PATH")
@@ -98,6 +99,7 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
            failures: Annotated[bool, typer.Option("--failures", help="List failed files and why.")] = False) -> None:
     """What is indexed, with which model and index type, and its size on disk."""
     from cli.render import print_status
+    from retrieval.library import Library
 
     lib = Library.open(library)
     info = lib.status()

@@ -228,6 +228,22 @@ class Library:
         self._indexes[kind] = index
         return index
 
+    def refresh(self) -> list[str]:
+        """Forget loaded indexes that another process has changed since; returns their kinds.
+
+        A long-running reader (`jrsearch serve`) calls this per request: one small SELECT. A
+        dropped index is loaded again, at the last committed state, on its next use.
+        """
+        with self.sessions() as session:
+            current = dict(session.execute(select(IndexState.kind, IndexState.generation)).all())
+        seen: dict[str, int] = self.__dict__.setdefault("_seen_generations", {})
+        dropped = [kind for kind in list(self._indexes) if seen.get(kind) != current.get(kind)]
+        for kind in dropped:
+            self._indexes.pop(kind, None)
+        seen.clear()
+        seen.update(current)  # an index loaded after this read is at least this new
+        return dropped
+
     def load_indexes(self) -> None:
         """Load every existing index so that writes can be mirrored into them incrementally."""
         with self.sessions() as session:
