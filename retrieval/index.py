@@ -26,7 +26,7 @@ def choose_factory(n: int, dim: int) -> str:
     if n <= EXACT_MAX:
         return "IDMap,Flat"
     nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    nlist = min(nlist, 2 ** int(math.log2(n // 39)))
+    nlist = min(nlist, 2 ** int(math.log2(max(1, n // 39))))  # >= 39 training points per list
     if n <= IVF_FLAT_MAX:
         return f"IVF{nlist},Flat"
     m = max(m for m in (1, 2, 4, 8, 16, 32, 64) if dim % m == 0 and m <= max(1, dim // 4))  # bytes/vector
