@@ -111,6 +111,10 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
         print_status(info)
 
 
+from cli.serve import serve  # noqa: E402
+app.command()(serve)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,53 @@
+"""`jrsearch serve`: keep the model and indexes warm and serve the search page and its API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.common import (CheckpointOpt, DeviceOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail,
+                        handles_errors, resolve_model)
+
+
+@handles_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    token_file: Annotated[Optional[Path], typer.Option(
+        "--token-file", help="File holding the access token (else $JRSEARCH_TOKEN); "
+                             "required when --host is not loopback.")] = None,
+    max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", min=1, help="Largest query upload, MiB.")] = 20,
+    nprobe: Annotated[Optional[int], typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    checkpoint: CheckpointOpt = None,
+    precision: PrecisionOpt = "auto",
+    device: DeviceOpt = None,
+) -> None:
+    """Serve a search page with thumbnails and an HTTP API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from cli.web.app import create_app
+    from cli.web.security import LOOPBACK_NAMES, is_loopback, load_token
+    from retrieval.engine import SearchEngine
+    from retrieval.library import Library
+
+    token = load_token(token_file)
+    loopback = is_loopback(host)
+    if not loopback and token is None:
+        fail(f"--host {host} is reachable from other machines: pass --token-file FILE (or set JRSEARCH_TOKEN) "
+             f"so that only people with the token can search, or keep the default --host 127.0.0.1")
+    lib = Library.open(library)
+    if nprobe:
+        lib.nprobe = nprobe
+    explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
+    engine = SearchEngine(lib, model=explicit, precision=precision, device=device)
+    typer.echo(f"loading {engine.spec.label()} and the indexes of {lib.root} ...", err=True)
+    app = create_app(lib, engine, token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
+                     max_upload_bytes=max_upload_mb * 2**20)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving on http://{shown}:{port}  (API docs: /docs{', token required' if token else ''})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

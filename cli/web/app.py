@@ -1,0 +1,294 @@
+"""The FastAPI app: search by text or by an uploaded file, item metadata, thumbnails, media with
+ranges, status; plus the static search page. Build it with `create_app(library, ...)`.
+
+Handlers are plain `def`s (run on the server's thread pool). Model calls are serialised by a
+lock; every request first asks the store whether an index changed (`Library.refresh`), so the
+server answers from the last committed state while `jrsearch index` writes beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any, Sequence
+
+import numpy as np
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from cli.web.media import audio_suffix, file_response, open_item, sniff_upload
+from cli.web.security import BodyLimit, TokenGuard, access_middleware
+from cli.web.thumbnails import SIZES, ThumbnailCache
+from retrieval.engine import PathFilter, SearchEngine
+from retrieval.errors import JrsearchError, LibraryError, MediaError
+from retrieval.library import Library
+from retrieval.store import Item
+from retrieval.types import MediaKind, SearchResult
+
+log = logging.getLogger("jrsearch.serve")
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 20 * 2**20
+MAX_TOP_K = 200
+MAX_QUERY_CHARS = 1000
+MULTIPART_OVERHEAD = 64 * 1024
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; script-src 'self'; "
+            "style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+VISUAL = {MediaKind.IMAGE.value, MediaKind.VIDEO.value}
+
+
+class Searcher:
+    """The warm engine for concurrent requests: fresh indexes per request, one model call at a time."""
+
+    def __init__(self, library: Library, engine: SearchEngine) -> None:
+        self.library = library
+        self.engine = engine
+        self._model_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+
+    def warm(self) -> None:
+        self.library.refresh()
+        self.library.load_indexes()
+        self.embed_text("warm up")
+
+    def embed_text(self, text: str) -> np.ndarray:
+        with self._model_lock:
+            return self.engine.embed_text(text)
+
+    def embed_file(self, path: Path, what: str) -> np.ndarray:
+        if what == "audio":
+            embed_audio = getattr(self.engine, "embed_audio", None)
+            if embed_audio is None:
+                raise HTTPException(415, "audio search needs a jrsearch build with an audio model "
+                                         "(SearchEngine.embed_audio); this one searches by text or image")
+        else:
+            embed_audio = None
+        with self._model_lock:
+            return embed_audio(path) if embed_audio else self.engine.embed_image(path)
+
+    def search(self, vector: np.ndarray, kind: MediaKind, top_k: int, path_filter: PathFilter | None
+               ) -> list[SearchResult]:
+        with self._index_lock:  # one thread reloads a changed index; the others wait for it
+            self.library.refresh()
+            self.library.index(kind)
+        return self.engine.search(vector, kind=kind, top_k=top_k, path_filter=path_filter)
+
+
+class ResultOut(BaseModel):
+    rank: int
+    score: float
+    item_id: int
+    vector_id: int
+    kind: str
+    path: str
+    name: str
+    text: str | None = None
+    line: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    thumbnail: str | None = None
+    media: str
+
+
+class SearchOut(BaseModel):
+    query: dict[str, Any]
+    took_ms: float
+    results: list[ResultOut]
+
+
+class ItemOut(BaseModel):
+    id: int
+    path: str
+    name: str
+    kind: str
+    status: str
+    error: str | None
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    indexed_at: str
+    thumbnail: str | None
+    media: str
+
+
+class Login(BaseModel):
+    token: str
+
+
+def _thumbnail_url(item_id: int, kind: str, at_s: float | None = None) -> str | None:
+    if kind not in VISUAL:
+        return None
+    at = f"&t={at_s:.1f}" if kind == MediaKind.VIDEO.value and at_s else ""
+    return f"/api/items/{item_id}/thumbnail?size=256{at}"
+
+
+def _result_out(r: SearchResult) -> ResultOut:
+    return ResultOut(rank=r.rank, score=round(r.score, 6), item_id=r.item_id, vector_id=r.vector_id,
+                     kind=r.kind.value, path=r.path, name=os.path.basename(r.path), text=r.text, line=r.line,
+                     start_s=r.start_s, end_s=r.end_s, thumbnail=_thumbnail_url(r.item_id, r.kind.value, r.start_s),
+                     media=f"/api/items/{r.item_id}/media")
+
+
+class SearchOptions(BaseModel):
+    kind: MediaKind
+    top_k: int
+    under: str | None
+    glob: str | None
+
+
+def search_options(
+    kind: Annotated[MediaKind, Query(description="What to find.")] = MediaKind.IMAGE,
+    top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many results.")] = 10,
+    under: Annotated[str | None, Query(max_length=4096, description="Only results under this folder.")] = None,
+    glob: Annotated[str | None, Query(max_length=512, description="Only paths (or names) matching this glob.")] = None,
+) -> SearchOptions:
+    return SearchOptions(kind=kind, top_k=top_k, under=under or None, glob=glob or None)
+
+
+def create_app(library: Library, engine: SearchEngine | None = None, *, token: str | None = None,
+               allowed_hosts: Sequence[str] | None = None, thumbnail_dir: Path | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, warm: bool = True) -> FastAPI:
+    """The server for one library. `token`: required on every API request when set.
+    `allowed_hosts`: Host header names to answer (None: any)."""
+    searcher = Searcher(library, engine or SearchEngine(library))
+    thumbnails = ThumbnailCache(thumbnail_dir or library.root / "thumbnails")
+    guard = TokenGuard(token) if token else None
+    if warm:
+        searcher.warm()
+
+    app = FastAPI(title="jrsearch", version="0.1.0",
+                  description="Cross-modal search over one jrsearch library: by text, by an example image or "
+                              "sound; thumbnails and media of the results.")
+    app.middleware("http")(access_middleware(guard, allowed_hosts))
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
+    _add_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def run_search(vector: np.ndarray, options: SearchOptions, query: dict[str, Any], started: float) -> SearchOut:
+        results = searcher.search(vector, options.kind, options.top_k, PathFilter.make(options.under, options.glob))
+        return SearchOut(query={**query, **options.model_dump(mode="json")},
+                         took_ms=round((time.perf_counter() - started) * 1000, 2),
+                         results=[_result_out(r) for r in results])
+
+    @app.get("/", include_in_schema=False)
+    def page() -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP,
+                                                                 "Cache-Control": "no-cache"})
+
+    @app.post("/api/login", summary="Exchange the token for a cookie (for the page)")
+    def login(body: Login) -> JSONResponse:
+        if guard is None:
+            return JSONResponse({"ok": True, "token_required": False})
+        if not guard.valid(body.token):
+            raise HTTPException(401, "wrong token")
+        response = JSONResponse({"ok": True, "token_required": True})
+        guard.set_cookie(response)
+        return response
+
+    @app.get("/api/search", response_model=SearchOut, summary="Search by text")
+    def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="Words to search for.")],
+                    options: Annotated[SearchOptions, Depends(search_options)]) -> SearchOut:
+        started = time.perf_counter()
+        return run_search(searcher.embed_text(q), options, {"text": q}, started)
+
+    @app.post("/api/search/file", response_model=SearchOut, summary="Search by an example image or sound")
+    def search_file(file: Annotated[UploadFile, File(description="An image (JPEG, PNG, GIF, WebP, BMP, TIFF) "
+                                                                 "or a sound (WAV, FLAC, OGG, MP3).")],
+                    options: Annotated[SearchOptions, Depends(search_options)]) -> SearchOut:
+        started = time.perf_counter()
+        data = file.file.read(max_upload_bytes + 1)
+        name = os.path.basename(file.filename or "upload")
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload {name} is larger than {max_upload_bytes // 2**20} MiB")
+        if not data:
+            raise HTTPException(400, f"upload {name} is empty")
+        what = sniff_upload(data)
+        if what is None:
+            raise HTTPException(415, f"upload {name} is neither an image (JPEG, PNG, GIF, WebP, BMP, TIFF) "
+                                     f"nor a sound (WAV, FLAC, OGG, MP3)")
+        with tempfile.TemporaryDirectory(prefix="jrsearch-upload-") as tmp:
+            path = Path(tmp) / ("query" + (audio_suffix(data) if what == "audio" else ".img"))
+            path.write_bytes(data)
+            try:
+                vector = searcher.embed_file(path, what)
+            except MediaError as exc:
+                raise HTTPException(400, str(exc).replace(str(path), f"upload {name}")) from None
+        return run_search(vector, options, {"file": name, "file_type": what}, started)
+
+    def get_item(item_id: int) -> Item:
+        with library.sessions() as session:
+            item = session.get(Item, item_id)
+        if item is None:
+            raise HTTPException(404, f"no item {item_id} in this library")
+        return item
+
+    @app.get("/api/items/{item_id}", response_model=ItemOut, summary="One item's metadata")
+    def item_metadata(item_id: int) -> ItemOut:
+        item = get_item(item_id)
+        return ItemOut(id=item.id, path=item.path, name=os.path.basename(item.path), kind=item.kind,
+                       status=item.status, error=item.error, size=item.size, mtime_ns=item.mtime_ns,
+                       content_hash=item.content_hash, width=item.width, height=item.height,
+                       duration_s=item.duration_s, indexed_at=item.indexed_at.isoformat(),
+                       thumbnail=_thumbnail_url(item.id, item.kind), media=f"/api/items/{item.id}/media")
+
+    @app.get("/api/items/{item_id}/thumbnail", summary="A JPEG thumbnail (images; videos at time t)",
+             response_class=FileResponse)
+    def item_thumbnail(item_id: int, size: Annotated[int, Query(description=f"One of {SIZES}.")] = 256,
+                       t: Annotated[float | None, Query(ge=0, le=10**7, description="Video time, seconds.")] = None
+                       ) -> FileResponse:
+        if size not in SIZES:
+            raise HTTPException(422, f"size must be one of {', '.join(map(str, SIZES))}")
+        item = get_item(item_id)
+        if item.kind not in VISUAL:
+            raise HTTPException(404, f"item {item_id} is {item.kind}: only images and videos have thumbnails")
+        try:
+            path = thumbnails.get(item, size, lambda: open_item(item).handle, t)
+        except MediaError as exc:
+            raise HTTPException(415, f"item {item_id}: no thumbnail: {exc}") from None
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/api/items/{item_id}/media", summary="The item's file, with HTTP range requests",
+             response_class=Response)
+    def item_media(item_id: int, request: Request) -> Response:
+        return file_response(open_item(get_item(item_id)), request.headers.get("range"))
+
+    @app.get("/api/status", summary="What the library holds and what the server runs")
+    def status() -> dict[str, Any]:
+        info = library.status()
+        info["server"] = {"model": searcher.engine.spec.label(), "token_required": guard is not None,
+                          "max_upload_bytes": max_upload_bytes, "max_top_k": MAX_TOP_K,
+                          "audio_search": hasattr(searcher.engine, "embed_audio")}
+        return info
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal is a 4xx with one clear `detail` string; nothing leaks a traceback."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body"))
+            parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(JrsearchError)
+    async def refused(_request: Request, exc: JrsearchError) -> JSONResponse:
+        code = 503 if isinstance(exc, LibraryError) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("error serving %s", request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)

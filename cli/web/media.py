@@ -1,0 +1,127 @@
+"""Serving library files safely: by item id only, checked against what was indexed, with ranges.
+
+A client never names a path. The stored path is resolved (symlinks followed), opened, and the
+open file must still be the regular file that was indexed (same size and mtime) before a byte
+of it is sent; the checks run on the open descriptor, so a file swapped after the check is not
+the one read.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from fastapi import HTTPException
+from starlette.responses import Response, StreamingResponse
+
+from retrieval.store import Item
+
+CHUNK = 256 * 1024
+
+
+@dataclass
+class OpenedFile:
+    handle: BinaryIO
+    size: int
+    media_type: str
+
+
+def open_item(item: Item) -> OpenedFile:
+    """Open an item's file for reading, or raise 404/409 saying why it cannot be served."""
+    try:
+        real = Path(item.path).resolve(strict=True)
+        handle = open(real, "rb")  # noqa: SIM115 - the caller closes it (or the response does)
+    except FileNotFoundError:
+        raise HTTPException(404, f"item {item.id} is no longer on disk ({item.path}); run `jrsearch index` "
+                                 f"to forget deleted files") from None
+    except (OSError, RuntimeError) as exc:  # permission denied, a symlink loop
+        raise HTTPException(403, f"item {item.id} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    info = os.fstat(handle.fileno())
+    if not stat.S_ISREG(info.st_mode) or info.st_size != item.size or info.st_mtime_ns != item.mtime_ns:
+        handle.close()
+        raise HTTPException(409, f"item {item.id} changed on disk since it was indexed ({item.path}); "
+                                 f"run `jrsearch index` again")
+    media_type = mimetypes.guess_type(item.path)[0] or "application/octet-stream"
+    return OpenedFile(handle, info.st_size, media_type)
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range as (first, last), inclusive; None for a header to ignore (send it all).
+
+    Follows RFC 9110: a malformed or multi-range header is ignored, a well-formed range that
+    lies outside the file is refused with 416.
+    """
+    unit, _, spec = header.partition("=")
+    first_s, dash, last_s = (part.strip() for part in spec.partition("-"))
+    well_formed = (unit.strip().lower() == "bytes" and dash and (first_s or last_s)
+                   and all(part == "" or part.isdigit() for part in (first_s, last_s)))
+    if not well_formed:
+        return None
+    if first_s == "":  # the last N bytes
+        if int(last_s) == 0 or size == 0:
+            _unsatisfiable(size)
+        return max(0, size - int(last_s)), size - 1
+    first, last = int(first_s), int(last_s) if last_s else size - 1
+    if last_s and last < first:
+        return None
+    if first >= size:
+        _unsatisfiable(size)
+    return first, min(last, size - 1)
+
+
+def _unsatisfiable(size: int) -> None:
+    raise HTTPException(416, f"requested range is outside the file ({size} bytes)",
+                        headers={"Content-Range": f"bytes */{size}"})
+
+
+def file_response(opened: OpenedFile, range_header: str | None) -> Response:
+    """The whole file (200) or one byte range of it (206), streamed from the open handle."""
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+    try:
+        wanted = parse_range(range_header, opened.size) if range_header else None
+    except HTTPException:
+        opened.handle.close()
+        raise
+    first, last = wanted if wanted else (0, opened.size - 1)
+    headers["Content-Length"] = str(last - first + 1)
+    if wanted:
+        headers["Content-Range"] = f"bytes {first}-{last}/{opened.size}"
+    return StreamingResponse(_chunks(opened.handle, first, last), status_code=206 if wanted else 200,
+                             media_type=opened.media_type, headers=headers)
+
+
+def _chunks(handle: BinaryIO, first: int, last: int) -> Iterator[bytes]:
+    with handle:
+        handle.seek(first)
+        left = last - first + 1
+        while left > 0:
+            data = handle.read(min(CHUNK, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+
+
+def sniff_upload(data: bytes) -> str | None:
+    """'image' or 'audio' by the upload's first bytes (never by its name or declared type)."""
+    head = data[:16]
+    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")):
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio"
+    if head.startswith((b"fLaC", b"OggS", b"ID3", b"FORM")) or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio"
+    return None
+
+
+AUDIO_SUFFIX = {b"RIFF": ".wav", b"fLaC": ".flac", b"OggS": ".ogg", b"FORM": ".aiff"}
+
+
+def audio_suffix(data: bytes) -> str:
+    return AUDIO_SUFFIX.get(data[:4], ".mp3")

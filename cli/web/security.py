@@ -1,0 +1,144 @@
+"""Who may talk to the server: a bearer token off loopback, a Host check on it, bounded bodies.
+
+- `TokenGuard`: requests carry `Authorization: Bearer TOKEN`, a `token` cookie (set by the
+  page's login, or by a first visit with `?token=`), or a `token` query parameter; compared in
+  constant time. The page itself and its static files are public so that it can ask for one.
+- Without a token the server listens on loopback only, and refuses requests whose Host header
+  is not a loopback name (a web page elsewhere cannot reach it through DNS rebinding).
+- `BodyLimit`: request bodies over the limit get 413 before they are read into memory.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from pathlib import Path
+from typing import Awaitable, Callable, Iterable
+
+from fastapi import HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+
+from retrieval.errors import JrsearchError
+
+COOKIE = "token"
+TOKEN_ENV = "JRSEARCH_TOKEN"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+PUBLIC_PATHS = {"/", "/favicon.ico", "/api/login"}
+PUBLIC_PREFIX = "/static/"
+MIN_TOKEN_CHARS = 16
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_token(token_file: Path | None) -> str | None:
+    """The token from --token-file, else from $JRSEARCH_TOKEN, else None."""
+    if token_file is not None:
+        try:
+            token = token_file.expanduser().read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise JrsearchError(f"cannot read token file {token_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        source = f"token file {token_file}"
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        source = f"${TOKEN_ENV}"
+        if not token:
+            return None
+    if len(token) < MIN_TOKEN_CHARS:
+        raise JrsearchError(f"{source} holds a token of {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+                            f"(e.g. `python -c 'import secrets; print(secrets.token_urlsafe())' > {token_file or 'FILE'}`)")
+    return token
+
+
+class TokenGuard:
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    def valid(self, candidate: str | None) -> bool:
+        return candidate is not None and hmac.compare_digest(candidate.encode(), self._token)
+
+    def presented(self, request: Request) -> tuple[str | None, bool]:
+        """(the token the request carries, whether it came in the URL)."""
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value:
+            return value.strip(), False
+        if COOKIE in request.cookies:
+            return request.cookies[COOKIE], False
+        return request.query_params.get(COOKIE), True
+
+    def set_cookie(self, response: Response) -> None:
+        response.set_cookie(COOKIE, self._token.decode(), httponly=True, samesite="strict", path="/")
+
+
+def _host_of(header: str) -> str:
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def access_middleware(guard: TokenGuard | None, allowed_hosts: Iterable[str] | None
+                      ) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    """An HTTP middleware: Host check, token check, and headers every response gets."""
+    hosts = {h.lower() for h in allowed_hosts} if allowed_hosts is not None else None
+
+    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if hosts is not None and _host_of(request.headers.get("host", "")).lower() not in hosts:
+            return JSONResponse({"detail": "this server only answers requests addressed to a loopback host name "
+                                           f"({', '.join(sorted(hosts))})"}, status_code=403)
+        from_url = False
+        path = request.url.path
+        if guard is not None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIX):
+            token, from_url = guard.presented(request)
+            if not guard.valid(token):
+                return JSONResponse({"detail": "this server needs a token: send 'Authorization: Bearer TOKEN', "
+                                               "or log in on the page"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        response = await call_next(request)
+        if from_url:
+            guard.set_cookie(response)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    return middleware
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over `max_bytes` (by Content-Length, or as they stream)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _message(self) -> str:
+        return f"request body too large: at most {self.max_bytes // 1024 // 1024} MiB"
+
+    async def _refuse(self, scope, receive, send) -> None:
+        await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)

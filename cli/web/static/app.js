@@ -1,0 +1,238 @@
+// jrsearch search page: no build step, no dependencies. Every value from the server is
+// inserted as text (textContent / attributes), never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let results = [];
+let retry = null; // the last search, run again after a login
+
+function options() {
+  const params = new URLSearchParams({ kind: $("kind").value, top_k: $("top_k").value || "24" });
+  for (const name of ["under", "glob"]) {
+    if ($(name).value.trim()) params.set(name, $(name).value.trim());
+  }
+  return params;
+}
+
+function say(text, isError = false) {
+  $("message").textContent = text;
+  $("message").classList.toggle("error", isError);
+}
+
+async function call(url, init) {
+  const response = await fetch(url, { credentials: "same-origin", ...init });
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    $("login").hidden = false;
+    $("token").focus();
+    throw new Error("log in to search");
+  }
+  if (!response.ok) throw new Error(body.detail || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+async function run(label, request) {
+  retry = () => run(label, request);
+  say(`searching ${label} …`);
+  try {
+    const body = await request();
+    render(body.results);
+    say(`${body.results.length} results for ${label} in ${Math.round(body.took_ms)} ms`);
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+function searchText() {
+  const q = $("q").value.trim();
+  if (!q) return;
+  const params = options();
+  params.set("q", q);
+  run(`“${q}”`, () => call(`/api/search?${params}`));
+}
+
+function searchFile(file) {
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file);
+  run(file.name, () => call(`/api/search/file?${options()}`, { method: "POST", body: form }));
+}
+
+function seconds(s) {
+  const m = Math.floor(s / 60);
+  return `${m}:${(s - 60 * m).toFixed(1).padStart(4, "0")}`;
+}
+
+function card(result, index) {
+  const li = document.createElement("li");
+  li.className = "result";
+  li.tabIndex = 0;
+  li.dataset.index = index;
+  li.dataset.kind = result.kind;
+  const top = document.createElement("div");
+  top.className = "thumb";
+  if (result.kind === "text") {
+    top.className = "text";
+    top.textContent = result.text || "";
+  } else if (result.thumbnail) {
+    const img = document.createElement("img");
+    img.src = result.thumbnail;
+    img.alt = result.name;
+    img.loading = "lazy";
+    img.onerror = () => img.replaceWith(icon("▣"));
+    top.append(img);
+  } else {
+    top.append(icon(result.kind === "audio" ? "♪" : "▣"));
+  }
+  if (result.start_s != null) {
+    const time = document.createElement("span");
+    time.className = "time";
+    time.textContent = result.end_s != null ? `${seconds(result.start_s)}–${seconds(result.end_s)}` : seconds(result.start_s);
+    top.append(time);
+  }
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const name = document.createElement("div");
+  name.className = "name";
+  name.textContent = result.line != null ? `${result.name}:${result.line}` : result.name;
+  name.title = result.path;
+  const score = document.createElement("div");
+  score.className = "score";
+  score.textContent = `#${result.rank} · ${result.score.toFixed(3)}`;
+  meta.append(name, score);
+  li.append(top, meta);
+  li.addEventListener("click", () => open(index));
+  return li;
+}
+
+function icon(symbol) {
+  const span = document.createElement("span");
+  span.className = "icon";
+  span.textContent = symbol;
+  return span;
+}
+
+function render(list) {
+  results = list;
+  $("results").replaceChildren(...list.map(card));
+}
+
+function open(index) {
+  const result = results[index];
+  if (!result) return;
+  const body = $("viewer-body");
+  let element;
+  if (result.kind === "text") {
+    element = document.createElement("blockquote");
+    element.textContent = result.text || "";
+  } else if (result.kind === "image") {
+    element = document.createElement("img");
+    element.src = result.media;
+    element.alt = result.name;
+  } else {
+    element = document.createElement(result.kind === "video" ? "video" : "audio");
+    element.controls = true;
+    element.autoplay = true;
+    element.src = result.media;
+    if (result.start_s != null) {
+      element.addEventListener("loadedmetadata", () => { element.currentTime = result.start_s; }, { once: true });
+    }
+  }
+  body.replaceChildren(element);
+  const where = result.start_s != null ? ` at ${seconds(result.start_s)}` : result.line != null ? ` line ${result.line}` : "";
+  $("viewer-caption").textContent = `${result.path}${where} · score ${result.score.toFixed(3)}`;
+  $("viewer").hidden = false;
+  $("viewer").dataset.index = index;
+  $("close").focus();
+}
+
+function closeViewer() {
+  if ($("viewer").hidden) return;
+  $("viewer-body").replaceChildren();
+  $("viewer").hidden = true;
+  const back = document.querySelector(`.result[data-index="${$("viewer").dataset.index}"]`);
+  if (back) back.focus();
+}
+
+function columns() {
+  return getComputedStyle($("results")).gridTemplateColumns.split(" ").filter(Boolean).length || 1;
+}
+
+function moveFocus(event) {
+  const current = document.activeElement;
+  const cards = [...document.querySelectorAll(".result")];
+  if (!cards.length) return;
+  if (current === $("q") && event.key === "ArrowDown") {
+    event.preventDefault();
+    cards[0].focus();
+    return;
+  }
+  if (!current.classList.contains("result")) return;
+  const index = Number(current.dataset.index);
+  const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(), ArrowUp: -columns() }[event.key];
+  if (event.key === "Enter") {
+    event.preventDefault();
+    open(index);
+  } else if (step !== undefined) {
+    event.preventDefault();
+    const next = index + step;
+    if (next < 0 && event.key === "ArrowUp") $("q").focus();
+    else if (cards[next]) cards[next].focus();
+  }
+}
+
+async function login(event) {
+  event.preventDefault();
+  try {
+    await call("/api/login", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token: $("token").value }),
+    });
+    $("login").hidden = true;
+    $("token").value = "";
+    showStatus();
+    if (retry) retry();
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+async function showStatus() {
+  try {
+    const info = await call("/api/status");
+    const counts = Object.entries(info.indexes).map(([kind, idx]) => `${idx.vectors} ${kind}`).join(", ");
+    say(`${counts || "nothing indexed"} · ${info.server.model}`);
+    if (!info.server.audio_search) $("file").accept = "image/*";
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+function dropZone() {
+  let depth = 0;
+  const hint = $("drop-hint");
+  document.addEventListener("dragenter", (e) => { e.preventDefault(); depth += 1; hint.hidden = false; });
+  document.addEventListener("dragleave", () => { depth -= 1; if (depth <= 0) { depth = 0; hint.hidden = true; } });
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    depth = 0;
+    hint.hidden = true;
+    searchFile(e.dataTransfer.files[0]);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("search").addEventListener("submit", (e) => { e.preventDefault(); searchText(); });
+  $("kind").addEventListener("change", () => { if ($("q").value.trim()) searchText(); });
+  $("file").addEventListener("change", () => { searchFile($("file").files[0]); $("file").value = ""; });
+  $("login-form").addEventListener("submit", login);
+  $("close").addEventListener("click", closeViewer);
+  $("viewer").addEventListener("click", (e) => { if (e.target === $("viewer")) closeViewer(); });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") closeViewer();
+    else if ($("viewer").hidden && $("login").hidden) moveFocus(e);
+  });
+  dropZone();
+  showStatus();
+});

@@ -1,0 +1,76 @@
+"""Thumbnails: made once per file version and size, cached on disk as JPEG, EXIF-upright.
+
+Images go through `retrieval.imageio.open_image` (by content, EXIF orientation, RGB, bomb
+limit); a video's thumbnail is the frame at the requested time. The cache key is the item's
+content hash (or its id, size and mtime), so a changed file gets a new thumbnail.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from retrieval.errors import MediaError
+from retrieval.imageio import open_image, to_rgb
+from retrieval.store import Item
+from retrieval.types import MediaKind
+
+SIZES = (128, 256, 512)
+QUALITY = 82
+
+
+class ThumbnailCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, item: Item, size: int, at_s: float | None = None) -> Path:
+        key = item.content_hash or f"{item.id}-{item.size}-{item.mtime_ns}"
+        when = f"-t{at_s:.1f}" if at_s is not None else ""
+        return self.root / key[:2] / f"{key}-{size}{when}.jpg"
+
+    def get(self, item: Item, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> Path:
+        """The cached thumbnail's path; made first, from the file `open_source()` opens, if needed."""
+        video = item.kind == MediaKind.VIDEO.value
+        path = self.path_for(item, size, at_s if video else None)
+        if path.is_file():
+            return path
+        with open_source() as source:
+            image = _video_frame(source, at_s or 0.0) if video else \
+                open_image(source.read(), name=f"item {item.id}", draft_size=size)
+        image.thumbnail((size, size))
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=QUALITY)
+        _write_atomically(path, out.getvalue())
+        return path
+
+
+def _video_frame(source: BinaryIO, at_s: float):
+    """The first frame at or after `at_s` seconds, as an RGB PIL image."""
+    import av
+
+    try:
+        with av.open(source) as container:
+            stream = container.streams.video[0]
+            if at_s > 0 and stream.time_base:
+                container.seek(int(at_s / stream.time_base), stream=stream)
+            for frame in container.decode(stream):
+                if frame.time is None or frame.time >= at_s - 0.05:
+                    return to_rgb(frame.to_image())
+    except (av.error.FFmpegError, IndexError, ValueError) as exc:
+        raise MediaError(f"no frame could be decoded ({exc})") from None
+    raise MediaError(f"the video has no frame at {at_s:.1f} s")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
