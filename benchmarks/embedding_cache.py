@@ -1,0 +1,82 @@
+"""Embeddings kept on disk between benchmark runs, so a re-run (another split, metric or index
+type) costs seconds instead of re-embedding 5,000 images and 25,000 captions.
+
+One `.npz` file per model setting (model, pretrained tag, precision, device kind) holds string
+keys and float32 rows. A key names the file a vector came from with its size and mtime (and, for
+a caption, its row and a digest of its text), so an edited file is embedded again. The file is
+rewritten atomically: a reader sees the old cache or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def default_cache_dir() -> Path:
+    from platformdirs import user_cache_path
+
+    return user_cache_path("jrsearch") / "bench-embeddings"
+
+
+def file_key(path: Path, part: str = "") -> str:
+    """`path|size|mtime_ns`, plus `#part` for one of several vectors from the same file."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return f"{key}#{part}" if part else key
+
+
+def text_part(row: int, text: str) -> str:
+    return f"{row}:{hashlib.sha1(text.encode('utf-8')).hexdigest()[:12]}"
+
+
+class EmbeddingCache:
+    """A key -> vector map for one model setting, loaded whole and saved whole."""
+
+    def __init__(self, root: Path, setting: str) -> None:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", setting)[:80]
+        self.path = root / f"{slug}-{hashlib.sha1(setting.encode()).hexdigest()[:10]}.npz"
+        self._vectors: dict[str, np.ndarray] = {}
+        self._dirty = False
+        if self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as data:
+                    self._vectors = dict(zip(data["keys"].tolist(), data["vectors"]))
+            except (OSError, ValueError, KeyError):
+                self._vectors = {}  # a damaged cache is only a slower run: rebuild it
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._vectors
+
+    def get(self, key: str) -> np.ndarray:
+        return self._vectors[key]
+
+    def put(self, keys: list[str], vectors: np.ndarray) -> None:
+        for key, vector in zip(keys, vectors):
+            self._vectors[key] = np.asarray(vector, dtype=np.float32)
+        self._dirty = self._dirty or bool(keys)
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = list(self._vectors)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, keys=np.array(keys, dtype=str), vectors=np.stack([self._vectors[k] for k in keys]))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._dirty = False

@@ -1,0 +1,131 @@
+"""`jrsearch bench`: retrieval benchmarks (COCO 1K / 5K, Flickr30K 1K) as a table, Markdown and JSON."""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, handles_errors,
+                        resolve_model)
+
+bench_app = typer.Typer(no_args_is_help=True, help="Retrieval benchmarks: Recall@K and median/mean rank tables.")
+
+
+class CocoSplit(str, enum.Enum):
+    ONE_K = "1k"
+    FIVE_K = "5k"
+
+
+ImagesOpt = Annotated[Path, typer.Option("--images", help="Folder with the split's images (COCO: val2014/).",
+                                         exists=True, file_okay=False)]
+CaptionsOpt = Annotated[Optional[Path], typer.Option(
+    "--captions", help="Split file: Karpathy dataset_*.json, COCO captions_val2014.json (with --ids), or a "
+                       "captions .tsv (default: looked for next to --images).", exists=True, dir_okay=False)]
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the Markdown and JSON results.")]
+CacheOpt = Annotated[Optional[Path], typer.Option(
+    "--cache-dir", help="Embedding cache (default: the user cache dir).", show_default=False)]
+PartialOpt = Annotated[bool, typer.Option(
+    "--allow-partial", help="Score the images that are present; every row is marked PARTIAL.")]
+IndexOpt = Annotated[bool, typer.Option(
+    "--index", help="Also rank through the FAISS index the engine would build, beside the exact ranking.")]
+FactoryOpt = Annotated[Optional[str], typer.Option(
+    "--index-factory", help="Rank through this faiss index_factory type instead (implies --index), "
+                            "e.g. 'IVF64,PQ16' to see the recall cost of compression.")]
+NprobeOpt = Annotated[int, typer.Option("--nprobe", min=1, help="IVF lists visited per query with --index.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model batch.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Image decode threads.")]
+
+
+@bench_app.command()
+@handles_errors
+def coco(
+    images: ImagesOpt,
+    split: Annotated[CocoSplit, typer.Option("--split", help="1k: mean of five 1K folds; 5k: all 5,000 images.")]
+    = CocoSplit.ONE_K,
+    captions: CaptionsOpt = None,
+    ids: Annotated[Optional[Path], typer.Option(
+        "--ids", help="With captions_val2014.json: the split's COCO image ids, one per line, in order.",
+        exists=True, dir_okay=False)] = None,
+    model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
+    out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
+    index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
+    batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
+) -> None:
+    """COCO Karpathy test: image-to-text and text-to-image R@1/5/10, median and mean rank."""
+    from benchmarks.retrieval_bench import BenchOptions
+    from benchmarks.splits import find_split_file, load_split
+
+    source = captions or find_split_file(images, ("dataset_coco.json", "captions.tsv"))
+    options = BenchOptions("coco", split.value, 1000 if split is CocoSplit.ONE_K else None, allow_partial,
+                           index, index_factory, nprobe, batch_size, workers)
+    _run(load_split(source, ids), images, options, model, pretrained, checkpoint, precision, device, out,
+         cache_dir, as_json)
+
+
+@bench_app.command()
+@handles_errors
+def flickr30k(
+    images: ImagesOpt,
+    captions: CaptionsOpt = None,
+    model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
+    out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
+    index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
+    batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
+) -> None:
+    """Flickr30K Karpathy 1K test: the same table and code path as COCO."""
+    from benchmarks.retrieval_bench import BenchOptions
+    from benchmarks.splits import find_split_file, load_split
+
+    source = captions or find_split_file(images, ("dataset_flickr30k.json",))
+    options = BenchOptions("flickr30k", "1k", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
+    _run(load_split(source), images, options, model, pretrained, checkpoint, precision, device, out,
+         cache_dir, as_json)
+
+
+def _run(split, images: Path, options, model, pretrained, checkpoint, precision, device, out: Path,
+         cache_dir: Path | None, as_json: bool) -> None:
+    """Check the images, load the model, run, print the table and write Markdown + JSON."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from benchmarks.embedding_cache import EmbeddingCache, default_cache_dir
+    from benchmarks.retrieval_bench import refuse_partial, run_benchmark
+    from cli.render import err
+    from retrieval.encoders import load_encoder
+
+    images = images.resolve()
+    missing = [image for image in split.images if not image.locate(images).is_file()]
+    if missing and not options.allow_partial:  # before spending seconds on loading the model
+        refuse_partial(split, images, [str(m.locate(images)) for m in missing], [])
+    encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision)
+    setting = f"{encoder.spec.label()}|{precision}|{encoder.device.split(':')[0]}"
+    cache = EmbeddingCache(cache_dir or default_cache_dir(), setting)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, disable=as_json, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(f"embedding {stage}", total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        report = run_benchmark(split, images, encoder, cache, options, progress, precision)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / report.file_stem()
+    markdown = report.to_markdown()
+    Path(f"{stem}.md").write_text(markdown, encoding="utf-8")
+    Path(f"{stem}.json").write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+        return
+    typer.echo(markdown)
+    for problem in report.unreadable[:10]:
+        typer.echo(f"unreadable: {problem.path}: {problem.reason}", err=True)
+    if report.missing:
+        typer.echo(f"missing: {len(report.missing):,} images (listed in the JSON), e.g. {report.missing[0]}", err=True)
+    typer.echo(f"wrote {stem}.md and {stem}.json", err=True)
