@@ -114,6 +114,9 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
 from cli.serve import serve  # noqa: E402
 app.command()(serve)
 
+from cli.bench import bench_app  # noqa: E402
+app.add_typer(bench_app, name="bench")
+
 
 def main() -> None:
     app()
