@@ -13,6 +13,7 @@ from indexer.changes import Candidate, content_hash
 from retrieval.errors import MediaError
 from retrieval.imageio import open_image
 
+MAX_IMAGE_BYTES = 256 * 1024 * 1024  # the largest real photos (RAW-sized TIFFs) stay well below
 MAX_TEXT_BYTES = 512 * 1024 * 1024
 MAX_TEXT_CHARS = 2000  # a document longer than this is cut; CLIP reads ~77 tokens anyway
 
@@ -40,6 +41,8 @@ def read_file(candidate: Candidate) -> tuple[bytes | None, Decoded]:
 
 
 def decode_image(candidate: Candidate, transform: Callable, draft_size: int) -> Decoded:
+    if candidate.size > MAX_IMAGE_BYTES:
+        return Decoded(candidate, error=f"file too large ({candidate.size:,} bytes, limit {MAX_IMAGE_BYTES:,}); not read as an image")
     data, out = read_file(candidate)
     if data is None or _same_content(candidate, out):
         return out

@@ -54,6 +54,7 @@ class FileRecord:
     modality: str = "image"  # the tower that made the vectors
     texts: list[tuple[int, str]] = field(default_factory=list)  # (line, text) per vector row
     segments: list[tuple[float | None, float | None]] = field(default_factory=list)  # per vector row
+    modalities: list[str] = field(default_factory=list)  # per vector row when they differ (video: image + audio)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Library:
         self.sessions = open_store(root / DB_NAME)
         self._indexes: dict[str, VectorIndex] = {}
         self._rebuild: set[str] = set()
+        self._model: tuple[ModelSpec, int] | None = None  # fixed once written, so read once
 
     @classmethod
     def open(cls, root: Path | None = None, create: bool = False, nprobe: int = DEFAULT_NPROBE) -> "Library":
@@ -106,9 +108,11 @@ class Library:
     # -- the model ------------------------------------------------------------------------
 
     def model(self) -> tuple[ModelSpec, int] | None:
-        with self.sessions() as session:
-            row = session.scalars(select(Manifest)).first()
-        return (ModelSpec(row.model_name, row.pretrained), row.dim) if row else None
+        if self._model is None:
+            with self.sessions() as session:
+                row = session.scalars(select(Manifest)).first()
+            self._model = (ModelSpec(row.model_name, row.pretrained), row.dim) if row else None
+        return self._model
 
     def check_model(self, spec: ModelSpec) -> None:
         """Refuse to mix models: vectors from two models do not share a space."""
@@ -159,7 +163,8 @@ class Library:
                 rows = []
                 for i, vec in enumerate(np.asarray(record.vectors, dtype=np.float32)):
                     rows.append(Vector(item_id=item.id, text_id=texts[i].id if texts else None,
-                                       kind=record.kind.value, modality=record.modality, model=model_label,
+                                       kind=record.kind.value, model=model_label,
+                                       modality=record.modalities[i] if record.modalities else record.modality,
                                        start_s=segments[i][0], end_s=segments[i][1], embedding=vec.tobytes()))
                 session.add_all(rows)
                 session.flush()

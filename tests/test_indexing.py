@@ -113,20 +113,23 @@ def test_bad_files_are_recorded_and_never_stop_the_run(tmp_path, tiny_encoder, m
     (root / "truncated.jpg").write_bytes(full[: len(full) // 2])
     make_image(root / "bomb.png", seed=2, size=(240, 240))
     monkeypatch.setattr("retrieval.imageio.MAX_PIXELS", 200 * 200)
+    (root / "huge.jpg").write_bytes(full * 40)
+    monkeypatch.setattr("indexer.decode.MAX_IMAGE_BYTES", len(full) * 20)
 
     report = index(tmp_path / "lib", tiny_encoder, root)
     failed = dict((Path(p).name, e) for p, e in report.failed)
     assert report.indexed == 1
-    assert set(failed) == {"empty.jpg", "random.png", "text-named.jpg", "truncated.jpg", "bomb.png"}
+    assert set(failed) == {"empty.jpg", "random.png", "text-named.jpg", "truncated.jpg", "bomb.png", "huge.jpg"}
+    assert "too large" in failed["huge.jpg"]
     assert "empty" in failed["empty.jpg"]
     assert "not an image" in failed["random.png"] and "not an image" in failed["text-named.jpg"]
     assert "truncated" in failed["truncated.jpg"]
     assert "decompression bomb" in failed["bomb.png"]
 
     library = Library.open(tmp_path / "lib")
-    assert library.status()["items"]["image"] == {"indexed": 1, "failed": 5}
+    assert library.status()["items"]["image"] == {"indexed": 1, "failed": 6}
     again = run_index(library, tiny_encoder, [root])  # failures are remembered, not retried
-    assert (again.indexed, again.unchanged, len(again.failed)) == (0, 6, 0)
+    assert (again.indexed, again.unchanged, len(again.failed)) == (0, 7, 0)
 
 
 def test_image_modes_and_exif_orientation(tmp_path, tiny_encoder):
