@@ -1,0 +1,230 @@
+"""The text tower as plain arrays, so that a text query runs without torch or open_clip.
+
+`jrsearch index` has the model loaded; `export_text_tower` writes what a query needs once:
+
+    LIBRARY/query_model/meta.json   model spec, layer config, activation, a weight digest
+    LIBRARY/query_model/*.npy       float32 weights (per-layer ones stacked over layers),
+                                    merges.npy for the tokenizer
+
+`TextTower.load` maps them (np.load, mmap) and `encode` runs open_clip's
+`encode_text(normalize=True)` in numpy: token + positional embedding, residual blocks with a
+causal mask, ln_final, the end-of-text position, text projection, L2 norm. The causal mask
+means positions after the end token never change it, so only the real tokens are computed.
+
+Only open_clip's `CLIP` class with its standard text transformer is exported (ViT-B-32,
+ViT-B-16, ViT-L-14, tiny-test ...); any other model has no export and queries take the torch
+path. A stale export (another model or weights) is detected and ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.tokenizer import ClipTokenizer
+from retrieval.types import ModelSpec
+
+EXPORT_DIR = "query_model"
+FORMAT = 1
+LAYER_ARRAYS = ("ln_1_w", "ln_1_b", "qkv_w", "qkv_b", "out_w", "out_b", "ln_2_w", "ln_2_b", "fc_w", "fc_b",
+                "proj_w", "proj_b")
+ACTIVATIONS = ("gelu", "quick_gelu")
+
+
+def _checkpoint_stamp(spec: ModelSpec) -> list[int] | None:
+    """Size and mtime of a local checkpoint file (weights behind the same path can change)."""
+    path = Path(spec.pretrained).expanduser() if spec.pretrained else None
+    if path is None or not path.is_file():
+        return None
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _weights_digest(model) -> str:
+    """A cheap fingerprint of the text tower's weights (a few small tensors)."""
+    digest = hashlib.sha256()
+    for tensor in (model.positional_embedding, model.ln_final.weight, model.transformer.resblocks[-1].mlp.c_proj.bias,
+                   model.text_projection if not hasattr(model.text_projection, "weight") else model.text_projection.weight):
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _describe(model, tokenizer) -> dict | None:
+    """The layer config of a standard open_clip CLIP text tower, or None for anything else."""
+    import torch
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer, _clean_lower
+
+    if not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None:
+        return None
+    if not (isinstance(tokenizer, SimpleTokenizer) and tokenizer.clean_fn is _clean_lower
+            and tokenizer.reduction_fn is None and len(tokenizer.all_special_ids) == 2):
+        return None
+    blocks = list(model.transformer.resblocks)
+    for block in blocks:
+        if not (type(block).__name__ == "ResidualAttentionBlock" and not hasattr(block, "ln_1_kv")
+                and isinstance(block.ls_1, torch.nn.Identity) and isinstance(block.ls_2, torch.nn.Identity)
+                and type(block.mlp.c_fc) is torch.nn.Linear and type(block.mlp.c_proj) is torch.nn.Linear
+                and block.attn.in_proj_weight is not None):
+            return None
+    gelu = blocks[0].mlp.gelu
+    if isinstance(gelu, open_clip.transformer.QuickGELU):
+        activation = "quick_gelu"
+    elif type(gelu) is torch.nn.GELU and gelu.approximate == "none":
+        activation = "gelu"
+    else:
+        return None
+    projection = model.text_projection
+    return {"width": int(model.positional_embedding.shape[1]), "heads": int(blocks[0].attn.num_heads),
+            "layers": len(blocks), "context_length": int(model.context_length), "activation": activation,
+            "eps": float(blocks[0].ln_1.eps), "final_eps": float(model.ln_final.eps),
+            "projection_bias": bool(getattr(projection, "bias", None) is not None)}
+
+
+def _arrays(model) -> dict[str, np.ndarray]:
+    """The weights a query needs, float32, linear weights transposed so that `x @ w` applies them."""
+    def f32(tensor) -> np.ndarray:
+        return tensor.detach().float().cpu().numpy()
+
+    blocks = list(model.transformer.resblocks)
+    per_layer = {
+        "ln_1_w": lambda b: f32(b.ln_1.weight), "ln_1_b": lambda b: f32(b.ln_1.bias),
+        "qkv_w": lambda b: f32(b.attn.in_proj_weight).T, "qkv_b": lambda b: f32(b.attn.in_proj_bias),
+        "out_w": lambda b: f32(b.attn.out_proj.weight).T, "out_b": lambda b: f32(b.attn.out_proj.bias),
+        "ln_2_w": lambda b: f32(b.ln_2.weight), "ln_2_b": lambda b: f32(b.ln_2.bias),
+        "fc_w": lambda b: f32(b.mlp.c_fc.weight).T, "fc_b": lambda b: f32(b.mlp.c_fc.bias),
+        "proj_w": lambda b: f32(b.mlp.c_proj.weight).T, "proj_b": lambda b: f32(b.mlp.c_proj.bias),
+    }
+    arrays = {name: np.stack([get(b) for b in blocks]) for name, get in per_layer.items()}
+    projection = model.text_projection
+    arrays.update(token_embedding=f32(model.token_embedding.weight), positional_embedding=f32(model.positional_embedding),
+                  ln_final_w=f32(model.ln_final.weight), ln_final_b=f32(model.ln_final.bias),
+                  text_projection=f32(projection.weight).T if hasattr(projection, "weight") else f32(projection))
+    if getattr(projection, "bias", None) is not None:
+        arrays["text_projection_b"] = f32(projection.bias)
+    return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
+
+
+def _read_meta(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def export_text_tower(encoder, library_root: Path) -> bool:
+    """Write LIBRARY/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
+
+    Called at the end of `jrsearch index` (the model is loaded then). Cheap when the export is
+    current: it compares a digest of a few small tensors.
+    """
+    from open_clip.tokenizer import default_bpe
+
+    model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
+    config = _describe(model, tokenizer) if model is not None else None
+    if config is None:
+        return False
+    spec: ModelSpec = encoder.spec
+    dim = int(model.text_projection.shape[1] if not hasattr(model.text_projection, "weight")
+              else model.text_projection.weight.shape[0])
+    meta = {"format": FORMAT, "model": spec.name, "pretrained": spec.pretrained, "checkpoint": _checkpoint_stamp(spec),
+            "dim": dim, "digest": _weights_digest(model), **config}
+    target = library_root / EXPORT_DIR
+    if _read_meta(target) == meta:
+        return True
+    tmp = Path(tempfile.mkdtemp(prefix=EXPORT_DIR + ".", dir=library_root))
+    try:
+        for name, array in _arrays(model).items():
+            np.save(tmp / f"{name}.npy", array)
+        ClipTokenizer.from_bpe_file(Path(default_bpe()), config["context_length"]).save(tmp / "merges.npy")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # last: its presence means complete
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except OSError:
+        return False  # no space, no permission: queries take the torch path
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf to 1.5e-7 (Abramowitz & Stegun 7.1.26); numpy has none and scipy costs an import."""
+    sign = np.sign(x)
+    x = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-x * x))
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(-1, keepdims=True)
+    centred = x - mean
+    return centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + eps) * weight + bias
+
+
+class TextTower:
+    """open_clip's `encode_text(normalize=True)` for one exported CLIP text tower, in numpy."""
+
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], tokenizer: ClipTokenizer) -> None:
+        self.meta = meta
+        self.a = arrays
+        self.tokenizer = tokenizer
+        self.dim = int(meta["dim"])
+
+    @classmethod
+    def load(cls, library_root: Path, spec: ModelSpec, dim: int) -> "TextTower | None":
+        """The export for `spec`, or None where it is missing, partial or made for other weights."""
+        folder = library_root / EXPORT_DIR
+        meta = _read_meta(folder)
+        if (meta is None or meta.get("format") != FORMAT or meta.get("model") != spec.name
+                or meta.get("pretrained") != spec.pretrained or meta.get("dim") != dim
+                or meta.get("activation") not in ACTIVATIONS or meta.get("checkpoint") != _checkpoint_stamp(spec)):
+            return None
+        names = [*LAYER_ARRAYS, "token_embedding", "positional_embedding", "ln_final_w", "ln_final_b", "text_projection"]
+        names += ["text_projection_b"] if meta["projection_bias"] else []
+        try:
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}
+            tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
+        except (OSError, ValueError):
+            return None
+        return cls(meta, arrays, tokenizer)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """Strings -> (n, dim) float32 unit vectors."""
+        return np.stack([self.encode_tokens(row) for row in self.tokenizer(texts)])
+
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """One row of token ids (padded to the context length) -> a (dim,) unit vector."""
+        a, meta = self.a, self.meta
+        heads, width = int(meta["heads"]), int(meta["width"])
+        n = int(np.argmax(tokens)) + 1  # through the end token (the highest id), as open_clip pools
+        x = a["token_embedding"][tokens[:n]] + a["positional_embedding"][:n]
+        mask = np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1)
+        scale = np.float32(1.0 / np.sqrt(width // heads))
+        for layer in range(int(meta["layers"])):
+            w = {name: a[name][layer] for name in LAYER_ARRAYS}
+            h = _layer_norm(x, w["ln_1_w"], w["ln_1_b"], meta["eps"])
+            q, k, v = (h @ w["qkv_w"] + w["qkv_b"]).reshape(n, 3, heads, -1).transpose(1, 2, 0, 3)
+            scores = (q * scale) @ k.transpose(0, 2, 1) + mask
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            attended = (scores / scores.sum(-1, keepdims=True)) @ v  # (heads, n, head_width)
+            x = x + attended.transpose(1, 0, 2).reshape(n, width) @ w["out_w"] + w["out_b"]
+            h = _layer_norm(x, w["ln_2_w"], w["ln_2_b"], meta["eps"]) @ w["fc_w"] + w["fc_b"]
+            if meta["activation"] == "quick_gelu":
+                h = h / (1.0 + np.exp(-1.702 * h))
+            else:
+                h = 0.5 * h * (1.0 + _erf(h * np.float32(1 / np.sqrt(2))))
+            x = x + h @ w["proj_w"] + w["proj_b"]
+        pooled = _layer_norm(x[n - 1], a["ln_final_w"], a["ln_final_b"], meta["final_eps"])
+        out = pooled @ a["text_projection"]
+        if "text_projection_b" in a:
+            out = out + a["text_projection_b"]
+        out = np.asarray(out, dtype=np.float32)
+        return out / max(float(np.linalg.norm(out)), 1e-12)
