@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from cli.web.media import audio_suffix, file_response, open_item, sniff_upload
-from cli.web.security import BodyLimit, TokenGuard, access_middleware
+from cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
 from cli.web.thumbnails import SIZES, ThumbnailCache
 from retrieval.engine import PathFilter, SearchEngine
 from retrieval.errors import JrsearchError, LibraryError, MediaError
@@ -168,8 +168,8 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
     app = FastAPI(title="jrsearch", version="0.1.0",
                   description="Cross-modal search over one jrsearch library: by text, by an example image or "
                               "sound; thumbnails and media of the results.")
-    app.middleware("http")(access_middleware(guard, allowed_hosts))
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(AccessGuard, guard=guard, allowed_hosts=allowed_hosts)  # outermost: runs first
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -208,7 +208,7 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         data = file.file.read(max_upload_bytes + 1)
         name = os.path.basename(file.filename or "upload")
         if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload {name} is larger than {max_upload_bytes // 2**20} MiB")
+            raise HTTPException(413, f"upload {name} is larger than {human_bytes(max_upload_bytes)}")
         if not data:
             raise HTTPException(400, f"upload {name} is empty")
         what = sniff_upload(data)

@@ -34,7 +34,8 @@ def open_item(item: Item) -> OpenedFile:
     """Open an item's file for reading, or raise 404/409 saying why it cannot be served."""
     try:
         real = Path(item.path).resolve(strict=True)
-        handle = open(real, "rb")  # noqa: SIM115 - the caller closes it (or the response does)
+        # O_NONBLOCK: opening a FIFO put in a file's place must not wait for a writer
+        handle = os.fdopen(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb")
     except FileNotFoundError:
         raise HTTPException(404, f"item {item.id} is no longer on disk ({item.path}); run `jrsearch index` "
                                  f"to forget deleted files") from None

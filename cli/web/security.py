@@ -14,10 +14,11 @@ import hmac
 import ipaddress
 import os
 from pathlib import Path
-from typing import Awaitable, Callable, Iterable
+from typing import Iterable
 
 from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
 
 from retrieval.errors import JrsearchError
 
@@ -76,6 +77,11 @@ class TokenGuard:
     def set_cookie(self, response: Response) -> None:
         response.set_cookie(COOKIE, self._token.decode(), httponly=True, samesite="strict", path="/")
 
+    def cookie_header(self) -> str:
+        response = Response()
+        self.set_cookie(response)
+        return response.headers["set-cookie"]
+
 
 def _host_of(header: str) -> str:
     if header.startswith("["):
@@ -83,31 +89,45 @@ def _host_of(header: str) -> str:
     return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
-def access_middleware(guard: TokenGuard | None, allowed_hosts: Iterable[str] | None
-                      ) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    """An HTTP middleware: Host check, token check, and headers every response gets."""
-    hosts = {h.lower() for h in allowed_hosts} if allowed_hosts is not None else None
+class AccessGuard:
+    """ASGI middleware: the Host check, the token check, and headers every response gets."""
 
-    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if hosts is not None and _host_of(request.headers.get("host", "")).lower() not in hosts:
-            return JSONResponse({"detail": "this server only answers requests addressed to a loopback host name "
-                                           f"({', '.join(sorted(hosts))})"}, status_code=403)
-        from_url = False
+    def __init__(self, app, guard: TokenGuard | None, allowed_hosts: Iterable[str] | None) -> None:
+        self.app = app
+        self.guard = guard
+        self.hosts = {h.lower() for h in allowed_hosts} if allowed_hosts is not None else None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if self.hosts is not None and _host_of(request.headers.get("host", "")).lower() not in self.hosts:
+            await JSONResponse({"detail": "this server only answers requests addressed to a loopback host name "
+                                          f"({', '.join(sorted(self.hosts))})"}, status_code=403)(scope, receive, send)
+            return
+        cookie = None
         path = request.url.path
-        if guard is not None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIX):
-            token, from_url = guard.presented(request)
-            if not guard.valid(token):
-                return JSONResponse({"detail": "this server needs a token: send 'Authorization: Bearer TOKEN', "
-                                               "or log in on the page"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
-        response = await call_next(request)
-        if from_url:
-            guard.set_cookie(response)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+        if self.guard is not None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIX):
+            token, from_url = self.guard.presented(request)
+            if not self.guard.valid(token):
+                await JSONResponse({"detail": "this server needs a token: send 'Authorization: Bearer TOKEN', "
+                                              "or log in on the page"}, status_code=401,
+                                   headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+            if from_url:
+                cookie = self.guard.cookie_header()
 
-    return middleware
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                if cookie:
+                    headers.append("Set-Cookie", cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodyLimit:
@@ -138,7 +158,11 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
     def _message(self) -> str:
-        return f"request body too large: at most {self.max_bytes // 1024 // 1024} MiB"
+        return f"request body too large: at most {human_bytes(self.max_bytes)}"
 
     async def _refuse(self, scope, receive, send) -> None:
         await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)
+
+
+def human_bytes(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"

@@ -1,0 +1,112 @@
+"""End to end in a real browser: headless Chromium loads the page served by uvicorn, runs a query
+by keyboard, sees the result thumbnails load, and opens a result."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import make_image
+from indexer.pipeline import run_index
+from retrieval.engine import SearchEngine
+from retrieval.library import Library
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1200,900")
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason=f"headless browser test needs {CHROMIUM} and {CHROMEDRIVER} "
+           f"(Debian: apt-get install chromium chromium-driver; .ci/run installs them)")
+
+
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """uvicorn on a free loopback port in a thread; yields the base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def chromium(profile: Path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from cli.web.app import create_app
+    from cli.web.security import LOOPBACK_NAMES
+
+    media = tmp_path / "media"
+    for i in range(6):
+        make_image(media / f"photo{i}.jpg", seed=i, size=(120, 80))
+    library = Library.open(tmp_path / "lib", create=True)
+    run_index(library, tiny_encoder, [media])
+    app = create_app(library, SearchEngine(library, encoder=tiny_encoder), allowed_hosts=LOOPBACK_NAMES)
+
+    with running_server(app) as url, chromium(tmp_path / "profile") as driver:
+        wait = WebDriverWait(driver, 20)
+        driver.get(url + "/")
+        wait.until(lambda d: "6 image" in d.find_element(By.ID, "message").text)  # /api/status answered
+        box = driver.find_element(By.ID, "q")
+        box.send_keys("a photo of a cat", Keys.ENTER)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result img")) == 6)
+        loaded = """return [...document.querySelectorAll('#results .result img')]
+                    .map(img => img.complete && img.naturalWidth > 0 && img.src.includes('/thumbnail'))"""
+        wait.until(lambda d: all(d.execute_script(loaded)))  # every thumbnail fetched and decoded
+        assert "6 results" in driver.find_element(By.ID, "message").text
+        names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#results .result .name")]
+        assert sorted(names) == [f"photo{i}.jpg" for i in range(6)]
+
+        box.send_keys(Keys.ARROW_DOWN)  # into the grid, then one to the right, then open it
+        driver.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+        focused = driver.switch_to.active_element
+        assert focused.get_attribute("data-index") == "1"
+        focused.send_keys(Keys.ENTER)
+        viewer = driver.find_element(By.ID, "viewer")
+        wait.until(lambda d: viewer.is_displayed())
+        image = viewer.find_element(By.CSS_SELECTOR, "#viewer-body img")
+        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", image) == 120)
+        assert names[1] in driver.find_element(By.ID, "viewer-caption").text
+        driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+        wait.until(lambda d: not viewer.is_displayed())
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]  # no JS errors, no 4xx/5xx
+    assert os.listdir(library.root / "thumbnails")  # the server cached what the page showed
