@@ -37,6 +37,7 @@ def index(
     from indexer.pipeline import IndexOptions, run_index
     from retrieval.encoders import load_encoder
     from retrieval.library import Library
+    from retrieval.query_model import export_text_tower
 
     for path in paths:
         if not path.exists():
@@ -49,6 +50,7 @@ def index(
         options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden)
         with RichProgress(enabled=not as_json) as progress:
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
+        export_text_tower(encoder, lib.root)  # what `jrsearch query TEXT` needs without torch
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -74,12 +76,17 @@ def query(
     as_json: JsonOpt = False,
 ) -> None:
     """Search the library: by text (TEXT) or by example (--image)."""
+    if (text is None) == (image is None):
+        fail("give either a TEXT query or --image PATH")
+    if text is not None and not (model or pretrained or checkpoint or device) and precision == "auto":
+        from cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
+
+        if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json):
+            return
     from cli.render import print_results
     from retrieval.engine import PathFilter, SearchEngine
     from retrieval.library import Library
 
-    if (text is None) == (image is None):
-        fail("give either a TEXT query or --image PATH")
     lib = Library.open(library)
     if nprobe:
         lib.nprobe = nprobe
