@@ -30,6 +30,11 @@ def index(
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     include_hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
+    audio_model: Annotated[Optional[Path], typer.Option(
+        "--audio-model", help="Audio tower checkpoint (`jrsearch train audio`) for sound files and video "
+                              "soundtracks; the library remembers it.")] = None,
+    video_fps: Annotated[float, typer.Option("--video-fps", min=0.01, help="Video frames sampled per second "
+                                                                          "(scene changes are added).")] = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed every media file under PATHS; unchanged files are skipped, deleted ones forgotten."""
@@ -47,7 +52,8 @@ def index(
         spec = resolve_model(lib, model, pretrained, checkpoint)
         lib.check_model(spec)  # before spending seconds loading the wrong model
         encoder = load_encoder(spec, device=device, precision=precision)
-        options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden)
+        options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden,
+                               audio_model=audio_model, video_fps=video_fps)
         with RichProgress(enabled=not as_json) as progress:
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
         export_text_tower(encoder, lib.root)  # what `jrsearch query TEXT` needs without torch
@@ -55,6 +61,8 @@ def index(
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         print_index_report(report)
+        for note in report.notes:
+            typer.echo(f"note: {note}")
 
 
 @app.command()
@@ -62,6 +70,7 @@ def index(
 def query(
     text: Annotated[Optional[str], typer.Argument(help="What to search for, in words.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Search with an image instead.")] = None,
+    audio: Annotated[Optional[Path], typer.Option("--audio", help="Search with a sound (wav, flac, mp3, ...).")] = None,
     kind: Annotated[MediaKind, typer.Option("--kind", help="What to find.")] = MediaKind.IMAGE,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
     under: Annotated[Optional[Path], typer.Option("--under", help="Only results under this folder.")] = None,
@@ -75,9 +84,9 @@ def query(
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search the library: by text (TEXT) or by example (--image)."""
-    if (text is None) == (image is None):
-        fail("give either a TEXT query or --image PATH")
+    """Search the library: by text (TEXT) or by example (--image, --audio)."""
+    if sum(q is not None for q in (text, image, audio)) != 1:
+        fail("give one of a TEXT query, --image PATH or --audio PATH")
     if text is not None and not (model or pretrained or checkpoint or device) and precision == "auto":
         from cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
@@ -92,7 +101,10 @@ def query(
         lib.nprobe = nprobe
     explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
     engine = SearchEngine(lib, model=explicit, precision=precision, device=device)
-    vector = engine.embed_text(text) if text is not None else engine.embed_image(image)
+    if audio is not None:
+        vector = engine.embed_audio(audio)
+    else:
+        vector = engine.embed_text(text) if text is not None else engine.embed_image(image)
     results = engine.search(vector, kind=kind, top_k=top_k, path_filter=PathFilter.make(under, glob))
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -123,6 +135,10 @@ app.command()(serve)
 
 from cli.bench import bench_app  # noqa: E402
 app.add_typer(bench_app, name="bench")
+
+
+from cli.train import train_app  # noqa: E402
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

@@ -12,8 +12,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from indexer.audio import index_sounds
 from indexer.changes import Candidate, plan
 from indexer.decode import Decoded, decode_image, decode_text_corpus
+from indexer.video import index_videos
 from indexer.walk import walk
 from retrieval.encoders import Encoder
 from retrieval.errors import JrsearchError
@@ -31,11 +33,12 @@ class IndexReport:
     skipped: int = 0  # media of a kind this build cannot index yet
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what a person should know (e.g. sound skipped: no tower)
 
     def to_json(self) -> dict:
         return {"indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
                 "skipped": self.skipped, "failed": [{"path": p, "error": e} for p, e in self.failed],
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "notes": self.notes}
 
 
 class Progress:
@@ -51,6 +54,8 @@ class IndexOptions:
     batch_size: int = 64
     workers: int = 2
     include_hidden: bool = False
+    audio_model: Path | None = None  # an audio tower checkpoint for sound files and soundtracks
+    video_fps: float = 1.0  # video frames sampled per second (plus scene changes)
 
 
 def run_index(library: Library, encoder: Encoder, roots: list[Path], options: IndexOptions | None = None,
@@ -109,6 +114,8 @@ def _index_texts(library: Library, encoder: Encoder, todo: list[Candidate], opti
 KIND_HANDLERS: dict[MediaKind, Callable[..., None]] = {
     MediaKind.IMAGE: _index_images,
     MediaKind.TEXT: _index_texts,
+    MediaKind.VIDEO: index_videos,  # frames + soundtrack; see indexer/video.py for what a video stores
+    MediaKind.AUDIO: index_sounds,
 }
 
 

@@ -56,6 +56,7 @@ class SearchEngine:
         self._encoder = encoder
         self._precision = precision
         self._device = device
+        self._audio_encoder = None  # the library's audio tower, loaded by the first audio query
 
     @property
     def encoder(self) -> Encoder:
@@ -76,6 +77,25 @@ class SearchEngine:
             raise QueryError(f"query image {path} does not exist")
         image = open_image(path, name=str(path))
         return self.encoder.encode_images(torch.stack([self.encoder.image_transform(image)]))[0]
+
+    def embed_audio(self, path: Path) -> np.ndarray:
+        """A sound file as one query vector: the pooled windows of the library's audio tower."""
+        from retrieval.audioio import read_audio
+        from retrieval.audiomodel import library_audio_encoder
+        from retrieval.errors import MediaError
+
+        if not path.is_file():
+            raise QueryError(f"query sound {path} does not exist")
+        if self._audio_encoder is None:
+            self._audio_encoder = library_audio_encoder(self.library, device=self._device or "cpu")
+        if self._audio_encoder is None:
+            raise QueryError(f"library {self.library.root} has no audio tower; index sound or video with "
+                             f"--audio-model PATH first (train one with `jrsearch train audio DIR`)")
+        try:
+            samples = read_audio(path, self._audio_encoder.sample_rate)
+        except MediaError as exc:
+            raise QueryError(f"cannot use {path} as a query: {str(exc).split(': ', 1)[-1]}") from None
+        return self._audio_encoder.embed_clip(samples)
 
     def search(self, query: np.ndarray, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
                path_filter: PathFilter | None = None) -> list[SearchResult]:

@@ -109,6 +109,19 @@ class IndexState(Base):
     built_at: Mapped[datetime | None]
 
 
+class AudioModel(Base):
+    """The audio tower whose vectors this library holds (one row, absent until one is used)."""
+
+    __tablename__ = "audio_model"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str]  # the checkpoint file, absolute
+    content_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # jrsearch or wav2clip
+    dim: Mapped[int]
+    adopted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 def open_store(path: Path) -> sessionmaker[Session]:
     """Create or open the SQLite store; WAL lets readers query while an indexer writes."""
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
@@ -131,5 +144,5 @@ def dispose(factory: sessionmaker[Session]) -> None:
         bind.dispose()
 
 
-__all__ = ["Base", "Item", "Text", "Vector", "Manifest", "IndexState", "open_store", "dispose",
+__all__ = ["Base", "Item", "Text", "Vector", "Manifest", "IndexState", "AudioModel", "open_store", "dispose",
            "select", "func"]

@@ -1,0 +1,103 @@
+"""`jrsearch train audio DIR`: learn an audio tower from videos, self-supervised (soundtrack <-> frames)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from cli.common import CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, PretrainedOpt, handles_errors, \
+    resolve_model
+
+train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learn towers from your own media.")
+
+
+@train_app.command("audio")
+@handles_errors
+def audio(
+    paths: Annotated[List[Path], typer.Argument(help="Folders or video files with sound to learn from.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the audio tower checkpoint.")] = Path(
+        "audio_tower.pt"),
+    library: LibraryOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the pairs.")] = 30,
+    batch_size: Annotated[int, typer.Option(min=2, help="Pairs per step (the in-batch negatives).")] = 128,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (cosine decay).")] = 2e-3,
+    temperature: Annotated[float, typer.Option(help="NCE temperature.")] = 0.07,
+    queue: Annotated[int, typer.Option(min=0, help="Memory queue of earlier embeddings as extra negatives.")] = 0,
+    cma: Annotated[int, typer.Option(min=0, help="CMA: expand positives to the top-K instances agreeing in "
+                                                  "both spaces (0: AVID only).")] = 0,
+    fps: Annotated[float, typer.Option(min=0.01, help="Frames (and sound windows) sampled per second.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed and data give the same tower.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the training saved in --out.")] = False,
+    curve: Annotated[Optional[Path], typer.Option(help="Loss curve PNG (default: OUT with .loss.png).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """AVID: soundtrack windows learn to match the frozen image-tower vectors of the frames at the same time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from indexer.video import video_pairs
+    from indexer.walk import walk
+    from retrieval.encoders import load_encoder
+    from retrieval.encoders.audio import AudioTowerConfig
+    from retrieval.errors import JrsearchError, MediaError
+    from retrieval.library import Library
+    from retrieval.training.avid import PairSet, TrainConfig, save_loss_curve, train_audio_tower
+    from retrieval.types import MediaKind
+
+    import numpy as np
+
+    try:
+        lib = Library.open(library)
+    except JrsearchError:
+        lib = None  # no library yet: the model comes from the options or the default
+    spec = resolve_model(lib, model, pretrained, checkpoint)
+    videos = [p for root in paths for p, kind in walk(root) if kind == MediaKind.VIDEO]
+    if not videos:
+        raise JrsearchError(f"no videos found under {', '.join(map(str, paths))}")
+    encoder = load_encoder(spec, device=device)
+    tower = AudioTowerConfig(dim=encoder.dim)
+    windows, targets, skipped = [], [], []
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[info]}"), disable=as_json)
+    with bar:
+        task = bar.add_task("decoding", total=len(videos), info="")
+        for path in videos:
+            try:
+                w, t = video_pairs(path, encoder, tower.sample_rate, tower.window_samples, fps)
+            except MediaError as exc:
+                skipped.append(f"{path}: {str(exc).split(': ', 1)[-1]}")
+                w = t = np.zeros((0,))
+            if len(w):
+                windows.append(w)
+                targets.append(t)
+            bar.advance(task)
+        if not windows:
+            raise JrsearchError("none of the videos has both frames and sound to learn from")
+        pairs = PairSet.from_windows(np.concatenate(windows), np.concatenate(targets), tower)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, queue_size=queue,
+                             cma_k=cma, seed=seed)
+        task = bar.add_task("training", total=epochs, info="")
+        result = train_audio_tower(pairs, tower, spec, config, out, resume=resume,
+                                   on_epoch=lambda e, loss: bar.update(task, completed=e, info=f"loss {loss:.4f}"))
+        bar.update(task, completed=epochs)
+    curve = curve or out.with_suffix(".loss.png")
+    save_loss_curve(result.losses, curve, title=f"AVID{'+CMA' if cma else ''} on {len(pairs)} pairs")
+    summary = {"out": str(out), "loss_curve": str(curve), "image_model": spec.label(), "pairs": len(pairs),
+               "videos": len(videos), "epochs": len(result.losses), "resumed_from": result.resumed_from,
+               "first_loss": round(result.losses[0], 4), "final_loss": round(result.losses[-1], 4),
+               "train_seconds": round(result.seconds, 1), "skipped": skipped}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"trained on {len(pairs)} pairs from {len(videos) - len(skipped)} videos: loss "
+               f"{summary['first_loss']} -> {summary['final_loss']} in {summary['train_seconds']} s")
+    typer.echo(f"audio tower: {out} (aligned to {spec.label()}); loss curve: {curve}")
+    typer.echo(f"use it: jrsearch index DIR --audio-model {out}")
+    for line in skipped:
+        typer.echo(f"  skipped: {line}")

@@ -1,0 +1,240 @@
+"""Videos to vectors, streamed with PyAV so memory stays bounded however long the video is.
+
+Frames are sampled at `IndexOptions.video_fps` (by timestamp, so variable frame rates are fine)
+and at scene changes, embedded with the image tower in batches as they decode. The soundtrack is
+decoded to mono at the audio tower's rate and embedded window by window.
+
+What one video stores (all in the "video" index, so one search covers frames and sound):
+  - one vector per sampled frame, modality "image", segment (its time, the next sample's time);
+  - one pooled frame vector, modality "image", segment (0, duration);
+  - with an audio tower: one vector per soundtrack window, modality "audio", with its time range,
+    and one pooled soundtrack vector, modality "audio", segment (0, duration).
+The audio tower maps into the image tower's space, so an audio query matches both a video's
+frames and its sound, and a text query matches its frames (and, through that alignment, its
+sound); the engine keeps each video's best-scoring vector and returns its time range.
+
+Bad files: empty, unopenable (random bytes, truncated before the index), or with no decodable
+stream are recorded as failed with the reason; a stream that breaks part way is indexed up to
+where it broke; a file with no video stream is indexed by its sound when an audio tower exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from indexer.audio import NO_TOWER_NOTE, SoundVectors, decode_streamed, embed_sound, with_pooled
+from indexer.changes import Candidate
+from indexer.decode import Decoded
+from retrieval.encoders.audio import AudioEncoder, pool
+from retrieval.errors import MediaError
+
+DEFAULT_FPS = 1.0
+SCENE_THRESHOLD = 0.12  # mean absolute change of a 16x16 grey thumbnail (0..1) that marks a cut
+MIN_SCENE_GAP_S = 0.25  # a cut closer than this to the previous sample is not sampled again
+THUMB = 16
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    time_s: float
+    image: object  # PIL.Image, RGB
+    scene_change: bool = False
+
+
+@dataclass
+class VideoVectors:
+    vectors: np.ndarray
+    segments: list[tuple[float, float]]
+    modalities: list[str]
+    duration_s: float
+    width: int | None = None
+    height: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _open(path: Path):
+    import av
+
+    try:
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        raise MediaError(f"{path}: not a video PyAV can open ({text})") from None
+
+
+def probe_duration(container) -> float | None:
+    """Container duration in seconds, else the longest stream's, else None."""
+    if container.duration:
+        return container.duration / 1_000_000
+    spans = [float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base]
+    return max(spans) if spans else None
+
+
+def _frame_time(frame, stream, index: int) -> float:
+    start = float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
+    if frame.pts is not None and frame.time_base is not None:
+        return max(0.0, float(frame.pts * frame.time_base) - start)
+    rate = float(stream.average_rate or 25)
+    return index / rate
+
+
+def iter_frames(container, fps: float = DEFAULT_FPS, scene_threshold: float = SCENE_THRESHOLD,
+                image_side: int = 224, errors: list[str] | None = None) -> Iterator[SampledFrame]:
+    """Frames of the first video stream at `fps` (by timestamp) plus scene changes, in order.
+
+    Large frames are scaled down on decode (shorter side about twice `image_side`). Undecodable
+    data ends the stream; the reason goes to `errors` when given.
+    """
+    import av
+
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    period = 1.0 / fps if fps > 0 else float("inf")
+    next_due = 0.0
+    last_sample = -float("inf")
+    previous = None
+    try:
+        for index, frame in enumerate(container.decode(stream)):
+            t = _frame_time(frame, stream, index)
+            thumb = frame.reformat(width=THUMB, height=THUMB, format="gray").to_ndarray().astype(np.float32) / 255
+            cut = previous is not None and float(np.abs(thumb - previous).mean()) > scene_threshold
+            previous = thumb
+            due = t >= next_due - 1e-6
+            if not (due or (cut and t - last_sample >= MIN_SCENE_GAP_S)):
+                continue
+            if due:
+                next_due = (np.floor(t / period + 1e-6) + 1) * period
+            last_sample = t
+            yield SampledFrame(t, _to_image(frame, image_side), scene_change=cut and not due)
+    except (av.error.FFmpegError, ValueError) as exc:
+        if errors is not None:
+            errors.append(f"video stream stopped decoding ({(str(exc) or type(exc).__name__).splitlines()[0][:120]})")
+
+
+def _to_image(frame, image_side: int):
+    short = min(frame.width, frame.height)
+    if short > 2 * image_side:
+        scale = 2 * image_side / short
+        frame = frame.reformat(width=max(1, round(frame.width * scale)), height=max(1, round(frame.height * scale)))
+    return frame.to_image()
+
+
+def embed_frames(path: Path, encoder, fps: float, batch_size: int,
+                 notes: list[str]) -> tuple[np.ndarray, list[float], tuple[int, int] | None, float | None]:
+    """Frame vectors (n, dim) and their times, the frame size, and the container's duration."""
+    import torch
+
+    container = _open(path)
+    try:
+        duration = probe_duration(container)
+        if not container.streams.video:
+            return np.zeros((0, encoder.dim), np.float32), [], None, duration
+        stream = container.streams.video[0]
+        size = (stream.codec_context.width, stream.codec_context.height)
+        vectors, times, batch = [], [], []
+        for sample in iter_frames(container, fps, image_side=encoder.image_size, errors=notes):
+            batch.append(encoder.image_transform(sample.image))
+            times.append(sample.time_s)
+            if len(batch) == batch_size:
+                vectors.append(encoder.encode_images(torch.stack(batch)))
+                batch = []
+        if batch:
+            vectors.append(encoder.encode_images(torch.stack(batch)))
+    finally:
+        container.close()
+    return (np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)), times, size, duration
+
+
+def frame_segments(times: list[float], duration: float) -> list[tuple[float, float]]:
+    """Each sampled frame stands for the time until the next sample (the last: until the end)."""
+    ends = times[1:] + [max(duration, times[-1])] if times else []
+    return [(round(t, 3), round(e, 3)) for t, e in zip(times, ends)]
+
+
+def embed_video(path: Path, encoder, audio: AudioEncoder | None, fps: float = DEFAULT_FPS,
+                batch_size: int = 64) -> VideoVectors:
+    """Every vector one video stores (see the module docstring); `MediaError` when nothing decodes."""
+    notes: list[str] = []
+    frames, times, size, duration = embed_frames(path, encoder, fps, batch_size, notes)
+    sound: SoundVectors | None = None
+    if audio is not None:
+        try:
+            sound = embed_sound(path, audio)
+        except MediaError as exc:
+            if "no audio stream" not in str(exc):
+                notes.append(str(exc).split(": ", 1)[-1])
+    if not len(frames) and sound is None:
+        if size is None:
+            why = "no video stream" + ("" if audio is not None else " (and no audio tower to index its sound)")
+        else:
+            why = notes[0] if notes else "no decodable video frames"
+        raise MediaError(f"{path}: {why}")
+    duration = duration or max(times[-1] if times else 0.0, sound.duration_s if sound else 0.0)
+    vectors, segments, modalities = [], [], []
+    if len(frames):
+        vectors += [frames, pool(frames)[None]]
+        segments += frame_segments(times, duration) + [(0.0, round(duration, 3))]
+        modalities += ["image"] * (len(frames) + 1)
+    if sound is not None:
+        sound = with_pooled(sound)
+        vectors.append(sound.vectors)
+        segments += [(round(s, 3), round(e, 3)) for s, e in sound.segments[:-1]] + [(0.0, round(duration, 3))]
+        modalities += ["audio"] * len(sound.vectors)
+    return VideoVectors(np.concatenate(vectors), segments, modalities, duration,
+                        size[0] if size else None, size[1] if size else None, notes)
+
+
+def decode_video(candidate: Candidate, encoder, audio: AudioEncoder | None, fps: float, batch_size: int) -> Decoded:
+    def embed(path: Path, out: Decoded) -> None:
+        video = embed_video(path, encoder, audio, fps, batch_size)
+        out.vectors, out.width, out.height = video.vectors, video.width, video.height
+        out.extra = {"segments": video.segments, "duration_s": video.duration_s, "modalities": video.modalities}
+
+    return decode_streamed(candidate, embed)
+
+
+def index_videos(library, encoder, todo: list[Candidate], options, report, progress) -> None:
+    """`KIND_HANDLERS[MediaKind.VIDEO]`: frames and soundtrack of each video, one commit per video."""
+    from indexer.pipeline import _commit
+    from retrieval.audiomodel import library_audio_encoder
+
+    audio = library_audio_encoder(library, options.audio_model)
+    if audio is None:
+        report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="video soundtracks"))
+    for candidate in todo:
+        _commit(library, [decode_video(candidate, encoder, audio, options.video_fps, options.batch_size)],
+                "image", report)
+        progress.advance(1)
+
+
+def windows_at(path: Path, times: list[float], sample_rate: int, window: int) -> np.ndarray:
+    """(len(times), window) soundtrack windows centred on `times`, streamed (zeros past the ends)."""
+    from retrieval.audioio import iter_audio
+
+    out = np.zeros((len(times), window), dtype=np.float32)
+    starts = np.round(np.asarray(times) * sample_rate).astype(np.int64) - window // 2
+    for chunk in iter_audio(path, sample_rate):
+        first = int(round(chunk.start_s * sample_rate))
+        last = first + len(chunk.samples)
+        for i in np.flatnonzero((starts < last) & (starts + window > first)):
+            lo, hi = max(starts[i], first), min(starts[i] + window, last)
+            out[i, lo - starts[i]:hi - starts[i]] = chunk.samples[lo - first:hi - first]
+    return out
+
+
+def video_pairs(path: Path, encoder, sample_rate: int, window: int, fps: float = DEFAULT_FPS,
+                batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Training pairs from one video: (soundtrack windows centred on sampled frames, the frames'
+    image-tower vectors). A video without sound or frames gives none; one that cannot be opened
+    raises `MediaError`."""
+    from retrieval.audioio import has_audio
+
+    notes: list[str] = []
+    frames, times, _, _ = embed_frames(path, encoder, fps, batch_size, notes)
+    if not len(frames) or not has_audio(path):
+        return np.zeros((0, window), np.float32), np.zeros((0, encoder.dim), np.float32)
+    return windows_at(path, times, sample_rate, window), frames
