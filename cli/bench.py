@@ -93,7 +93,7 @@ def _run(split, images: Path, options, model, pretrained, checkpoint, precision,
     """Check the images, load the model, run, print the table and write Markdown + JSON."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from benchmarks.embedding_cache import EmbeddingCache, default_cache_dir
+    from benchmarks.embedding_cache import EmbeddingCache, default_cache_dir, file_key
     from benchmarks.retrieval_bench import refuse_partial, run_benchmark
     from cli.render import err
     from retrieval.encoders import load_encoder
@@ -104,6 +104,8 @@ def _run(split, images: Path, options, model, pretrained, checkpoint, precision,
         refuse_partial(split, images, [str(m.locate(images)) for m in missing], [])
     encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision)
     setting = f"{encoder.spec.label()}|{precision}|{encoder.device.split(':')[0]}"
+    if Path(encoder.spec.pretrained).is_file():  # a checkpoint rewritten in place must not reuse old vectors
+        setting += "|" + file_key(Path(encoder.spec.pretrained))
     cache = EmbeddingCache(cache_dir or default_cache_dir(), setting)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=as_json, transient=True) as bar:

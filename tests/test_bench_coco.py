@@ -227,3 +227,24 @@ def test_structural_run_over_the_real_split(tmp_path: Path):
     published = [row for row in five_k["rows"] if row["ranked_by"] == "published"]
     assert any(row["model"] == "ViT-B-32/laion2b_s34b_b79k" for row in published)
     assert all(row["partial"] is False and row["source"] for row in published)
+
+
+def test_flickr30k_command_finds_its_split_file_next_to_the_images(tmp_path: Path):
+    root = tmp_path / "flickr30k"
+    names = [f"{1000 + n}.jpg" for n in range(3)]
+    for n, name in enumerate(names):
+        make_image(root / "flickr30k-images" / name, seed=n)
+    entries = [{"filename": name, "split": "test", "sentences": [{"raw": f"photo {n} take {k}", "sentid": 5 * n + k}
+                                                                   for k in range(5)]}
+               for n, name in enumerate(names)]
+    (root / "dataset_flickr30k.json").write_text(json.dumps({"dataset": "flickr30k", "images": entries}))
+    result = CliRunner().invoke(bench_app, ["flickr30k", "--images", str(root / "flickr30k-images"), "--model",
+                                            "tiny-test", "--cache-dir", str(tmp_path / "cache"), "--out",
+                                            str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["benchmark"], report["split"], report["partial"]) == ("flickr30k", "1k", False)
+    assert (report["images"]["evaluated"], report["captions"]["evaluated"]) == (3, 15)
+    assert report["rows"][0]["model"] == "tiny-test" and report["rows"][0]["partial"] is False
+    assert any(row["ranked_by"] == "published" for row in report["rows"])
+    assert (tmp_path / "out" / "flickr30k-1k-tiny-test.md").is_file()
