@@ -168,7 +168,8 @@ class BenchReport:
                   "- Ranks are 1-based; a tie with a wrong item counts against the model; Med r is floored.",
                   f"- Run {self.date}, {self.precision} on {self.device}; "
                   + ", ".join(f"{k} {v}" for k, v in self.versions.items()) + "."]
-        lines += [f"- Published: {s['title']} ({s['url']}). {s.get('note', '')}".rstrip() for s in self.sources.values()]
+        lines += [f"- Published: {source['title']} ({source['url']}). {source.get('note', '')}".rstrip()
+                  for source in self.sources.values()]
         if not self.sources:
             lines.append(f"- No published {self.title} figures on file (benchmarks/reference_figures.json).")
         return "\n".join(lines) + "\n"
@@ -240,32 +241,53 @@ def run_benchmark(split: RetrievalSplit, images_dir: Path, encoder: Encoder, cac
         refuse_partial(split, images_dir, missing, [])
     seconds: dict[str, float] = {}
 
-    started = time.perf_counter()
-    vectors, unreadable = embed_images(encoder, present, cache, options, progress)
-    seconds["embed_images"] = time.perf_counter() - started
-    if unreadable and not options.allow_partial:
-        refuse_partial(split, images_dir, missing, unreadable)
-    image_rows = np.array([i for i, p in enumerate(paths) if p in vectors], dtype=np.int64)
-    if len(image_rows) == 0:
-        raise JrsearchError(f"none of the {len(split.images):,} images of {split.name} could be read under {images_dir}")
-    image_vectors = np.stack([vectors[paths[i]] for i in image_rows])
+    try:  # whatever was embedded is kept, also when the run stops here or is interrupted
+        started = time.perf_counter()
+        vectors, unreadable = embed_images(encoder, present, cache, options, progress)
+        seconds["embed_images"] = time.perf_counter() - started
+        if unreadable and not options.allow_partial:
+            refuse_partial(split, images_dir, missing, unreadable)
+        image_rows = np.array([i for i, p in enumerate(paths) if p in vectors], dtype=np.int64)
+        if len(image_rows) == 0:
+            raise JrsearchError(f"none of the {len(split.images):,} images of {split.name} could be read "
+                                f"under {images_dir}")
+        image_vectors = np.stack([vectors[paths[i]] for i in image_rows])
 
-    started = time.perf_counter()
-    caption_rows = np.flatnonzero(np.isin(split.caption_image, image_rows))
-    text_vectors = embed_texts(encoder, split, caption_rows, cache, progress)
-    seconds["embed_texts"] = time.perf_counter() - started
-    cache.save()
+        started = time.perf_counter()
+        caption_rows = np.flatnonzero(np.isin(split.caption_image, image_rows))
+        text_vectors = embed_texts(encoder, split, caption_rows, cache, progress)
+        seconds["embed_texts"] = time.perf_counter() - started
+    finally:
+        cache.save()
 
-    # From here on, images are rows of `image_vectors`; a caption's label is its image's row.
-    caption_image = np.searchsorted(image_rows, split.caption_image[caption_rows])
+    results = rank_folds(split, image_rows, caption_rows, image_vectors, text_vectors, options, seconds)
+    label = model_label(encoder.spec.name, encoder.spec.pretrained)
+    rows = []
+    for ranked_by in dict.fromkeys(r.ranked_by for r in results):  # one row per ranking: the mean over folds
+        mine = [r for r in results if r.ranked_by == ranked_by]
+        rows.append(TableRow.from_summaries(label, ranked_by, mean_summary([r.image_to_text for r in mine]),
+                                            mean_summary([r.text_to_image for r in mine]), bool(missing or unreadable)))
+    published, sources = published_rows(options.benchmark, options.split_label)
+    return BenchReport(options, split, encoder.spec.name, encoder.spec.pretrained, precision, encoder.device,
+                       len(image_rows), len(caption_rows), missing, unreadable, rows + published, results,
+                       sources, seconds)
+
+
+def rank_folds(split: RetrievalSplit, image_rows: np.ndarray, caption_rows: np.ndarray, image_vectors: np.ndarray,
+               text_vectors: np.ndarray, options: BenchOptions, seconds: dict[str, float]) -> list[FoldResult]:
+    """Rank every fold exactly, and through an index too with `options.index`; times go into `seconds`.
+
+    `image_rows` / `caption_rows` say which of the split's images and captions the vectors are.
+    """
+    caption_image = np.searchsorted(image_rows, split.caption_image[caption_rows])  # a caption's image's vector row
     folds = split_folds(image_rows, caption_image, options.fold_size or len(split.images))
     methods = {"metrics_exact": lambda i, t, c: (cross_modal_ranks(i, t, c), EXACT)}
     if options.index or options.index_factory:
         methods["metrics_index"] = lambda i, t, c: index_ranks(i, t, c, options)
     results: list[FoldResult] = []
-    for timer, method in methods.items():  # fold.images is sorted: searchsorted gives fold-local labels
+    for timer, method in methods.items():
         started = time.perf_counter()
-        for fold in folds:
+        for fold in folds:  # fold.images is sorted, so searchsorted turns labels into fold-local ones
             ranks, ranked_by = method(image_vectors[fold.images], text_vectors[fold.captions],
                                       np.searchsorted(fold.images, caption_image[fold.captions]))
             i2t, t2i = ranks.summaries()
@@ -274,18 +296,7 @@ def run_benchmark(split: RetrievalSplit, images_dir: Path, encoder: Encoder, cac
                 [split.images[i].image_id for i in image_rows[fold.images]],
                 [split.caption_ids[j] for j in caption_rows[fold.captions]], ranks, i2t, t2i))
         seconds[timer] = time.perf_counter() - started
-
-    partial = bool(missing or unreadable)
-    label = model_label(encoder.spec.name, encoder.spec.pretrained)
-    rows = []
-    for ranked_by in dict.fromkeys(r.ranked_by for r in results):
-        mine = [r for r in results if r.ranked_by == ranked_by]
-        rows.append(TableRow.from_summaries(label, ranked_by, mean_summary([r.image_to_text for r in mine]),
-                                            mean_summary([r.text_to_image for r in mine]), partial))
-    published, sources = published_rows(options.benchmark, options.split_label)
-    return BenchReport(options, split, encoder.spec.name, encoder.spec.pretrained, precision, encoder.device,
-                       len(image_rows), len(caption_rows), missing, unreadable, rows + published, results,
-                       sources, seconds)
+    return results
 
 
 def index_ranks(image_vectors: np.ndarray, text_vectors: np.ndarray, caption_image: np.ndarray,

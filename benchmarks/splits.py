@@ -22,6 +22,7 @@ from retrieval.errors import JrsearchError
 
 CAPTIONS_PER_IMAGE = 5  # the 1K/5K literature keeps the first five captions of every image
 COCO_FILENAME = "COCO_val2014_{:012d}.jpg"  # every Karpathy val/test image is in val2014
+COCO_SUBDIR = "val2014"
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ def load_coco_captions(path: Path, ids_file: Path, per_image: int | None = CAPTI
     if unknown:
         raise JrsearchError(f"{len(unknown)} image ids from {ids_file} are not in {path} (first: {unknown[0]}); "
                             f"is it the right annotation file (captions_val2014.json)?")
-    groups = [(SplitImage(str(i), files[i]), [(str(a), c) for a, c in sorted(by_image.get(i, []))]) for i in wanted]
+    groups = [(SplitImage(str(i), files[i], COCO_SUBDIR), [(str(a), c) for a, c in sorted(by_image.get(i, []))])
+              for i in wanted]
     return _grouped(f"coco-{ids_file.stem}", path, groups, per_image)
 
 
@@ -129,7 +131,7 @@ def load_caption_tsv(path: Path, per_image: int | None = CAPTIONS_PER_IMAGE) -> 
     for row in rows:
         image_id = row["image_id"].strip()
         if not groups or groups[-1][0].image_id != image_id:
-            groups.append((SplitImage(image_id, COCO_FILENAME.format(int(image_id))), []))
+            groups.append((SplitImage(image_id, COCO_FILENAME.format(int(image_id)), COCO_SUBDIR), []))
         groups[-1][1].append((row["caption_id"].strip(), row["caption"] or ""))
     seen = [image.image_id for image, _ in groups]
     if len(seen) != len(set(seen)):

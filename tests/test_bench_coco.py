@@ -113,7 +113,8 @@ def test_karpathy_json_coco_and_flickr(tmp_path: Path):
 def test_coco_captions_json_with_ids(tmp_path: Path):
     captions = {"images": [{"id": 9, "file_name": "COCO_val2014_000000000009.jpg"},
                            {"id": 4, "file_name": "COCO_val2014_000000000004.jpg"}],
-                "annotations": [{"image_id": 9, "id": 30, "caption": "late"}, {"image_id": 9, "id": 10, "caption": "early"},
+                "annotations": [{"image_id": 9, "id": 30, "caption": "late"},
+                                {"image_id": 9, "id": 10, "caption": "early"},
                                 {"image_id": 4, "id": 20, "caption": "four"}]}
     path = tmp_path / "captions_val2014.json"
     path.write_text(json.dumps(captions))
@@ -203,8 +204,10 @@ def test_structural_run_over_the_real_split(tmp_path: Path):
     assert (report["images"]["in_split"], report["images"]["evaluated"], len(report["images"]["missing"])) == \
         (5000, 6, 4994)
     assert (report["captions"]["in_split"], report["captions"]["evaluated"]) == (25000, 30)
-    assert {"benchmark", "split", "model", "pretrained", "date", "versions", "rows", "folds", "fold_size"} <= set(report)
-    assert (report["benchmark"], report["split"], report["model"], report["fold_size"]) == ("coco", "1k", "tiny-test", 1000)
+    assert {"benchmark", "split", "split_file", "model", "pretrained", "precision", "device", "date", "versions",
+            "rows", "folds", "fold_size", "seconds", "published_sources"} <= set(report)
+    assert (report["benchmark"], report["split"], report["model"], report["pretrained"], report["fold_size"]) == \
+        ("coco", "1k", "tiny-test", "", 1000)
     assert {"python", "jrsearch", "open_clip_torch", "torch", "numpy", "faiss"} <= set(report["versions"])
     assert [row["ranked_by"].split(":")[0] for row in report["rows"]] == ["exact", "index"]  # no 1K published rows
     for row in report["rows"]:
