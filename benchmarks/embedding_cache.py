@@ -17,11 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.encoders import Encoder
+
 
 def default_cache_dir() -> Path:
     from platformdirs import user_cache_path
 
     return user_cache_path("jrsearch") / "bench-embeddings"
+
+
+def model_setting(encoder: Encoder, precision: str) -> str:
+    """What makes vectors comparable: model, weights (a checkpoint file by size and mtime), precision, device."""
+    setting = f"{encoder.spec.label()}|{precision}|{encoder.device.split(':')[0]}"
+    weights = Path(encoder.spec.pretrained)
+    if encoder.spec.pretrained and weights.is_file():  # a checkpoint rewritten in place must not reuse old vectors
+        setting += "|" + file_key(weights)
+    return setting
 
 
 def file_key(path: Path, part: str = "") -> str:

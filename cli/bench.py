@@ -5,12 +5,16 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, handles_errors,
                         resolve_model)
+
+if TYPE_CHECKING:  # imported inside the commands, so that --help stays fast
+    from benchmarks.retrieval_bench import BenchOptions
+    from benchmarks.splits import RetrievalSplit
 
 bench_app = typer.Typer(no_args_is_help=True, help="Retrieval benchmarks: Recall@K and median/mean rank tables.")
 
@@ -88,12 +92,13 @@ def flickr30k(
          cache_dir, as_json)
 
 
-def _run(split, images: Path, options, model, pretrained, checkpoint, precision, device, out: Path,
-         cache_dir: Path | None, as_json: bool) -> None:
+def _run(split: RetrievalSplit, images: Path, options: BenchOptions, model: str | None, pretrained: str | None,
+         checkpoint: Path | None, precision: str, device: str | None, out: Path, cache_dir: Path | None,
+         as_json: bool) -> None:
     """Check the images, load the model, run, print the table and write Markdown + JSON."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from benchmarks.embedding_cache import EmbeddingCache, default_cache_dir, file_key
+    from benchmarks.embedding_cache import EmbeddingCache, default_cache_dir, model_setting
     from benchmarks.retrieval_bench import refuse_partial, run_benchmark
     from cli.render import err
     from retrieval.encoders import load_encoder
@@ -103,10 +108,7 @@ def _run(split, images: Path, options, model, pretrained, checkpoint, precision,
     if missing and not options.allow_partial:  # before spending seconds on loading the model
         refuse_partial(split, images, [str(m.locate(images)) for m in missing], [])
     encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision)
-    setting = f"{encoder.spec.label()}|{precision}|{encoder.device.split(':')[0]}"
-    if Path(encoder.spec.pretrained).is_file():  # a checkpoint rewritten in place must not reuse old vectors
-        setting += "|" + file_key(Path(encoder.spec.pretrained))
-    cache = EmbeddingCache(cache_dir or default_cache_dir(), setting)
+    cache = EmbeddingCache(cache_dir or default_cache_dir(), model_setting(encoder, precision))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=as_json, transient=True) as bar:
         tasks: dict[str, int] = {}

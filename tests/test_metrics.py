@@ -114,7 +114,7 @@ def brute_force_rank(scores: np.ndarray, relevant: np.ndarray) -> int:
     return 1 + next(position for position, j in enumerate(order) if relevant[j])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, database=None)  # no .hypothesis/ folder in the tree
 @given(st.data())
 def test_matches_brute_force_on_random_embeddings(data):
     n_images = data.draw(st.integers(1, 8))
