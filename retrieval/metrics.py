@@ -94,15 +94,10 @@ def ranks_from_hits(hit_ids: np.ndarray, query_labels: np.ndarray, gallery_label
     """
     hit_ids = np.asarray(hit_ids)
     gallery_labels = np.asarray(gallery_labels)
-    hit_labels = np.where(hit_ids >= 0, gallery_labels[np.clip(hit_ids, 0, None)], _no_label(gallery_labels))
-    relevant = hit_labels == np.asarray(query_labels)[:, None]
+    hit_labels = gallery_labels[np.clip(hit_ids, 0, None)]
+    relevant = (hit_ids >= 0) & (hit_labels == np.asarray(query_labels)[:, None])
     found = relevant.any(axis=1)
     return np.where(found, relevant.argmax(axis=1) + 1, len(gallery_labels) + 1).astype(np.int64)
-
-
-def _no_label(labels: np.ndarray):
-    """A label value no gallery item carries, for empty result slots."""
-    return labels.min() - 1 if len(labels) else -1
 
 
 def summarize(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> RankSummary:

@@ -81,8 +81,9 @@ def test_ranks_from_hits_follow_the_engine_order_and_count_misses_as_last():
     gallery_labels = np.array([0, 0, 1, 2])
     hits = np.array([[2, 1, 0, 3],  # query label 0: first relevant at position 2
                      [3, -1, -1, -1],  # query label 1: never returned -> 4 + 1
-                     [3, 2, -1, -1]])  # query label 2: first
-    assert ranks_from_hits(hits, np.array([0, 1, 2]), gallery_labels).tolist() == [2, 5, 1]
+                     [3, 2, -1, -1],  # query label 2: first
+                     [3, -1, -1, -1]])  # query label 0: an empty slot is not gallery item 0
+    assert ranks_from_hits(hits, np.array([0, 1, 2, 0]), gallery_labels).tolist() == [2, 5, 1, 5]
 
 
 def test_coco_1k_folds():
