@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -28,6 +29,8 @@ def serve(
     device: DeviceOpt = None,
 ) -> None:
     """Serve a search page with thumbnails and an HTTP API (OpenAPI at /docs)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: one query row per request, and
+    # requests run side by side; BLAS threads would only contend (several times slower on two cores)
     import uvicorn
 
     from cli.web.app import create_app

@@ -101,6 +101,20 @@ def test_text_search_ranks_like_the_engine(served, tiny_encoder):
     assert body["query"] == {"text": "a dog on a beach", "kind": "image", "top_k": 5, "under": None, "glob": None}
 
 
+def test_text_queries_use_the_exported_text_tower_when_there_is_one(small, tiny_encoder):
+    from retrieval.query_model import export_text_tower
+
+    _, library, _ = small
+    assert export_text_tower(tiny_encoder, library.root)  # as `jrsearch index` does
+    client = make_client(library, tiny_encoder)
+    assert client.get("/api/status").json()["server"]["text_encoder"] == "numpy text tower"
+    body = client.get("/api/search", params={"q": "a dog on a beach", "top_k": 4}).json()
+    engine = SearchEngine(library, encoder=tiny_encoder)
+    expected = engine.search(engine.embed_text("a dog on a beach"), top_k=4)
+    assert [r["item_id"] for r in body["results"]] == [r.item_id for r in expected]
+    assert [r["score"] for r in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-3)
+
+
 def test_filters_under_and_glob(served):
     client, _, media = served
     under = client.get("/api/search", params={"q": "x", "under": str(media / "sub"), "top_k": 50}).json()["results"]
@@ -185,7 +199,7 @@ def test_bad_search_parameters_are_422_with_a_message(served, params, message):
 def test_blank_query_is_400(served):
     client, _, _ = served
     response = client.get("/api/search", params={"q": "   "})
-    assert response.status_code == 400 and "empty query text" in response.json()["detail"]
+    assert response.status_code == 400 and response.json()["detail"].startswith("empty query")
 
 
 def test_bad_uploads_are_refused(served, tiny_encoder):
@@ -338,6 +352,7 @@ def test_status_page_and_docs(served):
     info = client.get("/api/status").json()
     assert info["model"] == "tiny-test" and info["indexes"]["image"]["vectors"] == 13
     assert info["server"]["model"] == "tiny-test" and info["server"]["token_required"] is False
+    assert info["server"]["text_encoder"] == "torch"  # no export in this library
     page = client.get("/")
     assert page.status_code == 200 and '<ol id="results"' in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]

@@ -27,7 +27,7 @@ from cli.web.media import audio_suffix, file_response, open_item, sniff_upload
 from cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
 from cli.web.thumbnails import SIZES, ThumbnailCache
 from retrieval.engine import PathFilter, SearchEngine
-from retrieval.errors import JrsearchError, LibraryError, MediaError
+from retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
 from retrieval.library import Library
 from retrieval.store import Item
 from retrieval.types import MediaKind, SearchResult
@@ -44,11 +44,20 @@ VISUAL = {MediaKind.IMAGE.value, MediaKind.VIDEO.value}
 
 
 class Searcher:
-    """The warm engine for concurrent requests: fresh indexes per request, one model call at a time."""
+    """The warm engine for concurrent requests: fresh indexes per request, one torch call at a time.
+
+    Text queries use the library's exported numpy text tower where `jrsearch index` wrote one (as
+    `jrsearch query` does): it computes only the query's real tokens and is safe to run in
+    parallel. Otherwise, and for images and sounds, the engine's torch model runs under a lock.
+    """
 
     def __init__(self, library: Library, engine: SearchEngine) -> None:
+        from retrieval.query_model import TextTower
+
         self.library = library
         self.engine = engine
+        built = library.model()
+        self.text_tower = TextTower.load(library.root, engine.spec, built[1]) if built else None
         self._model_lock = threading.Lock()
         self._index_lock = threading.Lock()
 
@@ -56,8 +65,16 @@ class Searcher:
         self.library.refresh()
         self.library.load_indexes()
         self.embed_text("warm up")
+        if self.text_tower is None:
+            return
+        with self._model_lock:
+            self.engine.encoder  # noqa: B018 - load torch now, for image uploads, not on the first one
 
     def embed_text(self, text: str) -> np.ndarray:
+        if not text.strip():
+            raise QueryError("empty query: type words to search for, or drop an image")
+        if self.text_tower is not None:
+            return self.text_tower.encode_texts([text])[0]
         with self._model_lock:
             return self.engine.embed_text(text)
 
@@ -266,7 +283,8 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         info = library.status()
         info["server"] = {"model": searcher.engine.spec.label(), "token_required": guard is not None,
                           "max_upload_bytes": max_upload_bytes, "max_top_k": MAX_TOP_K,
-                          "audio_search": hasattr(searcher.engine, "embed_audio")}
+                          "audio_search": hasattr(searcher.engine, "embed_audio"),
+                          "text_encoder": "numpy text tower" if searcher.text_tower is not None else "torch"}
         return info
 
     return app
