@@ -4,7 +4,8 @@ type) costs seconds instead of re-embedding 5,000 images and 25,000 captions.
 One `.npz` file per model setting (model, pretrained tag, precision, device kind) holds string
 keys and float32 rows. A key names the file a vector came from with its size and mtime (and, for
 a caption, its row and a digest of its text), so an edited file is embedded again. The file is
-rewritten atomically: a reader sees the old cache or the new one, never half of one.
+rewritten atomically: a reader sees the old cache or the new one, never half of one. (Two runs of
+the same model at once: the one that finishes last writes its view; a lost entry is only re-embedded.)
 """
 
 from __future__ import annotations
