@@ -19,6 +19,7 @@ IVF_FLAT_MAX = 1_000_000  # beyond this, raw float vectors outgrow memory: compr
 DEFAULT_NPROBE = 32
 REFINE_K_FACTOR = 4  # PQ candidates re-ranked on exact vectors per result wanted
 TRAIN_POINTS_PER_LIST = 64  # faiss wants >= 39 points per centroid; sample at most 256
+PQ_TRAIN_POINTS = 256 * 39  # a PQ sub-quantizer has 256 centroids
 
 
 def choose_factory(n: int, dim: int) -> str:
@@ -68,7 +69,7 @@ class VectorIndex:
         trained_on = 0
         if not index.is_trained:
             ivf = faiss.extract_index_ivf(index)
-            sample = min(len(vectors), ivf.nlist * TRAIN_POINTS_PER_LIST)
+            sample = min(len(vectors), max(ivf.nlist * TRAIN_POINTS_PER_LIST, PQ_TRAIN_POINTS))
             rows = np.random.default_rng(seed).choice(len(vectors), sample, replace=False)
             ivf.cp.seed = seed
             if _gpu_available():
