@@ -24,11 +24,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from retrieval.tokenizer import ClipTokenizer
 from retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    from retrieval.encoders.openclip import OpenClipEncoder
 
 EXPORT_DIR = "query_model"
 FORMAT = 1
@@ -118,7 +122,7 @@ def _read_meta(folder: Path) -> dict | None:
         return None
 
 
-def export_text_tower(encoder, library_root: Path) -> bool:
+def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     """Write LIBRARY/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
 
     Called at the end of `jrsearch index` (the model is loaded then). Cheap when the export is
