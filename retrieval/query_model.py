@@ -65,14 +65,16 @@ def _describe(model, tokenizer) -> dict | None:
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer, _clean_lower
 
-    if not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None:
+    if (not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None
+            or model.text_projection is None or not isinstance(model.ln_final, torch.nn.LayerNorm)):
         return None
     if not (isinstance(tokenizer, SimpleTokenizer) and tokenizer.clean_fn is _clean_lower
             and tokenizer.reduction_fn is None and len(tokenizer.all_special_ids) == 2):
         return None
     blocks = list(model.transformer.resblocks)
     for block in blocks:
-        if not (type(block).__name__ == "ResidualAttentionBlock" and not hasattr(block, "ln_1_kv")
+        if not (type(block) is open_clip.transformer.ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
+                and isinstance(block.ln_1, torch.nn.LayerNorm) and isinstance(block.ln_2, torch.nn.LayerNorm)
                 and isinstance(block.ls_1, torch.nn.Identity) and isinstance(block.ls_2, torch.nn.Identity)
                 and type(block.mlp.c_fc) is torch.nn.Linear and type(block.mlp.c_proj) is torch.nn.Linear
                 and block.attn.in_proj_weight is not None):
@@ -128,8 +130,6 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     Called at the end of `jrsearch index` (the model is loaded then). Cheap when the export is
     current: it compares a digest of a few small tensors.
     """
-    from open_clip.tokenizer import default_bpe
-
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
     if config is None:
@@ -142,20 +142,28 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     target = library_root / EXPORT_DIR
     if _read_meta(target) == meta:
         return True
-    tmp = Path(tempfile.mkdtemp(prefix=EXPORT_DIR + ".", dir=library_root))
+    try:
+        _write(model, meta, target)
+    except OSError:
+        return False  # no space, no permission: queries take the torch path
+    return True
+
+
+def _write(model, meta: dict, target: Path) -> None:
+    """Write into a temp folder beside `target`, then swap it in: a reader sees a whole export or none."""
+    from open_clip.tokenizer import default_bpe
+
+    tmp = Path(tempfile.mkdtemp(prefix=EXPORT_DIR + ".", dir=target.parent))
     try:
         for name, array in _arrays(model).items():
             np.save(tmp / f"{name}.npy", array)
-        ClipTokenizer.from_bpe_file(Path(default_bpe()), config["context_length"]).save(tmp / "merges.npy")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # last: its presence means complete
+        ClipTokenizer.from_bpe_file(Path(default_bpe()), meta["context_length"]).save(tmp / "merges.npy")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
-    except OSError:
-        return False  # no space, no permission: queries take the torch path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return True
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

@@ -113,6 +113,19 @@ def test_quick_gelu_towers_are_exported_with_their_activation(tiny_encoder, tmp_
     assert TextTower.load(tmp_path, tiny_encoder.spec, tiny_encoder.dim).meta["activation"] == "gelu"
 
 
+def test_other_text_towers_are_not_exported(tiny_encoder, tmp_path):
+    from retrieval.query_model import EXPORT_DIR, export_text_tower
+
+    model = tiny_encoder.model
+    try:
+        model.text_pool_type = "last"  # e.g. a tower pooled on another token: only the torch path knows it
+        assert export_text_tower(tiny_encoder, tmp_path) is False
+    finally:
+        model.text_pool_type = "argmax"
+    assert not (tmp_path / EXPORT_DIR).exists()
+    assert export_text_tower(object(), tmp_path) is False  # not an open_clip encoder at all
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, tiny_encoder):
     from conftest import make_image
