@@ -29,8 +29,10 @@ def serve(
     device: DeviceOpt = None,
 ) -> None:
     """Serve a search page with thumbnails and an HTTP API (OpenAPI at /docs)."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: one query row per request, and
-    # requests run side by side; BLAS threads would only contend (several times slower on two cores)
+    # One thread per request for the query's numpy text tower (set before numpy loads) and its faiss
+    # search: requests run side by side, and a single query row gains nothing from more threads;
+    # with other work on the CPUs they only contend (10k flat search here: 36 ms on 2 threads, 2 ms on 1).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import uvicorn
 
     from cli.web.app import create_app
@@ -50,7 +52,7 @@ def serve(
     engine = SearchEngine(lib, model=explicit, precision=precision, device=device)
     typer.echo(f"loading {engine.spec.label()} and the indexes of {lib.root} ...", err=True)
     app = create_app(lib, engine, token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
-                     max_upload_bytes=max_upload_mb * 2**20)
+                     max_upload_bytes=max_upload_mb * 2**20, search_threads=1)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"serving on http://{shown}:{port}  (API docs: /docs{', token required' if token else ''})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -115,6 +115,22 @@ def test_text_queries_use_the_exported_text_tower_when_there_is_one(small, tiny_
     assert [r["score"] for r in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-3)
 
 
+def test_a_repeated_text_is_embedded_once(served, tiny_encoder):
+    _, library, _ = served
+    calls: list[str] = []
+
+    class Counting(SearchEngine):
+        def embed_text(self, text: str) -> np.ndarray:
+            calls.append(text)
+            return super().embed_text(text)
+
+    client = make_client(library, tiny_encoder, engine=Counting(library, encoder=tiny_encoder), warm=False)
+    first = client.get("/api/search", params={"q": "boats"}).json()
+    again = client.get("/api/search", params={"q": "boats", "kind": "text"}).json()
+    assert calls == ["boats"] and again["results"] and first["results"] != again["results"]
+    assert first["took_ms"] >= first["embed_ms"] > again["embed_ms"] and first["search_ms"] > 0
+
+
 def test_filters_under_and_glob(served):
     client, _, media = served
     under = client.get("/api/search", params={"q": "x", "under": str(media / "sub"), "top_k": 50}).json()["results"]

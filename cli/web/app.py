@@ -13,6 +13,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
@@ -37,6 +38,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_TOP_K = 200
 MAX_QUERY_CHARS = 1000
+TEXT_CACHE = 256
 MULTIPART_OVERHEAD = 64 * 1024
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; script-src 'self'; "
             "style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -51,15 +53,18 @@ class Searcher:
     parallel. Otherwise, and for images and sounds, the engine's torch model runs under a lock.
     """
 
-    def __init__(self, library: Library, engine: SearchEngine) -> None:
+    def __init__(self, library: Library, engine: SearchEngine, search_threads: int | None = None) -> None:
         from retrieval.query_model import TextTower
 
         self.library = library
         self.engine = engine
+        self.search_threads = search_threads
         built = library.model()
         self.text_tower = TextTower.load(library.root, engine.spec, built[1]) if built else None
         self._model_lock = threading.Lock()
         self._index_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def warm(self) -> None:
         self.library.refresh()
@@ -71,12 +76,26 @@ class Searcher:
             self.engine.encoder  # noqa: B018 - load torch now, for image uploads, not on the first one
 
     def embed_text(self, text: str) -> np.ndarray:
+        """The query's vector; the last TEXT_CACHE texts are remembered (the page asks again on a
+        change of kind or filter)."""
         if not text.strip():
             raise QueryError("empty query: type words to search for, or drop an image")
+        with self._cache_lock:
+            cached = self._text_cache.get(text)
+            if cached is not None:
+                self._text_cache.move_to_end(text)
+                return cached
         if self.text_tower is not None:
-            return self.text_tower.encode_texts([text])[0]
-        with self._model_lock:
-            return self.engine.embed_text(text)
+            vector = self.text_tower.encode_texts([text])[0]
+        else:
+            with self._model_lock:
+                vector = self.engine.embed_text(text)
+        vector.setflags(write=False)
+        with self._cache_lock:
+            self._text_cache[text] = vector
+            if len(self._text_cache) > TEXT_CACHE:
+                self._text_cache.popitem(last=False)
+        return vector
 
     def embed_file(self, path: Path, what: str) -> np.ndarray:
         if what == "audio":
@@ -94,6 +113,10 @@ class Searcher:
         with self._index_lock:  # one thread reloads a changed index; the others wait for it
             self.library.refresh()
             self.library.index(kind)
+        if self.search_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(self.search_threads)  # OpenMP's setting is per calling thread
         return self.engine.search(vector, kind=kind, top_k=top_k, path_filter=path_filter)
 
 
@@ -115,7 +138,9 @@ class ResultOut(BaseModel):
 
 class SearchOut(BaseModel):
     query: dict[str, Any]
-    took_ms: float
+    took_ms: float  # embed_ms (the query's vector) + search_ms (index, store, filters)
+    embed_ms: float
+    search_ms: float
     results: list[ResultOut]
 
 
@@ -173,10 +198,12 @@ def search_options(
 
 def create_app(library: Library, engine: SearchEngine | None = None, *, token: str | None = None,
                allowed_hosts: Sequence[str] | None = None, thumbnail_dir: Path | None = None,
-               max_upload_bytes: int = MAX_UPLOAD_BYTES, warm: bool = True) -> FastAPI:
+               max_upload_bytes: int = MAX_UPLOAD_BYTES, warm: bool = True,
+               search_threads: int | None = None) -> FastAPI:
     """The server for one library. `token`: required on every API request when set.
-    `allowed_hosts`: Host header names to answer (None: any)."""
-    searcher = Searcher(library, engine or SearchEngine(library))
+    `allowed_hosts`: Host header names to answer (None: any). `search_threads`: faiss threads
+    per request (None: faiss's default)."""
+    searcher = Searcher(library, engine or SearchEngine(library), search_threads)
     thumbnails = ThumbnailCache(thumbnail_dir or library.root / "thumbnails")
     guard = TokenGuard(token) if token else None
     if warm:
@@ -191,10 +218,12 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def run_search(vector: np.ndarray, options: SearchOptions, query: dict[str, Any], started: float) -> SearchOut:
+        embedded = time.perf_counter()
         results = searcher.search(vector, options.kind, options.top_k, PathFilter.make(options.under, options.glob))
+        done = time.perf_counter()
         return SearchOut(query={**query, **options.model_dump(mode="json")},
-                         took_ms=round((time.perf_counter() - started) * 1000, 2),
-                         results=[_result_out(r) for r in results])
+                         took_ms=round((done - started) * 1000, 2), embed_ms=round((embedded - started) * 1000, 2),
+                         search_ms=round((done - embedded) * 1000, 2), results=[_result_out(r) for r in results])
 
     @app.get("/", include_in_schema=False)
     def page() -> Response:
