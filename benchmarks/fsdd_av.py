@@ -16,7 +16,7 @@ Methods: AVID (cross-modal NCE), AVID+CMA (positives expanded by cross-modal agr
 within-modal baseline (audio-only instance discrimination, then a ridge map into the image space
 fitted on the same training pairs).
 
-    python -m benchmarks.fsdd_av [--epochs 30] [--out results/fsdd_av.json]
+    python -m benchmarks.fsdd_av [--epochs 50] [--out results/fsdd_av.json]
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def run(epochs: int, seed: int, test_speakers: tuple[str, ...], fsdd: Path = FSD
     torch.set_num_threads(threads)
 
     base = TrainConfig(epochs=epochs, seed=seed)
-    methods = {"AVID": base, "AVID+CMA": replace(base, cma_k=8),
+    methods = {"AVID": base, "AVID+CMA": replace(base, cma_k=16),
                "within-modal + ridge map": replace(base, objective="within")}
     report: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,7 +183,7 @@ def _encode_features(encoder, features: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-speakers", default=",".join(DEFAULT_TEST_SPEAKERS))
     parser.add_argument("--fsdd", type=Path, default=FSDD_DIR)

@@ -26,6 +26,7 @@ CHECKPOINT_FORMAT = "jrsearch-audio-tower"
 CHECKPOINT_VERSION = 1
 WAV2CLIP_IMAGE_MODEL = ModelSpec("ViT-B-32", "openai")  # the CLIP model Wav2CLIP was distilled from
 WAV2CLIP_SAMPLE_RATE = 16000
+TOP_DB = 80.0  # log-mel floor below each window's peak
 MIN_WINDOW_FRACTION = 0.1  # a trailing piece shorter than this share of a window is dropped
 
 
@@ -46,14 +47,20 @@ class AudioTowerConfig:
 
 
 def log_mel(windows: np.ndarray, config: AudioTowerConfig) -> np.ndarray:
-    """(n, samples) float waveforms -> (n, 1, n_mels, frames) float32 log-mel features."""
+    """(n, samples) float waveforms -> (n, 1, n_mels, frames) float32 log-mel features.
+
+    Decibels relative to each window's loudest bin, floored at -80 dB and divided by 20: the
+    level a sound was recorded at (microphone, distance, speaker) does not move the features.
+    """
     import librosa
 
     mel = librosa.feature.melspectrogram(
         y=np.asarray(windows, dtype=np.float32), sr=config.sample_rate, n_fft=config.n_fft,
         hop_length=config.hop_length, n_mels=config.n_mels, fmin=config.fmin, fmax=config.sample_rate / 2,
         power=2.0)
-    return np.log(mel + 1e-6).astype(np.float32)[:, None]
+    peak = np.maximum(mel.max(axis=(-2, -1), keepdims=True), 1e-10)
+    db = 10.0 * np.log10(np.maximum(mel, 1e-10) / peak)
+    return (np.maximum(db, -TOP_DB) / 20.0).astype(np.float32)[:, None]
 
 
 def build_tower(config: AudioTowerConfig):

@@ -32,6 +32,8 @@ from retrieval.types import ModelSpec
 
 OBJECTIVES = ("avid", "within")
 FEATURE_BATCH = 256
+STRETCH = 0.15  # a training view may be up to this much faster or slower
+MEL_SHIFT = 2  # mel bands a training view may be shifted by (voices differ in pitch and formants)
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,11 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 2e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05
     temperature: float = 0.07
     queue_size: int = 0  # extra negatives from earlier batches of the epoch (0: the batch only)
     cma_k: int = 0  # CMA: positives expanded to the top-k agreeing instances (0: AVID only)
-    cma_start: float = 0.3  # share of the epochs trained with plain AVID before CMA switches on
+    cma_start: float = 0.2  # share of the epochs trained with plain AVID before CMA switches on
     augment: bool = True
     seed: int = 0
 
@@ -75,14 +77,17 @@ class TrainResult:
 
 
 def augment(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random gain, time shift, mel shift (a crude pitch/formant change) and time/frequency masks."""
+    """Random gain, time stretch and shift, mel shift (a crude pitch/formant change), time/frequency masks."""
     x = features.copy()
     n, _, mels, frames = x.shape
     floor = float(x.min())
     x += rng.uniform(-1.0, 1.0, size=(n, 1, 1, 1)).astype(np.float32)  # gain: +-1 in log power
     for i in range(n):
-        x[i] = np.roll(x[i], (int(rng.integers(-2, 3)), int(rng.integers(-frames // 10, frames // 10 + 1))),
-                       axis=(1, 2))
+        if STRETCH:  # speaking (or playing) faster or slower: resample the frames
+            source = np.clip(np.round(np.arange(frames) * rng.uniform(1 - STRETCH, 1 + STRETCH)), 0, frames - 1)
+            x[i] = x[i][:, :, source.astype(np.int64)]
+        x[i] = np.roll(x[i], (int(rng.integers(-MEL_SHIFT, MEL_SHIFT + 1)),
+                              int(rng.integers(-frames // 10, frames // 10 + 1))), axis=(1, 2))
         f0, fw = int(rng.integers(0, mels)), int(rng.integers(0, mels // 8 + 1))
         t0, tw = int(rng.integers(0, frames)), int(rng.integers(0, frames // 8 + 1))
         x[i, :, f0:f0 + fw, :] = floor
@@ -147,10 +152,9 @@ def train_audio_tower(pairs: PairSet, tower_config: AudioTowerConfig, image_mode
     if resume and out.is_file():
         start_epoch, result = _restore(out, model, optimizer, pairs, config)
     steps_per_epoch = len(_batches(len(pairs), config.batch_size, np.random.default_rng(0)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: float(0.5 * (1 + np.cos(np.pi * min(1.0, step / max(1, config.epochs * steps_per_epoch))))))
-    for _ in range(start_epoch * steps_per_epoch):
-        schedule.step()
+    done, total_steps = start_epoch * steps_per_epoch, max(1, config.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # cosine decay over the whole run, resumed where it stopped
+        optimizer, lambda step: float(0.5 * (1 + np.cos(np.pi * min(1.0, (done + step) / total_steps)))))
     targets = torch.from_numpy(pairs.targets)
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
