@@ -24,6 +24,7 @@ import numpy as np
 SOT, EOT = "<start_of_text>", "<end_of_text>"
 SPLIT_PATTERN = r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 MERGES = 49152 - 256 - 2  # how many lines of the vocabulary file open_clip reads
+CACHE_WORDS = 100_000  # BPE results kept per tokenizer (a server sees unbounded distinct words)
 BASE = 512  # 256 byte tokens, then the same 256 with '</w>'; merged tokens follow in rank order
 
 
@@ -122,7 +123,8 @@ class ClipTokenizer:
                     merged.append(symbols[i])
                     i += 1
             symbols = merged
-        self._cache[word] = symbols
+        if len(self._cache) < CACHE_WORDS:
+            self._cache[word] = symbols
         return symbols
 
     def encode(self, text: str) -> list[int]:
