@@ -22,12 +22,12 @@ from retrieval.types import ItemStatus, MediaKind
 TOKEN = "s3cret-token-for-tests-0123456789"
 
 
-def _write_video(path: Path, seconds: int = 4, fps: int = 8) -> Path:
-    """A small MPEG-4 whose grey level rises with time (frame at t has level ~ 32 * t)."""
+def write_video(path: Path, seconds: int = 4, fps: int = 8, codec: str = "mpeg4") -> Path:
+    """A small video whose grey level rises with time (frame at t has level ~ 32 * t)."""
     import av
 
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for i in range(seconds * fps):
             frame = np.full((48, 64, 3), min(255, i * 32 // fps), np.uint8)
@@ -38,11 +38,12 @@ def _write_video(path: Path, seconds: int = 4, fps: int = 8) -> Path:
     return path
 
 
-def _add_video(library: Library, path: Path, dim: int) -> None:
-    """Store a video item directly (two segments), as the video indexer would."""
+def add_video(library: Library, path: Path, dim: int, vectors: np.ndarray | None = None) -> None:
+    """Store a video item directly (segments 0-2 s and 2-4 s), as the video indexer would."""
     stat = path.stat()
-    vectors = np.random.default_rng(0).normal(size=(2, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if vectors is None:
+        vectors = np.random.default_rng(0).normal(size=(2, dim)).astype(np.float32)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     library.write([FileRecord(path=str(path), kind=MediaKind.VIDEO, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                               content_hash=None, status=ItemStatus.INDEXED, width=64, height=48, duration_s=4.0,
                               vectors=vectors, segments=[(0.0, 2.0), (2.0, 4.0)])])
@@ -60,7 +61,7 @@ def build_library(root: Path, encoder, n_images: int = 12) -> tuple[Library, Pat
     library = Library.open(root / "lib", create=True)
     report = run_index(library, encoder, [media, media / "captions.txt"])
     assert not report.failed
-    _add_video(library, _write_video(media / "clip.mp4"), encoder.dim)
+    add_video(library, write_video(media / "clip.mp4"), encoder.dim)
     return Library.open(root / "lib"), media
 
 
@@ -451,6 +452,36 @@ def test_serve_refuses_other_hosts_without_a_token(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "at least 16" in result.stderr
     assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "127.3.4.5", "0.0.0.0", "192.168.1.2",
                                      "example.com")] == [True, True, True, True, True, False, False, False]
+
+
+def test_serve_builds_the_app_it_promises(served, tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    _, library, _ = served
+    started: list[tuple] = []
+    monkeypatch.setattr(uvicorn, "run", lambda api, host, port, **kw: started.append((TestClient(api), host, port)))
+    monkeypatch.delenv("JRSEARCH_TOKEN", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)  # serve sets it; put it back afterwards
+    result = CliRunner().invoke(app, ["serve", "--library", str(library.root), "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    client, host, port = started[0]
+    assert (host, port) == ("127.0.0.1", 8123) and "http://127.0.0.1:8123" in result.stderr
+    assert client.get("/api/status", headers={"Host": "localhost:8123"}).status_code == 200
+    assert client.get("/api/status", headers={"Host": "example.com"}).status_code == 403  # loopback names only
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    result = CliRunner().invoke(app, ["serve", "--library", str(library.root), "--host", "0.0.0.0",
+                                      "--token-file", str(token_file)])
+    assert result.exit_code == 0, result.output
+    client, host, _ = started[1]
+    assert host == "0.0.0.0" and "token required" in result.stderr
+    assert client.get("/api/status", headers={"Host": "192.168.1.5"}).status_code == 401
+    authorised = client.get("/api/status", headers={"Host": "192.168.1.5", "Authorization": f"Bearer {TOKEN}"})
+    assert authorised.status_code == 200 and authorised.json()["server"]["token_required"] is True
 
 
 # -- fresh while indexing --------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """End to end in a real browser: headless Chromium loads the page served by uvicorn, runs a query
-by keyboard, sees the result thumbnails load, and opens a result."""
+by keyboard, sees the result thumbnails load, opens a result, and plays a video result from the
+time that matched."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 
 from conftest import make_image
+from test_serve_api import add_video, write_video
 from indexer.pipeline import run_index
 from retrieval.engine import SearchEngine
 from retrieval.library import Library
@@ -21,7 +24,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1200,900")
+                  "--disable-dev-shm-usage", "--window-size=1200,900", "--autoplay-policy=no-user-gesture-required")
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -70,7 +73,7 @@ def chromium(profile: Path):
 def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from cli.web.app import create_app
     from cli.web.security import LOOPBACK_NAMES
@@ -80,6 +83,10 @@ def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
         make_image(media / f"photo{i}.jpg", seed=i, size=(120, 80))
     library = Library.open(tmp_path / "lib", create=True)
     run_index(library, tiny_encoder, [media])
+    query = "a photo of a cat"
+    match = tiny_encoder.encode_texts([query])  # the clip's 2-4 s segment is the query itself
+    add_video(library, write_video(media / "clip.webm", codec="libvpx"), tiny_encoder.dim,
+              np.concatenate([-match, match]))
     app = create_app(library, SearchEngine(library, encoder=tiny_encoder), allowed_hosts=LOOPBACK_NAMES)
 
     with running_server(app) as url, chromium(tmp_path / "profile") as driver:
@@ -87,7 +94,7 @@ def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
         driver.get(url + "/")
         wait.until(lambda d: "6 image" in d.find_element(By.ID, "message").text)  # /api/status answered
         box = driver.find_element(By.ID, "q")
-        box.send_keys("a photo of a cat", Keys.ENTER)
+        box.send_keys(query, Keys.ENTER)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result img")) == 6)
         loaded = """return [...document.querySelectorAll('#results .result img')]
                     .map(img => img.complete && img.naturalWidth > 0 && img.src.includes('/thumbnail'))"""
@@ -108,5 +115,15 @@ def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
         assert names[1] in driver.find_element(By.ID, "viewer-caption").text
         driver.switch_to.active_element.send_keys(Keys.ESCAPE)
         wait.until(lambda d: not viewer.is_displayed())
+
+        Select(driver.find_element(By.ID, "kind")).select_by_value("video")  # searches again, for videos
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .result[data-kind=video] .time"))
+        card = driver.find_element(By.CSS_SELECTOR, "#results .result[data-kind=video]")
+        assert card.find_element(By.CLASS_NAME, "time").text == "0:02.0–0:04.0"
+        assert "t=2.0" in card.find_element(By.TAG_NAME, "img").get_attribute("src")  # the matching frame
+        card.click()
+        video = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#viewer-body video"))
+        wait.until(lambda d: d.execute_script("return arguments[0].currentTime", video) >= 2.0)  # plays from 2 s
+        driver.find_element(By.ID, "close").click()
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]  # no JS errors, no 4xx/5xx
     assert os.listdir(library.root / "thumbnails")  # the server cached what the page showed
