@@ -420,8 +420,10 @@ def test_login_sets_a_cookie_the_page_then_uses(served, tiny_encoder):
 def test_token_in_the_url_works_once_and_becomes_a_cookie(served, tiny_encoder):
     _, library, _ = served
     client = make_client(library, tiny_encoder, token=TOKEN)
-    first = client.get("/api/status", params={"token": TOKEN})
-    assert first.status_code == 200 and "token=" in first.headers["set-cookie"]
+    assert "set-cookie" not in client.get("/", params={"token": "wrong"}).headers
+    assert client.get("/api/status").status_code == 401
+    page = client.get("/", params={"token": TOKEN})  # a link to the page that carries the token
+    assert page.status_code == 200 and "token=" in page.headers["set-cookie"]
     assert client.get("/api/status").status_code == 200
 
 

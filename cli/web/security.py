@@ -107,15 +107,16 @@ class AccessGuard:
                                           f"({', '.join(sorted(self.hosts))})"}, status_code=403)(scope, receive, send)
             return
         cookie = None
-        path = request.url.path
-        if self.guard is not None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIX):
+        if self.guard is not None:
             token, from_url = self.guard.presented(request)
-            if not self.guard.valid(token):
+            valid = self.guard.valid(token)
+            path = request.url.path
+            if not valid and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIX):
                 await JSONResponse({"detail": "this server needs a token: send 'Authorization: Bearer TOKEN', "
                                               "or log in on the page"}, status_code=401,
                                    headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
                 return
-            if from_url:
+            if valid and from_url:  # e.g. a link to the page with ?token=: the page's requests use the cookie
                 cookie = self.guard.cookie_header()
 
         async def send_with_headers(message) -> None:

@@ -22,7 +22,7 @@ function say(text, isError = false) {
 async function call(url, init) {
   const response = await fetch(url, { credentials: "same-origin", ...init });
   const body = await response.json().catch(() => ({}));
-  if (response.status === 401) {
+  if (response.status === 401 && url !== "/api/login") {
     $("login").hidden = false;
     $("token").focus();
     throw new Error("log in to search");
