@@ -1,0 +1,96 @@
+"""The engine behind concurrent requests: indexes refreshed per request, one torch call at a time.
+
+Every search first asks the store whether an index changed (`Library.refresh`, one small
+SELECT), so a server running beside `jrsearch index` answers from the last committed state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from fastapi import HTTPException
+
+from retrieval.engine import PathFilter, SearchEngine
+from retrieval.errors import QueryError
+from retrieval.library import Library
+from retrieval.types import MediaKind, SearchResult
+
+TEXT_CACHE = 256  # query texts whose vectors are kept
+
+
+class Searcher:
+    """The warm engine for concurrent requests: fresh indexes per request, one torch call at a time.
+
+    Text queries use the library's exported numpy text tower where `jrsearch index` wrote one (as
+    `jrsearch query` does): it computes only the query's real tokens and is safe to run in
+    parallel. Otherwise, and for images and sounds, the engine's torch model runs under a lock.
+    """
+
+    def __init__(self, library: Library, engine: SearchEngine, search_threads: int | None = None) -> None:
+        from retrieval.query_model import TextTower
+
+        self.library = library
+        self.engine = engine
+        self.search_threads = search_threads
+        built = library.model()
+        self.text_tower = TextTower.load(library.root, engine.spec, built[1]) if built else None
+        self._model_lock = threading.Lock()
+        self._index_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def warm(self) -> None:
+        self.library.refresh()
+        self.library.load_indexes()
+        self.embed_text("warm up")
+        if self.text_tower is None:
+            return
+        with self._model_lock:
+            self.engine.encoder  # noqa: B018 - load torch now, for image uploads, not on the first one
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """The query's vector; the last TEXT_CACHE texts are remembered (the page asks again on a
+        change of kind or filter)."""
+        if not text.strip():
+            raise QueryError("empty query: type words to search for, or drop an image")
+        with self._cache_lock:
+            cached = self._text_cache.get(text)
+            if cached is not None:
+                self._text_cache.move_to_end(text)
+                return cached
+        if self.text_tower is not None:
+            vector = self.text_tower.encode_texts([text])[0]
+        else:
+            with self._model_lock:
+                vector = self.engine.embed_text(text)
+        vector.setflags(write=False)
+        with self._cache_lock:
+            self._text_cache[text] = vector
+            if len(self._text_cache) > TEXT_CACHE:
+                self._text_cache.popitem(last=False)
+        return vector
+
+    def embed_file(self, path: Path, what: str) -> np.ndarray:
+        if what == "audio":
+            embed_audio = getattr(self.engine, "embed_audio", None)
+            if embed_audio is None:
+                raise HTTPException(415, "audio search needs a jrsearch build with an audio model "
+                                         "(SearchEngine.embed_audio); this one searches by text or image")
+        else:
+            embed_audio = None
+        with self._model_lock:
+            return embed_audio(path) if embed_audio else self.engine.embed_image(path)
+
+    def search(self, vector: np.ndarray, kind: MediaKind, top_k: int, path_filter: PathFilter | None
+               ) -> list[SearchResult]:
+        with self._index_lock:  # one thread reloads a changed index; the others wait for it
+            self.library.refresh()
+            self.library.index(kind)
+        if self.search_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(self.search_threads)  # OpenMP's setting is per calling thread
+        return self.engine.search(vector, kind=kind, top_k=top_k, path_filter=path_filter)
