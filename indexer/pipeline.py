@@ -15,7 +15,7 @@ import numpy as np
 from indexer.audio import index_sounds
 from indexer.changes import Candidate, plan
 from indexer.decode import Decoded, decode_image, decode_text_corpus
-from indexer.video import index_videos
+from indexer.video import add_missing_soundtracks, index_videos
 from indexer.walk import walk
 from retrieval.encoders import Encoder
 from retrieval.errors import JrsearchError
@@ -70,6 +70,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
     library.load_indexes()
     found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
     todo = plan(found, library.known_files(), roots)
+    todo = add_missing_soundtracks(library, todo, found, options.audio_model)
     report = IndexReport(unchanged=todo.unchanged)
     try:
         report.removed = library.remove(todo.deleted)

@@ -27,10 +27,11 @@ from typing import Iterator
 import numpy as np
 
 from indexer.audio import NO_TOWER_NOTE, SoundVectors, decode_streamed, embed_sound, with_pooled
-from indexer.changes import Candidate
+from indexer.changes import Candidate, Plan
 from indexer.decode import Decoded
 from retrieval.encoders.audio import AudioEncoder, pool
 from retrieval.errors import MediaError
+from retrieval.types import MediaKind
 
 DEFAULT_FPS = 1.0
 SCENE_THRESHOLD = 0.12  # mean absolute change of a 16x16 grey thumbnail (0..1) that marks a cut
@@ -238,3 +239,37 @@ def video_pairs(path: Path, encoder, sample_rate: int, window: int, fps: float =
     if not len(frames) or not has_audio(path):
         return np.zeros((0, window), np.float32), np.zeros((0, encoder.dim), np.float32)
     return windows_at(path, times, sample_rate, window), frames
+
+
+def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, MediaKind]],
+                            audio_model: Path | None) -> Plan:
+    """Re-embed unchanged videos that were indexed without sound, once an audio tower is there
+    (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`).
+    Videos with no audio stream are probed (headers only) and left alone."""
+    from sqlalchemy import exists, select
+
+    from retrieval.audioio import has_audio
+    from retrieval.audiomodel import recorded_audio_model
+    from retrieval.store import Item, Vector
+
+    if audio_model is None and recorded_audio_model(library) is None:
+        return planned
+    queued = {str(c.path) for c in planned.todo}
+    videos = {str(p) for p, kind in found if kind == MediaKind.VIDEO} - queued
+    if not videos:
+        return planned
+    with library.sessions() as session:
+        rows = session.execute(select(Item.path, Item.size, Item.mtime_ns).where(
+            Item.kind == MediaKind.VIDEO.value, Item.status == "indexed",
+            ~exists().where(Vector.item_id == Item.id, Vector.modality == "audio"))).all()
+    for path, size, mtime_ns in rows:
+        if path not in videos:
+            continue
+        try:
+            if not has_audio(Path(path)):
+                continue
+        except MediaError:
+            continue
+        planned.todo.append(Candidate(Path(path), MediaKind.VIDEO, size, mtime_ns, known=None))  # no hash shortcut
+        planned.unchanged -= 1
+    return planned

@@ -123,7 +123,7 @@ def test_audio_is_streamed_in_chunks_at_the_asked_rate(media):
 # -- indexing --------------------------------------------------------------------------------
 
 
-def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_path, tiny_encoder):
+def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_path, tiny_encoder, tower):
     lib = Library.open(tmp_path / "lib", create=True)
     report = run_index(lib, tiny_encoder, [media / "videos", media / "sounds"], IndexOptions())
     assert report.skipped == 5 and not any("sounds" in p for p, _ in report.failed)
@@ -145,6 +145,12 @@ def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_pat
     assert best[0].start_s >= 3.0 and best[0].end_s <= 6.0  # the moment of the matching scene
     by_text = engine.search(engine.embed_text("a red square"), kind=MediaKind.VIDEO, top_k=10)
     assert by_text and all(r.start_s is not None and r.end_s is not None for r in by_text)
+
+    # a tower arrives later: unchanged videos with sound get their soundtrack, silent ones are left
+    later = run_index(lib, tiny_encoder, [media / "videos"], IndexOptions(audio_model=tower))
+    assert later.indexed == 3 and later.unchanged == 2  # scenes, vfr, odd; silent and (failed) soundonly
+    assert {m for m, _, _ in vectors_of(lib, media / "videos" / "scenes.mp4")} == {"image", "audio"}
+    assert run_index(lib, tiny_encoder, [media / "videos"], IndexOptions()).indexed == 0
     lib.close()
 
 
