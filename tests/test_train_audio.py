@@ -169,3 +169,29 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert (summary["resumed_from"], summary["epochs"]) == (2, 3)
+
+
+def test_benchmark_metrics_on_a_known_ranking():
+    from benchmarks.fsdd_av import retrieval_metrics
+
+    scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.9, 0.8]])
+    metrics = retrieval_metrics(scores, np.array([0, 1]), np.array([1, 0, 1]))
+    # query 0 ranks [1, 0, 1]: first hit at 2, AP 1/2; query 1 ranks [0, 1, 1]: first hit at 2, AP (1/2 + 2/3) / 2
+    assert (metrics["R@1"], metrics["R@5"], metrics["median_rank"]) == (0.0, 1.0, 2.0)
+    assert metrics["mAP"] == pytest.approx((0.5 + (0.5 + 2 / 3) / 2) / 2)
+
+
+def test_fsdd_recordings_load_as_windows(tmp_path):
+    from conftest import FSDD_DIR
+
+    if not FSDD_DIR.is_dir():
+        pytest.skip(f"FSDD recordings not found at {FSDD_DIR} (the shared data folder is absent)")
+    from benchmarks.fsdd_av import load_fsdd
+
+    sample = tmp_path / "fsdd"
+    sample.mkdir()
+    for name in ("0_george_0.wav", "7_theo_3.wav"):
+        (sample / name).symlink_to(FSDD_DIR / name)
+    windows, digits, speakers = load_fsdd(sample, 16000, 16000)
+    assert windows.shape == (2, 16000) and digits.tolist() == [0, 7] and speakers.tolist() == ["george", "theo"]
+    assert np.abs(windows).max() > 0.05  # real speech, resampled from 8 kHz
