@@ -519,6 +519,21 @@ def test_new_commits_are_seen_and_concurrent_requests_stay_correct(small, tiny_e
     assert len(after) == before + 40
 
 
+def test_a_slow_index_load_is_not_repeated_for_every_commit(small, tiny_encoder):
+    from cli.web.searcher import Searcher
+
+    _, library, media = small
+    searcher = Searcher(library, SearchEngine(library, encoder=tiny_encoder))
+    searcher.slow_reload_s, searcher.reload_share = 0.0, 1e-9  # every load counts as slow: wait ~forever
+    vector = tiny_encoder.encode_texts(["x"])[0]
+    assert len(searcher.search(vector, MediaKind.IMAGE, 50, None)) == 4
+    make_image(media / "later.jpg", seed=99)
+    run_index(Library.open(library.root), tiny_encoder, [media])
+    assert len(searcher.search(vector, MediaKind.IMAGE, 50, None)) == 4  # within the wait: not reloaded
+    searcher._next_refresh = 0.0  # the wait is over
+    assert len(searcher.search(vector, MediaKind.IMAGE, 50, None)) == 5
+
+
 def test_library_refresh_drops_only_changed_indexes(small, tiny_encoder):
     _, library, media = small
     reader = Library.open(library.root)

@@ -1,12 +1,14 @@
 """The engine behind concurrent requests: indexes refreshed per request, one torch call at a time.
 
 Every search first asks the store whether an index changed (`Library.refresh`, one small
-SELECT), so a server running beside `jrsearch index` answers from the last committed state.
+SELECT), so a server running beside `jrsearch index` answers from the last committed state
+(for an index that takes long to load, from a state at most ten load-times old).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from retrieval.library import Library
 from retrieval.types import MediaKind, SearchResult
 
 TEXT_CACHE = 256  # query texts whose vectors are kept
+SLOW_RELOAD_S = 0.5  # an index load this long or longer ...
+RELOAD_SHARE = 0.1  # ... is repeated at most this share of the time
 
 
 class Searcher:
@@ -39,6 +43,9 @@ class Searcher:
         self.text_tower = TextTower.load(library.root, engine.spec, built[1]) if built else None
         self._model_lock = threading.Lock()
         self._index_lock = threading.Lock()
+        self._next_refresh = 0.0  # time.monotonic() before which the store is not asked again
+        self.slow_reload_s = SLOW_RELOAD_S
+        self.reload_share = RELOAD_SHARE
         self._cache_lock = threading.Lock()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -86,11 +93,25 @@ class Searcher:
 
     def search(self, vector: np.ndarray, kind: MediaKind, top_k: int, path_filter: PathFilter | None
                ) -> list[SearchResult]:
-        with self._index_lock:  # one thread reloads a changed index; the others wait for it
-            self.library.refresh()
-            self.library.index(kind)
+        self._fresh_index(kind)
         if self.search_threads:
             import faiss
 
             faiss.omp_set_num_threads(self.search_threads)  # OpenMP's setting is per calling thread
         return self.engine.search(vector, kind=kind, top_k=top_k, path_filter=path_filter)
+
+    def _fresh_index(self, kind: MediaKind) -> None:
+        """Drop indexes another process changed and load this one (one thread loads; the others wait).
+
+        An index that is slow to load (a large one rebuilt from the store while `jrsearch index`
+        is committing batches) is checked again only after `1 / reload_share` times its load time,
+        so reloading takes at most that share of the server's time.
+        """
+        with self._index_lock:
+            if time.monotonic() >= self._next_refresh:
+                self.library.refresh()
+            started = time.monotonic()
+            self.library.index(kind)  # instant when loaded
+            took = time.monotonic() - started
+            if took >= self.slow_reload_s:
+                self._next_refresh = time.monotonic() + took / self.reload_share
