@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from retrieval.types import MediaKind, SearchResult
+from retrieval.types import MediaKind
 
 
 def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob: str | None, nprobe: int | None,
@@ -31,27 +31,8 @@ def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
+        from cli.render import print_results
+
         print_results(results)
     return True
 
-
-def print_results(results: list[SearchResult]) -> None:
-    """cli.render.print_results, which cannot be imported cheaply: cli.render imports indexer.pipeline."""
-    from rich.console import Console
-    from rich.table import Table
-
-    out = Console()
-    if not results:
-        out.print("no results")
-        return
-    table = Table(box=None, show_header=True, header_style="bold")
-    for name in ("#", "score", "path", "detail"):
-        table.add_column(name, overflow="fold")
-    for r in results:
-        detail = ""
-        if r.text is not None:
-            detail = f"line {r.line}: {r.text}"
-        elif r.start_s is not None:
-            detail = f"{r.start_s:.1f}-{r.end_s:.1f} s"
-        table.add_row(str(r.rank), f"{r.score:.4f}", r.path, detail)
-    out.print(table)

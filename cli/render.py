@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, \
-    TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from indexer.pipeline import IndexReport
 from retrieval.types import SearchResult
+
+if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` must not pay for it
+    from indexer.pipeline import IndexReport
 
 out = Console()
 err = Console(stderr=True)
@@ -18,6 +20,9 @@ class RichProgress:
     """A progress bar with rate and ETA on stderr, fed by the indexing pipeline."""
 
     def __init__(self, enabled: bool = True) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
         self._bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                              TimeRemainingColumn(), console=err, disable=not enabled, transient=False)
@@ -40,7 +45,7 @@ class RichProgress:
             self._bar.update(self._task, rate=f"{task.speed:.1f} files/s")
 
 
-def print_index_report(report: IndexReport) -> None:
+def print_index_report(report: "IndexReport") -> None:
     out.print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
               f"failed {len(report.failed)}" + (f", skipped {report.skipped} (unsupported kind)" if report.skipped else "")
               + f" in {report.seconds:.1f} s")
