@@ -23,6 +23,8 @@ QUALITY = 82
 
 
 class ThumbnailCache:
+    """JPEG thumbnails under `root`, one file per (file version, size[, video time])."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -34,7 +36,8 @@ class ThumbnailCache:
     def get(self, item: Item, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> Path:
         """The cached thumbnail's path; made first, from the file `open_source()` opens, if needed."""
         video = item.kind == MediaKind.VIDEO.value
-        path = self.path_for(item, size, at_s if video else None)
+        at_s = round(at_s, 1) if video and at_s is not None else None  # the cache keeps tenths of a second
+        path = self.path_for(item, size, at_s)
         if path.is_file():
             return path
         with open_source() as source:
