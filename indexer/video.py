@@ -234,10 +234,12 @@ def video_pairs(path: Path, encoder, sample_rate: int, window: int, fps: float =
     raises `MediaError`."""
     from retrieval.audioio import has_audio
 
-    notes: list[str] = []
-    frames, times, _, _ = embed_frames(path, encoder, fps, batch_size, notes)
-    if not len(frames) or not has_audio(path):
-        return np.zeros((0, window), np.float32), np.zeros((0, encoder.dim), np.float32)
+    none = np.zeros((0, window), np.float32), np.zeros((0, encoder.dim), np.float32)
+    if not has_audio(path):
+        return none
+    frames, times, _, _ = embed_frames(path, encoder, fps, batch_size, notes=[])
+    if not len(frames):
+        return none
     return windows_at(path, times, sample_rate, window), frames
 
 

@@ -245,7 +245,9 @@ def load_wav2clip(path: Path, payload: dict | None = None, device: str = "cpu",
     and `audio_transform.*`) as an `AudioEncoder` in OpenAI CLIP ViT-B/32's space.
 
     Needs the `wav2clip` package for its ResNet definition (`pip install wav2clip`); the library
-    that uses it must be built with `--model ViT-B-32 --pretrained openai`.
+    that uses it must be built with `--model ViT-B-32 --pretrained openai`. Checkpoints are read with
+    torch's safe loader; a copy carrying pickled extras it refuses can be reduced to its weights once:
+    `torch.save({"state_dict": torch.load(p, weights_only=False)["state_dict"]}, "wav2clip.pt")`.
     """
     try:
         from wav2clip.model.encoder import ResNetExtractor
