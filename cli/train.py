@@ -62,24 +62,23 @@ def audio(
         raise JrsearchError(f"no videos found under {', '.join(map(str, paths))}")
     encoder = load_encoder(spec, device=device)
     tower = AudioTowerConfig(dim=encoder.dim)
-    windows, targets, skipped = [], [], []
+    parts: list[PairSet] = []  # log-mel features per video: raw windows are dropped as soon as they are read
+    skipped: list[str] = []
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[info]}"), disable=as_json)
     with bar:
         task = bar.add_task("decoding", total=len(videos), info="")
         for path in videos:
             try:
-                w, t = video_pairs(path, encoder, tower.sample_rate, tower.window_samples, fps)
+                windows, targets = video_pairs(path, encoder, tower.sample_rate, tower.window_samples, fps)
+                if len(windows):
+                    parts.append(PairSet.from_windows(windows, targets, tower))
             except MediaError as exc:
                 skipped.append(f"{path}: {str(exc).split(': ', 1)[-1]}")
-                w = t = np.zeros((0,))
-            if len(w):
-                windows.append(w)
-                targets.append(t)
             bar.advance(task)
-        if not windows:
+        if not parts:
             raise JrsearchError("none of the videos has both frames and sound to learn from")
-        pairs = PairSet.from_windows(np.concatenate(windows), np.concatenate(targets), tower)
+        pairs = PairSet(np.concatenate([p.features for p in parts]), np.concatenate([p.targets for p in parts]))
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, queue_size=queue,
                              cma_k=cma, seed=seed)
         task = bar.add_task("training", total=epochs, info="")
@@ -89,13 +88,13 @@ def audio(
     curve = curve or out.with_suffix(".loss.png")
     save_loss_curve(result.losses, curve, title=f"AVID{'+CMA' if cma else ''} on {len(pairs)} pairs")
     summary = {"out": str(out), "loss_curve": str(curve), "image_model": spec.label(), "pairs": len(pairs),
-               "videos": len(videos), "epochs": len(result.losses), "resumed_from": result.resumed_from,
+               "videos": len(videos), "videos_used": len(parts), "epochs": len(result.losses), "resumed_from": result.resumed_from,
                "first_loss": round(result.losses[0], 4), "final_loss": round(result.losses[-1], 4),
                "train_seconds": round(result.seconds, 1), "skipped": skipped}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    typer.echo(f"trained on {len(pairs)} pairs from {len(videos) - len(skipped)} videos: loss "
+    typer.echo(f"trained on {len(pairs)} pairs from {len(parts)} of {len(videos)} videos: loss "
                f"{summary['first_loss']} -> {summary['final_loss']} in {summary['train_seconds']} s")
     typer.echo(f"audio tower: {out} (aligned to {spec.label()}); loss curve: {curve}")
     typer.echo(f"use it: jrsearch index DIR --audio-model {out}")

@@ -161,6 +161,7 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["pairs"] == 3 * 8 and summary["epochs"] == 2 and summary["image_model"] == "tiny-test"
+    assert (summary["videos"], summary["videos_used"]) == (5, 3)  # the silent and the broken one teach nothing
     assert len(summary["skipped"]) == 1 and "broken.mp4" in summary["skipped"][0]
     assert Path(summary["loss_curve"]).read_bytes()[:4] == b"\x89PNG"
     assert load_audio_encoder(out, TINY, 64).info.window_s == 1.0
