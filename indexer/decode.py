@@ -51,7 +51,7 @@ def decode_image(candidate: Candidate, transform: Callable, draft_size: int) -> 
     except MediaError as exc:
         out.error = str(exc).split(": ", 1)[-1]
         return out
-    out.width, out.height = image.size
+    out.width, out.height = image.info["full_size"]
     out.payload = transform(image)
     return out
 

@@ -15,7 +15,8 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
     """Decode an image to an upright RGB `PIL.Image`, or raise `MediaError` saying why.
 
     `draft_size` lets JPEG decode at a reduced scale (still >= that size): much faster for
-    photos that will be resized to the model's input anyway.
+    photos that will be resized to the model's input anyway. The full-resolution upright
+    (width, height) stays available as `image.info["full_size"]`.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -28,11 +29,16 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
             image = Image.open(io.BytesIO(data))
+            full_size = image.size
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            upright = ImageOps.exif_transpose(image)
+            if (upright.width > upright.height) != (image.width > image.height):
+                full_size = full_size[::-1]  # rotated by its EXIF orientation
+            image = to_rgb(upright)
+            image.info["full_size"] = full_size
+            return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise MediaError(f"{label}: image too large (over {MAX_PIXELS:,} pixels, possible decompression bomb)") from None
     except UnidentifiedImageError:

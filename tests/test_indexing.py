@@ -140,7 +140,7 @@ def test_image_modes_and_exif_orientation(tmp_path, tiny_encoder):
     make_image(root / "grey.png", 4, mode="L")
     Image.fromarray((np.arange(64 * 96, dtype=np.uint16).reshape(64, 96) * 10)).save(root / "deep.png")
     assert Image.open(root / "deep.png").mode.startswith("I")
-    rotated = Image.new("RGB", (96, 64), "red")
+    rotated = Image.new("RGB", (300, 150), "red")  # big enough to be decoded at a reduced (draft) scale
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees when displayed
     rotated.save(root / "exif.jpg", exif=exif)
@@ -153,7 +153,7 @@ def test_image_modes_and_exif_orientation(tmp_path, tiny_encoder):
 
     with library.sessions() as session:
         sizes = {Path(i.path).name: (i.width, i.height) for i in session.query(Item)}
-    assert sizes["exif.jpg"] == (64, 96)  # upright: width and height swapped
+    assert sizes["exif.jpg"] == (150, 300)  # full size, upright: width and height swapped
     assert sizes["palette.png"] == (96, 64)
 
 
