@@ -110,6 +110,27 @@ def test_variable_frame_rate_uses_timestamps(media):
         assert second <= t < second + 0.25  # the first frame at or after each whole second
 
 
+def test_frames_are_embedded_in_bounded_batches_as_they_decode(media):
+    import torch
+    from indexer.video import embed_frames
+
+    class Counting:  # an image tower that records the batches it is given
+        dim, image_size = 4, 64
+        batches: list[int] = []
+
+        def image_transform(self, image):
+            return torch.zeros(3, 8, 8)
+
+        def encode_images(self, batch):
+            self.batches.append(len(batch))
+            return np.ones((len(batch), self.dim), np.float32)
+
+    tower = Counting()
+    vectors, times, size, duration = embed_frames(media / "videos" / "scenes.mp4", tower, 1.0, 4, [])
+    assert tower.batches == [4, 2] and len(vectors) == 6  # never more than a batch of frames held
+    assert (size, duration) == ((64, 64), 6.0)
+
+
 def test_audio_is_streamed_in_chunks_at_the_asked_rate(media):
     from retrieval.audioio import iter_audio
 
