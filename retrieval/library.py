@@ -20,7 +20,7 @@ from retrieval.errors import LibraryError, ModelMismatchError
 from retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory
 from retrieval.store import IndexState, Item, Manifest, SCHEMA_VERSION, Text, Vector, dispose, open_store, utcnow
 from retrieval.types import ItemStatus, MediaKind, ModelSpec
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 
 DB_NAME = "library.db"
 LOCK_NAME = "write.lock"
@@ -142,36 +142,41 @@ class Library:
             session.execute(Item.__table__.update().where(Item.path == path).values(size=size, mtime_ns=mtime_ns))
 
     def write(self, records: list[FileRecord]) -> None:
-        """Store files (replacing any earlier row for the same path) in one transaction."""
+        """Store files (replacing any earlier row for the same path) in one transaction.
+
+        Items, texts and vectors each go in as one bulk INSERT ... RETURNING rather than an ORM
+        object per row: a batch of images or a 100k-line corpus is stored in seconds.
+        """
         spec_dim = self.model()
         model_label = spec_dim[0].label() if spec_dim else ""
-        added: dict[str, list[tuple[np.ndarray, int]]] = {}
+        now = utcnow()
         with self.sessions.begin() as session:
             removed = self._delete_paths(session, [r.path for r in records])
-            for record in records:
-                item = Item(path=record.path, kind=record.kind.value, size=record.size, mtime_ns=record.mtime_ns,
-                            content_hash=record.content_hash, width=record.width, height=record.height,
-                            duration_s=record.duration_s, status=record.status.value, error=record.error)
-                session.add(item)
-                if record.vectors is None or not len(record.vectors):
-                    continue
-                session.flush()
-                texts = [Text(item_id=item.id, line=line, text=text) for line, text in record.texts]
-                session.add_all(texts)
-                session.flush()
-                segments = record.segments or [(None, None)] * len(record.vectors)
-                rows = []
-                for i, vec in enumerate(np.asarray(record.vectors, dtype=np.float32)):
-                    rows.append(Vector(item_id=item.id, text_id=texts[i].id if texts else None,
-                                       kind=record.kind.value, model=model_label,
-                                       modality=record.modalities[i] if record.modalities else record.modality,
-                                       start_s=segments[i][0], end_s=segments[i][1], embedding=vec.tobytes()))
-                session.add_all(rows)
-                session.flush()
-                added.setdefault(record.kind.value, []).extend(
-                    (np.asarray(record.vectors[i], dtype=np.float32), row.id) for i, row in enumerate(rows))
+            item_ids = _bulk_insert(session, Item, [
+                {"path": r.path, "kind": r.kind.value, "size": r.size, "mtime_ns": r.mtime_ns,
+                 "content_hash": r.content_hash, "width": r.width, "height": r.height, "duration_s": r.duration_s,
+                 "status": r.status.value, "error": r.error, "indexed_at": now} for r in records])
+            embedded = [(item_id, r) for item_id, r in zip(item_ids, records) if r.vectors is not None and len(r.vectors)]
+            text_ids = iter(_bulk_insert(session, Text, [{"item_id": item_id, "line": line, "text": text}
+                                                         for item_id, r in embedded for line, text in r.texts]))
+            rows, vectors = [], []
+            for item_id, r in embedded:
+                count = len(r.vectors)
+                segments = r.segments or [(None, None)] * count
+                modalities = r.modalities or [r.modality] * count
+                for i, vector in enumerate(np.asarray(r.vectors, dtype=np.float32)):
+                    rows.append({"item_id": item_id, "text_id": next(text_ids) if r.texts else None,
+                                 "kind": r.kind.value, "modality": modalities[i], "model": model_label,
+                                 "start_s": segments[i][0], "end_s": segments[i][1], "embedding": vector.tobytes()})
+                    vectors.append(vector)
+            vector_ids = _bulk_insert(session, Vector, rows)
+            added: dict[str, tuple[list[np.ndarray], list[int]]] = {}
+            for row, vector, vector_id in zip(rows, vectors, vector_ids):
+                kind_vectors, kind_ids = added.setdefault(row["kind"], ([], []))
+                kind_vectors.append(vector)
+                kind_ids.append(vector_id)
             self._bump(session, set(added) | set(removed))
-        self._apply(added, removed)
+        self._apply({kind: (np.stack(v), np.array(i)) for kind, (v, i) in added.items()}, removed)
 
     def remove(self, paths: list[str]) -> int:
         """Forget files (deleted from disk); returns how many items were removed."""
@@ -200,16 +205,16 @@ class Library:
             else:
                 state.generation += 1
 
-    def _apply(self, added: dict[str, list[tuple[np.ndarray, int]]], removed: dict[str, list[int]]) -> None:
+    def _apply(self, added: dict[str, tuple[np.ndarray, np.ndarray]], removed: dict[str, list[int]]) -> None:
         """Mirror a committed change in the loaded indexes; anything not loaded is rebuilt on save."""
         for kind, ids in removed.items():
             index = self._indexes.get(kind)
             if index is not None and not index.remove(np.array(ids)):
                 self._rebuild.add(kind)
-        for kind, pairs in added.items():
+        for kind, (vectors, ids) in added.items():
             index = self._indexes.get(kind)
             if index is not None and kind not in self._rebuild:
-                index.add(np.stack([v for v, _ in pairs]), np.array([i for _, i in pairs]))
+                index.add(vectors, ids)
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -326,6 +331,14 @@ class Library:
         with self.sessions() as session:
             return list(session.execute(select(Item.path, Item.error).where(Item.status == ItemStatus.FAILED.value)
                                         .order_by(Item.path)).all())
+
+
+def _bulk_insert(session, table, rows: list[dict]) -> list[int]:
+    """INSERT many rows in one statement; their new ids, in the order of `rows`."""
+    if not rows:
+        return []
+    statement = insert(table).returning(table.id, sort_by_parameter_order=True)
+    return list(session.scalars(statement, rows))
 
 
 def _chunks(values: list, size: int):
