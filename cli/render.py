@@ -47,7 +47,7 @@ class RichProgress:
 
 def print_index_report(report: "IndexReport") -> None:
     out.print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
-              f"failed {len(report.failed)}" + (f", skipped {report.skipped} (unsupported kind)" if report.skipped else "")
+              f"failed {len(report.failed)}" + (f", skipped {report.skipped} (see the notes)" if report.skipped else "")
               + f" in {report.seconds:.1f} s")
     for path, error in report.failed[:20]:
         out.print(f"  failed: {path}: {error}", markup=False, highlight=False)
@@ -76,6 +76,8 @@ def print_status(info: dict) -> None:
     out.print(f"library   {info['library']}")
     model = f"{info['model']}/{info['pretrained']}" if info["pretrained"] else str(info["model"])
     out.print(f"model     {model} (dim {info['dim']})")
+    if info.get("audio_model"):
+        out.print(f"audio     {info['audio_model']['path']} ({info['audio_model']['kind']})")
     for kind, counts in sorted(info["items"].items()):
         out.print(f"{kind:9} " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     for kind, idx in sorted(info["indexes"].items()):

@@ -30,7 +30,7 @@ class IndexReport:
     indexed: int = 0
     unchanged: int = 0
     removed: int = 0
-    skipped: int = 0  # media of a kind this build cannot index yet
+    skipped: int = 0  # files left for a later run (sound without an audio tower): see notes
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what a person should know (e.g. sound skipped: no tower)

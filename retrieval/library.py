@@ -18,7 +18,7 @@ import numpy as np
 
 from retrieval.errors import LibraryError, ModelMismatchError
 from retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory
-from retrieval.store import IndexState, Item, Manifest, SCHEMA_VERSION, Text, Vector, dispose, open_store, utcnow
+from retrieval.store import AudioModel, IndexState, Item, Manifest, SCHEMA_VERSION, Text, Vector, dispose, open_store, utcnow
 from retrieval.types import ItemStatus, MediaKind, ModelSpec
 from sqlalchemy import delete, func, insert, select
 
@@ -307,6 +307,7 @@ class Library:
             vectors = dict(session.execute(select(Vector.kind, func.count()).group_by(Vector.kind)).all())
             texts = session.scalar(select(func.count()).select_from(Text))
             states = session.scalars(select(IndexState)).all()
+            audio = session.scalars(select(AudioModel)).first()
         per_kind: dict[str, dict[str, int]] = {}
         per_status: dict[str, int] = {}
         for kind, status, n in counts:
@@ -317,6 +318,7 @@ class Library:
             "model": spec_dim[0].name if spec_dim else None,
             "pretrained": spec_dim[0].pretrained if spec_dim else None,
             "dim": spec_dim[1] if spec_dim else None,
+            "audio_model": {"path": audio.path, "kind": audio.kind, "dim": audio.dim} if audio else None,
             "items": per_kind,
             "status": per_status,
             "texts": texts,

@@ -184,6 +184,7 @@ def test_index_everything_with_audio_tower_and_bad_files(media, tmp_path, tiny_e
         assert failed[str(media / "bad" / name)].startswith("not a video PyAV can open")
     assert str(media / "bad" / "garbage.wav") in failed
     assert len(failed) == 4 and report.indexed == 11 and report.skipped == 0
+    assert lib.status()["audio_model"] | {"path": None} == {"path": None, "kind": "jrsearch", "dim": tiny_encoder.dim}
 
     scenes = vectors_of(lib, media / "videos" / "scenes.mp4")
     assert [r for r in scenes if r[0] == "image"] == [("image", float(t), float(t + 1)) for t in range(6)] + [
