@@ -272,3 +272,16 @@ def test_real_coco_images_find_themselves_first(tmp_path, tiny_encoder):
     engine = SearchEngine(Library.open(tmp_path / "lib"), encoder=tiny_encoder)
     for path in sorted(images.glob("*.jpg")):
         assert engine.search(engine.embed_image(path), top_k=1)[0].path == str(path)
+
+
+def test_int8_precision_embeds_images_and_texts_close_to_fp32(tiny_encoder, photos):
+    import torch
+    from retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from retrieval.imageio import open_image
+
+    int8 = load_encoder(TINY_TEST_MODEL, device="cpu", precision="int8")
+    batch = torch.stack([tiny_encoder.image_transform(open_image(p)) for p in sorted(photos.rglob("*.jpg"))])
+    agreement = np.sum(int8.encode_images(batch) * tiny_encoder.encode_images(batch), axis=1)
+    assert agreement.min() > 0.95
+    texts = int8.encode_texts(["a dog", "a cat"])
+    assert np.allclose(texts, tiny_encoder.encode_texts(["a dog", "a cat"]), atol=1e-5)

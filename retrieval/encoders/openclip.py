@@ -138,7 +138,9 @@ class OpenClipEncoder:
         if precision == "int8":
             if device != "cpu":
                 raise ModelUnavailableError("int8 precision runs on the CPU only; use --precision fp16 on a GPU")
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            # The image tower only: it is what indexing spends its time in, and open_clip's text
+            # tower reads its Linear weights' dtype, which quantized layers no longer have.
+            model.visual = torch.ao.quantization.quantize_dynamic(model.visual, {torch.nn.Linear}, dtype=torch.qint8)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
         return cls(spec, model, preprocess, open_clip.get_tokenizer(spec.name), device, dtype)
 
