@@ -85,12 +85,14 @@ def query_latency(spec, precision: str, photos: Path, queries: int) -> dict:
     from retrieval.encoders import load_encoder
     from retrieval.engine import SearchEngine
     from retrieval.library import Library
+    from retrieval.query_model import export_text_tower
 
     encoder = load_encoder(spec, device="cpu", precision=precision)
     with tempfile.TemporaryDirectory() as lib_dir:
         library = Library.open(Path(lib_dir), create=True)
         run_index(library, encoder, [photos])
-        engine = SearchEngine(library, encoder=encoder)
+        export_text_tower(encoder, library.root)  # as `jrsearch index` does: queries use the numpy tower
+        engine = SearchEngine(library)
         engine.search(engine.embed_text("warm up"), top_k=10)
         times = []
         for i in range(queries):

@@ -57,6 +57,7 @@ class SearchEngine:
         self._precision = precision
         self._device = device
         self._audio_encoder = None  # the library's audio tower, loaded by the first audio query
+        self._text_tower = None  # the exported numpy text tower; False once known to be absent
 
     @property
     def encoder(self) -> Encoder:
@@ -64,9 +65,25 @@ class SearchEngine:
             self._encoder = load_encoder(self.spec, device=self._device, precision=self._precision)
         return self._encoder
 
+    @property
+    def text_tower(self):
+        """The numpy text tower `jrsearch index` exported for this library's model, or None.
+
+        It computes only the query's real tokens (the torch tower runs all 77 positions): a warm
+        ViT-B-32 text query takes ~30-45 ms instead of ~100 ms on two cores, same vector to 1e-5.
+        """
+        if self._text_tower is None:
+            from retrieval.query_model import TextTower
+
+            self._text_tower = TextTower.load(self.library.root, self.spec, self.library.model()[1]) or False
+        return self._text_tower or None
+
     def embed_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise QueryError("empty query text; pass words to search for, or --image PATH")
+        asked_for_torch = self._encoder is not None or self._device is not None or self._precision != "auto"
+        if not asked_for_torch and self.text_tower is not None:
+            return self.text_tower.encode_texts([text])[0]
         return self.encoder.encode_texts([text])[0]
 
     def embed_image(self, path: Path) -> np.ndarray:

@@ -285,3 +285,17 @@ def test_int8_precision_embeds_images_and_texts_close_to_fp32(tiny_encoder, phot
     assert agreement.min() > 0.95
     texts = int8.encode_texts(["a dog", "a cat"])
     assert np.allclose(texts, tiny_encoder.encode_texts(["a dog", "a cat"]), atol=1e-5)
+
+
+def test_engine_prefers_the_exported_numpy_text_tower(tmp_path, photos, tiny_encoder):
+    from retrieval.query_model import export_text_tower
+
+    lib = tmp_path / "lib"
+    index(lib, tiny_encoder, photos)
+    engine = SearchEngine(Library.open(lib))
+    assert engine.text_tower is None  # nothing exported yet
+    export_text_tower(tiny_encoder, lib)
+    engine = SearchEngine(Library.open(lib))
+    vector = engine.embed_text("a dog on a beach")
+    assert engine._encoder is None  # answered without loading torch's model
+    assert float(vector @ tiny_encoder.encode_texts(["a dog on a beach"])[0]) > 0.9999

@@ -34,13 +34,11 @@ class Searcher:
     """
 
     def __init__(self, library: Library, engine: SearchEngine, search_threads: int | None = None) -> None:
-        from retrieval.query_model import TextTower
-
         self.library = library
         self.engine = engine
         self.search_threads = search_threads
         built = library.model()
-        self.text_tower = TextTower.load(library.root, engine.spec, built[1]) if built else None
+        self.text_tower = engine.text_tower if built else None
         self._model_lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._next_refresh = 0.0  # time.monotonic() before which the store is not asked again
