@@ -18,7 +18,8 @@ def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob
                 library: Path | None, as_json: bool) -> bool:
     """Answer a text query on the lean path and print it as `query` does; False where it cannot."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one query row: BLAS threads only contend (9x here)
-    from retrieval.quick_search import default_library_dir, quick_text_search
+    from retrieval.paths import default_library_dir
+    from retrieval.quick_search import quick_text_search
 
     path_filter = None
     if under is not None or glob is not None:

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from indexer.changes import Candidate, content_hash

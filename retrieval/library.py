@@ -10,7 +10,6 @@ rebuilt from the stored vectors on the next open, so the two never disagree for 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,22 +17,12 @@ import numpy as np
 
 from retrieval.errors import LibraryError, ModelMismatchError
 from retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory
+from retrieval.paths import DB_NAME, default_library_dir
 from retrieval.store import AudioModel, IndexState, Item, Manifest, SCHEMA_VERSION, Text, Vector, dispose, open_store, utcnow
 from retrieval.types import ItemStatus, MediaKind, ModelSpec
 from sqlalchemy import delete, func, insert, select
 
-DB_NAME = "library.db"
 LOCK_NAME = "write.lock"
-
-
-def default_library_dir() -> Path:
-    """JRSEARCH_LIBRARY, else the user's data dir (platformdirs)."""
-    env = os.environ.get("JRSEARCH_LIBRARY")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_path
-
-    return user_data_path("jrsearch", appauthor=False) / "library"
 
 
 @dataclass

@@ -10,7 +10,6 @@ The caller then takes the normal path, which rebuilds, loads or reports as usual
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -18,26 +17,16 @@ from typing import Callable
 
 import numpy as np
 
+from retrieval.paths import DB_NAME
 from retrieval.query_model import TextTower
 from retrieval.types import MediaKind, ModelSpec, SearchResult
 
-DB_NAME = "library.db"  # retrieval.library's names; importing that module would pull in SQLAlchemy
 JOIN_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
 
 _JOIN_SQL = """
 SELECT v.id, v.item_id, v.text_id, v.start_s, v.end_s, i.path, i.kind, t.text, t.line
 FROM vectors v JOIN items i ON v.item_id = i.id LEFT JOIN texts t ON v.text_id = t.id
 WHERE v.id IN ({})"""
-
-
-def default_library_dir() -> Path:
-    """As `retrieval.library.default_library_dir`: JRSEARCH_LIBRARY, else the user's data dir."""
-    env = os.environ.get("JRSEARCH_LIBRARY")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_path
-
-    return user_data_path("jrsearch", appauthor=False) / "library"
 
 
 def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
