@@ -14,6 +14,7 @@ from sqlalchemy import select
 from retrieval.encoders import Encoder, load_encoder
 from retrieval.errors import QueryError
 from retrieval.library import Library
+from retrieval.ranking import ranked_search
 from retrieval.store import Item, Text, Vector
 from retrieval.types import MediaKind, ModelSpec, SearchResult
 
@@ -117,44 +118,14 @@ class SearchEngine:
     def search(self, query: np.ndarray, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
                path_filter: PathFilter | None = None) -> list[SearchResult]:
         """Nearest stored vectors of `kind` to one query vector, best first, one per item/text."""
-        index = self.library.index(kind)
-        if index is None or index.ntotal == 0:
-            return []
-        want = top_k
-        fetch = top_k if path_filter is None else max(top_k * 8, 256)
-        while True:
-            scores, ids = index.search(query.reshape(1, -1), fetch)
-            results = self._join(scores[0], ids[0], path_filter, want)
-            if len(results) >= want or fetch >= index.ntotal:
-                return results
-            fetch = min(index.ntotal, fetch * 4)
+        return ranked_search(self.library.index(kind), query, top_k, path_filter, self._rows)
 
-    def _join(self, scores: np.ndarray, ids: np.ndarray, path_filter: PathFilter | None,
-              top_k: int) -> list[SearchResult]:
-        hits = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
-        if not hits:
-            return []
+    def _rows(self, vector_ids: list[int]) -> list:
+        """Store rows (`ranking.ROW_COLUMNS`) for vector ids."""
         with self.library.sessions() as session:
-            rows = session.execute(
+            return session.execute(
                 select(Vector.id, Vector.item_id, Vector.text_id, Vector.start_s, Vector.end_s,
                        Item.path, Item.kind, Text.text, Text.line)
                 .join(Item, Vector.item_id == Item.id)
                 .outerjoin(Text, Vector.text_id == Text.id)
-                .where(Vector.id.in_([i for _, i in hits]))).all()
-        by_id = {row.id: row for row in rows}
-        results: list[SearchResult] = []
-        seen: set[tuple[int, int | None]] = set()
-        for score, vid in hits:  # faiss order: best first; ids deleted since the index was read are skipped
-            row = by_id.get(vid)
-            if row is None or (path_filter and not path_filter(row.path)):
-                continue
-            key = (row.item_id, row.text_id)  # one result per image/video/audio file, per text
-            if key in seen:
-                continue
-            seen.add(key)
-            results.append(SearchResult(rank=len(results) + 1, score=score, item_id=row.item_id, vector_id=vid,
-                                        path=row.path, kind=MediaKind(row.kind), text=row.text, line=row.line,
-                                        start_s=row.start_s, end_s=row.end_s))
-            if len(results) == top_k:
-                break
-        return results
+                .where(Vector.id.in_(vector_ids))).all()

@@ -15,13 +15,10 @@ from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from retrieval.paths import DB_NAME
 from retrieval.query_model import TextTower
+from retrieval.ranking import ranked_search
 from retrieval.types import MediaKind, ModelSpec, SearchResult
-
-JOIN_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
 
 _JOIN_SQL = """
 SELECT v.id, v.item_id, v.text_id, v.start_s, v.end_s, i.path, i.kind, t.text, t.line
@@ -63,38 +60,8 @@ def _search(con: sqlite3.Connection, root: Path, text: str, kind: MediaKind, top
         return None
     query = tower.encode_texts([text])
     index = VectorIndex.load(index_file, factory, nprobe or DEFAULT_NPROBE, trained_on=trained_on)
-    if index.ntotal == 0:
-        return []
-    fetch = top_k if path_filter is None else max(top_k * 8, 256)  # as SearchEngine.search
-    while True:
-        scores, ids = index.search(query, fetch)
-        results = _join(con, scores[0], ids[0], path_filter, top_k)
-        if len(results) >= top_k or fetch >= index.ntotal:
-            return results
-        fetch = min(index.ntotal, fetch * 4)
 
+    def fetch_rows(vector_ids: list[int]) -> sqlite3.Cursor:
+        return con.execute(_JOIN_SQL.format(",".join("?" * len(vector_ids))), vector_ids)
 
-def _join(con: sqlite3.Connection, scores: np.ndarray, ids: np.ndarray, path_filter: Callable[[str], bool] | None,
-          top_k: int) -> list[SearchResult]:
-    """Hits (faiss order) -> results: one per item/text, filtered, ids deleted since skipped."""
-    hits = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
-    by_id = {}
-    for start in range(0, len(hits), JOIN_CHUNK):
-        chunk = [i for _, i in hits[start:start + JOIN_CHUNK]]
-        for row in con.execute(_JOIN_SQL.format(",".join("?" * len(chunk))), chunk):
-            by_id[row[0]] = row
-    results: list[SearchResult] = []
-    seen: set[tuple[int, int | None]] = set()
-    for score, vid in hits:
-        row = by_id.get(vid)
-        if row is None or (path_filter and not path_filter(row[5])):
-            continue
-        _, item_id, text_id, start_s, end_s, path, item_kind, text, line = row
-        if (item_id, text_id) in seen:
-            continue
-        seen.add((item_id, text_id))
-        results.append(SearchResult(rank=len(results) + 1, score=score, item_id=item_id, vector_id=vid, path=path,
-                                    kind=MediaKind(item_kind), text=text, line=line, start_s=start_s, end_s=end_s))
-        if len(results) == top_k:
-            break
-    return results
+    return ranked_search(index, query, top_k, path_filter, fetch_rows)

@@ -1,0 +1,59 @@
+"""FAISS hits to ranked results, shared by `SearchEngine` and the cold query path.
+
+Each path fetches store rows its own way (the ORM, or plain sqlite3 where SQLAlchemy is too slow
+to import); both return rows of `ROW_COLUMNS` and rank them here, identically.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from retrieval.types import MediaKind, SearchResult
+
+# What `fetch_rows(vector_ids)` returns per vector, in this order.
+ROW_COLUMNS = ("vector_id", "item_id", "text_id", "start_s", "end_s", "path", "kind", "text", "line")
+JOIN_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
+
+RowFetcher = Callable[[list[int]], Iterable[Sequence]]
+
+
+def ranked_search(index, query: np.ndarray, top_k: int, path_filter: Callable[[str], bool] | None,
+                  fetch_rows: RowFetcher) -> list[SearchResult]:
+    """Nearest vectors to one query, best first, one per item/text; with a filter, fetch more
+    candidates until `top_k` pass or the whole index has been seen."""
+    if index is None or index.ntotal == 0:
+        return []
+    fetch = top_k if path_filter is None else max(top_k * 8, 256)
+    while True:
+        scores, ids = index.search(query.reshape(1, -1), fetch)
+        results = rank_hits(scores[0], ids[0], fetch_rows, path_filter, top_k)
+        if len(results) >= top_k or fetch >= index.ntotal:
+            return results
+        fetch = min(index.ntotal, fetch * 4)
+
+
+def rank_hits(scores: np.ndarray, ids: np.ndarray, fetch_rows: RowFetcher,
+              path_filter: Callable[[str], bool] | None, top_k: int) -> list[SearchResult]:
+    """Hits in faiss order -> results: filtered, one per item/text, ids deleted since skipped."""
+    hits = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
+    by_id = {}
+    for start in range(0, len(hits), JOIN_CHUNK):
+        for row in fetch_rows([i for _, i in hits[start:start + JOIN_CHUNK]]):
+            by_id[row[0]] = row
+    results: list[SearchResult] = []
+    seen: set[tuple[int, int | None]] = set()
+    for score, vid in hits:
+        row = by_id.get(vid)
+        if row is None or (path_filter and not path_filter(row[5])):
+            continue
+        _, item_id, text_id, start_s, end_s, path, kind, text, line = row
+        if (item_id, text_id) in seen:  # one result per image/video/audio file, per text
+            continue
+        seen.add((item_id, text_id))
+        results.append(SearchResult(rank=len(results) + 1, score=score, item_id=item_id, vector_id=vid, path=path,
+                                    kind=MediaKind(kind), text=text, line=line, start_s=start_s, end_s=end_s))
+        if len(results) == top_k:
+            break
+    return results
