@@ -35,6 +35,8 @@ def index(
                               "soundtracks; the library remembers it.")] = None,
     video_fps: Annotated[float, typer.Option("--video-fps", min=0.01, help="Video frames sampled per second "
                                                                           "(scene changes are added).")] = 1.0,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try files that failed before again, "
+                                                                      "even if they have not changed.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Embed every media file under PATHS; unchanged files are skipped, deleted ones forgotten."""
@@ -53,7 +55,7 @@ def index(
         lib.check_model(spec)  # before spending seconds loading the wrong model
         encoder = load_encoder(spec, device=device, precision=precision)
         options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden,
-                               audio_model=audio_model, video_fps=video_fps)
+                               audio_model=audio_model, video_fps=video_fps, retry_failed=retry_failed)
         with RichProgress(enabled=not as_json) as progress:
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
         export_text_tower(encoder, lib.root)  # what `jrsearch query TEXT` needs without torch

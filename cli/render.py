@@ -86,3 +86,5 @@ def print_status(info: dict) -> None:
     out.print(f"on disk   {info['bytes_on_disk'] / 2**20:.1f} MiB")
     for failure in info.get("failures", []):
         out.print(f"failed    {failure['path']}: {failure['error']}", markup=False, highlight=False)
+    if info.get("failures"):
+        out.print("(fixed a file, or changed a limit? `jrsearch index DIR --retry-failed` tries failures again)")

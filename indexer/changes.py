@@ -28,9 +28,11 @@ class Plan:
     deleted: list[str] = field(default_factory=list)
 
 
-def plan(found: list[tuple[Path, MediaKind]], known: dict[str, KnownFile], roots: list[Path]) -> Plan:
-    """Compare what is on disk with what is stored. Same size and mtime means unchanged;
-    otherwise the content hash decides later (`Candidate.known` carries the old hash)."""
+def plan(found: list[tuple[Path, MediaKind]], known: dict[str, KnownFile], roots: list[Path],
+         retry_failed: bool = False) -> Plan:
+    """Compare what is on disk with what is stored. Same size and mtime means unchanged (a file
+    that failed stays failed unless `retry_failed`); otherwise the content hash decides later
+    (`Candidate.known` carries the old hash)."""
     result = Plan()
     on_disk: set[str] = set()
     for path, kind in found:
@@ -41,7 +43,8 @@ def plan(found: list[tuple[Path, MediaKind]], known: dict[str, KnownFile], roots
         except OSError:
             continue  # vanished between walk and stat: the next run sees it as deleted
         old = known.get(key)
-        if old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns:
+        same = old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns
+        if same and not (retry_failed and old.status == "failed"):
             result.unchanged += 1
             continue
         result.todo.append(Candidate(path, kind, stat.st_size, stat.st_mtime_ns, old))

@@ -56,6 +56,7 @@ class IndexOptions:
     include_hidden: bool = False
     audio_model: Path | None = None  # an audio tower checkpoint for sound files and soundtracks
     video_fps: float = 1.0  # video frames sampled per second (plus scene changes)
+    retry_failed: bool = False  # try files that failed before again, even if unchanged
 
 
 def run_index(library: Library, encoder: Encoder, roots: list[Path], options: IndexOptions | None = None,
@@ -69,7 +70,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
     library.adopt_model(encoder.spec, encoder.dim)
     library.load_indexes()
     found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
-    todo = plan(found, library.known_files(), roots)
+    todo = plan(found, library.known_files(), roots, options.retry_failed)
     todo = add_missing_soundtracks(library, todo, found, options.audio_model)
     report = IndexReport(unchanged=todo.unchanged)
     try:

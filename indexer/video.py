@@ -37,6 +37,7 @@ DEFAULT_FPS = 1.0
 SCENE_THRESHOLD = 0.12  # mean absolute change of a 16x16 grey thumbnail (0..1) that marks a cut
 MIN_SCENE_GAP_S = 0.25  # a cut closer than this to the previous sample is not sampled again
 THUMB = 16
+NO_TOWER_REASON = " (and no audio tower to index its sound)"  # a later run with a tower retries these
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def embed_video(path: Path, encoder, audio: AudioEncoder | None, fps: float = DE
                 notes.append(str(exc).split(": ", 1)[-1])
     if not len(frames) and sound is None:
         if size is None:
-            why = "no video stream" + ("" if audio is not None else " (and no audio tower to index its sound)")
+            why = "no video stream" + ("" if audio is not None else NO_TOWER_REASON)
         else:
             why = notes[0] if notes else "no decodable video frames"
         raise MediaError(f"{path}: {why}")
@@ -246,8 +247,9 @@ def video_pairs(path: Path, encoder, sample_rate: int, window: int, fps: float =
 def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, MediaKind]],
                             audio_model: Path | None) -> Plan:
     """Re-embed unchanged videos that were indexed without sound, once an audio tower is there
-    (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`).
-    Videos with no audio stream are probed (headers only) and left alone."""
+    (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`),
+    and retry sound-only ones that failed for want of a tower. Videos with no audio stream are
+    probed (headers only) and left alone."""
     from sqlalchemy import exists, select
 
     from retrieval.audioio import has_audio
@@ -261,9 +263,10 @@ def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, Medi
     if not videos:
         return planned
     with library.sessions() as session:
+        silent = (Item.status == "indexed") & ~exists().where(Vector.item_id == Item.id, Vector.modality == "audio")
+        waiting = (Item.status == "failed") & Item.error.endswith(NO_TOWER_REASON)
         rows = session.execute(select(Item.path, Item.size, Item.mtime_ns).where(
-            Item.kind == MediaKind.VIDEO.value, Item.status == "indexed",
-            ~exists().where(Vector.item_id == Item.id, Vector.modality == "audio"))).all()
+            Item.kind == MediaKind.VIDEO.value, silent | waiting)).all()
     for path, size, mtime_ns in rows:
         if path not in videos:
             continue

@@ -67,6 +67,20 @@ def test_wrong_model_is_one_clear_line_and_nothing_is_lost(indexed, photos):
     assert after["items"] == before["items"]
 
 
+def test_failures_are_listed_and_retried_on_request(tmp_path):
+    lib, root = tmp_path / "lib", tmp_path / "pics"
+    make_image(root / "ok.jpg", seed=3)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    first = json.loads(jrsearch("index", str(root), "--model", "tiny-test", "--json", lib=lib).stdout)
+    assert [Path(f["path"]).name for f in first["failed"]] == ["broken.jpg"]
+    status = jrsearch("status", "--failures", lib=lib).stdout
+    assert "broken.jpg" in status and "--retry-failed" in status
+    again = json.loads(jrsearch("index", str(root), "--json", lib=lib).stdout)
+    assert (again["unchanged"], again["failed"]) == (2, [])
+    retried = json.loads(jrsearch("index", str(root), "--retry-failed", "--json", lib=lib).stdout)
+    assert retried["unchanged"] == 1 and [Path(f["path"]).name for f in retried["failed"]] == ["broken.jpg"]
+
+
 def test_errors_name_the_path_and_the_remedy(tmp_path):
     result = jrsearch("index", str(tmp_path / "nope"), "--model", "tiny-test", lib=tmp_path / "lib", ok=False)
     assert result.exit_code == 1 and "nope does not exist" in result.stderr

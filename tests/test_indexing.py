@@ -130,6 +130,10 @@ def test_bad_files_are_recorded_and_never_stop_the_run(tmp_path, tiny_encoder, m
     assert library.status()["items"]["image"] == {"indexed": 1, "failed": 6}
     again = run_index(library, tiny_encoder, [root])  # failures are remembered, not retried
     assert (again.indexed, again.unchanged, len(again.failed)) == (0, 7, 0)
+    monkeypatch.setattr("retrieval.imageio.MAX_PIXELS", 10**9)  # the limit raised: the bomb now opens
+    retried = run_index(library, tiny_encoder, [root], IndexOptions(retry_failed=True))
+    assert (retried.indexed, retried.unchanged, len(retried.failed)) == (1, 1, 5)
+    assert library.status()["items"]["image"] == {"indexed": 2, "failed": 5}
 
 
 def test_image_modes_and_exif_orientation(tmp_path, tiny_encoder):

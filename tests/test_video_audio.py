@@ -167,10 +167,13 @@ def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_pat
     by_text = engine.search(engine.embed_text("a red square"), kind=MediaKind.VIDEO, top_k=10)
     assert by_text and all(r.start_s is not None and r.end_s is not None for r in by_text)
 
-    # a tower arrives later: unchanged videos with sound get their soundtrack, silent ones are left
+    # a tower arrives later: unchanged videos with sound get their soundtrack, the sound-only one
+    # that failed for want of a tower is retried, the silent one is left
     later = run_index(lib, tiny_encoder, [media / "videos"], IndexOptions(audio_model=tower))
-    assert later.indexed == 3 and later.unchanged == 2  # scenes, vfr, odd; silent and (failed) soundonly
+    assert later.indexed == 4 and later.unchanged == 1 and not later.failed  # silent.mp4 unchanged
     assert {m for m, _, _ in vectors_of(lib, media / "videos" / "scenes.mp4")} == {"image", "audio"}
+    assert {m for m, _, _ in vectors_of(lib, media / "videos" / "soundonly.mp4")} == {"audio"}
+    assert item_of(lib, media / "videos" / "soundonly.mp4").status == "indexed"
     assert run_index(lib, tiny_encoder, [media / "videos"], IndexOptions()).indexed == 0
     lib.close()
 
