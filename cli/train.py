@@ -32,6 +32,10 @@ def audio(
     queue: Annotated[int, typer.Option(min=0, help="Memory queue of earlier embeddings as extra negatives.")] = 0,
     cma: Annotated[int, typer.Option(min=0, help="CMA: expand positives to the top-K instances agreeing in "
                                                   "both spaces (0: AVID only).")] = 0,
+    ema: Annotated[float, typer.Option(min=0.0, max=0.9999, help="Save an exponential moving average of the "
+                                                                  "weights with this decay (0: the last weights).")] = 0.0,
+    lifter: Annotated[int, typer.Option(min=0, help="Keep this many cepstral coefficients per frame (13 suits "
+                                                    "speech from many voices; 0: plain log-mel).")] = 0,
     fps: Annotated[float, typer.Option(min=0.01, help="Frames (and sound windows) sampled per second.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed: the same seed and data give the same tower.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the training saved in --out.")] = False,
@@ -61,7 +65,7 @@ def audio(
     if not videos:
         raise JrsearchError(f"no videos found under {', '.join(map(str, paths))}")
     encoder = load_encoder(spec, device=device)
-    tower = AudioTowerConfig(dim=encoder.dim)
+    tower = AudioTowerConfig(dim=encoder.dim, lifter=lifter)
     parts: list[PairSet] = []  # log-mel features per video: raw windows are dropped as soon as they are read
     skipped: list[str] = []
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -80,7 +84,7 @@ def audio(
             raise JrsearchError("none of the videos has both frames and sound to learn from")
         pairs = PairSet(np.concatenate([p.features for p in parts]), np.concatenate([p.targets for p in parts]))
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, queue_size=queue,
-                             cma_k=cma, seed=seed)
+                             cma_k=cma, ema=ema, seed=seed)
         task = bar.add_task("training", total=epochs, info="")
         result = train_audio_tower(pairs, tower, spec, config, out, resume=resume,
                                    on_epoch=lambda e, loss: bar.update(task, completed=e, info=f"loss {loss:.4f}"))

@@ -84,13 +84,14 @@ def test_single_positive_nce_is_cross_entropy():
     assert torch.allclose(ours, torch.nn.functional.cross_entropy(q @ k.T / 0.1, torch.arange(6)))
 
 
-def test_seeded_runs_match_and_resume_continues_exactly(tmp_path, class_images):
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["last-weights", "ema"])
+def test_seeded_runs_match_and_resume_continues_exactly(tmp_path, class_images, ema):
     import torch
 
     config = AudioTowerConfig(dim=class_images.shape[1])
     waves, labels = clips(4, seed=2)
     pairs = PairSet.from_windows(waves, class_images[labels], config)
-    settings = TrainConfig(epochs=3, batch_size=16, cma_k=2, cma_start=0.3, queue_size=16, seed=5)
+    settings = TrainConfig(epochs=3, batch_size=16, cma_k=2, cma_start=0.3, queue_size=16, ema=ema, seed=5)
     whole = train_audio_tower(pairs, config, TINY, settings, tmp_path / "whole.pt")
 
     class Stop(Exception):
@@ -111,6 +112,41 @@ def test_seeded_runs_match_and_resume_continues_exactly(tmp_path, class_images):
 
     with pytest.raises(JrsearchError, match="other settings"):
         train_audio_tower(pairs, config, TINY, TrainConfig(epochs=3, seed=6), tmp_path / "cut.pt", resume=True)
+
+
+def test_ema_tower_is_an_average_not_the_last_weights(tmp_path, class_images):
+    import torch
+
+    config = AudioTowerConfig(dim=class_images.shape[1])
+    waves, labels = clips(4, seed=3)
+    pairs = PairSet.from_windows(waves, class_images[labels], config)
+    train_audio_tower(pairs, config, TINY, TrainConfig(epochs=3, batch_size=16, ema=0.9), tmp_path / "ema.pt")
+    payload = torch.load(tmp_path / "ema.pt", weights_only=True)
+    averaged, last = payload["state_dict"], payload["train_state"]["model"]
+    assert any(not torch.allclose(averaged[k], last[k]) for k in averaged if averaged[k].dtype.is_floating_point)
+    plain = train_audio_tower(pairs, config, TINY, TrainConfig(epochs=3, batch_size=16), tmp_path / "plain.pt")
+    assert plain.losses and all(torch.equal(last[k], v) for k, v in
+                                torch.load(tmp_path / "plain.pt", weights_only=True)["state_dict"].items())
+
+
+def test_liftering_keeps_the_envelope_and_drops_the_pitch():
+    """Two buzzes with the same spectral envelope at different pitches: liftered features of the
+    two are much closer than plain log-mel ones."""
+    from scipy.signal import lfilter
+
+    from retrieval.encoders.audio import log_mel
+
+    rate = 16000
+
+    def buzz(pitch: float) -> np.ndarray:
+        pulses = np.zeros(rate, dtype=np.float32)
+        pulses[::int(rate / pitch)] = 1.0
+        return lfilter([1.0], [1.0, -1.3, 0.8], pulses).astype(np.float32)  # one resonance: a crude vowel
+
+    low, high = buzz(100.0), buzz(130.0)
+    plain, liftered = AudioTowerConfig(), AudioTowerConfig(lifter=13)
+    gap = lambda cfg: float(np.abs(log_mel(low[None], cfg) - log_mel(high[None], cfg)).mean())  # noqa: E731
+    assert gap(liftered) < 0.6 * gap(plain)
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path, class_images):
@@ -156,7 +192,7 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"\0" * 100)
     out = tmp_path / "tower.pt"
     args = ["train", "audio", str(tmp_path / "videos"), "--out", str(out), "--model", "tiny-test",
-            "--library", str(tmp_path / "nolib"), "--batch-size", "8", "--fps", "2", "--cma", "2", "--json"]
+            "--library", str(tmp_path / "nolib"), "--batch-size", "8", "--fps", "2", "--cma", "2", "--ema", "0.9", "--lifter", "13", "--json"]
     result = CliRunner().invoke(app, args + ["--epochs", "2"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -165,6 +201,10 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
     assert len(summary["skipped"]) == 1 and "broken.mp4" in summary["skipped"][0]
     assert Path(summary["loss_curve"]).read_bytes()[:4] == b"\x89PNG"
     assert load_audio_encoder(out, TINY, 64).info.window_s == 1.0
+    import torch
+
+    saved = torch.load(out, weights_only=True)
+    assert saved["config"]["lifter"] == 13 and saved["train_state"]["config"]["ema"] == 0.9
 
     result = CliRunner().invoke(app, args + ["--epochs", "3", "--resume"])
     assert result.exit_code == 0, result.output

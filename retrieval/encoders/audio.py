@@ -38,6 +38,7 @@ class AudioTowerConfig:
     n_fft: int = 512
     hop_length: int = 320  # 20 ms frames
     fmin: float = 20.0
+    lifter: int = 0  # >0: keep this many cepstral coefficients of each frame (see `log_mel`); 0: off
     width: int = 64  # channels of the first conv blocks; doubled for the last two
     dim: int = 64  # the joint space's dimension (the image model's)
 
@@ -51,6 +52,9 @@ def log_mel(windows: np.ndarray, config: AudioTowerConfig) -> np.ndarray:
 
     Decibels relative to each window's loudest bin, floored at -80 dB and divided by 20: the
     level a sound was recorded at (microphone, distance, speaker) does not move the features.
+    With `config.lifter` N, each frame's log spectrum is smoothed by keeping its first N cepstral
+    coefficients (DCT over the mel bands): the envelope (formants) stays, the harmonics of the
+    voice's pitch go, which helps speech from voices the tower never heard.
     """
     import librosa
 
@@ -60,7 +64,14 @@ def log_mel(windows: np.ndarray, config: AudioTowerConfig) -> np.ndarray:
         power=2.0)
     peak = np.maximum(mel.max(axis=(-2, -1), keepdims=True), 1e-10)
     db = 10.0 * np.log10(np.maximum(mel, 1e-10) / peak)
-    return (np.maximum(db, -TOP_DB) / 20.0).astype(np.float32)[:, None]
+    features = np.maximum(db, -TOP_DB) / 20.0
+    if config.lifter:
+        from scipy.fft import dct, idct
+
+        cepstra = dct(features, type=2, norm="ortho", axis=-2)
+        cepstra[..., config.lifter:, :] = 0.0
+        features = idct(cepstra, type=2, norm="ortho", axis=-2)
+    return features.astype(np.float32)[:, None]
 
 
 def build_tower(config: AudioTowerConfig):
