@@ -115,9 +115,10 @@ def ridge_map(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
 
 # The settings the benchmark trains with. They were chosen by `--validate` (each training speaker
 # held out in turn, the test speakers never used), comparing plain log-mel with liftered features,
-# mel-shift and stretch augmentation, 50 or 80 epochs, and the last weights against their average.
+# mel-shift and stretch augmentation, 50 or 80 epochs, and the last weights against their average
+# (`ema`: as good within noise, 0.006 lower in mean over two seeds, so off).
 TOWER = AudioTowerConfig(lifter=13)
-TRAIN = TrainConfig(epochs=80, ema=0.99, stretch=0.1, mel_shift=0)
+TRAIN = TrainConfig(epochs=80, stretch=0.1, mel_shift=0)
 METHODS = {"AVID": {}, "AVID+CMA": {"cma_k": 16}, "within-modal + ridge map": {"objective": "within"}}
 
 
@@ -213,9 +214,9 @@ def run(seed: int, test_speakers: tuple[str, ...], fsdd: Path = FSDD_DIR, thread
 
 
 PROTOCOL = ("settings (TOWER, TRAIN in benchmarks/fsdd_av.py) chosen by leave-one-speaker-out validation over the "
-            "four training speakers of the default split (`--validate`); the test speakers' figures were read once "
-            "per candidate kept. An earlier version of this benchmark was tuned while looking at the default test "
-            "split, so its speakers are not unseen by whoever chose the search space.")
+            "four training speakers of the default split (`--validate`, test speakers unused); the test split was then "
+            "run once per seed. An earlier version of this benchmark (plain log-mel, 50 epochs) was tuned while "
+            "looking at the default test split, so whoever chose what to try had seen its figures.")
 
 
 def validate(seed: int, test_speakers: tuple[str, ...], fsdd: Path = FSDD_DIR, threads: int = 1,
