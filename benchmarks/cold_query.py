@@ -104,10 +104,12 @@ def main() -> None:
         tmp = args.work or tmp
         for model in args.models.split(","):
             library = build_library(Path(tmp) / model, model, texts, args.images)
-            fast = summary(time_queries(library, args.runs, []))
-            normal = summary(time_queries(library, args.normal_runs, ["--device", "cpu"]))
-            report["models"][model] = {"fast": fast, "normal": normal, "captions": len(texts), "images": args.images}
-            for name, runs, stats in (("fast", args.runs, fast), ("normal", args.normal_runs, normal)):
+            paths = {"fast": (args.runs, []), "normal": (args.normal_runs, ["--device", "cpu"])}
+            stats_by_path = {name: summary(time_queries(library, runs, extra))
+                             for name, (runs, extra) in paths.items() if runs > 0}
+            report["models"][model] = {**stats_by_path, "captions": len(texts), "images": args.images}
+            for name, stats in stats_by_path.items():
+                runs = paths[name][0]
                 print(f"{model:10} {name:6} median {stats['median_s']:.3f} s  p95 {stats['p95_s']:.3f} s  "
                       f"cpu {stats['cpu_median_s']:.3f} s  ({runs} runs)", flush=True)
     report["load_after"] = os.getloadavg()
