@@ -133,7 +133,7 @@ class Data:
     pair_labels: np.ndarray
     gallery: np.ndarray  # (m, dim) the images a query ranks
     gallery_labels: np.ndarray
-    purity: dict
+    gallery_pixels: np.ndarray  # (m, 8, 8) the same images, for the image-tower comparison
     decode_seconds: float
 
 
@@ -146,11 +146,14 @@ def prepare(fsdd: Path, seed: int, tower: AudioTowerConfig = TOWER) -> Data:
     images = load_digits()
     in_pairs = np.random.default_rng(seed).permutation(len(images.target)) % 2 == 0
     image_tower = PixelPCA(images.images[in_pairs], tower.dim)
-    gallery, gallery_labels = image_tower(images.images[~in_pairs]), images.target[~in_pairs]
-    purity = {"pca64-pixels": nn_purity(gallery, gallery_labels),
-              "tiny-test open_clip (random)": nn_purity(tiny_clip_embeddings(images.images[~in_pairs]), gallery_labels)}
     return Data(windows, digits, speakers, image_tower(images.images[in_pairs]), images.target[in_pairs],
-                gallery, gallery_labels, purity, decode_s)
+                image_tower(images.images[~in_pairs]), images.target[~in_pairs], images.images[~in_pairs], decode_s)
+
+
+def image_space_purity(data: Data) -> dict:
+    """How often a gallery image's nearest other image shows the same digit, in each image space."""
+    return {"pca64-pixels": nn_purity(data.gallery, data.gallery_labels),
+            "tiny-test open_clip (random)": nn_purity(tiny_clip_embeddings(data.gallery_pixels), data.gallery_labels)}
 
 
 def evaluate(data: Data, train: np.ndarray, queries: np.ndarray, seed: int, methods: dict[str, dict],
@@ -203,7 +206,7 @@ def run(seed: int, test_speakers: tuple[str, ...], fsdd: Path = FSDD_DIR, thread
                  "images": "sklearn load_digits (8x8), half for pairs, half gallery"},
         "image_tower": {"used": "PCA of pixels (64-d), fitted on the pair images without labels, frozen",
                         "why": "no pretrained image weights are available offline; tiny-test is random-init",
-                        "nn_digit_purity": data.purity},
+                        "nn_digit_purity": image_space_purity(data)},
         "audio_tower": asdict(TOWER), "seed": seed,
         "results": report,
         "expected_chance_R@1": 0.1,
@@ -240,14 +243,15 @@ def validate(seed: int, test_speakers: tuple[str, ...], fsdd: Path = FSDD_DIR, t
             "machine": _machine()}
 
 
-def cross_speaker(seed: int, fsdd: Path, threads: int = 1, jobs: int = 1) -> dict:
+def cross_speaker(seed: int, fsdd: Path, threads: int = 1, jobs: int = 1, methods: dict[str, dict] = METHODS) -> dict:
     """Every speaker held out once (pairs in name order), per-fold figures and their mean."""
     from concurrent.futures import ProcessPoolExecutor
 
     speakers = sorted({NAME.match(p.name).group(2) for p in fsdd.iterdir() if NAME.match(p.name)})
     folds = [tuple(speakers[i:i + 2]) for i in range(0, len(speakers), 2)]
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        runs = list(pool.map(run, [seed] * len(folds), folds, [fsdd] * len(folds), [threads] * len(folds)))
+        runs = list(pool.map(run, [seed] * len(folds), folds, [fsdd] * len(folds), [threads] * len(folds),
+                             [methods] * len(folds)))
     mean = {method: {key: float(np.mean([r["results"][method][key] for r in runs]))
                      for key in ("R@1", "R@5", "R@10", "median_rank", "mAP")}
             for method in runs[0]["results"]}
@@ -295,7 +299,7 @@ def main() -> None:
     methods = {m: METHODS[m] for m in args.methods.split(",")}
     test = tuple(args.test_speakers.split(","))
     if args.folds:
-        report = cross_speaker(args.seed, args.fsdd, args.threads, args.jobs)
+        report = cross_speaker(args.seed, args.fsdd, args.threads, args.jobs, methods)
     elif args.validate:
         report = validate(args.seed, test, args.fsdd, args.threads, methods)
     else:
