@@ -121,11 +121,12 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
     """What is indexed, with which model and index type, and its size on disk."""
     from cli.render import print_status
     from retrieval.library import Library
+    from retrieval.paths import display_path
 
     lib = Library.open(library)
     info = lib.status()
     if failures:
-        info["failures"] = [{"path": p, "error": e} for p, e in lib.failures()]
+        info["failures"] = [{"path": display_path(p), "error": e} for p, e in lib.failures()]
     if as_json:
         typer.echo(json.dumps(info, indent=2))
     else:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from retrieval.paths import display_path
 from retrieval.types import SearchResult
 
 if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` must not pay for it
@@ -50,7 +51,7 @@ def print_index_report(report: "IndexReport") -> None:
               f"failed {len(report.failed)}" + (f", skipped {report.skipped} (see the notes)" if report.skipped else "")
               + f" in {report.seconds:.1f} s")
     for path, error in report.failed[:20]:
-        out.print(f"  failed: {path}: {error}", markup=False, highlight=False)
+        out.print(f"  failed: {display_path(path)}: {error}", markup=False, highlight=False)
     if len(report.failed) > 20:
         out.print(f"  ... and {len(report.failed) - 20} more (jrsearch status --failures)")
 
@@ -68,7 +69,7 @@ def print_results(results: list[SearchResult]) -> None:
             detail = f"line {r.line}: {r.text}"
         elif r.start_s is not None:
             detail = f"{r.start_s:.1f}-{r.end_s:.1f} s"
-        table.add_row(str(r.rank), f"{r.score:.4f}", r.path, detail)
+        table.add_row(str(r.rank), f"{r.score:.4f}", display_path(r.path), detail)
     out.print(table)
 
 

@@ -27,8 +27,8 @@ from cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
 from cli.web.thumbnails import SIZES, ThumbnailCache
 from retrieval.engine import PathFilter, SearchEngine
 from retrieval.errors import JrsearchError, LibraryError, MediaError
-from retrieval.library import Library
-from retrieval.store import Item
+from retrieval.library import ItemRecord, Library
+from retrieval.paths import display_path
 from retrieval.types import MediaKind, SearchResult
 
 log = logging.getLogger("jrsearch.serve")
@@ -97,7 +97,7 @@ def _thumbnail_url(item_id: int, kind: str, at_s: float | None = None) -> str | 
 
 def _result_out(r: SearchResult) -> ResultOut:
     return ResultOut(rank=r.rank, score=round(r.score, 6), item_id=r.item_id, vector_id=r.vector_id,
-                     kind=r.kind.value, path=r.path, name=os.path.basename(r.path), text=r.text, line=r.line,
+                     kind=r.kind.value, path=display_path(r.path), name=display_path(os.path.basename(r.path)), text=r.text, line=r.line,
                      start_s=r.start_s, end_s=r.end_s, thumbnail=_thumbnail_url(r.item_id, r.kind.value, r.start_s),
                      media=f"/api/items/{r.item_id}/media")
 
@@ -192,9 +192,8 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
                 raise HTTPException(400, str(exc).replace(str(path), f"upload {name}")) from None
         return run_search(vector, options, {"file": name, "file_type": what}, started)
 
-    def get_item(item_id: int) -> Item:
-        with library.sessions() as session:
-            item = session.get(Item, item_id)
+    def get_item(item_id: int) -> ItemRecord:
+        item = library.item(item_id)
         if item is None:
             raise HTTPException(404, f"no item {item_id} in this library")
         return item
@@ -202,7 +201,8 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
     @app.get("/api/items/{item_id}", response_model=ItemOut, summary="One item's metadata")
     def item_metadata(item_id: int) -> ItemOut:
         item = get_item(item_id)
-        return ItemOut(id=item.id, path=item.path, name=os.path.basename(item.path), kind=item.kind,
+        return ItemOut(id=item.id, path=display_path(item.path), name=display_path(os.path.basename(item.path)),
+                       kind=item.kind,
                        status=item.status, error=item.error, size=item.size, mtime_ns=item.mtime_ns,
                        content_hash=item.content_hash, width=item.width, height=item.height,
                        duration_s=item.duration_s, indexed_at=item.indexed_at.isoformat(),

@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator
 from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse
 
-from retrieval.store import Item
+from retrieval.library import ItemRecord
 
 CHUNK = 256 * 1024
 
@@ -30,7 +30,7 @@ class OpenedFile:
     media_type: str
 
 
-def open_item(item: Item) -> OpenedFile:
+def open_item(item: ItemRecord) -> OpenedFile:
     """Open an item's file for reading, or raise 404/409 saying why it cannot be served."""
     try:
         real = Path(item.path).resolve(strict=True)

@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable
 
 from retrieval.errors import MediaError
 from retrieval.imageio import open_image, to_rgb
-from retrieval.store import Item
+from retrieval.library import ItemRecord
 from retrieval.types import MediaKind
 
 SIZES = (128, 256, 512)
@@ -28,12 +28,12 @@ class ThumbnailCache:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_for(self, item: Item, size: int, at_s: float | None = None) -> Path:
+    def path_for(self, item: ItemRecord, size: int, at_s: float | None = None) -> Path:
         key = item.content_hash or f"{item.id}-{item.size}-{item.mtime_ns}"
         when = f"-t{at_s:.1f}" if at_s is not None else ""
         return self.root / key[:2] / f"{key}-{size}{when}.jpg"
 
-    def get(self, item: Item, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> Path:
+    def get(self, item: ItemRecord, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> Path:
         """The cached thumbnail's path; made first, from the file `open_source()` opens, if needed."""
         video = item.kind == MediaKind.VIDEO.value
         at_s = round(at_s, 1) if video and at_s is not None else None  # the cache keeps tenths of a second
