@@ -154,7 +154,7 @@ class Library:
         try:
             engine = create_engine("sqlite://", creator=lambda: connect(db))
             version = self._version(engine)
-        except OperationalError as exc:
+        except (OperationalError, sqlite3.OperationalError) as exc:
             if is_locked(exc):
                 raise self._locked_error() from None
             engine = self._open_readonly(db, exc)
