@@ -211,7 +211,8 @@ class Library:
             f"another `jrsearch index` is writing to {self.root}; wait for it to finish "
             f"(or remove {self.root / LOCK_NAME} if no such process is running)")
 
-    def writing(self):
+    @contextmanager
+    def writing(self) -> Iterator[None]:
         """An exclusive lock for one writer; a second `jrsearch index` fails at once, clearly.
 
         Taking it also clears what a crashed writer left: shard bytes past the last commit and
@@ -225,10 +226,9 @@ class Library:
             raise self._locked_error() from None
         try:
             self._recover()
-        except BaseException:
+            yield
+        finally:
             self._lock.release()
-            raise
-        return self._lock
 
     def _check_writable(self) -> None:
         if self.readonly:
