@@ -41,5 +41,6 @@ def library_audio_encoder(library: Library, explicit: Path | None = None, device
         raise ModelMismatchError(
             f"library {library.root} holds sound vectors from audio tower {recorded.path}, not {path}; "
             f"pass that checkpoint, or --library DIR for a new library")
-    library.record_audio_model(AudioModelRecord(str(path), digest, encoder.info.kind, encoder.dim))  # same bytes, maybe moved
+    # the same bytes, maybe moved: the path is updated
+    library.record_audio_model(AudioModelRecord(str(path), digest, encoder.info.kind, encoder.dim))
     return encoder

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from sqlalchemy import create_engine, delete, func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,8 +31,7 @@ from retrieval.catalog import Catalog, connect, free_bytes, is_locked, open_read
 from retrieval.errors import LibraryError, ModelMismatchError
 from retrieval.index import DEFAULT_NPROBE, VectorIndex
 from retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_from_db, path_to_db
-from retrieval.store import (SCHEMA_VERSION, AudioModel, Base, IndexState, Item, Manifest, Text, Vector,
-                             VectorShard, utcnow)
+from retrieval.store import SCHEMA_VERSION, AudioModel, Base, IndexState, Item, Manifest, Text, Vector, utcnow
 from retrieval.types import ItemStatus, MediaKind, ModelSpec
 from retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
 
@@ -417,8 +416,8 @@ class Library:
                 con.executemany(
                     "INSERT INTO vectors (id, item_id, text_id, modality, start_s, end_s, kind, shard, row) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(vid, *row, kind, shard, slot) for vid, row, shard, slot in zip(ids.tolist(), kind_rows, shards.tolist(),
-                                                                              slots.tolist())])
+                    [(vid, *row, kind, shard, slot)
+                     for vid, row, shard, slot in zip(ids.tolist(), kind_rows, shards.tolist(), slots.tolist())])
                 _count_rows(con, kind, shards)
                 added[kind] = (vectors, ids)
             _bump(con, set(added) | set(removed))
@@ -626,7 +625,8 @@ class Library:
     def status(self) -> dict:
         spec_dim = self.model()
         with self.sessions() as session:
-            counts = session.execute(select(Item.kind, Item.status, func.count()).group_by(Item.kind, Item.status)).all()
+            counts = session.execute(select(Item.kind, Item.status, func.count())
+                                     .group_by(Item.kind, Item.status)).all()
             vectors = dict(session.execute(select(Vector.kind, func.count()).group_by(Vector.kind)).all())
             texts = session.scalar(select(func.count()).select_from(Text))
             states = session.scalars(select(IndexState)).all()

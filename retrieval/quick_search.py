@@ -22,6 +22,7 @@ from retrieval.query_model import TextTower
 from retrieval.ranking import ranked_search
 from retrieval.types import MediaKind, ModelSpec, SearchResult
 
+
 def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
                       nprobe: int | None = None,
                       path_filter: Callable[[str], bool] | None = None) -> list[SearchResult] | None:

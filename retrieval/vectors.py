@@ -28,8 +28,8 @@ This module only moves bytes; the SQL side lives in `retrieval/library.py`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np

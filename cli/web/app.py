@@ -97,7 +97,8 @@ def _thumbnail_url(item_id: int, kind: str, at_s: float | None = None) -> str | 
 
 def _result_out(r: SearchResult) -> ResultOut:
     return ResultOut(rank=r.rank, score=round(r.score, 6), item_id=r.item_id, vector_id=r.vector_id,
-                     kind=r.kind.value, path=display_path(r.path), name=display_path(os.path.basename(r.path)), text=r.text, line=r.line,
+                     kind=r.kind.value, path=display_path(r.path), name=display_path(os.path.basename(r.path)),
+                     text=r.text, line=r.line,
                      start_s=r.start_s, end_s=r.end_s, thumbnail=_thumbnail_url(r.item_id, r.kind.value, r.start_s),
                      media=f"/api/items/{r.item_id}/media")
 
