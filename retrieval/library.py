@@ -23,8 +23,10 @@ from typing import Iterator
 
 import numpy as np
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from retrieval import migrations
 from retrieval.catalog import Catalog, connect, free_bytes, is_locked, open_readable
@@ -36,6 +38,7 @@ from retrieval.types import ItemStatus, MediaKind, ModelSpec
 from retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
 
 LOCK_NAME = "write.lock"
+ID_CHUNK = 10_000  # values per IN (...) list (SQLite allows 32,766)
 COMPACT_BELOW = 0.5  # a full shard is rewritten once fewer than this share of its rows are live
 
 
@@ -151,7 +154,7 @@ class Library:
         read-only instead; one that needs schema work then cannot be used, and says why."""
         db = self.root / DB_NAME
         try:
-            engine = create_engine("sqlite://", creator=lambda: connect(db))
+            engine = create_engine("sqlite://", creator=lambda: connect(db), poolclass=QueuePool)
             version = self._version(engine)
         except (OperationalError, sqlite3.OperationalError) as exc:
             if is_locked(exc):
@@ -176,16 +179,16 @@ class Library:
                         migrations.upgrade(engine, self.root, version)
         return sessionmaker(engine, expire_on_commit=False)
 
-    def _open_readonly(self, db: Path, cause: Exception):
-        from sqlalchemy.pool import StaticPool
-
+    def _open_readonly(self, db: Path, cause: Exception) -> Engine:
         try:
-            con, _ = open_readable(db)
+            probe, immutable = open_readable(db)
+            probe.close()
         except sqlite3.Error:
-            raise LibraryError(f"cannot open library {self.root}: {cause.orig if hasattr(cause, 'orig') else cause}; "
+            raise LibraryError(f"cannot open library {self.root}: {getattr(cause, 'orig', cause)}; "
                                f"check the disk it is on") from None
         self.readonly = True
-        return create_engine("sqlite://", creator=lambda: con, poolclass=StaticPool)
+        return create_engine("sqlite://", creator=lambda: connect(db, readonly=True, immutable=immutable),
+                             poolclass=QueuePool)
 
     @staticmethod
     def _version(engine) -> int:
@@ -444,15 +447,16 @@ class Library:
         the ids and shard tails read after it cannot race another writer."""
         con.execute("UPDATE index_state SET generation = generation WHERE 0")
         removed: dict[str, list[tuple[int, int]]] = {}
-        for chunk in _chunks(paths, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = con.execute(f"SELECT v.kind, v.id, v.shard FROM vectors v JOIN items i ON v.item_id = i.id "
-                               f"WHERE i.path IN ({marks})", chunk).fetchall()
-            if not rows and not con.execute(f"SELECT 1 FROM items WHERE path IN ({marks}) LIMIT 1", chunk).fetchone():
+        for chunk in _chunks(paths, ID_CHUNK):
+            item_ids = [row[0] for row in con.execute(
+                f"SELECT id FROM items WHERE path IN ({','.join('?' * len(chunk))})", chunk)]
+            if not item_ids:
                 continue
-            for kind, vid, shard in rows:
+            marks = ",".join("?" * len(item_ids))
+            for kind, vid, shard in con.execute(f"SELECT kind, id, shard FROM vectors WHERE item_id IN ({marks})",
+                                                item_ids):
                 removed.setdefault(kind, []).append((vid, shard))
-            con.execute(f"DELETE FROM items WHERE path IN ({marks})", chunk)
+            con.execute(f"DELETE FROM items WHERE id IN ({marks})", item_ids)
         for kind, pairs in removed.items():
             dead: dict[int, int] = {}
             for _, shard in pairs:
