@@ -252,7 +252,7 @@ def test_interrupted_migration_resumes_and_old_readers_keep_working(tmp_path, mo
         Library.open(root)
     with sqlite3.connect(root / "library.db") as db:  # still a complete version-1 library
         assert db.execute("PRAGMA user_version").fetchone()[0] == 0
-        moved = db.execute("SELECT count(*) FROM vectors WHERE shard IS NOT NULL").fetchone()[0]
+        moved = db.execute(f"SELECT count(*) FROM {migrations.SLOTS}").fetchone()[0]
         blobs = db.execute("SELECT count(*) FROM vectors WHERE length(embedding) = ?", (DIM * 4,)).fetchone()[0]
         assert 0 < moved < len(originals) and blobs == len(originals)
 
