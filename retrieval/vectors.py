@@ -106,11 +106,21 @@ class ShardSet:
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         shards = np.asarray(shards, dtype=np.int64)
         rows = np.asarray(rows, dtype=np.int64)
-        for shard in np.unique(shards):
-            where = np.flatnonzero(shards == shard)
+        if len(rows) == 0:
+            return out
+        if shards[0] == shards[-1] and (shards == shards[0]).all():
+            groups = [(int(shards[0]), slice(None))]
+        else:
+            groups = [(int(shard), np.flatnonzero(shards == shard)) for shard in np.unique(shards)]
+        for shard, where in groups:
             wanted = rows[where]
-            out[where] = self._map(int(shard), int(wanted.max()) + 1)[wanted]
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
+            first, last = int(wanted.min()), int(wanted.max())
+            mapped = self._map(shard, last + 1)
+            if last - first + 1 == len(wanted) and (np.diff(wanted) == 1).all():
+                out[where] = mapped[first:last + 1]  # consecutive rows: one slice, no gather
+            else:
+                out[where] = mapped[wanted]
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
         return np.divide(out, norms, out=out, where=norms > 0)
 
     def _map(self, shard: int, need_rows: int) -> np.memmap:
