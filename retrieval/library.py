@@ -33,7 +33,7 @@ from retrieval.catalog import Catalog, connect, free_bytes, is_locked, open_read
 from retrieval.errors import LibraryError, ModelMismatchError
 from retrieval.index import DEFAULT_NPROBE, VectorIndex
 from retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_from_db, path_to_db
-from retrieval.store import SCHEMA_VERSION, AudioModel, Base, IndexState, Item, Manifest, Text, Vector, utcnow
+from retrieval.store import SCHEMA_VERSION, AudioModel, IndexState, Item, Manifest, Text, Vector, utcnow
 from retrieval.types import ItemStatus, MediaKind, ModelSpec
 from retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
 
@@ -170,12 +170,10 @@ class Library:
                                    f"cannot be written (full disk or read-only); free space there and run again")
             with self._schema_lock():
                 version = self._version(engine)  # another process may have done it meanwhile
-                if version == 0:
-                    Base.metadata.create_all(engine)
-                    with closing(engine.raw_connection()) as raw:
-                        raw.driver_connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version < SCHEMA_VERSION:
-                    with self._disk_errors():
+                with self._disk_errors():
+                    if version == 0:
+                        migrations.create(engine)
+                    elif version < SCHEMA_VERSION:
                         migrations.upgrade(engine, self.root, version)
         return sessionmaker(engine, expire_on_commit=False)
 

@@ -37,6 +37,33 @@ def current_version(con: sqlite3.Connection) -> int:
     return schema_version(con)
 
 
+def create(engine: Engine) -> None:
+    """Make a new library's schema at `SCHEMA_VERSION` in one transaction: a crash or a full disk
+    leaves either no tables or all of them (never a file that looks like an older version)."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    raw = engine.raw_connection()
+    con = raw.driver_connection
+    level = con.isolation_level
+    con.isolation_level = None  # explicit BEGIN/COMMIT around the DDL
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(con) == 0:
+                for table in Base.metadata.sorted_tables:
+                    con.execute(str(CreateTable(table).compile(dialect=engine.dialect)))
+                    for index in table.indexes:
+                        con.execute(str(CreateIndex(index).compile(dialect=engine.dialect)))
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.isolation_level = level
+        raw.close()
+
+
 def upgrade(engine: Engine, root: Path, version: int) -> None:
     """Run every step from `version` up to `SCHEMA_VERSION`; the caller holds the write lock."""
     for step in range(version, SCHEMA_VERSION):

@@ -434,3 +434,35 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
     gone = run_index(Library.open(lib), tiny_encoder, [root], IndexOptions(batch_size=4))
     assert gone.removed == 1
     assert set(Library.open(lib).known_files()) == {str(root / "good.png")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="mounting a small tmpfs needs root on Linux")
+def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
+    """`jrsearch index` into a library whose disk fills up: exit 1 with one line naming the
+    library, no traceback; with room made, the same command finishes the job."""
+    from conftest import make_image
+
+    photos = tmp_path / "photos"
+    for i in range(40):
+        make_image(photos / f"{i:02d}.png", seed=i, size=(24, 16))
+    disk = tmpfs(tmp_path / "disk", "3m")
+    try:
+        lib = disk / "lib"
+        command = [sys.executable, "-m", "cli.main", "index", str(photos), "--model", "tiny-test", "--library",
+                   str(lib), "--batch-size", "4", "--json"]
+        filler = disk / "filler"
+        with open(filler, "wb") as handle:  # leave about 120 KB
+            handle.write(b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - 120_000))
+        full = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        assert full.returncode == 1, full.stdout + full.stderr
+        assert "Traceback" not in full.stderr and full.stderr.strip().count("\n") == 0, full.stderr
+        assert str(lib) in full.stderr and "full" in full.stderr
+        filler.unlink()
+        again = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        status = subprocess.run([sys.executable, "-m", "cli.main", "status", "--json", "--library", str(lib)],
+                                cwd=REPO, capture_output=True, text=True)
+        assert '"indexed": 40' in status.stdout
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
