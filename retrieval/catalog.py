@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,13 @@ def open_readable(db: Path, timeout: float = 30) -> tuple[sqlite3.Connection, bo
     con = connect(db, readonly=True, immutable=True, timeout=timeout)
     con.execute("SELECT count(*) FROM sqlite_master").fetchone()
     return con, True
+
+
+def sqlite_connection(raw: Any) -> sqlite3.Connection:
+    """The sqlite3 connection inside a SQLAlchemy pooled connection."""
+    con = raw.driver_connection
+    assert isinstance(con, sqlite3.Connection)
+    return con
 
 
 def schema_version(con: sqlite3.Connection) -> int:

@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from retrieval import migrations
-from retrieval.catalog import Catalog, connect, free_bytes, is_locked, open_readable
+from retrieval.catalog import Catalog, connect, free_bytes, is_locked, open_readable, sqlite_connection
 from retrieval.errors import LibraryError, ModelMismatchError
 from retrieval.index import DEFAULT_NPROBE, VectorIndex
 from retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_from_db, path_to_db
@@ -129,7 +129,7 @@ class Library:
         self._seen_generations: dict[str, int] = {}
 
     @classmethod
-    def open(cls, root: Path | None = None, create: bool = False, nprobe: int = DEFAULT_NPROBE) -> "Library":
+    def open(cls, root: Path | None = None, create: bool = False, nprobe: int = DEFAULT_NPROBE) -> Library:
         root = (root or default_library_dir()).expanduser()
         if not (root / DB_NAME).exists():
             if not create:
@@ -191,7 +191,7 @@ class Library:
     @staticmethod
     def _version(engine) -> int:
         with closing(engine.raw_connection()) as raw:
-            return migrations.current_version(raw.driver_connection)
+            return migrations.current_version(sqlite_connection(raw))
 
     @contextmanager
     def _schema_lock(self) -> Iterator[None]:
@@ -300,7 +300,7 @@ class Library:
         """The shared read queries over a pooled connection of this library."""
         raw = self.sessions.kw["bind"].raw_connection()
         try:
-            yield Catalog(raw.driver_connection)
+            yield Catalog(sqlite_connection(raw))
         finally:
             raw.close()
 
@@ -348,7 +348,7 @@ class Library:
                 Item.kind == MediaKind.VIDEO.value, silent | waiting)).all()
         return [(path_from_db(path), size, mtime_ns) for path, size, mtime_ns in rows]
 
-    def failures(self) -> list[tuple[str, str]]:
+    def failures(self) -> list[tuple[str, str | None]]:
         with self.sessions() as session:
             rows = session.execute(select(Item.path, Item.error).where(Item.status == ItemStatus.FAILED.value)
                                    .order_by(Item.path)).all()
@@ -360,8 +360,7 @@ class Library:
         """A file whose bytes did not change (same hash) gets its new size/mtime recorded."""
         self._check_writable()
         with self._disk_errors(), self.sessions.begin() as session:
-            session.execute(Item.__table__.update().where(Item.path == path_to_db(path))
-                            .values(size=size, mtime_ns=mtime_ns))
+            session.execute(update(Item).where(Item.path == path_to_db(path)).values(size=size, mtime_ns=mtime_ns))
 
     def write(self, records: list[FileRecord]) -> None:
         """Store files (replacing any earlier row for the same path) in one transaction.
@@ -386,7 +385,8 @@ class Library:
                 "error, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(item_id, path, r.kind.value, r.size, r.mtime_ns, r.content_hash, r.width, r.height,
                   r.duration_s, r.status.value, r.error, now)
-                 for item_id, path, r in zip(range(next_item, next_item + len(records)), paths, records)])
+                 for item_id, path, r in zip(range(next_item, next_item + len(records)), paths, records,
+                                                 strict=True)])
             texts: list[tuple] = []
             next_text = _next_id(con, "texts")
             by_kind: dict[str, tuple[list[tuple], list[np.ndarray]]] = {}
@@ -404,7 +404,7 @@ class Library:
                 text_ids: list[int | None] = [None] * count
                 if r.texts:
                     text_ids = list(range(next_text + len(texts), next_text + len(texts) + count))
-                    texts += [(tid, item_id, line, text) for tid, (line, text) in zip(text_ids, r.texts)]
+                    texts += [(tid, item_id, line, text) for tid, (line, text) in zip(text_ids, r.texts, strict=True)]
                 kind_rows += [(item_id, text_ids[j], modalities[j], *segments[j]) for j in range(count)]
             con.executemany("INSERT INTO texts (id, item_id, line, text) VALUES (?, ?, ?, ?)", texts)
             added: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -418,7 +418,8 @@ class Library:
                     "INSERT INTO vectors (id, item_id, text_id, modality, start_s, end_s, kind, shard, row) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(vid, *row, kind, shard, slot)
-                     for vid, row, shard, slot in zip(ids.tolist(), kind_rows, shards.tolist(), slots.tolist())])
+                     for vid, row, shard, slot in zip(ids.tolist(), kind_rows, shards.tolist(),
+                                                                  slots.tolist(), strict=True)])
                 _count_rows(con, kind, shards)
                 added[kind] = (vectors, ids)
             _bump(con, set(added) | set(removed))
@@ -469,10 +470,10 @@ class Library:
             index = self._indexes.get(kind)
             if index is not None and not index.remove(np.array(ids)):
                 self._rebuild.add(kind)
-        for kind, (vectors, ids) in added.items():
+        for kind, (vectors, new_ids) in added.items():
             index = self._indexes.get(kind)
             if index is not None and kind not in self._rebuild:
-                index.add(vectors, ids)
+                index.add(vectors, new_ids)
 
     # -- vector shards ---------------------------------------------------------------------
 
@@ -533,7 +534,7 @@ class Library:
             moved = shards.read(np.full(len(old_rows), shard), old_rows)
             new_shards, new_rows = shards.append(moved, tail, SHARD_ROWS)
             con.executemany("UPDATE vectors SET shard = ?, row = ? WHERE id = ?",
-                            zip(new_shards.tolist(), new_rows.tolist(), ids))
+                            zip(new_shards.tolist(), new_rows.tolist(), ids, strict=True))
             con.execute("UPDATE vector_shards SET live = 0 WHERE kind = ? AND shard = ?", (kind, shard))
             _count_rows(con, kind, new_shards)
         shards.unlink(shard)
@@ -602,8 +603,8 @@ class Library:
     def save_indexes(self) -> None:
         """Write every index whose file is behind the store; retrain where the size outgrew it."""
         with self.catalog() as catalog:
-            states = dict((kind, (generation, built)) for kind, generation, built in catalog.con.execute(
-                "SELECT kind, generation, built_generation FROM index_state").fetchall())
+            states = {kind: (generation, built) for kind, generation, built in catalog.con.execute(
+                "SELECT kind, generation, built_generation FROM index_state").fetchall()}
         for kind, (generation, built) in states.items():
             if generation == built and kind not in self._rebuild:
                 continue
@@ -615,7 +616,7 @@ class Library:
                 index.save(self.index_path(kind))
                 with self.sessions.begin() as session:
                     state = session.get(IndexState, kind)
-                    if state.generation != generation:  # another write landed meanwhile: keep it stale
+                    if state is None or state.generation != generation:  # another write landed meanwhile: keep it stale
                         continue
                     state.built_generation = generation
                     state.factory = index.factory
@@ -663,7 +664,7 @@ def _item_record(row: Item) -> ItemRecord:
 
 def _dbapi(session: Session) -> sqlite3.Connection:
     """The sqlite3 connection under a session's transaction, for executemany at full speed."""
-    return session.connection().connection.driver_connection
+    return sqlite_connection(session.connection().connection)
 
 
 def _tail(con: sqlite3.Connection, kind: str) -> tuple[int, int]:
@@ -684,7 +685,7 @@ def _count_rows(con: sqlite3.Connection, kind: str, shards: np.ndarray) -> None:
     numbers, counts = np.unique(shards, return_counts=True)
     con.executemany("INSERT INTO vector_shards (kind, shard, rows, live, dead) VALUES (?, ?, ?, ?, 0) "
                     "ON CONFLICT (kind, shard) DO UPDATE SET rows = rows + excluded.rows, live = live + excluded.live",
-                    [(kind, int(s), int(c), int(c)) for s, c in zip(numbers, counts)])
+                    [(kind, int(s), int(c), int(c)) for s, c in zip(numbers, counts, strict=True)])
 
 
 def _bump(con: sqlite3.Connection, kinds: set[str]) -> None:
@@ -702,11 +703,12 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 
 def _size(n: int) -> str:
+    value = float(n)
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
 
 
 def _chunks(values: list, size: int):

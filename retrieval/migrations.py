@@ -19,13 +19,13 @@ commit, which is the only one that drops anything.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from retrieval.catalog import schema_version
+from retrieval.catalog import schema_version, sqlite_connection
 from retrieval.paths import VECTORS_DIR
 from retrieval.store import SCHEMA_VERSION, Base
 
@@ -43,7 +43,7 @@ def create(engine: Engine) -> None:
     from sqlalchemy.schema import CreateIndex, CreateTable
 
     raw = engine.raw_connection()
-    con = raw.driver_connection
+    con = sqlite_connection(raw)
     level = con.isolation_level
     con.isolation_level = None  # explicit BEGIN/COMMIT around the DDL
     try:
@@ -69,7 +69,7 @@ def upgrade(engine: Engine, root: Path, version: int) -> None:
     for step in range(version, SCHEMA_VERSION):
         raw = engine.raw_connection()
         try:
-            STEPS[step](raw.driver_connection, engine, root)
+            STEPS[step](sqlite_connection(raw), engine, root)
         finally:
             raw.close()
 
@@ -106,7 +106,7 @@ def _v1_to_v2(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
             vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), -1)
             numbers, slots = shards.append(vectors, _tail(con, kind), SHARD_ROWS)
             con.executemany(f"INSERT INTO {SLOTS} (id, shard, row) VALUES (?, ?, ?)",
-                            zip([vid for vid, _ in rows], numbers.tolist(), slots.tolist()))
+                            zip([vid for vid, _ in rows], numbers.tolist(), slots.tolist(), strict=True))
             _count_rows(con, kind, numbers)
         con.commit()
 
@@ -120,8 +120,8 @@ def _v1_to_v2(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
     con.execute("CREATE INDEX IF NOT EXISTS ix_items_failed ON items (id) WHERE status = 'failed'")
     con.execute("ALTER TABLE vectors RENAME TO vectors_v1")
     con.execute(str(CreateTable(table).compile(dialect=engine.dialect)))
-    for index in table.indexes:
-        con.execute(str(CreateIndex(index).compile(dialect=engine.dialect)))
+    for vector_index in table.indexes:
+        con.execute(str(CreateIndex(vector_index).compile(dialect=engine.dialect)))
     con.execute(f"INSERT INTO vectors (id, item_id, text_id, kind, modality, start_s, end_s, shard, row) "
                 f"SELECT v.id, v.item_id, v.text_id, v.kind, v.modality, v.start_s, v.end_s, s.shard, s.row "
                 f"FROM vectors_v1 v JOIN {SLOTS} s ON s.id = v.id ORDER BY v.id")

@@ -12,9 +12,9 @@ The caller then takes the normal path, which rebuilds, loads or reports as usual
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from retrieval.catalog import SCHEMA_VERSION, Catalog, open_readable, schema_version
 from retrieval.paths import DB_NAME, VECTORS_DIR

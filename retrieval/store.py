@@ -50,9 +50,9 @@ class Item(Base):
     # bulk write and ~100 bytes per file for lookups nothing makes.
     __table_args__ = (Index("ix_items_failed", "id", sqlite_where=sql_text("status = 'failed'")),)
 
-    texts: Mapped[list["Text"]] = relationship(back_populates="item", cascade="all, delete-orphan",
+    texts: Mapped[list[Text]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                passive_deletes=True)
-    vectors: Mapped[list["Vector"]] = relationship(back_populates="item", cascade="all, delete-orphan",
+    vectors: Mapped[list[Vector]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                    passive_deletes=True)
 
 
@@ -141,4 +141,4 @@ class AudioModel(Base):
     adopted_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-__all__ = ["Base", "Item", "Text", "Vector", "VectorShard", "Manifest", "IndexState", "AudioModel", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_VERSION", "AudioModel", "Base", "IndexState", "Item", "Manifest", "Text", "Vector", "VectorShard"]

@@ -28,9 +28,9 @@ This module only moves bytes; the SQL side lives in `retrieval/library.py`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class ShardSet:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             os.ftruncate(fd, row * self.row_bytes)  # drop an uncommitted tail a crash left
-            view = memoryview(data).cast("B")
+            view = data.data.cast("B")
             written = 0
             while written < len(view):
                 written += os.pwrite(fd, view[written:], row * self.row_bytes + written)
@@ -108,6 +108,7 @@ class ShardSet:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return out
+        groups: list[tuple[int, slice | np.ndarray]]
         if shards[0] == shards[-1] and (shards == shards[0]).all():
             groups = [(int(shards[0]), slice(None))]
         else:

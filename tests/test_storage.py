@@ -130,7 +130,7 @@ def test_uncommitted_shard_tail_is_ignored_and_truncated(tmp_path, monkeypatch):
     with reopened.writing():
         assert shard.stat().st_size == 20 * DIM * 2
         reopened.write(images(["/p/late.jpg"], vectors[29:30]))
-    ids, stored = reopened.stored_vectors("image")
+    _, stored = reopened.stored_vectors("image")
     np.testing.assert_allclose(stored, np.concatenate([vectors[:20], vectors[29:30]]), atol=1e-3)
 
 
@@ -215,7 +215,7 @@ def test_version_1_library_migrates_with_every_vector_intact(tmp_path):
     seen = 0
     for kind in ("image", "text", "video"):
         ids, stored = library.stored_vectors(kind)
-        for vid, vector in zip(ids.tolist(), stored):
+        for vid, vector in zip(ids.tolist(), stored, strict=True):
             expected = originals[vid]
             rounded = expected.astype(np.float16).astype(np.float32)
             np.testing.assert_allclose(vector, rounded / np.linalg.norm(rounded), rtol=0, atol=1e-6)
@@ -261,7 +261,7 @@ def test_interrupted_migration_resumes_and_old_readers_keep_working(tmp_path, mo
     ids = np.concatenate([library.stored_vectors(kind)[0] for kind in ("image", "text", "video")])
     vectors = np.concatenate([library.stored_vectors(kind)[1] for kind in ("image", "text", "video")])
     assert sorted(ids.tolist()) == sorted(originals)
-    for vid, vector in zip(ids.tolist(), vectors):
+    for vid, vector in zip(ids.tolist(), vectors, strict=True):
         np.testing.assert_allclose(vector, originals[vid], atol=1e-3)
 
 
@@ -300,7 +300,7 @@ def test_two_writers_racing_on_a_new_library_never_crash(tmp_path):
         procs = [subprocess.Popen([sys.executable, "-c", RACER, str(root), str(at)], cwd=REPO, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
         outputs = [proc.communicate(timeout=60) for proc in procs]
-        for (out, err), proc in zip(outputs, procs):
+        for (out, err), proc in zip(outputs, procs, strict=True):
             assert proc.returncode == 0 and "Traceback" not in err, err
             assert out.startswith("ok") or "another `jrsearch index` is writing" in out, out
         assert any(out.startswith("ok") for out, _ in outputs)
@@ -329,7 +329,7 @@ def test_full_disk_during_a_write_is_one_clear_error_and_keeps_every_commit(tmp_
     monkeypatch.undo()
     library.close()
     reopened = Library.open(tmp_path / "lib")
-    ids, stored = reopened.stored_vectors("image")
+    _, stored = reopened.stored_vectors("image")
     np.testing.assert_allclose(stored, vectors[:20], atol=1e-3)
     assert reopened.status()["items"]["image"] == {"indexed": 20}
 
@@ -393,7 +393,7 @@ def test_a_really_full_disk(tmp_path):
                 pass
         reader = Library.open(disk / "lib")
         assert reader.status()["items"]["image"] == {"indexed": written}
-        ids, stored = reader.stored_vectors("image")
+        ids, _ = reader.stored_vectors("image")
         assert len(ids) == written
         reader.close()
         status = subprocess.run([sys.executable, "-m", "cli.main", "status", "--json", "--library", str(disk / "lib")],
