@@ -428,6 +428,19 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
     assert best.path == bad and os.fsencode(best.path) == bytes(root) + b"/bad_\xff.png"
     assert best.to_json()["path"].endswith("bad_\\xff.png")  # readable, JSON-safe
 
+    from fastapi.testclient import TestClient
+
+    from cli.web.app import create_app
+
+    client = TestClient(create_app(library, engine), raise_server_exceptions=False)
+    item = client.get(f"/api/items/{best.item_id}")
+    assert item.status_code == 200 and item.json()["name"] == "bad_\\xff.png"
+    media = client.get(f"/api/items/{best.item_id}/media")
+    assert media.status_code == 200 and media.content == Path(bad).read_bytes()
+    assert client.get(f"/api/items/{best.item_id}/thumbnail").status_code == 200
+    found = client.get("/api/search", params={"q": "anything", "top_k": 2}).json()["results"]
+    assert {r["name"] for r in found} == {"good.png", "bad_\\xff.png"}
+
     again = run_index(Library.open(lib), tiny_encoder, [root], IndexOptions(batch_size=4))
     assert again.indexed == 0 and again.unchanged == 2
     os.unlink(os.fsencode(bad))

@@ -19,6 +19,7 @@ from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse
 
 from retrieval.library import ItemRecord
+from retrieval.paths import display_path
 
 CHUNK = 256 * 1024
 
@@ -37,14 +38,14 @@ def open_item(item: ItemRecord) -> OpenedFile:
         # O_NONBLOCK: opening a FIFO put in a file's place must not wait for a writer
         handle = os.fdopen(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb")
     except FileNotFoundError:
-        raise HTTPException(404, f"item {item.id} is no longer on disk ({item.path}); run `jrsearch index` "
+        raise HTTPException(404, f"item {item.id} is no longer on disk ({display_path(item.path)}); run `jrsearch index` "
                                  f"to forget deleted files") from None
     except (OSError, RuntimeError) as exc:  # permission denied, a symlink loop
         raise HTTPException(403, f"item {item.id} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
     info = os.fstat(handle.fileno())
     if not stat.S_ISREG(info.st_mode) or info.st_size != item.size or info.st_mtime_ns != item.mtime_ns:
         handle.close()
-        raise HTTPException(409, f"item {item.id} changed on disk since it was indexed ({item.path}); "
+        raise HTTPException(409, f"item {item.id} changed on disk since it was indexed ({display_path(item.path)}); "
                                  f"run `jrsearch index` again")
     media_type = mimetypes.guess_type(item.path)[0] or "application/octet-stream"
     return OpenedFile(handle, info.st_size, media_type)
