@@ -39,7 +39,8 @@ from retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
 
 LOCK_NAME = "write.lock"
 ID_CHUNK = 10_000  # values per IN (...) list (SQLite allows 32,766)
-COMPACT_BELOW = 0.5  # a full shard is rewritten once fewer than this share of its rows are live
+COMPACT_BELOW = 0.5  # a shard is rewritten once fewer than this share of its rows are live
+COMPACT_MIN_DEAD = 1 << 16  # ... and, for the last, growing shard, at least this many are dead
 
 
 @dataclass
@@ -509,12 +510,15 @@ class Library:
             self._shard_set(kind).truncate(committed.get(kind, {}))
 
     def _compact(self, kinds: set[str]) -> None:
-        """Rewrite full shards of `kinds` that are mostly dead: live rows move to the tail."""
+        """Rewrite shards of `kinds` that are mostly dead: their live rows move to the tail (a new
+        shard when the tail itself is compacted). A shard that is not full yet waits until
+        COMPACT_MIN_DEAD of its rows are dead, so small libraries do not rewrite on every delete."""
         for kind in kinds:
             with self.catalog() as catalog:
                 sparse = catalog.con.execute(
-                    "SELECT shard FROM vector_shards WHERE kind = ? AND NOT dead AND rows >= ? AND live < rows * ? "
-                    "ORDER BY shard", (kind, SHARD_ROWS, COMPACT_BELOW)).fetchall()
+                    "SELECT shard FROM vector_shards WHERE kind = ? AND NOT dead AND live < rows * ? "
+                    "AND (rows >= ? OR rows - live >= ?) ORDER BY shard",
+                    (kind, COMPACT_BELOW, SHARD_ROWS, COMPACT_MIN_DEAD)).fetchall()
             for (shard,) in sparse:
                 self._compact_shard(kind, shard)
 
@@ -523,10 +527,7 @@ class Library:
         with self._disk_errors(), self.sessions.begin() as session:
             con = _dbapi(session)
             con.execute("UPDATE vector_shards SET dead = 1 WHERE kind = ? AND shard = ?", (kind, shard))
-            tail = _tail(con, kind)
-            if tail[0] == shard + 1 and tail[1] == 0:  # it is the last shard: nothing to compact into
-                session.rollback()
-                return
+            tail = _tail(con, kind)  # after the mark: the last shard compacts into a new one
             live = con.execute("SELECT id, row FROM vectors WHERE kind = ? AND shard = ? ORDER BY row",
                                (kind, shard)).fetchall()
             ids = [vid for vid, _ in live]

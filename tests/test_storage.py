@@ -108,6 +108,23 @@ def test_deleted_vectors_are_tombstoned_then_compacted(tmp_path, monkeypatch):
     assert reopened.hits([int(hits[1][0, 0])])[0][5] == paths[77]
 
 
+def test_the_last_shard_is_compacted_into_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(library_module, "COMPACT_MIN_DEAD", 10)
+    rng = np.random.default_rng(7)
+    vectors = unit(rng, 30)
+    paths = [f"/p/{i:03d}.jpg" for i in range(30)]
+    library = new_library(tmp_path / "lib")
+    library.write(images(paths, vectors))
+    library.remove(paths[:9])  # 9 dead: under COMPACT_MIN_DEAD, kept
+    assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000000.f16"]
+    library.remove(paths[9:16])  # 16 dead of 30: the only shard moves into shard 1
+    assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000001.f16"]
+    np.testing.assert_allclose(library.stored_vectors("image")[1], vectors[16:], atol=1e-3)
+    library.write(images(["/p/new.jpg"], vectors[:1]))  # appends after the moved rows
+    np.testing.assert_allclose(library.stored_vectors("image")[1][-1], vectors[0], atol=1e-3)
+    assert (tmp_path / "lib" / "vectors" / "image" / "000001.f16").stat().st_size == 15 * DIM * 2
+
+
 def test_uncommitted_shard_tail_is_ignored_and_truncated(tmp_path, monkeypatch):
     rng = np.random.default_rng(2)
     vectors = unit(rng, 30)
