@@ -39,6 +39,9 @@ TRAIN_POINTS_PER_LIST = 64  # faiss wants >= 39 points per centroid
 MAX_TRAIN_POINTS = 1 << 19  # k-means on more than 512k points costs minutes and gains nothing visible
 PQ_TRAIN_POINTS = 256 * 64  # a PQ sub-quantizer has 256 centroids
 HNSW_QUANTIZER_MIN_LISTS = 1 << 14
+PQ_TRAIN_ITERATIONS = 10  # k-means iterations per PQ sub-quantizer (faiss: 25); codes are re-ranked anyway
+OPQ_TRAIN_ITERATIONS = 8  # OPQ rotation updates (faiss: 50): minutes on two cores for little recall
+OPQ_TRAIN_POINTS = 1 << 14
 RETRAIN_FACTOR = 4  # retrain when the ideal list count is this far from the trained one
 ADD_BATCH = 1 << 16  # vectors per add() call while building: bounded RAM whatever the size
 ID_BYTES = 8  # an int64 id per vector in an inverted list
@@ -286,13 +289,20 @@ class VectorIndex:
         """Train the coarse quantizer (spherical k-means) and any OPQ/PQ/SQ stage on `sample`."""
         import faiss
 
-        ivf = faiss.extract_index_ivf(self.index)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
         ivf.cp.seed = seed
         ivf.cp.spherical = True  # unit vectors, inner product: centroids stay on the sphere
         if gpu_count():
             ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(self.dim))
         elif ivf.nlist >= HNSW_QUANTIZER_MIN_LISTS:
             ivf.clustering_index = faiss.IndexHNSWFlat(self.dim, 32)  # a flat scan of 16k+ centroids is the cost
+        for stage in _stages(self.index):
+            if isinstance(stage, faiss.OPQMatrix):
+                stage.niter, stage.max_train_points = OPQ_TRAIN_ITERATIONS, OPQ_TRAIN_POINTS
+                stage.niter_pq, stage.niter_pq_0 = 2, PQ_TRAIN_ITERATIONS
+        if hasattr(ivf, "pq"):
+            ivf.pq.cp.niter = PQ_TRAIN_ITERATIONS
+            ivf.do_polysemous_training = False  # minutes of training for Hamming filtering jrsearch does not use
         self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
         self.trained_on = len(sample)
 
@@ -320,9 +330,8 @@ class VectorIndex:
 
         ivf = faiss.extract_index_ivf(self.index)
         x = vectors
-        if isinstance(self.index, faiss.IndexPreTransform):  # OPQ: codes are made in the rotated space
-            for step in range(self.index.chain.size()):
-                x = np.ascontiguousarray(self.index.chain.at(step).apply(x), dtype=np.float32)
+        for stage in _stages(self.index):  # OPQ: codes are made in the rotated space
+            x = np.ascontiguousarray(stage.apply(x), dtype=np.float32)
         _, assign = assigner.search(x, 1)
         ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(np.ascontiguousarray(assign[:, 0])))
         self.index.ntotal = ivf.ntotal
@@ -432,6 +441,15 @@ class VectorIndex:
         self._writable()
         return VectorIndex(faiss.index_cpu_to_all_gpus(self.index), self.factory, self.nprobe, self.trained_on,
                            self.rerank, self.source)
+
+
+def _stages(index: Any) -> list[Any]:
+    """The vector transforms (OPQ) in front of an index, in order."""
+    import faiss
+
+    if not isinstance(index, faiss.IndexPreTransform):
+        return []
+    return [faiss.downcast_VectorTransform(index.chain.at(i)) for i in range(index.chain.size())]
 
 
 def _rerank(queries: np.ndarray, ids: np.ndarray, source: VectorSource, k: int) -> tuple[np.ndarray, np.ndarray]:
