@@ -349,6 +349,17 @@ class Library:
                 Item.kind == MediaKind.VIDEO.value, silent | waiting)).all()
         return [(path_from_db(path), size, mtime_ns) for path, size, mtime_ns in rows]
 
+    def _footprint(self, kind: str, factory: str, n: int) -> dict:
+        """The index's RAM once warm and its file, and the kind's shards on disk (`jrsearch status`)."""
+        from retrieval.index import footprint
+
+        model = self.model()
+        if not factory or model is None:
+            return {}
+        shards = self.root / VECTORS_DIR / kind
+        shard_bytes = sum(p.stat().st_size for p in shards.iterdir()) if shards.is_dir() else 0
+        return {**footprint(factory, n, model[1], self.index_path(kind)).to_json(), "vector_bytes": shard_bytes}
+
     def failures(self) -> list[tuple[str, str | None]]:
         with self.sessions() as session:
             rows = session.execute(select(Item.path, Item.error).where(Item.status == ItemStatus.FAILED.value)
@@ -652,7 +663,8 @@ class Library:
             "indexes": {s.kind: {"factory": s.factory, "vectors": vectors.get(s.kind, 0),
                                  "up_to_date": s.built_generation == s.generation,
                                  "trained_on": s.trained_on,
-                                 "built_at": s.built_at.isoformat() if s.built_at else None} for s in states},
+                                 "built_at": s.built_at.isoformat() if s.built_at else None,
+                                 **self._footprint(s.kind, s.factory, vectors.get(s.kind, 0))} for s in states},
             "bytes_on_disk": sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()),
             "read_only": self.readonly,
         }
