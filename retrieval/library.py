@@ -120,6 +120,7 @@ class Library:
 
         self.root = root
         self.nprobe = nprobe
+        self.rerank: int | None = None  # candidates re-scored on the exact vectors (None: the index's default)
         self._lock = FileLock(str(root / LOCK_NAME))
         self.readonly = False
         self.sessions = self._open_store()
@@ -571,6 +572,7 @@ class Library:
                                      source=self.vectors(kind))
         else:
             index = self._build(kind)
+        index.rerank = self.rerank
         self._indexes[kind] = index
         return index
 

@@ -24,7 +24,7 @@ from retrieval.types import MediaKind, ModelSpec, SearchResult
 
 
 def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
-                      nprobe: int | None = None,
+                      nprobe: int | None = None, rerank: int | None = None,
                       path_filter: Callable[[str], bool] | None = None) -> list[SearchResult] | None:
     """The results of a text query, or None where only the normal path can answer it."""
     db = root.expanduser() / DB_NAME
@@ -33,13 +33,13 @@ def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, 
     try:
         con, _ = open_readable(db)
         with closing(con):
-            return _search(Catalog(con), root.expanduser(), text, kind, top_k, nprobe, path_filter)
+            return _search(Catalog(con), root.expanduser(), text, kind, top_k, nprobe, rerank, path_filter)
     except (sqlite3.Error, OSError, RuntimeError, ValueError):
         return None  # a damaged or half-written file: the normal path rebuilds or explains
 
 
 def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int, nprobe: int | None,
-            path_filter: Callable[[str], bool] | None) -> list[SearchResult] | None:
+            rerank: int | None, path_filter: Callable[[str], bool] | None) -> list[SearchResult] | None:
     from retrieval.index import DEFAULT_NPROBE, VectorIndex
     from retrieval.vectors import ShardSet, ShardSource
 
@@ -65,5 +65,5 @@ def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int
 
     source = ShardSource(same_catalog, ShardSet(root / VECTORS_DIR / kind.value, manifest[2]), kind.value)
     index = VectorIndex.load(index_file, state.factory, nprobe or DEFAULT_NPROBE, trained_on=state.trained_on,
-                             source=source)
+                             rerank=rerank, source=source)
     return ranked_search(index, query, top_k, path_filter, catalog.hits)
