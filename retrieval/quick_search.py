@@ -24,8 +24,8 @@ from retrieval.types import MediaKind, ModelSpec, SearchResult
 
 
 def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
-                      nprobe: int | None = None, rerank: int | None = None,
-                      path_filter: Callable[[str], bool] | None = None) -> list[SearchResult] | None:
+                      nprobe: int | None = None, path_filter: Callable[[str], bool] | None = None,
+                      rerank: int | None = None) -> list[SearchResult] | None:
     """The results of a text query, or None where only the normal path can answer it."""
     db = root.expanduser() / DB_NAME
     if not text.strip() or not db.is_file():
