@@ -168,8 +168,9 @@ class Library:
                                f"one reads up to {SCHEMA_VERSION}); upgrade jrsearch to use it")
         if version < SCHEMA_VERSION:
             if self.readonly:
-                raise LibraryError(f"library {self.root} needs an upgrade to schema version {SCHEMA_VERSION} but "
-                                   f"cannot be written (full disk or read-only); free space there and run again")
+                need = "cannot be created" if version == 0 else f"needs an upgrade to schema version {SCHEMA_VERSION}"
+                raise LibraryError(f"library {self.root} {need}, and its disk cannot be written (full or read-only); "
+                                   f"free space there and run again")
             with self._schema_lock():
                 version = self._version(engine)  # another process may have done it meanwhile
                 with self._disk_errors():
