@@ -73,6 +73,10 @@ def print_results(results: list[SearchResult]) -> None:
     out.print(table)
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
 def print_status(info: dict) -> None:
     out.print(f"library   {info['library']}")
     model = f"{info['model']}/{info['pretrained']}" if info["pretrained"] else str(info["model"])
@@ -84,6 +88,10 @@ def print_status(info: dict) -> None:
     for kind, idx in sorted(info["indexes"].items()):
         fresh = "" if idx["up_to_date"] else " (stale: rebuilt on next use)"
         out.print(f"index     {kind}: {idx['factory'] or '-'} with {idx['vectors']} vectors{fresh}")
+        if idx.get("memory_bytes"):
+            mapped = ", memory-mapped" if idx.get("memory_mapped") else ""
+            out.print(f"          RAM {_mib(idx['memory_bytes'])} once warm{mapped}; disk {_mib(idx['disk_bytes'])} index "
+                      f"+ {_mib(idx.get('vector_bytes', 0))} vectors")
     out.print(f"on disk   {info['bytes_on_disk'] / 2**20:.1f} MiB")
     for failure in info.get("failures", []):
         out.print(f"failed    {failure['path']}: {failure['error']}", markup=False, highlight=False)

@@ -31,6 +31,8 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
+from retrieval.errors import JrsearchError
+
 EXACT_MAX = 50_000  # exact search over 50k x 512 floats takes a few ms on two cores
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of index in RAM; JRSEARCH_INDEX_MEMORY (e.g. "4G") overrides
 DEFAULT_NPROBE = 32
@@ -39,6 +41,7 @@ TRAIN_POINTS_PER_LIST = 64  # faiss wants >= 39 points per centroid
 MAX_TRAIN_POINTS = 1 << 19  # k-means on more than 512k points costs minutes and gains nothing visible
 PQ_TRAIN_POINTS = 256 * 64  # a PQ sub-quantizer has 256 centroids
 HNSW_QUANTIZER_MIN_LISTS = 1 << 14
+COARSE_TRAIN_ITERATIONS = 10  # k-means iterations for the inverted lists (faiss: 25); most of the gain is early
 PQ_TRAIN_ITERATIONS = 10  # k-means iterations per PQ sub-quantizer (faiss: 25); codes are re-ranked anyway
 OPQ_TRAIN_ITERATIONS = 8  # OPQ rotation updates (faiss: 50): minutes on two cores for little recall
 OPQ_TRAIN_POINTS = 1 << 14
@@ -102,6 +105,15 @@ class ArraySource:
         out = self.vectors[rows].astype(np.float32)
         out[~found] = np.nan
         return out
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        raise JrsearchError("faiss is not installed; pip install 'jrsearch[cpu]' (or 'jrsearch[gpu]' "
+                            "for a CUDA 12 GPU, instead of [cpu]: both provide the module faiss)") from None
+    return faiss
 
 
 # -- choosing an index ----------------------------------------------------------------------
@@ -200,14 +212,14 @@ def footprint(factory: str, n: int, dim: int, path: Path | None = None) -> Footp
 
 def gpu_count() -> int:
     """Visible GPUs when faiss is a GPU build (faiss-gpu), else 0."""
-    import faiss
+    faiss = _faiss()
 
     return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
 
 
 def _gpu_assigner(centroids: np.ndarray) -> Any:
     """An exact nearest-centroid index on every GPU (untested here: no GPU on the dev machine)."""
-    import faiss
+    faiss = _faiss()
 
     flat = faiss.IndexFlatL2(centroids.shape[1])  # centroids are unit-norm: L2 order = inner-product order
     flat.add(centroids)
@@ -258,7 +270,7 @@ class VectorIndex:
         k-means and the coarse assignment of added vectors run on it; `assigner` forces an exact
         nearest-centroid index for adding (tests pass a CPU one to exercise the GPU's code path).
         """
-        import faiss
+        faiss = _faiss()
 
         factory = factory or choose_factory(len(source), source.dim, budget)
         index = faiss.index_factory(source.dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -280,17 +292,18 @@ class VectorIndex:
 
     @staticmethod
     def _train_size(index: Any, n: int) -> int:
-        import faiss
+        faiss = _faiss()
 
         ivf = faiss.extract_index_ivf(index)
         return min(n, max(ivf.nlist * TRAIN_POINTS_PER_LIST, PQ_TRAIN_POINTS), max(MAX_TRAIN_POINTS, ivf.nlist * 39))
 
     def train(self, sample: np.ndarray, seed: int = 0) -> None:
         """Train the coarse quantizer (spherical k-means) and any OPQ/PQ/SQ stage on `sample`."""
-        import faiss
+        faiss = _faiss()
 
         ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
         ivf.cp.seed = seed
+        ivf.cp.niter = COARSE_TRAIN_ITERATIONS
         ivf.cp.spherical = True  # unit vectors, inner product: centroids stay on the sphere
         if gpu_count():
             ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(self.dim))
@@ -307,7 +320,7 @@ class VectorIndex:
         self.trained_on = len(sample)
 
     def _centroids(self) -> np.ndarray:
-        import faiss
+        faiss = _faiss()
 
         quantizer = faiss.extract_index_ivf(self.index).quantizer
         return quantizer.reconstruct_n(0, quantizer.ntotal)
@@ -326,7 +339,7 @@ class VectorIndex:
         if assigner is None or len(ids) == 0:
             self.index.add_with_ids(vectors, ids)
             return
-        import faiss
+        faiss = _faiss()
 
         ivf = faiss.extract_index_ivf(self.index)
         x = vectors
@@ -338,7 +351,7 @@ class VectorIndex:
 
     def remove(self, ids: np.ndarray) -> bool:
         """Remove ids; False where this index type cannot remove (the caller rebuilds)."""
-        import faiss
+        faiss = _faiss()
 
         self._writable()
         try:
@@ -368,7 +381,7 @@ class VectorIndex:
         With a source (argument or `self.source`) and a re-rank depth > 0, the index proposes
         max(k, depth) candidates and their exact vectors, read through `source.get`, rank them.
         """
-        import faiss
+        faiss = _faiss()
 
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(k, self.ntotal))
@@ -397,7 +410,7 @@ class VectorIndex:
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader sees the old file or the new one, never half of one."""
-        import faiss
+        faiss = _faiss()
 
         self._writable()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -416,7 +429,7 @@ class VectorIndex:
     def load(cls, path: Path, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0,
              mmap: bool = True, rerank: int | None = None, source: VectorSource | None = None) -> "VectorIndex":
         """Open an index file; memory-mapped by default, so inverted lists are read as searched."""
-        import faiss
+        faiss = _faiss()
 
         if not mmap:
             return cls(faiss.read_index(str(path)), factory, nprobe, trained_on, rerank, source)
@@ -429,14 +442,14 @@ class VectorIndex:
         """Read a memory-mapped index fully into RAM before it changes (mapped lists are read-only)."""
         if self._mapped_from is None:
             return
-        import faiss
+        faiss = _faiss()
 
         self.index = faiss.read_index(str(self._mapped_from))
         self._mapped_from = None
 
     def to_gpu(self) -> "VectorIndex":
         """A copy searching on every visible GPU (faiss-gpu; untested here). HNSW quantizers become flat."""
-        import faiss
+        faiss = _faiss()
 
         self._writable()
         return VectorIndex(faiss.index_cpu_to_all_gpus(self.index), self.factory, self.nprobe, self.trained_on,
@@ -445,7 +458,7 @@ class VectorIndex:
 
 def _stages(index: Any) -> list[Any]:
     """The vector transforms (OPQ) in front of an index, in order."""
-    import faiss
+    faiss = _faiss()
 
     if not isinstance(index, faiss.IndexPreTransform):
         return []
