@@ -16,6 +16,7 @@ from typing import Annotated, Any, Sequence
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -26,7 +27,7 @@ from cli.web.searcher import Searcher
 from cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
 from cli.web.thumbnails import SIZES, ThumbnailCache
 from retrieval.engine import PathFilter, SearchEngine
-from retrieval.errors import JrsearchError, LibraryError, MediaError
+from retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
 from retrieval.library import Library
 from retrieval.store import Item
 from retrieval.types import MediaKind, SearchResult
@@ -40,6 +41,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; script-src 'self'; "
             "style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 VISUAL = {MediaKind.IMAGE.value, MediaKind.VIDEO.value}
+MAX_ITEM_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY is a signed 64-bit integer
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID, description="An item id (from a search result).")]
 
 
 class ResultOut(BaseModel):
@@ -188,8 +191,8 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
             path.write_bytes(data)
             try:
                 vector = searcher.embed_file(path, what)
-            except MediaError as exc:
-                raise HTTPException(400, str(exc).replace(str(path), f"upload {name}")) from None
+            except (MediaError, QueryError) as exc:  # a message about the upload: name it, not the temp file
+                raise HTTPException(400, _without_server_paths(str(exc), path, name)) from None
         return run_search(vector, options, {"file": name, "file_type": what}, started)
 
     def get_item(item_id: int) -> Item:
@@ -200,7 +203,7 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         return item
 
     @app.get("/api/items/{item_id}", response_model=ItemOut, summary="One item's metadata")
-    def item_metadata(item_id: int) -> ItemOut:
+    def item_metadata(item_id: ItemId) -> ItemOut:
         item = get_item(item_id)
         return ItemOut(id=item.id, path=item.path, name=os.path.basename(item.path), kind=item.kind,
                        status=item.status, error=item.error, size=item.size, mtime_ns=item.mtime_ns,
@@ -210,7 +213,7 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
 
     @app.get("/api/items/{item_id}/thumbnail", summary="A JPEG thumbnail (images; videos at time t)",
              response_class=FileResponse)
-    def item_thumbnail(item_id: int, size: Annotated[int, Query(description=f"One of {SIZES}.")] = 256,
+    def item_thumbnail(item_id: ItemId, size: Annotated[int, Query(description=f"One of {SIZES}.")] = 256,
                        t: Annotated[float | None, Query(ge=0, le=10**7, description="Video time, seconds.")] = None
                        ) -> FileResponse:
         if size not in SIZES:
@@ -226,7 +229,7 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
 
     @app.get("/api/items/{item_id}/media", summary="The item's file, with HTTP range requests",
              response_class=Response)
-    def item_media(item_id: int, request: Request) -> Response:
+    def item_media(item_id: ItemId, request: Request) -> Response:
         return file_response(open_item(get_item(item_id)), request.headers.get("range"))
 
     @app.get("/api/status", summary="What the library holds and what the server runs")
@@ -239,6 +242,15 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         return info
 
     return app
+
+
+def _without_server_paths(message: str, upload: Path, name: str) -> str:
+    """`message` with the upload's temp file (in any spelling) replaced by the uploaded file's name."""
+    for spelling in {str(upload), os.path.realpath(upload)}:
+        message = message.replace(spelling, f"upload {name}")
+    for folder in {str(upload.parent), os.path.realpath(upload.parent)}:
+        message = message.replace(folder, "(upload)")
+    return message
 
 
 def _add_error_handlers(app: FastAPI) -> None:
