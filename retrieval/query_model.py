@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from retrieval.diskspace import disk_full_error, is_disk_full
+from retrieval.errors import LibraryError
 from retrieval.tokenizer import ClipTokenizer
 from retrieval.types import ModelSpec
 
@@ -128,7 +130,8 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     """Write LIBRARY/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
 
     Called at the end of `jrsearch index` (the model is loaded then). Cheap when the export is
-    current: it compares a digest of a few small tensors.
+    current: it compares a digest of a few small tensors. A write that fails (a full disk, no
+    permission) raises `LibraryError` and leaves the old export, or none, so the next run tries again.
     """
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
@@ -142,20 +145,25 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     target = library_root / EXPORT_DIR
     if _read_meta(target) == meta:
         return True
+    arrays = _arrays(model)
+    then = "run `jrsearch index` again to write it (text queries take the slower torch path until then)"
     try:
-        _write(model, meta, target)
-    except OSError:
-        return False  # no space, no permission: queries take the torch path
+        _write(arrays, meta, target)
+    except OSError as exc:
+        if is_disk_full(exc):
+            need = sum(a.nbytes for a in arrays.values()) + 2 * 2**20  # and the tokenizer's merges
+            raise disk_full_error(library_root, "writing the text-tower export", need, then) from None
+        raise LibraryError(f"cannot write the text-tower export to {target}: {exc.strerror or exc}; {then}") from None
     return True
 
 
-def _write(model, meta: dict, target: Path) -> None:
+def _write(arrays: dict[str, np.ndarray], meta: dict, target: Path) -> None:
     """Write into a temp folder beside `target`, then swap it in: a reader sees a whole export or none."""
     from open_clip.tokenizer import default_bpe
 
     tmp = Path(tempfile.mkdtemp(prefix=EXPORT_DIR + ".", dir=target.parent))
     try:
-        for name, array in _arrays(model).items():
+        for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         ClipTokenizer.from_bpe_file(Path(default_bpe()), meta["context_length"]).save(tmp / "merges.npy")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -212,20 +212,20 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
                        thumbnail=_thumbnail_url(item.id, item.kind), media=f"/api/items/{item.id}/media")
 
     @app.get("/api/items/{item_id}/thumbnail", summary="A JPEG thumbnail (images; videos at time t)",
-             response_class=FileResponse)
+             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def item_thumbnail(item_id: ItemId, size: Annotated[int, Query(description=f"One of {SIZES}.")] = 256,
                        t: Annotated[float | None, Query(ge=0, le=10**7, description="Video time, seconds.")] = None
-                       ) -> FileResponse:
+                       ) -> Response:
         if size not in SIZES:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, SIZES))}")
         item = get_item(item_id)
         if item.kind not in VISUAL:
             raise HTTPException(404, f"item {item_id} is {item.kind}: only images and videos have thumbnails")
         try:
-            path = thumbnails.get(item, size, lambda: open_item(item).handle, t)
+            jpeg = thumbnails.get(item, size, lambda: open_item(item).handle, t)
         except MediaError as exc:
             raise HTTPException(415, f"item {item_id}: no thumbnail: {exc}") from None
-        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/items/{item_id}/media", summary="The item's file, with HTTP range requests",
              response_class=Response)

@@ -22,6 +22,7 @@ from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 
+from retrieval.diskspace import human_bytes
 from retrieval.errors import JrsearchError
 
 COOKIE = "token"
@@ -199,6 +200,3 @@ class BodyLimit:
     async def _refuse(self, scope, receive, send) -> None:
         await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)
 
-
-def human_bytes(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
