@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -16,7 +16,7 @@ from indexer.audio import index_sounds
 from indexer.changes import Candidate, plan
 from indexer.decode import Decoded, decode_image, decode_text_corpus
 from indexer.video import add_missing_soundtracks, index_videos
-from indexer.walk import walk
+from indexer.walk import content_kind, walk
 from retrieval.diskspace import SQLITE_MARGIN, is_disk_full, no_space_as_error
 from retrieval.encoders import Encoder
 from retrieval.errors import JrsearchError
@@ -76,6 +76,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
         found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
         todo = plan(found, library.known_files(), roots, options.retry_failed)
         todo = add_missing_soundtracks(library, todo, found, options.audio_model)
+        todo.todo = [replace(c, kind=content_kind(c.path, c.kind)) for c in todo.todo]
         report.unchanged = todo.unchanged
         try:
             report.removed = library.remove(todo.deleted)

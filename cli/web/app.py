@@ -22,10 +22,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from cli.web.media import audio_suffix, file_response, open_item, sniff_upload
+from cli.web.media import file_response, open_item, sniff_upload
 from cli.web.searcher import Searcher
 from cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
-from cli.web.thumbnails import SIZES, ThumbnailCache
+from cli.web.thumbnails import SIZES, NoPicture, ThumbnailCache
+from retrieval.diskspace import is_disk_full
 from retrieval.engine import PathFilter, SearchEngine
 from retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
 from retrieval.library import Library
@@ -182,17 +183,24 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
             raise HTTPException(413, f"upload {name} is larger than {human_bytes(max_upload_bytes)}")
         if not data:
             raise HTTPException(400, f"upload {name} is empty")
-        what = sniff_upload(data)
-        if what is None:
+        signature = sniff_upload(data)
+        if signature is None:
             raise HTTPException(415, f"upload {name} is neither an image (JPEG, PNG, GIF, WebP, BMP, TIFF) "
                                      f"nor a sound (WAV, FLAC, OGG, MP3)")
-        with tempfile.TemporaryDirectory(prefix="jrsearch-upload-") as tmp:
-            path = Path(tmp) / ("query" + (audio_suffix(data) if what == "audio" else ".img"))
-            path.write_bytes(data)
-            try:
-                vector = searcher.embed_file(path, what)
-            except (MediaError, QueryError) as exc:  # a message about the upload: name it, not the temp file
-                raise HTTPException(400, _without_server_paths(str(exc), path, name)) from None
+        what = signature.kind.value
+        try:
+            with tempfile.TemporaryDirectory(prefix="jrsearch-upload-") as tmp:
+                path = Path(tmp) / ("query" + signature.suffix)
+                path.write_bytes(data)
+                try:
+                    vector = searcher.embed_file(path, what)
+                except (MediaError, QueryError) as exc:  # about the upload: name it, not the temp file
+                    raise HTTPException(400, _without_server_paths(str(exc), path, name)) from None
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise HTTPException(507, "the server's disk is full, so it cannot take an upload now; "
+                                     "searching by text still works") from None
         return run_search(vector, options, {"file": name, "file_type": what}, started)
 
     def get_item(item_id: int) -> Item:
@@ -223,6 +231,8 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
             raise HTTPException(404, f"item {item_id} is {item.kind}: only images and videos have thumbnails")
         try:
             jpeg = thumbnails.get(item, size, lambda: open_item(item).handle, t)
+        except NoPicture as exc:
+            raise HTTPException(404, f"item {item_id} has no thumbnail: {exc}") from None
         except MediaError as exc:
             raise HTTPException(415, f"item {item_id}: no thumbnail: {exc}") from None
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})

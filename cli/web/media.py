@@ -23,6 +23,7 @@ from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse
 
 from indexer.changes import hash_stream
+from retrieval.sniff import HEAD_BYTES, Signature, sniff
 from retrieval.store import Item
 
 CHUNK = 256 * 1024
@@ -54,8 +55,17 @@ def open_item(item: Item) -> OpenedFile:
         handle.close()
         raise HTTPException(409, f"item {item.id} changed on disk since it was indexed ({item.path}); "
                                  f"run `jrsearch index` again")
-    media_type = mimetypes.guess_type(item.path)[0] or "application/octet-stream"
-    return OpenedFile(handle, info.st_size, media_type)
+    return OpenedFile(handle, info.st_size, _media_type(handle, item))
+
+
+def _media_type(handle: BinaryIO, item: Item) -> str:
+    """By content where a signature agrees with the item's kind (a JPEG named .mp4, indexed as an
+    image, is image/jpeg), else by name."""
+    signature = sniff(handle.read(HEAD_BYTES))
+    handle.seek(0)
+    if signature is not None and signature.kind.value == item.kind:
+        return signature.mime
+    return mimetypes.guess_type(item.path)[0] or "application/octet-stream"
 
 
 _verified: OrderedDict[tuple[int, ...], str] = OrderedDict()
@@ -137,22 +147,6 @@ def _chunks(handle: BinaryIO, first: int, last: int) -> Iterator[bytes]:
             yield data
 
 
-def sniff_upload(data: bytes) -> str | None:
-    """'image' or 'audio' by the upload's first bytes (never by its name or declared type)."""
-    head = data[:16]
-    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")):
-        return "image"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "audio"
-    if head.startswith((b"fLaC", b"OggS", b"ID3", b"FORM")) or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        return "audio"
-    return None
-
-
-AUDIO_SUFFIX = {b"RIFF": ".wav", b"fLaC": ".flac", b"OggS": ".ogg", b"FORM": ".aiff"}
-
-
-def audio_suffix(data: bytes) -> str:
-    return AUDIO_SUFFIX.get(data[:4], ".mp3")
+def sniff_upload(data: bytes) -> Signature | None:
+    """What an upload is by its first bytes (never by its name or declared type)."""
+    return sniff(data[:HEAD_BYTES])

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from retrieval.errors import MediaError
-from retrieval.imageio import open_image, to_rgb
+from retrieval.imageio import open_image, upright_frame
+from retrieval.sniff import picture_streams
 from retrieval.store import Item
 from retrieval.types import MediaKind
 
@@ -60,21 +61,34 @@ class ThumbnailCache:
         return out.getvalue()
 
 
+class NoPicture(MediaError):
+    """The file holds no picture to make a thumbnail of (a sound-only video file)."""
+
+
 def _video_frame(source: BinaryIO, at_s: float):
-    """The first frame at or after `at_s` seconds, as an RGB PIL image."""
+    """The first frame at or after `at_s` seconds, as an upright RGB PIL image."""
     import av
 
     try:
         with av.open(source) as container:
-            stream = container.streams.video[0]
+            streams = picture_streams(container)
+            if not streams:
+                raise NoPicture("the file holds sound only, no pictures")
+            stream = streams[0]
             if at_s > 0 and stream.time_base:
                 container.seek(int(at_s / stream.time_base), stream=stream)
             for frame in container.decode(stream):
                 if frame.time is None or frame.time >= at_s - 0.05:
-                    return to_rgb(frame.to_image())
-    except (av.error.FFmpegError, IndexError, ValueError) as exc:
-        raise MediaError(f"no frame could be decoded ({exc})") from None
+                    return upright_frame(frame)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"the video could not be decoded (FFmpeg: {_first_line(exc)})") from None
+    except (ValueError, OverflowError) as exc:
+        raise MediaError(f"the video could not be decoded ({type(exc).__name__}: {_first_line(exc)})") from None
     raise MediaError(f"the video has no frame at {at_s:.1f} s")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:160]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
