@@ -27,3 +27,7 @@ class MediaError(JrsearchError):
 
 class QueryError(JrsearchError):
     """A query cannot be answered as asked (empty library, bad query file, ...)."""
+
+
+class MissingExtraError(JrsearchError):
+    """An optional dependency is not installed; the message names the pip command for its extra."""

@@ -61,16 +61,27 @@ def _weights_digest(model) -> str:
     return digest.hexdigest()
 
 
+# Texts on which open_clip's cleaning options differ (lowercasing, whitespace, entities, punctuation):
+# a tokenizer that cleans all of them as `retrieval.tokenizer.clean` does is the default `lower` one.
+_CLEAN_PROBES = ("  A Dog&amp;amp;\tON the  Beach!  ", "Caf\u00e9 \u201cQUOTED\u201d", "mixed-Case, punct. 42")
+
+
+def _cleans_like_ours(clean_fn) -> bool:
+    from retrieval.tokenizer import clean
+
+    return all(clean_fn(text) == clean(text) for text in _CLEAN_PROBES)
+
+
 def _describe(model, tokenizer) -> dict | None:
     """The layer config of a standard open_clip CLIP text tower, or None for anything else."""
     import torch
     import open_clip
-    from open_clip.tokenizer import SimpleTokenizer, _clean_lower
+    from open_clip.tokenizer import SimpleTokenizer
 
     if (not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None
             or model.text_projection is None or not isinstance(model.ln_final, torch.nn.LayerNorm)):
         return None
-    if not (isinstance(tokenizer, SimpleTokenizer) and tokenizer.clean_fn is _clean_lower
+    if not (isinstance(tokenizer, SimpleTokenizer) and _cleans_like_ours(tokenizer.clean_fn)
             and tokenizer.reduction_fn is None and len(tokenizer.all_special_ids) == 2):
         return None
     blocks = list(model.transformer.resblocks)
