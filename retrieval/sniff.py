@@ -6,6 +6,7 @@ by the server (uploads, and the Content-Type of a file it serves), nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +22,11 @@ class Signature:
     suffix: str  # what to name a copy so that decoders that look at names agree
 
 
-def _riff(form: bytes):
+def _riff(form: bytes) -> Callable[[bytes], bool]:
     return lambda head: head[:4] == b"RIFF" and head[8:12] == form
 
 
-SIGNATURES: list[tuple[object, Signature]] = [
+SIGNATURES: list[tuple[bytes | Callable[[bytes], bool], Signature]] = [
     (b"\xff\xd8\xff", Signature(MediaKind.IMAGE, "image/jpeg", ".jpg")),
     (b"\x89PNG\r\n\x1a\n", Signature(MediaKind.IMAGE, "image/png", ".png")),
     (b"GIF87a", Signature(MediaKind.IMAGE, "image/gif", ".gif")),
@@ -39,7 +40,8 @@ SIGNATURES: list[tuple[object, Signature]] = [
     (b"OggS", Signature(MediaKind.AUDIO, "audio/ogg", ".ogg")),
     (b"FORM", Signature(MediaKind.AUDIO, "audio/aiff", ".aiff")),
     (b"ID3", Signature(MediaKind.AUDIO, "audio/mpeg", ".mp3")),
-    (lambda head: head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"), Signature(MediaKind.AUDIO, "audio/mpeg", ".mp3")),
+    (lambda head: head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"),
+     Signature(MediaKind.AUDIO, "audio/mpeg", ".mp3")),
 ]
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from avmedia import Scene, make_sound, make_video, tone
 from conftest import make_image
+from PIL import Image
+
 from indexer.pipeline import run_index
 from retrieval.library import Library
 from retrieval.types import MediaKind
@@ -108,9 +108,10 @@ def test_files_are_classified_by_content_not_name(tmp_path):
 
 
 def test_a_jpeg_named_mp4_is_indexed_and_served_as_an_image(tmp_path, tiny_encoder):
+    from test_serve_api import item_id, make_client
+
     from retrieval.engine import SearchEngine
     from retrieval.store import Item
-    from test_serve_api import item_id, make_client
 
     media = tmp_path / "media"
     fake = make_image(media / "holiday.mp4", seed=3, fmt="JPEG")

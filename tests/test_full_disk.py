@@ -13,11 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import make_image
 from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
-from conftest import make_image
 
 runner = CliRunner()
 SQLITE_FULL = "database or disk is full"
@@ -33,7 +33,7 @@ def one_error_line(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.strip()]  # the progress bar's, then the error
     errors = [line for line in lines if line.startswith("error: ")]
     assert result.exit_code == 1 and len(errors) == 1 and lines[-1] == errors[0], result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit))
     return errors[0]
 
 
@@ -142,8 +142,9 @@ def test_a_failed_text_tower_export_is_reported_and_the_next_run_retries_it(tmp_
 
 
 def test_thumbnails_are_served_uncached_when_the_cache_cannot_be_written(tmp_path, tiny_encoder, monkeypatch):
-    import cli.web.thumbnails as thumbnails
     from test_serve_api import build_library, item_id, make_client
+
+    import cli.web.thumbnails as thumbnails
 
     library, media = build_library(tmp_path, tiny_encoder, n_images=3)
     client = make_client(library, tiny_encoder, warm=False)

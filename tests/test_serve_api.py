@@ -549,8 +549,8 @@ def test_library_refresh_drops_only_changed_indexes(small, tiny_encoder):
 
 # -- hostile requests: ids, Host headers, uploads, swapped files --------------------------------
 
-@pytest.mark.parametrize("raw", ["9223372036854775808", "18446744073709551616", str(10**30), "-1", "0", "-9223372036854775809",
-                                 "1.5", "1e3", "abc", "0x10"])
+@pytest.mark.parametrize("raw", ["9223372036854775808", "18446744073709551616", str(10**30), "-1", "0",
+                                 "-9223372036854775809", "1.5", "1e3", "abc", "0x10"])
 def test_out_of_range_and_malformed_ids_are_refused_not_500(served, raw):
     client, _, _ = served
     for tail in ("", "/thumbnail", "/media"):

@@ -172,8 +172,8 @@ def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_pat
     assert later.indexed == 4 and later.unchanged == 1 and not later.failed  # silent.mp4 unchanged
     assert {m for m, _, _ in vectors_of(lib, media / "videos" / "scenes.mp4")} == {"image", "audio"}
     assert {m for m, _, _ in vectors_of(lib, media / "videos" / "soundonly.mp4")} == {"audio"}
-    assert (item_of(lib, media / "videos" / "soundonly.mp4").status, item_of(lib, media / "videos" / "soundonly.mp4").kind) \
-        == ("indexed", "audio")
+    sound_only = item_of(lib, media / "videos" / "soundonly.mp4")
+    assert (sound_only.status, sound_only.kind) == ("indexed", "audio")
     assert run_index(lib, tiny_encoder, [media / "videos"], IndexOptions()).indexed == 0
     lib.close()
 
