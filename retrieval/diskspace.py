@@ -35,6 +35,15 @@ def is_disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+def out_of_space(exc: BaseException, library: Path, need_bytes: int | None) -> bool:
+    """A full disk by its spelling, or an `OSError` met with less free space than the write needed
+    (numpy's short write says only "N requested and M written")."""
+    if is_disk_full(exc):
+        return True
+    free = free_bytes(library)
+    return isinstance(exc, OSError) and bool(need_bytes) and free is not None and free < (need_bytes or 0)
+
+
 def free_bytes(path: Path) -> int | None:
     """Free space for an unprivileged writer on the filesystem holding `path` (or its nearest parent)."""
     path = Path(os.path.abspath(path))
@@ -68,9 +77,9 @@ def no_space_as_error(library: Path, doing: str, need_bytes: int | Callable[[], 
     except DiskFullError:
         raise
     except Exception as exc:
-        if not is_disk_full(exc):
-            raise
         need = need_bytes() if callable(need_bytes) else need_bytes
+        if not out_of_space(exc, library, need):
+            raise
         raise disk_full_error(library, doing, need, then) from None
 
 

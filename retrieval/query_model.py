@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retrieval.diskspace import disk_full_error, is_disk_full
+from retrieval.diskspace import disk_full_error, out_of_space
 from retrieval.errors import LibraryError
 from retrieval.tokenizer import ClipTokenizer
 from retrieval.types import ModelSpec
@@ -161,8 +161,8 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     try:
         _write(arrays, meta, target)
     except OSError as exc:
-        if is_disk_full(exc):
-            need = sum(a.nbytes for a in arrays.values()) + 2 * 2**20  # and the tokenizer's merges
+        need = sum(a.nbytes for a in arrays.values()) + 2 * 2**20  # and the tokenizer's merges
+        if out_of_space(exc, library_root, need):
             raise disk_full_error(library_root, "writing the text-tower export", need, then) from None
         raise LibraryError(f"cannot write the text-tower export to {target}: {exc.strerror or exc}; {then}") from None
     return True

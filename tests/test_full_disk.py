@@ -164,31 +164,63 @@ def test_thumbnails_are_served_uncached_when_the_cache_cannot_be_written(tmp_pat
     assert response.status_code == 200 and len(list((library.root / "thumbnails").rglob("*-128.jpg"))) == 1
 
 
+def test_a_short_write_with_too_little_space_left_is_a_full_disk(tmp_path, photos, monkeypatch):
+    import retrieval.diskspace as diskspace
+    import retrieval.query_model as query_model
+
+    def short_write(*args, **kwargs):  # what numpy's np.save raised on a really full tmpfs: no errno
+        raise OSError("3162112 requested and 625632 written")
+
+    monkeypatch.setattr(query_model.np, "save", short_write)
+    monkeypatch.setattr(diskspace, "free_bytes", lambda path: 600_000)
+    line = one_error_line(index(str(photos), lib=tmp_path / "lib"))
+    assert "writing the text-tower export needs about" in line and "(586 KiB free)" in line
+
+    monkeypatch.setattr(diskspace, "free_bytes", lambda path: 10 * 2**30)  # room enough: another failure
+    line = one_error_line(index(str(photos), lib=tmp_path / "lib"))
+    assert "cannot write the text-tower export" in line and "requested and" in line
+
+
 @pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A real 600 KiB filesystem (tmpfs), where this machine lets the tests mount one (root with
+def tmpfs(tmp_path):
+    """Mounts real small filesystems (tmpfs) where this machine lets the tests (root with
     CAP_SYS_ADMIN); skipped elsewhere. The injected-error tests above cover the same paths."""
-    mount = tmp_path / f"tmpfs-{uuid.uuid4().hex[:8]}"
-    mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root; the injected-ENOSPC tests cover this")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode})")
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"tmpfs-{uuid.uuid4().hex[:8]}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or done.returncode})")
+        mounted.append(point)
+        return point
+
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        for point in mounted:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-def test_index_on_a_really_full_filesystem(tiny_tmpfs, tmp_path):
+def test_index_on_a_really_full_filesystem(tmpfs, tmp_path):
     photos = tmp_path / "many"
     for i in range(300):
         make_image(photos / f"i{i:03d}.jpg", seed=i)
-    lib = tiny_tmpfs / "lib"
+    lib = tmpfs("600k") / "lib"
     line = one_error_line(index(str(photos), "--batch-size", "16", lib=lib))
     assert f"no space left on the disk holding library {lib}" in line and "free at least" in line
     committed = stored_items(lib)
     assert 0 < committed < 300  # SQLite rolled the failed batch back and kept the ones before
     with sqlite3.connect(lib / "library.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_text_tower_export_on_a_really_full_filesystem(tmpfs, photos):
+    lib = tmpfs("3m") / "lib"  # room for the library, not for the tiny model's ~14 MiB export
+    result = index(str(photos), lib=lib)
+    line = one_error_line(result)
+    assert "writing the text-tower export needs about" in line and "indexed 12" in result.stdout
+    assert stored_items(lib) == 12 and not [p for p in lib.iterdir() if p.name.startswith("query_model")]
