@@ -11,7 +11,6 @@ a read-only, then an immutable connection, when a normal one cannot be opened.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -153,8 +152,3 @@ class Catalog:
 
 ID_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
 
-
-def free_bytes(path: Path) -> int:
-    """Bytes free to this user on the file system holding `path`."""
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize

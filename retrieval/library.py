@@ -13,10 +13,9 @@ typed records from it (or, on the torch-free path, from `retrieval/catalog.py`).
 
 from __future__ import annotations
 
-import errno
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from retrieval import migrations
-from retrieval.catalog import Catalog, connect, free_bytes, is_locked, open_readable, sqlite_connection
+from retrieval.catalog import Catalog, connect, is_locked, open_readable, sqlite_connection
+from retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
 from retrieval.errors import LibraryError, ModelMismatchError
 from retrieval.index import DEFAULT_NPROBE, VectorIndex
 from retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_from_db, path_to_db
@@ -173,7 +173,7 @@ class Library:
                                    f"free space there and run again")
             with self._schema_lock():
                 version = self._version(engine)  # another process may have done it meanwhile
-                with self._disk_errors():
+                with self._disk_errors("creating the library" if version == 0 else "upgrading the library"):
                     if version == 0:
                         migrations.create(engine)
                     elif version < SCHEMA_VERSION:
@@ -238,22 +238,10 @@ class Library:
             raise LibraryError(f"library {self.root} is open read-only (its disk is full or not writable); "
                                f"free space there and run the command again")
 
-    @contextmanager
-    def _disk_errors(self, needed: int = 0) -> Iterator[None]:
-        """A full disk becomes one line naming the library; everything committed before stays."""
-        try:
-            yield
-        except (OSError, sqlite3.OperationalError, OperationalError, RuntimeError) as exc:
-            if not _is_disk_full(exc):
-                raise
-            try:
-                free = free_bytes(self.root)
-            except OSError:
-                free = 0
-            need = f", about {_size(needed)} more needed" if needed else ""
-            raise LibraryError(f"the disk holding library {self.root} is full ({_size(free)} free{need}); free "
-                               f"space there and run the same command again: everything committed so far is kept"
-                               ) from None
+    def _disk_errors(self, doing: str = "writing to the library",
+                     needed: int | None = None) -> AbstractContextManager[None]:
+        """A full disk becomes one `DiskFullError` line naming the library; earlier commits stay."""
+        return no_space_as_error(self.root, doing, needed)
 
     # -- the model ------------------------------------------------------------------------
 
@@ -387,10 +375,11 @@ class Library:
             return
         self._check_writable()
         dim = self._dim()
-        needed = sum(len(r.vectors) for r in records if r.vectors is not None) * dim * 2
+        needed = sum(len(r.vectors) for r in records if r.vectors is not None) * dim * 2 + SQLITE_MARGIN
         now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME form
         paths = [path_to_db(r.path) for r in records]
-        with self._disk_errors(needed), self.sessions.begin() as session:
+        with self._disk_errors(f"storing a batch of {len(records)} files", needed), \
+                self.sessions.begin() as session:
             con = _dbapi(session)
             removed = self._delete_paths(con, paths)  # also starts the write lock
             next_item = _next_id(con, "items")
@@ -627,7 +616,7 @@ class Library:
             index = self._indexes.get(kind)
             if index is None or kind in self._rebuild or index.outgrown(index.ntotal):
                 index = self._indexes[kind] = self._build(kind)
-            with self._disk_errors():
+            with self._disk_errors("writing the search indexes"):
                 index.save(self.index_path(kind))
                 with self.sessions.begin() as session:
                     state = session.get(IndexState, kind)
@@ -709,22 +698,6 @@ def _bump(con: sqlite3.Connection, kinds: set[str]) -> None:
     con.executemany("INSERT INTO index_state (kind, factory, generation, built_generation, trained_on) "
                     "VALUES (?, '', 1, -1, 0) ON CONFLICT (kind) DO UPDATE SET generation = generation + 1",
                     [(kind,) for kind in kinds])
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(exc).lower()
-    return "database or disk is full" in text or "no space left" in text
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
 
 
 def _chunks(values: list, size: int):
