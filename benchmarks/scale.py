@@ -34,14 +34,14 @@ import platform
 import resource
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared cores: spinning OpenMP threads cost 5-10x
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.serve_latency import free_port, percentiles, prepare_text_path, queries, start_server, wait_ready  # noqa: E402
+from benchmarks.serve_latency import free_port, percentiles, prepare_text_path, queries, start_server, wait_ready
 
 MODEL, DIM = "ViT-B-32", 512
 CHUNK = 50_000  # vectors generated at a time
@@ -174,6 +174,7 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
     if nprobe:
         library.nprobe = nprobe
     index = library.index("image")
+    assert index is not None, f"{root} has no image index"
     if rerank is not None:
         index.rerank = rerank
     sample = vectors.draw(n_queries, np.random.default_rng([vectors.seed, 999_999]))
@@ -181,14 +182,14 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
     want = exact_top(library.vectors("image"), sample, 10)
     exact_s = time.perf_counter() - started
     got = np.full_like(want, -1)
-    latencies = []
+    latencies: list[float] = []
     for _ in range(2):  # the first pass pages the lists in; the second is timed warm
         latencies.clear()
         for i, query in enumerate(sample):
             t = time.perf_counter()
             got[i] = index.search(query[None, :], 10)[1][0]
             latencies.append((time.perf_counter() - t) * 1000)
-    recall = float(np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)]))
+    recall = float(np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)]))
     result = {"nprobe": index.nprobe, "rerank": index.rerank_depth(), "recall_at_10": round(recall, 4),
               "search_k10": percentiles(latencies), "exact_bruteforce_s": round(exact_s, 1)}
     if index.rerank_depth():
@@ -224,7 +225,8 @@ def main() -> None:
         os.environ["JRSEARCH_INDEX_MEMORY"] = args.index_memory  # the serve process inherits it too
     vectors = VectorSet(args.set, DIM, args.centres, args.spread)
     root = args.workdir / f"{args.set}-{args.vectors}"
-    report: dict = {"vectors": args.vectors, "set": args.set, "dim": DIM, "centres": args.centres if args.set == "clustered" else None,
+    report: dict = {"vectors": args.vectors, "set": args.set, "dim": DIM,
+                    "centres": args.centres if args.set == "clustered" else None,
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_avg_at_start": os.getloadavg()}}
     if not (args.reuse and (root / "library.db").exists()):
@@ -239,7 +241,8 @@ def main() -> None:
     if not args.skip_serve:
         report.update(serve_rss(root, args.warm_queries))
     report["machine"]["load_avg_at_end"] = os.getloadavg()
-    out = args.out or Path("results") / f"scale-{args.set}-{args.vectors}{'-' + args.index_memory if args.index_memory else ''}.json"
+    suffix = f"-{args.index_memory}" if args.index_memory else ""
+    out = args.out or Path("results") / f"scale-{args.set}-{args.vectors}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -21,15 +21,22 @@ class RichProgress:
     """A progress bar with rate and ETA on stderr, fed by the indexing pipeline."""
 
     def __init__(self, enabled: bool = True) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                              TimeRemainingColumn(), console=err, disable=not enabled, transient=False)
         self._task = None
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._bar.__enter__()
         return self
 
@@ -46,7 +53,7 @@ class RichProgress:
             self._bar.update(self._task, rate=f"{task.speed:.1f} files/s")
 
 
-def print_index_report(report: "IndexReport") -> None:
+def print_index_report(report: IndexReport) -> None:
     out.print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
               f"failed {len(report.failed)}" + (f", skipped {report.skipped} (see the notes)" if report.skipped else "")
               + f" in {report.seconds:.1f} s")
@@ -90,8 +97,8 @@ def print_status(info: dict) -> None:
         out.print(f"index     {kind}: {idx['factory'] or '-'} with {idx['vectors']} vectors{fresh}")
         if idx.get("memory_bytes"):
             mapped = ", memory-mapped" if idx.get("memory_mapped") else ""
-            out.print(f"          RAM {_mib(idx['memory_bytes'])} once warm{mapped}; disk {_mib(idx['disk_bytes'])} index "
-                      f"+ {_mib(idx.get('vector_bytes', 0))} vectors")
+            out.print(f"          RAM {_mib(idx['memory_bytes'])} once warm{mapped}; "
+                      f"disk {_mib(idx['disk_bytes'])} index + {_mib(idx.get('vector_bytes', 0))} vectors")
     out.print(f"on disk   {info['bytes_on_disk'] / 2**20:.1f} MiB")
     for failure in info.get("failures", []):
         out.print(f"failed    {failure['path']}: {failure['error']}", markup=False, highlight=False)

@@ -25,13 +25,14 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from retrieval.errors import JrsearchError
+from retrieval.extras import require
 
 EXACT_MAX = 50_000  # exact search over 50k x 512 floats takes a few ms on two cores
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of index in RAM; JRSEARCH_INDEX_MEMORY (e.g. "4G") overrides
@@ -108,12 +109,8 @@ class ArraySource:
 
 
 def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError:
-        raise JrsearchError("faiss is not installed; pip install 'jrsearch[cpu]' (or 'jrsearch[gpu]' "
-                            "for a CUDA 12 GPU, instead of [cpu]: both provide the module faiss)") from None
-    return faiss
+    """The faiss module, from the `cpu` or the `gpu` extra (exactly one: both install `faiss`)."""
+    return require("faiss", "cpu", "vector search (or 'jrsearch[gpu]' on a CUDA 12 machine, instead of [cpu])")
 
 
 # -- choosing an index ----------------------------------------------------------------------
@@ -165,7 +162,7 @@ class Layout:
     hnsw_quantizer: bool
 
     @classmethod
-    def parse(cls, factory: str) -> "Layout":
+    def parse(cls, factory: str) -> Layout:
         ivf = re.search(r"IVF(\d+)(_HNSW\d+)?", factory)
         codec = re.search(r"(Flat|SQ8|PQ\d+)(?:x8)?(?:,RFlat)?$", factory)
         return cls(int(ivf[1]) if ivf else 0, codec[1] if codec else "Flat", factory.startswith("OPQ"),
@@ -246,6 +243,7 @@ class VectorIndex:
         self.rerank = rerank
         self.source = source
         self._mapped_from: Path | None = None  # the file this index is memory-mapped from
+        self._on_gpu = False
 
     @property
     def ntotal(self) -> int:
@@ -263,12 +261,14 @@ class VectorIndex:
 
     @classmethod
     def build_from(cls, source: VectorSource, factory: str | None = None, nprobe: int = DEFAULT_NPROBE,
-                   budget: int | None = None, seed: int = 0, assigner: Any = None) -> "VectorIndex":
+                   budget: int | None = None, seed: int = 0, assigner: Any = None,
+                   use_gpu: bool | None = None) -> VectorIndex:
         """Train on a streamed sample of `source` and add all its vectors in batches.
 
         `factory` defaults to `choose_factory(len(source), source.dim, budget)`. With a GPU (faiss-gpu),
         k-means and the coarse assignment of added vectors run on it; `assigner` forces an exact
-        nearest-centroid index for adding (tests pass a CPU one to exercise the GPU's code path).
+        nearest-centroid index for adding (tests pass a CPU one to exercise the GPU's code path);
+        `use_gpu=False` keeps everything on the CPU (None: the GPU when there is one).
         """
         faiss = _faiss()
 
@@ -276,8 +276,8 @@ class VectorIndex:
         index = faiss.index_factory(source.dim, factory, faiss.METRIC_INNER_PRODUCT)
         built = cls(index, factory, nprobe, source=source)
         if not index.is_trained:
-            built.train(source.sample(cls._train_size(index, len(source)), seed=seed), seed=seed)
-        if assigner is None and gpu_count() and built.layout.nlist:
+            built.train(source.sample(cls._train_size(index, len(source)), seed=seed), seed=seed, use_gpu=use_gpu)
+        if assigner is None and use_gpu is not False and gpu_count() and built.layout.nlist:
             assigner = _gpu_assigner(built._centroids())
         for ids, vectors in source.batches(ADD_BATCH):
             built.add(vectors, ids, assigner=assigner)
@@ -285,7 +285,7 @@ class VectorIndex:
 
     @classmethod
     def build(cls, vectors: np.ndarray, ids: np.ndarray, dim: int, factory: str | None = None,
-              nprobe: int = DEFAULT_NPROBE, seed: int = 0) -> "VectorIndex":
+              nprobe: int = DEFAULT_NPROBE, seed: int = 0) -> VectorIndex:
         """`build_from` over arrays; the index keeps them as its re-ranking source."""
         return cls.build_from(ArraySource(ids, np.asarray(vectors, dtype=np.float32).reshape(-1, dim)),
                               factory, nprobe, seed=seed)
@@ -297,7 +297,7 @@ class VectorIndex:
         ivf = faiss.extract_index_ivf(index)
         return min(n, max(ivf.nlist * TRAIN_POINTS_PER_LIST, PQ_TRAIN_POINTS), max(MAX_TRAIN_POINTS, ivf.nlist * 39))
 
-    def train(self, sample: np.ndarray, seed: int = 0) -> None:
+    def train(self, sample: np.ndarray, seed: int = 0, use_gpu: bool | None = None) -> None:
         """Train the coarse quantizer (spherical k-means) and any OPQ/PQ/SQ stage on `sample`."""
         faiss = _faiss()
 
@@ -305,7 +305,7 @@ class VectorIndex:
         ivf.cp.seed = seed
         ivf.cp.niter = COARSE_TRAIN_ITERATIONS
         ivf.cp.spherical = True  # unit vectors, inner product: centroids stay on the sphere
-        if gpu_count():
+        if use_gpu is not False and gpu_count():
             ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(self.dim))
         elif ivf.nlist >= HNSW_QUANTIZER_MIN_LISTS:
             ivf.clustering_index = faiss.IndexHNSWFlat(self.dim, 32)  # a flat scan of 16k+ centroids is the cost
@@ -387,12 +387,12 @@ class VectorIndex:
         k = max(1, min(k, self.ntotal))
         source = source if source is not None else self.source
         depth = self.rerank_depth(rerank) if source is not None else 0
-        params = faiss.ParameterSpace()
+        params = faiss.GpuParameterSpace() if self._on_gpu else faiss.ParameterSpace()
         layout = self.layout
         if layout.nlist:
             probe = nprobe or self.nprobe
             params.set_index_parameter(self.index, "nprobe", probe)
-            if layout.hnsw_quantizer:
+            if layout.hnsw_quantizer and not self._on_gpu:
                 params.set_index_parameter(self.index, "quantizer_efSearch", max(64, 2 * probe))
         fetch = max(k, min(self.ntotal, depth))
         scores, ids = self.index.search(queries, fetch)
@@ -427,7 +427,7 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0,
-             mmap: bool = True, rerank: int | None = None, source: VectorSource | None = None) -> "VectorIndex":
+             mmap: bool = True, rerank: int | None = None, source: VectorSource | None = None) -> VectorIndex:
         """Open an index file; memory-mapped by default, so inverted lists are read as searched."""
         faiss = _faiss()
 
@@ -447,13 +447,21 @@ class VectorIndex:
         self.index = faiss.read_index(str(self._mapped_from))
         self._mapped_from = None
 
-    def to_gpu(self) -> "VectorIndex":
-        """A copy searching on every visible GPU (faiss-gpu; untested here). HNSW quantizers become flat."""
+    def to_gpu(self) -> VectorIndex:
+        """A copy searching on every visible GPU (faiss-gpu; untested here: no GPU on the dev machine).
+
+        An HNSW coarse quantizer becomes a flat one on the GPU; PQ lookup tables are float16 (needed
+        from 64 bytes per code); GPU searches return at most 2,048 results per query.
+        """
         faiss = _faiss()
 
         self._writable()
-        return VectorIndex(faiss.index_cpu_to_all_gpus(self.index), self.factory, self.nprobe, self.trained_on,
-                           self.rerank, self.source)
+        options = faiss.GpuMultipleClonerOptions()
+        options.useFloat16 = True
+        copy = VectorIndex(faiss.index_cpu_to_all_gpus(self.index, options), self.factory, self.nprobe,
+                           self.trained_on, self.rerank, self.source)
+        copy._on_gpu = True
+        return copy
 
 
 def _stages(index: Any) -> list[Any]:
