@@ -616,16 +616,15 @@ class Library:
             index = self._indexes.get(kind)
             if index is None or kind in self._rebuild or index.outgrown(index.ntotal):
                 index = self._indexes[kind] = self._build(kind)
-            with self._disk_errors("writing the search indexes"):
-                index.save(self.index_path(kind))
-                with self.sessions.begin() as session:
-                    state = session.get(IndexState, kind)
-                    if state is None or state.generation != generation:  # another write landed meanwhile: keep it stale
-                        continue
-                    state.built_generation = generation
-                    state.factory = index.factory
-                    state.trained_on = index.trained_on
-                    state.built_at = utcnow()
+            index.save(self.index_path(kind))  # a full disk here: the caller knows the size to ask for
+            with self.sessions.begin() as session:
+                state = session.get(IndexState, kind)
+                if state is None or state.generation != generation:  # another write landed meanwhile: keep it stale
+                    continue
+                state.built_generation = generation
+                state.factory = index.factory
+                state.trained_on = index.trained_on
+                state.built_at = utcnow()
 
     # -- status ----------------------------------------------------------------------------
 

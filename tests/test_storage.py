@@ -476,7 +476,7 @@ def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
     photos = tmp_path / "photos"
     for i in range(40):
         make_image(photos / f"{i:02d}.png", seed=i, size=(24, 16))
-    disk = tmpfs(tmp_path / "disk", "3m")
+    disk = tmpfs(tmp_path / "disk", "24m")  # room for the tiny model's ~14 MiB text-tower export once freed
     try:
         lib = disk / "lib"
         command = [sys.executable, "-m", "cli.main", "index", str(photos), "--model", "tiny-test", "--library",
