@@ -16,6 +16,8 @@ Measured:
 - disk: bytes per vector over every file of the library;
 - serve: VmRSS of a fresh `jrsearch serve` once it answers /api/status, and again after 200 warm
   HTTP text queries (the ViT-B-32 text tower with random weights: the default model's compute);
+- open: RSS growth of a fresh process opening the index file memory-mapped (as `serve` and
+  `query` do) and read in full;
 - search: warm `library.index("image").search` p50/p95 at k=10, one query at a time, with the
   default nprobe and re-rank depth (the path `jrsearch query` and `serve` take);
 - recall@10 of that search against exact search by brute force over the stored vectors, on
@@ -152,6 +154,28 @@ def serve_rss(root: Path, warm_queries: int) -> dict:
         server.wait(timeout=30)
 
 
+OPEN_RSS = """
+import sys, faiss
+from pathlib import Path
+def rss():
+    return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmRSS:"))
+before = rss()
+index = faiss.read_index(sys.argv[1], faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if sys.argv[2] == "mmap" else 0)
+print(round((rss() - before) / 1024, 1))
+"""
+
+
+def open_rss(root: Path) -> dict:
+    """RSS growth (MB) of a fresh process opening the index file, memory-mapped and read in full."""
+    import subprocess
+    import sys
+
+    path = str(root / "index" / "image.faiss")
+    return {f"index_open_rss_mb_{mode}": float(subprocess.run([sys.executable, "-c", OPEN_RSS, path, mode],
+                                                              capture_output=True, text=True, check=True).stdout)
+            for mode in ("mmap", "read")}
+
+
 def exact_top(source, queries_: np.ndarray, k: int) -> np.ndarray:
     """Ids of the k best inner products per query, by brute force over every stored vector."""
     best_scores = np.full((len(queries_), k), -np.inf, dtype=np.float32)
@@ -236,6 +260,7 @@ def main() -> None:
     report.update(build_index(root))
     print(json.dumps(report), flush=True)
     report.update(disk_usage(root, args.vectors))
+    report.update(open_rss(root))
     report.update(search_quality(root, vectors, args.queries, args.nprobe, args.rerank))
     print(json.dumps(report), flush=True)
     if not args.skip_serve:
