@@ -2,7 +2,7 @@
 
     python -m benchmarks.scale --vectors 1000000 --set clustered
     python -m benchmarks.scale --vectors 1000000 --set uniform
-    python -m benchmarks.scale --vectors 1000000 --set clustered --index-memory 4G    # IVF-Flat, as before
+    python -m benchmarks.scale --vectors 1000000 --set clustered --reuse --compare-flat   # vs IVF-Flat
 
 Vector sets (unit-normalised, generated chunk by chunk so N never sits in RAM):
 - clustered: a Gaussian mixture of `--centres` (10,000) centres, closer to real CLIP embeddings;
@@ -227,6 +227,58 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
     return result
 
 
+def flat_twin(index, source):
+    """`IVF{nlist},Flat` with the same centroids and lists as `index` (the type jrsearch chose at 1M
+    before): every list filled with its vectors' float32 rows, read from the source."""
+    import faiss
+
+    index._writable()  # lists read into RAM (kept alive by `index`)
+    ivf = faiss.extract_index_ivf(index.index)
+    lists = ivf.invlists
+    twin = faiss.IndexIVFFlat(ivf.quantizer, ivf.d, ivf.nlist, faiss.METRIC_INNER_PRODUCT)
+    for list_no in range(ivf.nlist):
+        size = lists.list_size(list_no)
+        if size:
+            ids = faiss.rev_swig_ptr(lists.get_ids(list_no), size).copy()
+            rows = np.ascontiguousarray(source.get(ids), dtype=np.float32)
+            twin.invlists.add_entries(list_no, size, faiss.swig_ptr(ids), faiss.swig_ptr(rows.view(np.uint8)))
+    twin.ntotal = ivf.ntotal
+    twin.is_trained = True
+    return twin
+
+
+def compare_flat(root: Path, vectors: VectorSet, n_queries: int) -> dict:
+    """The chosen index against its IVF-Flat twin, back to back in one process: p50/p95, recall@10."""
+    from retrieval.index import VectorIndex
+    from retrieval.library import Library
+
+    library = Library.open(root)
+    index = library.index("image")
+    assert index is not None
+    source = library.vectors("image")
+    twin = VectorIndex(flat_twin(index, source), f"IVF{index.layout.nlist},Flat", index.nprobe)
+    sample = vectors.draw(n_queries, np.random.default_rng([vectors.seed, 999_999]))
+    want = exact_top(source, sample, 10)
+    runs = {"chosen": (index, None), "chosen_no_rerank": (index, 0), "ivf_flat_twin": (twin, None)}
+    timings: dict[str, list[float]] = {name: [] for name in runs}
+    found: dict[str, list[np.ndarray]] = {name: [] for name in runs}
+    for _ in range(2):  # warm pass, then the timed one
+        for times in timings.values():
+            times.clear()
+        for found_rows in found.values():
+            found_rows.clear()
+        for query in sample:
+            for name, (candidate, rerank) in runs.items():
+                t = time.perf_counter()
+                found[name].append(candidate.search(query[None, :], 10, rerank=rerank)[1][0])
+                timings[name].append((time.perf_counter() - t) * 1000)
+    library.close()
+    return {name: {"search_k10": percentiles(timings[name]),
+                   "recall_at_10": round(float(np.mean([len(set(g) & set(w)) / 10
+                                                        for g, w in zip(found[name], want, strict=True)])), 4)}
+            for name in runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=1_000_000)
@@ -242,6 +294,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("results/scale-work"))
     parser.add_argument("--reuse", action="store_true", help="Reuse the written library (skip the write).")
     parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--compare-flat", action="store_true",
+                        help="Only time the index against its IVF-Flat twin (same lists), back to back.")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -249,6 +303,13 @@ def main() -> None:
         os.environ["JRSEARCH_INDEX_MEMORY"] = args.index_memory  # the serve process inherits it too
     vectors = VectorSet(args.set, DIM, args.centres, args.spread)
     root = args.workdir / f"{args.set}-{args.vectors}"
+    if args.compare_flat:
+        comparison = compare_flat(root, vectors, args.queries)
+        out = Path("results") / f"scale-{args.set}-{args.vectors}-vs-flat.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(comparison, indent=2))
+        print(json.dumps(comparison, indent=2))
+        return
     report: dict = {"vectors": args.vectors, "set": args.set, "dim": DIM,
                     "centres": args.centres if args.set == "clustered" else None,
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
