@@ -27,6 +27,13 @@ CheckpointOpt = Annotated[Optional[Path], typer.Option(
 PrecisionOpt = Annotated[str, typer.Option(
     "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16 or int8 (CPU).")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")]
+IndexOpt = Annotated[Optional[Path], typer.Option(
+    "--index", help="Search an INDEXDIR built by `jrsearch cluster build` instead of a library.")]
+AddressOpt = Annotated[Optional[str], typer.Option(
+    "--address", help="With --index: Ray cluster to hold the index shards (HOST:PORT, ray://..., auto).")]
+AllowPartialOpt = Annotated[bool, typer.Option(
+    "--allow-partial", help="With --index --address: answer when a shard is lost, flagged as partial "
+                            "(default: an error).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 

@@ -64,6 +64,7 @@ class SearchOut(BaseModel):
     embed_ms: float
     search_ms: float
     results: list[ResultOut]
+    partial: dict[str, Any] | None = None  # an INDEXDIR served with --allow-partial: shards that did not answer
 
 
 class ItemOut(BaseModel):
@@ -118,14 +119,17 @@ def search_options(
     return SearchOptions(kind=kind, top_k=top_k, under=under or None, glob=glob or None)
 
 
-def create_app(library: Library, engine: SearchEngine | None = None, *, token: str | None = None,
+def create_app(library: Library | None, engine: SearchEngine | None = None, *, token: str | None = None,
                allowed_hosts: Sequence[str] | None = None, thumbnail_dir: Path | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, warm: bool = True,
-               search_threads: int | None = None) -> FastAPI:
+               search_threads: int | None = None, searcher: Any = None) -> FastAPI:
     """The server for one library. `token`: required on every API request when set.
     `allowed_hosts`: Host header names to answer (None: any). `search_threads`: faiss threads
-    per request (None: faiss's default)."""
-    searcher = Searcher(library, engine or SearchEngine(library), search_threads)
+    per request (None: faiss's default). `searcher`: instead of a library, another source of
+    results with items and status (`cli/web/index_searcher.IndexSearcher` for an INDEXDIR)."""
+    if searcher is None:
+        assert library is not None
+        searcher = Searcher(library, engine or SearchEngine(library), search_threads)
     thumbnails = ThumbnailCache(thumbnail_dir or library.root / "thumbnails")
     guard = TokenGuard(token) if token else None
     if warm:
@@ -145,7 +149,8 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         done = time.perf_counter()
         return SearchOut(query={**query, **options.model_dump(mode="json")},
                          took_ms=round((done - started) * 1000, 2), embed_ms=round((embedded - started) * 1000, 2),
-                         search_ms=round((done - embedded) * 1000, 2), results=[_result_out(r) for r in results])
+                         search_ms=round((done - embedded) * 1000, 2), results=[_result_out(r) for r in results],
+                         partial=getattr(results, "partial", None))
 
     @app.get("/", include_in_schema=False)
     def page() -> Response:
@@ -193,8 +198,11 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         return run_search(vector, options, {"file": name, "file_type": what}, started)
 
     def get_item(item_id: int) -> Item:
-        with library.sessions() as session:
-            item = session.get(Item, item_id)
+        if library is None:
+            item = searcher.item(item_id)
+        else:
+            with library.sessions() as session:
+                item = session.get(Item, item_id)
         if item is None:
             raise HTTPException(404, f"no item {item_id} in this library")
         return item
@@ -231,7 +239,7 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
 
     @app.get("/api/status", summary="What the library holds and what the server runs")
     def status() -> dict[str, Any]:
-        info = library.status()
+        info = library.status() if library is not None else searcher.status()
         info["server"] = {"model": searcher.engine.spec.label(), "token_required": guard is not None,
                           "max_upload_bytes": max_upload_bytes, "max_top_k": MAX_TOP_K,
                           "audio_search": hasattr(searcher.engine, "embed_audio"),
