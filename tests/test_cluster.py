@@ -15,9 +15,10 @@ from tests.conftest import make_image
 
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
+from benchmarks.cluster import synthetic  # noqa: E402
 from indexer.cluster.build import BuildOptions, build_single, run_build  # noqa: E402
 from indexer.cluster.embed import EmbedOptions, run_embed  # noqa: E402
-from retrieval.cluster.dataset import DatasetPlan, DatasetWriter, EmbeddingDataset, item_id  # noqa: E402
+from retrieval.cluster.dataset import EmbeddingDataset, item_id  # noqa: E402
 from retrieval.cluster.index_dir import IndexDir  # noqa: E402
 from retrieval.encoders import TINY_TEST_MODEL  # noqa: E402
 
@@ -42,17 +43,7 @@ def make_photos(root: Path, n: int) -> Path:
 
 def synthetic_dataset(url: Path, n: int, dim: int, shards: int, seed: int = 0) -> EmbeddingDataset:
     """Clustered unit vectors written as `cluster embed` writes them (float16 shards + parquet)."""
-    rng = np.random.default_rng(seed)
-    per = n // shards
-    writer = DatasetWriter(str(url), DatasetPlan(TINY_TEST_MODEL, dim, shards, per, ["synthetic"], n))
-    centres = rng.standard_normal((500, dim)).astype(np.float32)
-    for s in range(shards):
-        x = centres[rng.integers(0, len(centres), per)] + 0.4 * rng.standard_normal((per, dim)).astype(np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        writer.write_shard(s, x, {"image_path": [f"/data/s{s}/{i}.jpg" for i in range(per)],
-                                  "caption": [f"caption {s}-{i}" for i in range(per)], "size": [1] * per,
-                                  "width": [8] * per, "height": [8] * per, "mtime_ns": [None] * per,
-                                  "id": [item_id(s, i) for i in range(per)]}, {"items": per})
+    synthetic(url, n, dim, shards, seed=seed, centres=500, noise=0.4)
     return EmbeddingDataset.open(str(url))
 
 
@@ -204,7 +195,7 @@ def test_embed_survives_losing_a_node(tmp_path):
             time.sleep(0.2)
         assert job.poll() is None, "the job ended before the node could be removed: " + job.stderr.read()[-2000:]
         cluster.remove_node(worker)
-        stdout, stderr = job.communicate(timeout=240)
+        _, stderr = job.communicate(timeout=240)
         assert job.returncode == 0, stderr[-3000:]
     finally:
         if job.poll() is None:

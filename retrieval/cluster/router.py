@@ -14,8 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.cluster.index_dir import (IndexManifest, ServingShard, ShardUnavailableError, merge_topk,
-                                         read_shard, search_shard)
+from retrieval.cluster.index_dir import (
+    IndexManifest,
+    ServingShard,
+    ShardUnavailableError,
+    merge_topk,
+    read_shard,
+    search_shard,
+)
 from retrieval.cluster.session import ray_module
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -65,12 +71,15 @@ class ShardRouter:
         k = max(1, min(k, self.ntotal))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         pending = [actor.search.remote(queries, k, self.nprobe) for actor in self.actors]
-        parts, missing = [], []
-        for number, ref in enumerate(pending):
-            try:
-                parts.append(ray.get(ref, timeout=self.timeout_s))
-            except (RayActorError, RayTaskError, GetTimeoutError):
-                missing.append(number)
+        try:  # the usual case: one wait for all shards
+            parts, missing = ray.get(pending, timeout=self.timeout_s), []
+        except (RayActorError, RayTaskError, GetTimeoutError):
+            parts, missing = [], []
+            for number, ref in enumerate(pending):  # which ones failed (the others are done or nearly)
+                try:
+                    parts.append(ray.get(ref, timeout=self.timeout_s))
+                except (RayActorError, RayTaskError, GetTimeoutError):
+                    missing.append(number)
         self.missing = missing
         if missing and (not self.allow_partial or not parts):
             raise ShardUnavailableError(
