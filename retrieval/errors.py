@@ -17,6 +17,10 @@ class LibraryError(JrsearchError):
     """The library on disk is missing, locked or unreadable."""
 
 
+class DiskFullError(LibraryError):
+    """No space left on the disk holding the library; what was committed before is intact."""
+
+
 class MediaError(JrsearchError):
     """A media file could not be decoded; the indexer records it as failed."""
 
