@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,10 +16,10 @@ from cli.common import JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail, han
 cluster_app = typer.Typer(no_args_is_help=True, help="Embed, index and serve across a Ray cluster "
                                                      "(pip install 'jrsearch\\[cluster]').")
 
-ClusterAddressOpt = Annotated[Optional[str], typer.Option(
+ClusterAddressOpt = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster to use: HOST:PORT, ray://HOST:10001 or auto (the one running here); "
                       "default: start a local one.")]
-CpusOpt = Annotated[Optional[int], typer.Option("--num-cpus", min=1, help="CPUs of a local cluster started here.")]
+CpusOpt = Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs of a local cluster started here.")]
 
 
 def _progress_printer(enabled: bool):
@@ -40,17 +40,17 @@ def _progress_printer(enabled: bool):
 @cluster_app.command()
 @handles_errors
 def embed(
-    sources: Annotated[List[str], typer.Argument(help="Folders, file lists (.txt), parquet tables or webdataset "
+    sources: Annotated[list[str], typer.Argument(help="Folders, file lists (.txt), parquet tables or webdataset "
                                                       ".tar shards; local paths or fsspec URLs (s3://...).")],
     out: Annotated[str, typer.Option("--out", help="Dataset folder or URL (clip-retrieval layout).")],
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     precision: PrecisionOpt = "auto",
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per output shard.")] = 100_000,
-    actors: Annotated[Optional[int], typer.Option(
+    actors: Annotated[int | None, typer.Option(
         "--actors", min=1, help="Embed actors (default: one per GPU; without GPUs one per 4 CPUs).")] = None,
     actor_cpus: Annotated[float, typer.Option("--actor-cpus", min=0.1, help="CPUs per CPU embed actor.")] = 1.0,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per model batch.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per model batch.")] = None,
     address: ClusterAddressOpt = None,
     num_cpus: CpusOpt = None,
     as_json: JsonOpt = False,
@@ -78,9 +78,9 @@ def embed(
 def build(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL written by `jrsearch cluster embed`.")],
     out: Annotated[Path, typer.Option("--out", help="Index folder (INDEXDIR) to write.")],
-    factory: Annotated[Optional[str], typer.Option(
+    factory: Annotated[str | None, typer.Option(
         "--factory", help="faiss index_factory string (an IVF index); default: chosen by size.")] = None,
-    shards: Annotated[Optional[int], typer.Option(
+    shards: Annotated[int | None, typer.Option(
         "--shards", min=1, help="Serving shards: 1 merges into one on-disk index; default: by size "
                                 "(one per 64 GiB of codes).")] = None,
     nprobe: Annotated[int, typer.Option(help="Default IVF lists visited per query.")] = 32,
@@ -109,10 +109,13 @@ def query_index(index: Path, text: str | None, image: Path | None, top_k: int, u
     from retrieval.cluster.search import ClusterSearch
     from retrieval.engine import PathFilter
 
-    if text is None and image is None:
-        fail("give a TEXT query or --image PATH (an INDEXDIR holds images only: no --audio)")
     search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
-    vector = search.embed_text(text) if text is not None else search.embed_image(image)
+    if text is not None:
+        vector = search.embed_text(text)
+    elif image is not None:
+        vector = search.embed_image(image)
+    else:
+        return fail("give a TEXT query or --image PATH (an INDEXDIR holds images only: no --audio)")
     results, missing = search.search(vector, top_k, PathFilter.make(under, glob))
     shards = [search.manifest.shards[m].index for m in missing]
     if as_json:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -51,7 +51,7 @@ def serve(
     if not loopback and token is None:
         fail(f"--host {host} is reachable from other machines: pass --token-file FILE (or set JRSEARCH_TOKEN) "
              f"so that only people with the token can search, or keep the default --host 127.0.0.1")
-    options = dict(token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
+    options: dict[str, Any] = dict(token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
                    max_upload_bytes=max_upload_mb * 2**20, search_threads=1)
     shown = f"[{host}]" if ":" in host else host
     if index is not None:  # an INDEXDIR from `jrsearch cluster build`, its shards here or on Ray actors

@@ -76,7 +76,7 @@ def test_embed_matches_single_process_index_and_resumes(tmp_path, local_cluster,
         run_index(library, tiny_encoder, [photos])
     engine = SearchEngine(library, encoder=tiny_encoder)
     for shard in range(3):
-        for row, half in zip(dataset.ids(shard), dataset.vectors(shard)):
+        for row, half in zip(dataset.ids(shard), dataset.vectors(shard), strict=True):
             vector = np.asarray(half, np.float32)
             best = engine.search(vector / np.linalg.norm(vector), top_k=1)[0]
             assert best.path == meta[int(row)]["image_path"]
@@ -99,7 +99,8 @@ def test_embed_reads_webdataset_tars_and_parquet_lists(tmp_path, local_cluster):
 
     photos = make_photos(tmp_path / "photos", 6)
     paths = sorted(photos.rglob("*.jpg"))
-    pq.write_table(pa.table({"url": [str(p) for p in paths[:3]], "caption": ["a", "b", "c"]}), tmp_path / "list.parquet")
+    listed = pa.table({"url": [str(p) for p in paths[:3]], "caption": ["a", "b", "c"]})
+    pq.write_table(listed, tmp_path / "list.parquet")
     with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
         for n, path in enumerate(paths[3:]):
             for name, data in ((f"{n:05d}.jpg", path.read_bytes()), (f"{n:05d}.txt", f"tar caption {n}".encode())):
@@ -127,7 +128,7 @@ def test_distributed_build_equals_single_process_build(tmp_path, local_cluster):
     want = IndexDir(tmp_path / "single").search(queries, 10)
     np.testing.assert_array_equal(got[1], want[1])
     nearest = np.argmax(queries @ np.concatenate([dataset.vectors(s) for s in range(4)]).astype(np.float32).T, axis=1)
-    found = np.mean([n in row for n, row in zip(nearest, got[1])])
+    found = np.mean([n in row for n, row in zip(nearest, got[1], strict=True)])
     assert found > 0.8  # a real index: the exact nearest neighbour is in the top 10
 
 

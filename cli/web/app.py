@@ -131,10 +131,13 @@ def create_app(library: Library | None, engine: SearchEngine | None = None, *, t
     `allowed_hosts`: Host header names to answer (None: any). `search_threads`: faiss threads
     per request (None: faiss's default). `searcher`: instead of a library, another source of
     results with items and status (`cli/web/index_searcher.IndexSearcher` for an INDEXDIR)."""
-    if searcher is None:
-        assert library is not None
-        searcher = Searcher(library, engine or SearchEngine(library), search_threads)
-    thumbnails = ThumbnailCache(thumbnail_dir or library.root / "thumbnails")
+    if library is None:
+        if searcher is None or thumbnail_dir is None:
+            raise ValueError("create_app without a library needs a searcher and a thumbnail_dir")
+        thumbnails = ThumbnailCache(thumbnail_dir)
+    else:
+        searcher = searcher or Searcher(library, engine or SearchEngine(library), search_threads)
+        thumbnails = ThumbnailCache(thumbnail_dir or library.root / "thumbnails")
     guard = TokenGuard(token) if token else None
     if warm:
         searcher.warm()

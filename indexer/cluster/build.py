@@ -21,9 +21,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +92,7 @@ def train_index(dataset_url: str, factory: str, seed: int, threads: int | None, 
         faiss.omp_set_num_threads(threads)
     dataset = EmbeddingDataset.open(dataset_url)
     index = faiss.index_factory(dataset.dim, factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
     if hasattr(ivf, "do_polysemous_training"):
         ivf.do_polysemous_training = False  # polysemous codes are not used in search; training them is slow
     sample = dataset.sample(max(ivf.nlist * TRAIN_POINTS_PER_LIST, PQ_TRAIN_POINTS), seed)
@@ -182,7 +183,7 @@ def run_build(dataset_url: str, out: Path, options: BuildOptions | None = None) 
     groups = _groups(len(parts), k)
     names = ["merged"] if len(groups) == 1 else [f"shard_{g:03d}" for g in range(len(groups))]
     shards = ray.get([merge.remote(trained, [parts[p] for p in group], out, name)
-                      for group, name in zip(groups, names)])
+                      for group, name in zip(groups, names, strict=True)])
     report.seconds["merge"] = time.perf_counter() - started - report.seconds["train"] - report.seconds["add"]
     for part in parts:
         os.unlink(part)

@@ -12,8 +12,9 @@ written are not planned again: a rerun of the same command resumes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,8 @@ def _pipeline(chunks: list[dict], transform: Any, image_size: int, spec: ModelSp
     context.print_on_execution_start = False
     gpus = int(info.gpus)
     if gpus:
-        actors, device, precision = options.actors or gpus, "cuda", "fp16" if options.precision == "auto" else options.precision
+        actors, device = options.actors or gpus, "cuda"
+        precision = "fp16" if options.precision == "auto" else options.precision
         resources: dict[str, Any] = {"num_gpus": 1}
     else:
         actors = options.actors or max(1, int(info.cpus) // 4)

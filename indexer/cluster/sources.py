@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import posixpath
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def plan_sources(sources: list[str]) -> SourcePlan:
     tars: list[str] = []
     for source in sources:
         fs, path = fsspec.core.url_to_fs(source)
-        name = (lambda p: fs.unstrip_protocol(p)) if _is_url(source) else (lambda p: p)
+        name = fs.unstrip_protocol if _is_url(source) else str
         matches = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
         if not matches or not fs.exists(matches[0]):
             raise DatasetError(f"source {source} does not exist; pass folders, file lists (.txt), parquet "
@@ -111,7 +112,7 @@ def _parquet_items(fs, path: str, source: str) -> list[tuple[str, str | None]]:
         table = pq.read_table(handle, columns=[url] + ([caption] if caption else []))
     urls = table.column(url).to_pylist()
     captions = table.column(caption).to_pylist() if caption else [None] * len(urls)
-    return list(zip(urls, captions))
+    return list(zip(urls, captions, strict=True))
 
 
 def _read(path: str) -> tuple[bytes, int | None]:
@@ -152,7 +153,7 @@ def decode_chunk(chunk: dict[str, Any], transform: Callable, image_size: int) ->
     if chunk["tar"]:
         return list(_decode_tar(chunk["shard"], chunk["tar"], transform, image_size))
     rows = []
-    for offset, (path, caption) in enumerate(zip(chunk["paths"], chunk["captions"])):
+    for offset, (path, caption) in enumerate(zip(chunk["paths"], chunk["captions"], strict=True)):
         try:
             data, mtime_ns = _read(path)
             rows.append(_row(chunk["shard"], chunk["start"] + offset, chunk["expected"], path, caption, data,

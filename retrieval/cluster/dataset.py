@@ -76,7 +76,7 @@ class DatasetPlan:
                 "shards": self.shards, "shard_size": self.shard_size, "sources": self.sources, "items": self.items}
 
     @classmethod
-    def from_json(cls, data: dict) -> "DatasetPlan":
+    def from_json(cls, data: dict) -> DatasetPlan:
         return cls(ModelSpec(data["model"], data["pretrained"]), int(data["dim"]), int(data["shards"]),
                    int(data["shard_size"]), list(data["sources"]), data.get("items"))
 
@@ -163,7 +163,7 @@ class EmbeddingDataset:
         self.offsets = np.concatenate([[0], np.cumsum(self.rows)]).astype(np.int64)
 
     @classmethod
-    def open(cls, url: str, require_complete: bool = True) -> "EmbeddingDataset":
+    def open(cls, url: str, require_complete: bool = True) -> EmbeddingDataset:
         fs, root = _fs(url)
         manifest = posixpath.join(root, MANIFEST)
         if not fs.exists(manifest):
@@ -175,7 +175,7 @@ class EmbeddingDataset:
         meta = sorted(p for p in fs.ls(posixpath.join(root, META_DIR), detail=False) if p.endswith(".parquet"))
         emb_stems = [posixpath.basename(p)[len("img_emb_"):-4] for p in emb]
         meta_stems = [posixpath.basename(p)[len("metadata_"):-8] for p in meta]
-        emb = [p for p, s in zip(emb, emb_stems) if s in set(meta_stems)]  # a shard counts once committed
+        emb = [p for p, s in zip(emb, emb_stems, strict=True) if s in set(meta_stems)]  # a shard counts once committed
         if require_complete and len(meta) < plan.shards:
             raise DatasetError(f"{url} has {len(meta)} of {plan.shards} shards; run the same "
                                f"`jrsearch cluster embed` again to finish it")
@@ -221,7 +221,7 @@ class EmbeddingDataset:
             table = _read_table(self.meta_files[int(shard)], self._fs)
             chosen = wanted[shard_of == shard]
             rows = table.take(chosen - self.offsets[shard]).to_pylist()
-            out.update(zip(chosen.tolist(), rows))
+            out.update(zip(chosen.tolist(), rows, strict=True))
         return out
 
 

@@ -58,7 +58,7 @@ class IndexManifest:
         return asdict(self)
 
     @classmethod
-    def read(cls, root: Path) -> "IndexManifest":
+    def read(cls, root: Path) -> IndexManifest:
         path = root / MANIFEST
         if not path.is_file():
             raise IndexDirError(f"{root} is not a jrsearch index folder (no {MANIFEST}); build one with "

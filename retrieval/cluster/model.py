@@ -7,8 +7,9 @@ When the encoder API changes, this module is the only one to adapt.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class ClusterModel:
     def image_size(self) -> int:
         return int(self.encoder.image_size)
 
-    def pixel_transform(self) -> "PixelTransform":
+    def pixel_transform(self) -> PixelTransform:
         """A picklable PIL -> float32 array function for decode workers (no model weights in it)."""
         return PixelTransform(self.encoder.image_transform)
 

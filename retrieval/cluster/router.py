@@ -71,10 +71,11 @@ class ShardRouter:
         k = max(1, min(k, self.ntotal))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         pending = [actor.search.remote(queries, k, self.nprobe) for actor in self.actors]
+        missing: list[int] = []
         try:  # the usual case: one wait for all shards
-            parts, missing = ray.get(pending, timeout=self.timeout_s), []
+            parts = ray.get(pending, timeout=self.timeout_s)
         except (RayActorError, RayTaskError, GetTimeoutError):
-            parts, missing = [], []
+            parts = []
             for number, ref in enumerate(pending):  # which ones failed (the others are done or nearly)
                 try:
                     parts.append(ray.get(ref, timeout=self.timeout_s))

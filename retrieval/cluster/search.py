@@ -4,10 +4,10 @@ metadata (Arrow, memory-mapped), ranked and filtered like a library's results.""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -32,8 +32,8 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     one on this machine (or starts a local one when there is none)."""
     ray = ray_module()
     if not ray.is_initialized():
-        local = dict(num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
-                     object_store_memory=object_store_mb * 2**20 if object_store_mb else None)
+        local = {"num_cpus": num_cpus, "include_dashboard": False, "configure_logging": False,
+                     "object_store_memory": object_store_mb * 2**20 if object_store_mb else None}
         if address in (None, *LOCAL):
             ray.init(**local)
         elif address == "auto":
