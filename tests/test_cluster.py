@@ -178,12 +178,15 @@ def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_clu
 
 @pytest.mark.slow
 def test_embed_survives_losing_a_node(tmp_path):
-    """A 2-node cluster; the worker node is removed mid-job; every image lands exactly once."""
+    """A 2-node cluster; the worker node is removed mid-job; every image lands exactly once.
+
+    The head keeps 2 CPUs: what is left after the loss must still hold one embed actor and one
+    decode task, or the job waits for resources for ever (as it would on a real cluster)."""
     from ray.cluster_utils import Cluster
 
     photos = make_photos(tmp_path / "photos", 240)
     cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": 150 * 2**20})
+                      head_node_args={"num_cpus": 2, "include_dashboard": False, "object_store_memory": 150 * 2**20})
     worker = cluster.add_node(num_cpus=2, object_store_memory=150 * 2**20)
     out = tmp_path / "dataset"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from indexer.cluster.sources import plan_sources
-from retrieval.cluster.dataset import META_COLUMNS, DatasetPlan, DatasetWriter
+from retrieval.cluster.dataset import META_COLUMNS, DatasetError, DatasetPlan, DatasetWriter
 from retrieval.cluster.model import load_model
 from retrieval.cluster.session import ClusterInfo, connect, ray_module
 from retrieval.types import ModelSpec
@@ -116,6 +116,9 @@ def _pipeline(chunks: list[dict], transform: Any, image_size: int, spec: ModelSp
         resources: dict[str, Any] = {"num_gpus": 1}
     else:
         actors = options.actors or max(1, int(info.cpus) // 4)
+        if info.cpus < actors * options.actor_cpus + 1:
+            raise DatasetError(f"the cluster has {info.cpus:g} CPUs: {actors} embed actor(s) of {options.actor_cpus:g} "
+                               f"CPUs and at least one decode task need more; pass --actors or --actor-cpus")
         device, precision = "cpu", "fp32" if options.precision == "auto" else options.precision
         resources = {"num_cpus": options.actor_cpus}
     report.actors = f"{actors} x {device} ({precision})"
