@@ -11,7 +11,12 @@ with the same nprobe and merging the top-k gives what one merged index gives.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,7 +80,28 @@ def read_shard(root: Path, shard: ServingShard):
     path = root / shard.index
     if not path.is_file() or (shard.ivfdata and not (root / shard.ivfdata).is_file()):
         raise IndexDirError(f"{path} or its .ivfdata is missing; rebuild with `jrsearch cluster build`")
-    return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR if shard.ivfdata else 0)
+    if not shard.ivfdata:
+        return faiss.read_index(str(path))
+    with _c_stdout_silenced():  # faiss prints where it found the .ivfdata; `--json` output must stay JSON
+        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+
+
+@contextlib.contextmanager
+def _c_stdout_silenced() -> Iterator[None]:
+    """Send what C code prints to stdout (file descriptor 1) to /dev/null for the block."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            try:
+                yield
+            finally:
+                libc.fflush(None)
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
 
 
 def search_shard(index, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ and lists the missing ones in `missing` (the web API returns them as `partial`).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,18 @@ class ShardRouter:
                 f"to answer from the other shards, flagged as partial)")
         return merge_topk(parts, k)
 
-    def kill_shard(self, number: int) -> None:
-        """End one shard's actor (what a lost node does; for tests and drills)."""
-        ray_module().kill(self.actors[number], no_restart=True)
+    def kill_shard(self, number: int, timeout_s: float = 30.0) -> None:
+        """End one shard's actor (what a lost node does; for tests and drills) and wait until it is
+        gone: `ray.kill` only asks, and a query sent right after could still reach it."""
+        ray = ray_module()
+        from ray.exceptions import RayActorError
+
+        ray.kill(self.actors[number], no_restart=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.actors[number].ready.remote(), timeout=timeout_s)
+            except RayActorError:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"shard actor {number} still answers {timeout_s:g} s after it was killed")
