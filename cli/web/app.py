@@ -28,6 +28,7 @@ from cli.web.thumbnails import SIZES, ThumbnailCache
 from retrieval.engine import PathFilter, SearchEngine
 from retrieval.errors import JrsearchError, LibraryError, MediaError
 from retrieval.library import Library
+from retrieval.query_language import english_only_hint
 from retrieval.store import Item
 from retrieval.types import MediaKind, SearchResult
 
@@ -64,6 +65,7 @@ class SearchOut(BaseModel):
     embed_ms: float
     search_ms: float
     results: list[ResultOut]
+    hint: str | None = None  # e.g. a query in another script on an English-only model's library
 
 
 class ItemOut(BaseModel):
@@ -166,7 +168,10 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
     def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="Words to search for.")],
                     options: Annotated[SearchOptions, Depends(search_options)]) -> SearchOut:
         started = time.perf_counter()
-        return run_search(searcher.embed_text(q), options, {"text": q}, started)
+        out = run_search(searcher.embed_text(q), options, {"text": q}, started)
+        built = library.model()
+        out.hint = english_only_hint(q, built[0].name) if built else None
+        return out
 
     @app.post("/api/search/file", response_model=SearchOut, summary="Search by an example image or sound")
     def search_file(file: Annotated[UploadFile, File(description="An image (JPEG, PNG, GIF, WebP, BMP, TIFF) "

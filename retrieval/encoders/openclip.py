@@ -17,17 +17,21 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 HUB_HOST = "huggingface.co"
 
 
+_REGISTERED: list[Path] = []  # folders added by `register_model_configs`
+
+
 def register_model_configs(folder: Path) -> None:
-    """Add `folder`'s open_clip model configs; an HF text tower named "./x" is the folder x beside them."""
+    """Add `folder`'s open_clip model configs; an HF text tower named "./x" or "../x" is relative to them."""
     import open_clip
     from open_clip import factory
 
-    open_clip.add_model_config(folder)
-    for config_file in folder.glob("*.json"):
+    _REGISTERED.append(folder)
+    open_clip.add_model_config(folder)  # re-reads every registered file, so resolve all of them again
+    for config_file in (f for registered in _REGISTERED for f in registered.glob("*.json")):
         text_cfg = factory._MODEL_CONFIGS.get(config_file.stem, {}).get("text_cfg", {})  # no public setter
         for key in ("hf_model_name", "hf_tokenizer_name"):
-            if str(text_cfg.get(key, "")).startswith("./"):
-                text_cfg[key] = str((folder / text_cfg[key]).resolve())
+            if str(text_cfg.get(key, "")).startswith(("./", "../")):
+                text_cfg[key] = str((config_file.parent / text_cfg[key]).resolve())
 
 
 def _register_shipped_configs() -> None:
