@@ -1,5 +1,7 @@
 """Which format runs a multilingual (HF) text tower fastest in a fresh process: numpy or ONNX Runtime?
 
+Needs `pip install onnx onnxruntime` besides `.[dev]` (only this comparison uses them).
+
     python -m benchmarks.hf_tower_formats --library L --model xlm-roberta-base-ViT-B-32-shape --runs 11
 
 L is a library indexed with that model (e.g. the one `python -m benchmarks.cold_query --work DIR
@@ -7,7 +9,7 @@ L is a library indexed with that model (e.g. the one `python -m benchmarks.cold_
 text tower is exported once to ONNX (torch.onnx, opset 17), then fresh processes are timed back to
 back, from process start to the query's vector: the numpy tower (`retrieval/hf_text_tower.py`, as
 `jrsearch query` runs it) against an onnxruntime session over the ONNX file, both tokenizing with
-the `tokenizers` package. Prints and saves JSON (medians, every run, the cosine between the two).
+the `tokenizers` package, each on one thread (as `jrsearch query` runs). Prints and saves JSON (medians, every run, the cosine between the two).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from retrieval.hf_tokenizer import HfTokenizer
 import json
 meta = json.loads((Path(sys.argv[1]) / "query_model" / "meta.json").read_text())
 ids = HfTokenizer(Path(sys.argv[1]) / "query_model" / "tokenizer.json", meta["context_length"])([sys.argv[4]])[0]
-session = onnxruntime.InferenceSession(sys.argv[6], providers=["CPUExecutionProvider"])
+options = onnxruntime.SessionOptions()
+options.intra_op_num_threads = 1  # one query row, as the numpy tower: threads only contend
+session = onnxruntime.InferenceSession(sys.argv[6], options, providers=["CPUExecutionProvider"])
 np.save(sys.argv[5], session.run(None, {"input_ids": np.array([ids], dtype=np.int64)})[0][0])
 """
 
@@ -56,22 +60,28 @@ def export_onnx(model_name: str, path: Path) -> None:
     from retrieval.types import ModelSpec
 
     register_model_configs(MODEL_CONFIGS)
-    model = load_encoder(ModelSpec(model_name, ""), device="cpu").model
+    model = load_encoder(ModelSpec(model_name, ""), device="cpu").model.requires_grad_(False)
 
     class TextTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = model
+
         def forward(self, input_ids):
-            return model.encode_text(input_ids, normalize=True)
+            return self.clip.encode_text(input_ids, normalize=True)
 
     ids = torch.tensor([[0, 100, 200, 300, 2]])
-    torch.onnx.export(TextTower().eval(), (ids,), str(path), input_names=["input_ids"], output_names=["vector"],
-                      dynamic_axes={"input_ids": {1: "tokens"}}, opset_version=17, dynamo=False)
+    with torch.no_grad():
+        torch.onnx.export(TextTower().eval(), (ids,), str(path), input_names=["input_ids"], output_names=["vector"],
+                          dynamic_axes={"input_ids": {1: "tokens"}}, opset_version=17, dynamo=False)
 
 
 def time_runs(script: str, args: list[str], runs: int) -> list[float]:
     times = []
     for run in range(runs + 1):  # one warm-up: files in the page cache
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", script, *args(run)], cwd=REPO, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-c", script, *args(run)], cwd=REPO, check=True, capture_output=True,
+                       env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})  # as `jrsearch query` sets it
         if run:
             times.append(time.perf_counter() - started)
     return times
