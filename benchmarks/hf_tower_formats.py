@@ -9,7 +9,8 @@ L is a library indexed with that model (e.g. the one `python -m benchmarks.cold_
 text tower is exported once to ONNX (torch.onnx, opset 17), then fresh processes are timed back to
 back, from process start to the query's vector: the numpy tower (`retrieval/hf_text_tower.py`, as
 `jrsearch query` runs it) against an onnxruntime session over the ONNX file, both tokenizing with
-the `tokenizers` package, each on one thread (as `jrsearch query` runs). Prints and saves JSON (medians, every run, the cosine between the two).
+the `tokenizers` package, each on one thread (as `jrsearch query` runs). Prints and saves JSON
+(medians, every run, the cosine between the two).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def main() -> None:
     report: dict = {"model": args.model, "load_before": os.getloadavg(), "formats": {}}
     for name, script in (("numpy", NUMPY_RUN), ("onnx", ONNX_RUN)):
         times = time_runs(script, argv(name), args.runs)
-        report["formats"][name] = {"median_s": round(statistics.median(times), 3), "runs_s": [round(t, 3) for t in times]}
+        report["formats"][name] = {"median_s": round(statistics.median(times), 3),
+                                   "runs_s": [round(t, 3) for t in times]}
         print(f"{name:6} median {statistics.median(times):.3f} s over {args.runs} fresh processes", flush=True)
     cosine = float(np.dot(np.load(vectors["numpy"]), np.load(vectors["onnx"])))
     report.update(cosine_numpy_onnx=round(cosine, 6), load_after=os.getloadavg(),
