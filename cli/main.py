@@ -10,6 +10,7 @@ import typer
 
 from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt,
                         fail, handles_errors, resolve_model)
+from retrieval.errors import JrsearchError
 from retrieval.types import MediaKind
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -58,13 +59,20 @@ def index(
                                audio_model=audio_model, video_fps=video_fps, retry_failed=retry_failed)
         with RichProgress(enabled=not as_json) as progress:
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
-        export_text_tower(encoder, lib.root)  # what `jrsearch query TEXT` needs without torch
+        try:
+            export_text_tower(encoder, lib.root)  # what `jrsearch query TEXT` needs without torch
+        except JrsearchError as exc:  # everything is indexed: say so, then why the run still failed
+            export_failed: JrsearchError | None = exc
+        else:
+            export_failed = None
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         print_index_report(report)
         for note in report.notes:
             typer.echo(f"note: {note}")
+    if export_failed is not None:
+        fail(str(export_failed))
 
 
 @app.command()

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from retrieval.diskspace import disk_full_error, out_of_space
+from retrieval.errors import LibraryError
 from retrieval.hf_tokenizer import HfTokenizer
 from retrieval.query_model import EXPORT_DIR, TextTower, _checkpoint_stamp, _erf, _layer_norm, _read_meta
 from retrieval.types import ModelSpec
@@ -132,20 +134,31 @@ def export_hf_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool
     target = library_root / EXPORT_DIR
     if _read_meta(target) == meta:
         return True
-    tmp = Path(tempfile.mkdtemp(prefix=EXPORT_DIR + ".", dir=library_root))
-    try:  # a temp folder swapped in: a reader sees a whole export or none
-        for name, array in _arrays(model).items():
+    arrays = _arrays(model)
+    then = "run `jrsearch index` again to write it (text queries take the slower torch path until then)"
+    try:
+        _write(arrays, tokenizer.tokenizer.backend_tokenizer.to_str(), meta, target)
+    except OSError as exc:  # as the CLIP export: the old export (or none) stays, the next run tries again
+        need = sum(a.nbytes for a in arrays.values()) + 2**20
+        if out_of_space(exc, library_root, need):
+            raise disk_full_error(library_root, "writing the text-tower export", need, then) from None
+        raise LibraryError(f"cannot write the text-tower export to {target}: {exc.strerror or exc}; {then}") from None
+    return True
+
+
+def _write(arrays: dict[str, np.ndarray], tokenizer_json: str, meta: dict, target: Path) -> None:
+    """Write into a temp folder beside `target`, then swap it in: a reader sees a whole export or none."""
+    tmp = Path(tempfile.mkdtemp(prefix=EXPORT_DIR + ".", dir=target.parent))
+    try:
+        for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
-        (tmp / TOKENIZER_FILE).write_text(tokenizer.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
+        (tmp / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
-    except OSError:
-        return False  # no space, no permission: queries take the torch path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return True
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:

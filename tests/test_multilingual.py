@@ -116,14 +116,14 @@ def test_stale_or_unsupported_hf_exports_are_not_used(multilingual_encoder, tmp_
 
 def test_real_multilingual_models_fail_offline_with_a_remedy(monkeypatch):
     from retrieval.encoders import load_encoder
-    from retrieval.errors import ModelUnavailableError
+    from retrieval.errors import MissingExtraError, ModelUnavailableError
     from retrieval.types import ModelSpec
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match="xlm-roberta-base.*tiny-multilingual"):
         load_encoder(ModelSpec("xlm-roberta-base-ViT-B-32", ""), device="cpu")
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
-    with pytest.raises(ModelUnavailableError, match=r"pip install 'jrsearch\[multilingual\]'"):
+    with pytest.raises(MissingExtraError, match=r"needs transformers.*pip install 'jrsearch\[multilingual\]'"):
         load_encoder(ModelSpec("xlm-roberta-base-ViT-B-32", ""), device="cpu")
 
 

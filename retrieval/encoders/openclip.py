@@ -111,12 +111,9 @@ def _resolve_weights(spec: ModelSpec) -> str | None:
 
 def _check_hf_text_tower(spec: ModelSpec, hf_name: str) -> None:
     """A Hugging Face text tower needs transformers and its config + tokenizer files (local or cached)."""
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        raise ModelUnavailableError(
-            f"model '{spec.name}' has a Hugging Face text tower ({hf_name}), which needs transformers: "
-            f"pip install 'jrsearch[multilingual]'") from None
+    from retrieval.extras import require
+
+    require("transformers", "multilingual", f"model '{spec.name}' (its Hugging Face text tower {hf_name})")
     if Path(hf_name).is_dir():
         return
     from huggingface_hub import try_to_load_from_cache
