@@ -22,7 +22,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
@@ -61,7 +63,8 @@ def export_onnx(model_name: str, path: Path) -> None:
     from retrieval.types import ModelSpec
 
     register_model_configs(MODEL_CONFIGS)
-    model = load_encoder(ModelSpec(model_name, ""), device="cpu").model.requires_grad_(False)
+    encoder: Any = load_encoder(ModelSpec(model_name, ""), device="cpu")
+    model = encoder.model.requires_grad_(False)
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
@@ -77,7 +80,7 @@ def export_onnx(model_name: str, path: Path) -> None:
                           dynamic_axes={"input_ids": {1: "tokens"}}, opset_version=17, dynamo=False)
 
 
-def time_runs(script: str, args: list[str], runs: int) -> list[float]:
+def time_runs(script: str, args: Callable[[int], list[str]], runs: int) -> list[float]:
     times = []
     for run in range(runs + 1):  # one warm-up: files in the page cache
         started = time.perf_counter()

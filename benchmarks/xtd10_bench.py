@@ -14,8 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.embedding_cache import EmbeddingCache
-from benchmarks.retrieval_bench import (BenchOptions, BenchReport, Progress, TableRow, markdown_table, model_label,
-                                        published_rows, run_benchmark, software_versions)
+from benchmarks.retrieval_bench import (
+    BenchOptions,
+    BenchReport,
+    Progress,
+    TableRow,
+    markdown_table,
+    model_label,
+    published_rows,
+    run_benchmark,
+    software_versions,
+)
 from benchmarks.splits import XTD10_FILES, XTD10_IMAGES, load_xtd10
 from retrieval.encoders import Encoder
 from retrieval.errors import JrsearchError
@@ -78,7 +87,7 @@ class Xtd10Report:
         if self.partial:
             lines += ["**PARTIAL — not comparable to published figures:** "
                       + "; ".join(f"{lang}: {r.counts_line()}" for lang, r in self.reports.items() if r.partial), ""]
-        lines += markdown_table(self.rows) + [""]
+        lines += [*markdown_table(self.rows), ""]
         complete = [lang for lang, c in self.counts().items()
                     if c["images"] == XTD10_IMAGES and c["captions"] == XTD10_IMAGES]
         lines += [f"- {len(complete)} of {len(self.languages)} languages complete ({XTD10_IMAGES:,} images, "
@@ -103,8 +112,7 @@ def run_xtd10(captions_dir: Path, languages: list[str], images_dir: Path, encode
         lang_options = BenchOptions(BENCHMARK, lang, None, options.allow_partial, options.index,
                                     options.index_factory, options.nprobe, options.batch_size, options.workers)
         reports[lang] = run_benchmark(split, images_dir, encoder, cache, lang_options,
-                                      progress and (lambda stage, done, total, lang=lang:
-                                                    progress(f"{stage} ({lang})", done, total)), precision)
+                                      _labelled(progress, lang) if progress else None, precision)
     ours: list[TableRow] = []
     for lang, report in reports.items():
         ours += [_with_language(row, lang) for row in report.rows if row.ranked_by != "published"]
@@ -119,6 +127,11 @@ def run_xtd10(captions_dir: Path, languages: list[str], images_dir: Path, encode
         published += [_with_language(row, lang) for row in rows]
         sources.update(found)
     return Xtd10Report(languages, reports, ours + published, sources)
+
+
+def _labelled(progress: Progress, language: str) -> Progress:
+    """Progress stages named with the language ("captions (de)")."""
+    return lambda stage, done, total: progress(f"{stage} ({language})", done, total)
 
 
 def _with_language(row: TableRow, language: str) -> TableRow:

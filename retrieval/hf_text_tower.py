@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -66,24 +66,24 @@ def _projection(proj) -> tuple[str, list[np.ndarray]] | None:
     return None
 
 
-def _describe(model, tokenizer) -> dict | None:
+def _describe(model: Any, tokenizer: Any) -> dict | None:
     """The layer config of a supported HF text tower, or None for anything else."""
-    text = getattr(model, "text", None)
-    transformer = getattr(text, "transformer", None)
-    config = getattr(transformer, "config", None)
+    text: Any = getattr(model, "text", None)
+    config: Any = getattr(getattr(text, "transformer", None), "config", None)
     backend = getattr(getattr(tokenizer, "tokenizer", None), "backend_tokenizer", None)
-    if config is None or backend is None or getattr(tokenizer, "tokenizer_mode", "") or \
-            getattr(tokenizer, "strip_sep_token", False):
+    if (config is None or backend is None or bool(getattr(tokenizer, "tokenizer_mode", None))
+            or bool(getattr(tokenizer, "strip_sep_token", False))):
         return None
+    projection = _projection(text.proj)
     if (config.model_type not in ARCHITECTURES or getattr(config, "position_embedding_type", "absolute") != "absolute"
             or config.hidden_act != "gelu" or getattr(config, "is_decoder", False)
-            or type(text.pooler).__name__ not in POOLERS or _projection(text.proj) is None
+            or type(text.pooler).__name__ not in POOLERS or projection is None
             or getattr(tokenizer.clean_fn, "__name__", "") != "_clean_whitespace"):
         return None
     return {"width": int(config.hidden_size), "heads": int(config.num_attention_heads),
             "layers": int(config.num_hidden_layers), "eps": float(config.layer_norm_eps),
             "pad_id": int(config.pad_token_id), "pooler": POOLERS[type(text.pooler).__name__],
-            "projection": _projection(text.proj)[0], "context_length": int(tokenizer.context_length)}
+            "projection": projection[0], "context_length": int(tokenizer.context_length)}
 
 
 def _arrays(model) -> dict[str, np.ndarray]:
@@ -107,7 +107,9 @@ def _arrays(model) -> dict[str, np.ndarray]:
                   position_embedding=_f32(embeddings.position_embeddings.weight),
                   token_type_embedding=_f32(embeddings.token_type_embeddings.weight[0]),
                   emb_ln_w=_f32(embeddings.LayerNorm.weight), emb_ln_b=_f32(embeddings.LayerNorm.bias))
-    arrays.update({f"text_proj_{i}": w for i, w in enumerate(_projection(text.proj)[1])})
+    projection = _projection(text.proj)
+    assert projection is not None  # _describe accepted this tower
+    arrays.update({f"text_proj_{i}": w for i, w in enumerate(projection[1])})
     return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
 
 
@@ -117,14 +119,15 @@ def _weights_digest(model) -> str:
     last = text.transformer.encoder.layer[-1]
     digest = hashlib.sha256()
     for tensor in (text.transformer.embeddings.LayerNorm.weight, last.output.dense.bias, last.output.LayerNorm.bias,
-                   *[p for p in text.proj.parameters()][:1]):
+                   *list(text.proj.parameters())[:1]):
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
-def export_hf_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
+def export_hf_text_tower(encoder: OpenClipEncoder, library_root: Path) -> bool:
     """Write LIBRARY/query_model for an HF text tower unless an up-to-date one is there; False where unsupported."""
-    model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
+    model: Any = getattr(encoder, "model", None)
+    tokenizer: Any = getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
     if config is None:
         return False
@@ -175,7 +178,7 @@ class HfTextTower:
         self.dim = int(meta["dim"])
 
     @classmethod
-    def load(cls, library_root: Path, spec: ModelSpec, dim: int) -> "HfTextTower | None":
+    def load(cls, library_root: Path, spec: ModelSpec, dim: int) -> HfTextTower | None:
         """The export for `spec`, or None where it is missing, partial, made for other weights, or
         the `tokenizers` package is not installed."""
         folder = library_root / EXPORT_DIR
@@ -225,6 +228,6 @@ class HfTextTower:
         return out / max(float(np.linalg.norm(out)), 1e-12)
 
 
-def load_query_tower(library_root: Path, spec: ModelSpec, dim: int) -> "TextTower | HfTextTower | None":
+def load_query_tower(library_root: Path, spec: ModelSpec, dim: int) -> TextTower | HfTextTower | None:
     """Whichever text-tower export the library holds for `spec` (CLIP or HF), or None."""
     return TextTower.load(library_root, spec, dim) or HfTextTower.load(library_root, spec, dim)

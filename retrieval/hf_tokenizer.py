@@ -9,8 +9,8 @@ tokens (padding is masked out of attention and of the pooled mean in open_clip t
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from retrieval.tokenizer import _is_plain
 

@@ -15,8 +15,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
-from retrieval.paths import DB_NAME
 from retrieval.hf_text_tower import load_query_tower
+from retrieval.paths import DB_NAME
 from retrieval.ranking import ranked_search
 from retrieval.types import MediaKind, ModelSpec, SearchResult
 

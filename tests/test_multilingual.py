@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, make_image
+from tiny_multilingual import OWN_CORPUS, write_hf_tower
 from typer.testing import CliRunner
 
 from cli.main import app
-from conftest import SHARED_DATA, make_image
-from tiny_multilingual import OWN_CORPUS, write_hf_tower
 
 XTD10_DIR = SHARED_DATA / "xtd10"
 runner = CliRunner()
@@ -69,7 +69,7 @@ def _agreement(encoder, root: Path, texts: list[str]) -> float:
     pad = encoder.model.text.config.pad_token_id
     expected = [[int(i) for i in row if i != pad] for row in encoder.tokenizer(texts).numpy()]
     got = tower.tokenizer(texts)
-    wrong = [t for t, a, b in zip(texts, expected, got) if a != b]
+    wrong = [t for t, a, b in zip(texts, expected, got, strict=True) if a != b]
     assert not wrong, f"{len(wrong)} texts tokenised differently, e.g. {wrong[:3]}"
     return float(np.min(np.sum(tower.encode_texts(texts) * encoder.encode_texts(texts), axis=1)))
 
@@ -120,7 +120,7 @@ def test_real_multilingual_models_fail_offline_with_a_remedy(monkeypatch):
     from retrieval.types import ModelSpec
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelUnavailableError, match="xlm-roberta-base.*tiny-multilingual"):
+    with pytest.raises(ModelUnavailableError, match=r"xlm-roberta-base.*tiny-multilingual"):
         load_encoder(ModelSpec("xlm-roberta-base-ViT-B-32", ""), device="cpu")
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
     with pytest.raises(MissingExtraError, match=r"needs transformers.*pip install 'jrsearch\[multilingual\]'"):
@@ -222,9 +222,9 @@ def test_xtd10_caption_counts_are_checked(tmp_path):
     assert len(split.images) == len(split.captions) == 1000 and split.captions[7] == "caption 7"
     assert split.images[7].filename == names[7] and list(split.caption_image[:3]) == [0, 1, 2]
     (tmp_path / "XTD10" / "test_1kcaptions_ru.txt").write_text("\n".join(f"c {i}" for i in range(999)))
-    with pytest.raises(JrsearchError, match="expected 1,000 non-empty captions.*found 999"):
+    with pytest.raises(JrsearchError, match=r"expected 1,000 non-empty captions.*found 999"):
         load_xtd10(tmp_path, "ru")
-    with pytest.raises(JrsearchError, match="MIC/test_1kcaptions_de.txt does not exist"):
+    with pytest.raises(JrsearchError, match=r"MIC/test_1kcaptions_de\.txt does not exist"):
         load_xtd10(tmp_path, "de")
     assert parse_languages("all")[:3] == ["en", "de", "fr"] and len(parse_languages("all")) == 11
     assert parse_languages("zh, en") == ["en", "zh"]

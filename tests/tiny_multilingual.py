@@ -9,8 +9,8 @@ another corpus (the XTD10 captions, trained into a temp dir and never committed)
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R's ids 0..4
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "retrieval" / "encoders" / "model_configs" / "tiny-multilingual"
