@@ -75,7 +75,7 @@ def handles_errors(command: Callable) -> Callable:
 def resolve_model(library: "Library | None", model: str | None, pretrained: str | None,
                   checkpoint: Path | None) -> ModelSpec:
     """The model a command uses: explicit options first, then the library's, then the default."""
-    from retrieval.encoders import DEFAULT_MODEL, TINY_TEST_MODEL
+    from retrieval.encoders import DEFAULT_MODEL, SHIPPED_MODELS
 
     built = library.model()[0] if library is not None and library.model() else None
     name = model or (built.name if built else DEFAULT_MODEL.name)
@@ -89,6 +89,6 @@ def resolve_model(library: "Library | None", model: str | None, pretrained: str 
         return built
     if name == DEFAULT_MODEL.name:
         return DEFAULT_MODEL
-    if name == TINY_TEST_MODEL.name:
-        return TINY_TEST_MODEL
+    if name in SHIPPED_MODELS:
+        return SHIPPED_MODELS[name]
     raise JrsearchError(f"pass --pretrained TAG (or --checkpoint PATH) for model '{name}'")

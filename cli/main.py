@@ -127,6 +127,10 @@ def query(
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
         print_results(results)
+    if text is not None:
+        from cli.quick import print_language_hint
+
+        print_language_hint(text, lib.model()[0].name if lib.model() else None)
 
 
 @app.command()

@@ -30,6 +30,7 @@ from retrieval.diskspace import is_disk_full
 from retrieval.engine import PathFilter, SearchEngine
 from retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
 from retrieval.library import Library
+from retrieval.query_language import english_only_hint
 from retrieval.store import Item
 from retrieval.types import MediaKind, SearchResult
 
@@ -69,6 +70,7 @@ class SearchOut(BaseModel):
     search_ms: float
     results: list[ResultOut]
     partial: dict[str, Any] | None = None  # an INDEXDIR served with --allow-partial: shards that did not answer
+    hint: str | None = None  # e.g. a query in another script on an English-only model's library
 
 
 class ItemOut(BaseModel):
@@ -178,7 +180,10 @@ def create_app(library: Library | None, engine: SearchEngine | None = None, *, t
     def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="Words to search for.")],
                     options: Annotated[SearchOptions, Depends(search_options)]) -> SearchOut:
         started = time.perf_counter()
-        return run_search(searcher.embed_text(q), options, {"text": q}, started)
+        out = run_search(searcher.embed_text(q), options, {"text": q}, started)
+        built = library.model() if library is not None else (searcher.engine.spec, 0)
+        out.hint = english_only_hint(q, built[0].name) if built else None
+        return out
 
     @app.post("/api/search/file", response_model=SearchOut, summary="Search by an example image or sound")
     def search_file(file: Annotated[UploadFile, File(description="An image (JPEG, PNG, GIF, WebP, BMP, TIFF) "
