@@ -1,6 +1,7 @@
 """Indexing throughput against the model-only ceiling, warm query latency, peak RSS.
 
     python -m benchmarks.index_speed --images 500 --model ViT-B-32 --pretrained none
+    python -m benchmarks.index_speed --images 100 --model xlm-roberta-base-ViT-B-32-shape --repeats 1
 
 Generates N photo-sized JPEGs, then, back to back and `--repeats` times:
   * ceiling: the model's forward pass alone over the same batches, inputs already decoded;
@@ -120,7 +121,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    from retrieval.encoders.openclip import register_model_configs
 
+    register_model_configs(Path(__file__).resolve().parent / "model_configs")  # e.g. xlm-roberta-base-ViT-B-32-shape
     spec = ModelSpec(args.model, "" if args.pretrained == "none" else args.pretrained)
     with tempfile.TemporaryDirectory() as tmp:
         photos = Path(tmp) / "photos"

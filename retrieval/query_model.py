@@ -147,7 +147,9 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
     if config is None:
-        return False
+        from retrieval.hf_text_tower import export_hf_text_tower  # multilingual models' HF text towers
+
+        return export_hf_text_tower(encoder, library_root)
     spec: ModelSpec = encoder.spec
     dim = int(model.text_projection.shape[1] if not hasattr(model.text_projection, "weight")
               else model.text_projection.weight.shape[0])

@@ -17,8 +17,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from retrieval.catalog import SCHEMA_VERSION, Catalog, open_readable, schema_version
+from retrieval.hf_text_tower import load_query_tower
 from retrieval.paths import DB_NAME, VECTORS_DIR
-from retrieval.query_model import TextTower
 from retrieval.ranking import ranked_search
 from retrieval.types import MediaKind, ModelSpec, SearchResult
 
@@ -38,6 +38,18 @@ def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, 
         return None  # a damaged or half-written file: the normal path rebuilds or explains
 
 
+def library_model_name(root: Path) -> str | None:
+    """The name of the model that built the library at `root`, read without the ORM; None where unreadable."""
+    db = root.expanduser() / DB_NAME
+    try:
+        con, _ = open_readable(db)
+        with closing(con):
+            model = Catalog(con).model()
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+    return model[0] if model else None
+
+
 def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int, nprobe: int | None,
             rerank: int | None, path_filter: Callable[[str], bool] | None) -> list[SearchResult] | None:
     from retrieval.index import DEFAULT_NPROBE, VectorIndex
@@ -54,7 +66,7 @@ def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int
     index_file = root / "index" / f"{kind.value}.faiss"
     if state.built_generation != state.generation or not state.factory or not index_file.is_file():
         return None  # the normal path rebuilds the index from the shards
-    tower = TextTower.load(root, ModelSpec(manifest[0], manifest[1]), manifest[2])
+    tower = load_query_tower(root, ModelSpec(manifest[0], manifest[1]), manifest[2])
     if tower is None:
         return None
     query = tower.encode_texts([text])
