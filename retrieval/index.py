@@ -396,7 +396,7 @@ class VectorIndex:
                 params.set_index_parameter(self.index, "quantizer_efSearch", max(64, 2 * probe))
         fetch = max(k, min(self.ntotal, depth))
         scores, ids = self.index.search(queries, fetch)
-        if depth == 0:
+        if depth == 0 or source is None:
             return scores[:, :k], ids[:, :k]
         return _rerank(queries, ids, source, k)
 
