@@ -29,7 +29,7 @@ def default_cache_dir() -> Path:
 
 def model_setting(encoder: Encoder, precision: str) -> str:
     """What makes vectors comparable: model, weights (a checkpoint file by size and mtime), precision, device."""
-    setting = f"{encoder.spec.label()}|{precision}|{encoder.device.split(':')[0]}"
+    setting = f"{encoder.spec.label()}|{precision}|{encoder.device.split(':')[0]}|{encoder.backend}"
     weights = Path(encoder.spec.pretrained)
     if encoder.spec.pretrained and weights.is_file():  # a checkpoint rewritten in place must not reuse old vectors
         setting += "|" + file_key(weights)

@@ -73,14 +73,13 @@ class PixelPCA:
 
 def tiny_clip_embeddings(images: np.ndarray) -> np.ndarray:
     """The random-weight `tiny-test` open_clip tower on the digit images (for the purity comparison)."""
-    import torch
     from PIL import Image
 
     from retrieval.encoders import TINY_TEST_MODEL, load_encoder
 
     encoder = load_encoder(TINY_TEST_MODEL, device="cpu")
     pixels = (images / 16.0 * 255).astype(np.uint8)
-    batch = torch.stack([encoder.image_transform(Image.fromarray(p).convert("RGB")) for p in pixels])
+    batch = [encoder.preprocess(Image.fromarray(p).convert("RGB")) for p in pixels]
     return encoder.encode_images(batch)
 
 

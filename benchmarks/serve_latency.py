@@ -97,7 +97,7 @@ def prepare_text_path(root: Path, model: str, text_path: str) -> None:
         return
     from retrieval.encoders import load_encoder
 
-    if not export_text_tower(load_encoder(ModelSpec(model, ""), device="cpu"), root):
+    if not export_text_tower(load_encoder(ModelSpec(model, ""), device="cpu", backend="torch"), root):
         raise SystemExit(f"{model} has no numpy text tower export; pass --text-path torch")
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, handles_errors,
+from cli.common import (BackendOpt, CheckpointOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, handles_errors,
                         resolve_model)
 
 if TYPE_CHECKING:  # imported inside the commands, so that --help stays fast
@@ -55,7 +55,7 @@ def coco(
         "--ids", help="With captions_val2014.json: the split's COCO image ids, one per line, in order.",
         exists=True, dir_okay=False)] = None,
     model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -67,7 +67,7 @@ def coco(
     source = captions or find_split_file(images, ("dataset_coco.json", "captions.tsv"))
     options = BenchOptions("coco", split.value, 1000 if split is CocoSplit.ONE_K else None, allow_partial,
                            index, index_factory, nprobe, batch_size, workers)
-    _run(load_split(source, ids), images, options, model, pretrained, checkpoint, precision, device, out,
+    _run(load_split(source, ids), images, options, model, pretrained, checkpoint, precision, device, backend, out,
          cache_dir, as_json)
 
 
@@ -77,7 +77,7 @@ def flickr30k(
     images: ImagesOpt,
     captions: CaptionsOpt = None,
     model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -88,12 +88,12 @@ def flickr30k(
 
     source = captions or find_split_file(images, ("dataset_flickr30k.json",))
     options = BenchOptions("flickr30k", "1k", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
-    _run(load_split(source), images, options, model, pretrained, checkpoint, precision, device, out,
+    _run(load_split(source), images, options, model, pretrained, checkpoint, precision, device, backend, out,
          cache_dir, as_json)
 
 
 def _run(split: RetrievalSplit, images: Path, options: BenchOptions, model: str | None, pretrained: str | None,
-         checkpoint: Path | None, precision: str, device: str | None, out: Path, cache_dir: Path | None,
+         checkpoint: Path | None, precision: str, device: str | None, backend: str, out: Path, cache_dir: Path | None,
          as_json: bool) -> None:
     """Check the images, load the model, run, print the table and write Markdown + JSON."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -107,7 +107,8 @@ def _run(split: RetrievalSplit, images: Path, options: BenchOptions, model: str 
     missing = [image for image in split.images if not image.locate(images).is_file()]
     if missing and not options.allow_partial:  # before spending seconds on loading the model
         refuse_partial(split, images, [str(m.locate(images)) for m in missing], [])
-    encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision)
+    encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision,
+                           backend=backend)
     cache = EmbeddingCache(cache_dir or default_cache_dir(), model_setting(encoder, precision))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=as_json, transient=True) as bar:

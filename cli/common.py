@@ -25,7 +25,9 @@ PretrainedOpt = Annotated[Optional[str], typer.Option(
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", help="Local open_clip checkpoint file for --model (instead of a pretrained tag).")]
 PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16 or int8 (CPU).")]
+    "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16 (torch) or int8 (CPU).")]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="auto (ONNX Runtime on a CPU, torch on a GPU), onnx or torch.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

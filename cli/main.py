@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt,
+from cli.common import (BackendOpt, CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt,
                         fail, handles_errors, resolve_model)
 from retrieval.types import MediaKind
 
@@ -27,6 +27,7 @@ def index(
     checkpoint: CheckpointOpt = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     include_hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
@@ -42,9 +43,8 @@ def index(
     """Embed every media file under PATHS; unchanged files are skipped, deleted ones forgotten."""
     from cli.render import RichProgress, print_index_report
     from indexer.pipeline import IndexOptions, run_index
-    from retrieval.encoders import load_encoder
+    from retrieval.encoders import LazyEncoder, load_encoder
     from retrieval.library import Library
-    from retrieval.query_model import export_text_tower
 
     for path in paths:
         if not path.exists():
@@ -53,12 +53,13 @@ def index(
     with lib.writing():
         spec = resolve_model(lib, model, pretrained, checkpoint)
         lib.check_model(spec)  # before spending seconds loading the wrong model
-        encoder = load_encoder(spec, device=device, precision=precision)
+        encoder = LazyEncoder(spec, lambda: load_encoder(spec, device=device, precision=precision, backend=backend))
         options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden,
                                audio_model=audio_model, video_fps=video_fps, retry_failed=retry_failed)
         with RichProgress(enabled=not as_json) as progress:
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
-        export_text_tower(encoder, lib.root)  # what `jrsearch query TEXT` needs without torch
+    if encoder.loaded is not None:
+        report.notes[:0] = encoder.loaded.notes  # e.g. ONNX Runtime unavailable for this model
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -84,12 +85,13 @@ def query(
     checkpoint: CheckpointOpt = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Search the library: by text (TEXT) or by example (--image, --audio)."""
     if sum(q is not None for q in (text, image, audio)) != 1:
         fail("give one of a TEXT query, --image PATH or --audio PATH")
-    if text is not None and not (model or pretrained or checkpoint or device) and precision == "auto":
+    if text is not None and not (model or pretrained or checkpoint or device) and (precision, backend) == ("auto", "auto"):
         from cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
         if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json):
@@ -102,7 +104,7 @@ def query(
     if nprobe:
         lib.nprobe = nprobe
     explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    engine = SearchEngine(lib, model=explicit, precision=precision, device=device)
+    engine = SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
     if audio is not None:
         vector = engine.embed_audio(audio)
     else:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.common import (CheckpointOpt, DeviceOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail,
+from cli.common import (BackendOpt, CheckpointOpt, DeviceOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail,
                         handles_errors, resolve_model)
 
 
@@ -26,6 +26,7 @@ def serve(
     checkpoint: CheckpointOpt = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
 ) -> None:
     """Serve a search page with thumbnails and an HTTP API (OpenAPI at /docs)."""
     # faiss searches one query row on one thread (search_threads=1 below: on a busy 2-core machine a
@@ -48,7 +49,7 @@ def serve(
     if nprobe:
         lib.nprobe = nprobe
     explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    engine = SearchEngine(lib, model=explicit, precision=precision, device=device)
+    engine = SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
     typer.echo(f"loading {engine.spec.label()} and the indexes of {lib.root} ...", err=True)
     app = create_app(lib, engine, token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
                      max_upload_bytes=max_upload_mb * 2**20, search_threads=1)

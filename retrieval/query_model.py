@@ -1,10 +1,12 @@
 """The text tower as plain arrays, so that a text query runs without torch or open_clip.
 
-`jrsearch index` has the model loaded; `export_text_tower` writes what a query needs once:
+Whenever torch loads a model, `export_text_tower` writes what a query needs once, into the
+model's folder in the user cache (shared by every library built with that model and weights;
+libraries written by older versions carry their own copy in LIBRARY/query_model, still read):
 
-    LIBRARY/query_model/meta.json   model spec, layer config, activation, a weight digest
-    LIBRARY/query_model/*.npy       float32 weights (per-layer ones stacked over layers),
-                                    merges.npy for the tokenizer
+    MODEL_CACHE/query_model/meta.json   model spec, layer config, activation, a weight digest
+    MODEL_CACHE/query_model/*.npy       float32 weights (per-layer ones stacked over layers),
+                                        merges.npy for the tokenizer
 
 `TextTower.load` maps them (np.load, mmap) and `encode` runs open_clip's
 `encode_text(normalize=True)` in numpy: token + positional embedding, residual blocks with a
@@ -125,10 +127,10 @@ def _read_meta(folder: Path) -> dict | None:
 
 
 def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
-    """Write LIBRARY/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
+    """Write ROOT/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
 
-    Called at the end of `jrsearch index` (the model is loaded then). Cheap when the export is
-    current: it compares a digest of a few small tensors.
+    ROOT is the model's cache folder (`encoders/backend.share_text_tower`). Cheap when the export
+    is current: it compares a digest of a few small tensors.
     """
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
@@ -179,6 +181,19 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
     mean = x.mean(-1, keepdims=True)
     centred = x - mean
     return centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + eps) * weight + bias
+
+
+def find_text_tower(library_root: Path, spec: ModelSpec, dim: int) -> "TextTower | None":
+    """The export shared in the model cache (`encoders/model_cache.py`), else the one an older
+    jrsearch wrote into the library itself; None where neither matches `spec`."""
+    from retrieval.encoders import model_cache
+
+    shared = model_cache.find(spec)
+    for folder in ([shared] if shared is not None else []) + [library_root]:
+        tower = TextTower.load(folder, spec, dim)
+        if tower is not None:
+            return tower
+    return None
 
 
 class TextTower:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from retrieval.paths import DB_NAME
-from retrieval.query_model import TextTower
+from retrieval.query_model import find_text_tower
 from retrieval.ranking import ranked_search
 from retrieval.types import MediaKind, ModelSpec, SearchResult
 
@@ -55,7 +55,7 @@ def _search(con: sqlite3.Connection, root: Path, text: str, kind: MediaKind, top
     index_file = root / "index" / f"{kind.value}.faiss"
     if built_generation != generation or not factory or not index_file.is_file():
         return None  # the normal path rebuilds the index from the store
-    tower = TextTower.load(root, ModelSpec(manifest[0], manifest[1]), int(manifest[2]))
+    tower = find_text_tower(root, ModelSpec(manifest[0], manifest[1]), int(manifest[2]))
     if tower is None:
         return None
     query = tower.encode_texts([text])

@@ -90,7 +90,7 @@ def test_numpy_text_tower_matches_open_clip_vit_b_32(tmp_path):
     from retrieval.encoders import load_encoder
     from retrieval.types import ModelSpec
 
-    encoder = load_encoder(ModelSpec("ViT-B-32", ""), device="cpu")
+    encoder = load_encoder(ModelSpec("ViT-B-32", ""), device="cpu", backend="torch")
     assert _tower_agrees(encoder, tmp_path, TRICKY[:12] + QUERIES) >= 0.9999
 
 
@@ -172,7 +172,7 @@ def test_quick_search_equals_search_engine(library, tiny_encoder, kind):
         assert quick_text_search(library.root, text, MediaKind.VIDEO) == []  # no such index: as the engine
 
 
-def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tiny_encoder, tmp_path):
+def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tiny_encoder, tmp_path, monkeypatch):
     import shutil
 
     from retrieval.quick_search import quick_text_search
@@ -190,11 +190,16 @@ def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tin
     assert quick_text_search(copy, "a dog", MediaKind.IMAGE) is None
     assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None
 
-    meta = json.loads((copy / "query_model" / "meta.json").read_text())
-    (copy / "query_model" / "meta.json").write_text(json.dumps({**meta, "model": "ViT-B-32"}))
-    assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # an export for another model
-    shutil.rmtree(copy / "query_model")
-    assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # no export (an older library)
+    shared = tmp_path / "no-shared-export"
+    with monkeypatch.context() as patch:  # what an older library carries itself, without the model cache
+        patch.setenv("JRSEARCH_CACHE", str(shared))
+        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None
+        meta = json.loads((copy / "query_model" / "meta.json").read_text())
+        (copy / "query_model" / "meta.json").write_text(json.dumps({**meta, "model": "ViT-B-32"}))
+        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # an export for another model
+        shutil.rmtree(copy / "query_model")
+        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # no export anywhere
+    assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None  # the model cache's shared export
 
 
 def test_cold_cli_text_query_imports_neither_torch_nor_the_orm(library):
