@@ -72,10 +72,10 @@ def _onnx(spec: ModelSpec, precision: str):
         if found is not None:
             return found
     encoder = OpenClipEncoder.load(spec, device="cpu", precision="fp32")
+    share_text_tower(encoder)
     try:
         folder = prepare_folder(encoder)
         export_model(encoder, folder / ONNX_DIR)
-        share_text_tower(encoder)
         opened = OnnxClipEncoder.open(spec, folder / ONNX_DIR, precision)
         if opened is None:
             raise ExportError(f"the export in {folder} could not be read back")

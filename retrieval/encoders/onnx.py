@@ -106,8 +106,7 @@ class OnnxClipEncoder:
 
     def encode_images(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Preprocessed images ((3, h, w) each, or stacked) -> (n, dim)."""
-        batch = stack(images)
-        return self._run("image", batch)
+        return self._run("image", stack(images))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._run("text", self.tokenizer(list(texts)))

@@ -78,6 +78,8 @@ def stack(images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     """A batch of preprocessed images as one contiguous (n, 3, h, w) float32 array."""
     if isinstance(images, np.ndarray):
         return np.ascontiguousarray(images, dtype=np.float32)
+    if not len(images):
+        return np.zeros((0, 3, 1, 1), np.float32)
     return np.stack([np.asarray(i, dtype=np.float32) for i in images])
 
 
