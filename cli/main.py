@@ -105,10 +105,8 @@ def query(
         lib.nprobe = nprobe
     explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
     engine = SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
-    if audio is not None:
-        vector = engine.embed_audio(audio)
-    else:
-        vector = engine.embed_text(text) if text is not None else engine.embed_image(image)
+    modality, what = next((m, q) for m, q in (("text", text), ("image", image), ("audio", audio)) if q is not None)
+    vector = engine.embed(modality, what)
     results = engine.search(vector, kind=kind, top_k=top_k, path_filter=PathFilter.make(under, glob))
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))

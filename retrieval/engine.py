@@ -81,6 +81,22 @@ class SearchEngine:
             self._text_tower = find_text_tower(self.library.root, self.spec, self.library.model()[1]) or False
         return self._text_tower or None
 
+    def modalities(self) -> tuple[str, ...]:
+        """What a query can be here: text and images (the joint model), sound where the library
+        has an audio tower (it maps into the same space)."""
+        from retrieval.audiomodel import recorded_audio_model
+
+        has_audio = self._audio_encoder is not None or recorded_audio_model(self.library) is not None
+        return ("text", "image", "audio") if has_audio else ("text", "image")
+
+    def embed(self, modality: str, query: "str | Path") -> np.ndarray:
+        """One query vector: `modality` is one of `modalities()`; text is a string, the others a file."""
+        embedders = {"text": self.embed_text, "image": self.embed_image, "audio": self.embed_audio}
+        if modality not in self.modalities():
+            raise QueryError(f"library {self.library.root} cannot be searched by {modality}; it takes "
+                             f"{', '.join(self.modalities())} (sound needs --audio-model PATH at index time)")
+        return embedders[modality](query)  # type: ignore[operator]
+
     def embed_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise QueryError("empty query text; pass words to search for, or --image PATH")
