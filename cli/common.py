@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
+from retrieval.diskspace import disk_full_error, is_disk_full
 from retrieval.errors import JrsearchError
 from retrieval.types import ModelSpec
 
@@ -54,6 +55,14 @@ def handles_errors(command: Callable) -> Callable:
         except BrokenPipeError:
             sys.stderr.close()
             raise typer.Exit(0)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # a full disk met where no step gave it a size: still one line
+            if not is_disk_full(exc):
+                raise
+            from retrieval.paths import default_library_dir
+
+            fail(str(disk_full_error(kwargs.get("library") or default_library_dir(), f"`jrsearch {command.__name__}`")))
 
     return wrapper
 

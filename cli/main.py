@@ -59,7 +59,7 @@ def index(
         with RichProgress(enabled=not as_json) as progress:
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
     if encoder.loaded is not None:
-        report.notes[:0] = encoder.loaded.notes  # e.g. ONNX Runtime unavailable for this model
+        report.notes[:0] = encoder.loaded.notes  # e.g. ONNX Runtime unavailable, text-tower export not written
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:

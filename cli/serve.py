@@ -33,6 +33,10 @@ def serve(
     # 10k flat search took 36 ms on 2 threads, 2 ms on 1). The numpy text tower keeps BLAS's threads:
     # on an idle 2-core machine they cut a 100k-library query's p50 from 49 ms to 36 ms
     # (OPENBLAS_NUM_THREADS=1 trades that for throughput under many concurrent clients).
+    from retrieval.extras import require
+
+    for module in ("fastapi", "python_multipart", "uvicorn"):
+        require(module, "serve", "jrsearch serve")
     import uvicorn
 
     from cli.web.app import create_app

@@ -50,12 +50,14 @@ def audio(
     from retrieval.encoders import load_encoder
     from retrieval.encoders.audio import AudioTowerConfig
     from retrieval.errors import JrsearchError, MediaError
+    from retrieval.extras import require
     from retrieval.library import Library
     from retrieval.training.avid import PairSet, TrainConfig, save_loss_curve, train_audio_tower
     from retrieval.types import MediaKind
 
     import numpy as np
 
+    require("matplotlib", "train", "jrsearch train audio (its loss curve)")  # before hours of training, not after
     try:
         lib = Library.open(library)
     except JrsearchError:

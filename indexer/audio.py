@@ -8,14 +8,13 @@ skipped and the report says how to index them; they are not failures.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from indexer.changes import Candidate
+from indexer.changes import Candidate, hash_stream
 from indexer.decode import Decoded
 from retrieval.audioio import iter_audio
 from retrieval.encoders.audio import AudioEncoder, pool
@@ -37,14 +36,11 @@ class SoundVectors:
 
 def hashed(candidate: Candidate) -> Decoded:
     """Hash a file in blocks (same digest as `changes.content_hash`) without holding it in memory."""
-    digest = hashlib.blake2b(digest_size=20)
     try:
         with open(candidate.path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+            return Decoded(candidate, content_hash=hash_stream(handle))
     except OSError as exc:
         return Decoded(candidate, error=f"cannot read: {exc.strerror}")
-    return Decoded(candidate, content_hash=digest.hexdigest())
 
 
 def same_content(decoded: Decoded) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -16,7 +16,8 @@ from indexer.audio import index_sounds
 from indexer.changes import Candidate, plan
 from indexer.decode import Decoded, decode_image, decode_text_corpus
 from indexer.video import add_missing_soundtracks, index_videos
-from indexer.walk import walk
+from indexer.walk import content_kind, walk
+from retrieval.diskspace import SQLITE_MARGIN, is_disk_full, no_space_as_error
 from retrieval.encoders import Encoder
 from retrieval.errors import JrsearchError
 from retrieval.library import FileRecord, Library
@@ -34,6 +35,7 @@ class IndexReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what a person should know (e.g. sound skipped: no tower)
+    vector_bytes: int = 0  # float32 bytes of the vectors stored by this run (what the indexes grow by)
 
     def to_json(self) -> dict:
         return {"indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
@@ -69,27 +71,51 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
     for root in roots:
         if not root.exists():
             raise JrsearchError(f"{root} does not exist; pass a folder or file to index")
-    library.check_model(encoder.spec)  # the model itself loads only if something needs embedding
-    library.load_indexes()
-    found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
-    todo = plan(found, library.known_files(), roots, options.retry_failed)
-    todo = add_missing_soundtracks(library, todo, found, options.audio_model)
-    report = IndexReport(unchanged=todo.unchanged)
-    try:
-        report.removed = library.remove(todo.deleted)
-        handled = [c for c in todo.todo if c.kind in KIND_HANDLERS]
-        report.skipped = len(todo.todo) - len(handled)
-        progress.start(len(handled))
-        if handled and library.model() is None:
-            library.adopt_model(encoder.spec, encoder.dim)
-        for kind, handler in KIND_HANDLERS.items():
-            batch = [c for c in handled if c.kind == kind]
-            if batch:
-                handler(library, encoder, batch, options, report, progress)
-    finally:
-        library.save_indexes()  # also on Ctrl-C: the files then match every committed batch
-        report.seconds = time.perf_counter() - started
+    report = IndexReport()
+    with no_space_as_error(library.root, "indexing"):  # the steps below that know their size say it
+        library.check_model(encoder.spec)  # the model itself loads only if something needs embedding
+        library.load_indexes()
+        found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
+        todo = plan(found, library.known_files(), roots, options.retry_failed)
+        todo = add_missing_soundtracks(library, todo, found, options.audio_model)
+        todo.todo = [replace(c, kind=content_kind(c.path, c.kind)) for c in todo.todo]
+        report.unchanged = todo.unchanged
+        try:
+            report.removed = library.remove(todo.deleted)
+            handled = [c for c in todo.todo if c.kind in KIND_HANDLERS]
+            report.skipped = len(todo.todo) - len(handled)
+            progress.start(len(handled))
+            if handled and library.model() is None:
+                library.adopt_model(encoder.spec, encoder.dim)
+            for kind, handler in KIND_HANDLERS.items():
+                batch = [c for c in handled if c.kind == kind]
+                if batch:
+                    handler(library, encoder, batch, options, report, progress)
+        except BaseException:
+            _save_indexes_after(library)  # also on Ctrl-C: the files then match every committed batch
+            raise
+        else:
+            with no_space_as_error(library.root, "writing the search indexes", lambda: _index_bytes(library, report)):
+                library.save_indexes()
+        finally:
+            report.seconds = time.perf_counter() - started
     return report
+
+
+def _save_indexes_after(library: Library) -> None:
+    """Save the indexes while an error is on its way out; a full disk then is the same story
+    (the error in flight tells it, and the next open rebuilds the files from the store)."""
+    try:
+        library.save_indexes()
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+
+
+def _index_bytes(library: Library, report: IndexReport) -> int:
+    """About what writing the index files takes: each is written whole beside the old one."""
+    files = [library.index_path(kind.value) for kind in MediaKind]
+    return sum(p.stat().st_size for p in files if p.exists()) + report.vector_bytes
 
 
 def _index_images(library: Library, encoder: Encoder, todo: list[Candidate], options: IndexOptions,
@@ -142,7 +168,12 @@ def _commit(library: Library, batch: list[Decoded], modality: str, report: Index
             width=d.width, height=d.height, vectors=d.vectors, modality=modality,
             texts=d.payload if modality == "text" and d.error is None else [], **d.extra))
     if records:
-        library.write(records)
+        stored = sum(r.vectors.nbytes for r in records if r.vectors is not None)
+        text = sum(len(t.encode()) for r in records for _, t in r.texts)
+        need = 2 * (stored + text + 512 * len(records)) + SQLITE_MARGIN  # written to the WAL, then into the db
+        with no_space_as_error(library.root, f"storing a batch of {len(records)} files", need):
+            library.write(records)
+        report.vector_bytes += stored
 
 
 def _decoded_in_order(decode: Callable[[Candidate], Decoded], todo: list[Candidate],

@@ -31,6 +31,8 @@ from indexer.changes import Candidate, Plan
 from indexer.decode import Decoded
 from retrieval.encoders.audio import AudioEncoder, pool
 from retrieval.errors import MediaError
+from retrieval.imageio import upright_frame
+from retrieval.sniff import picture_streams
 from retrieval.types import MediaKind
 
 DEFAULT_FPS = 1.0
@@ -43,8 +45,9 @@ NO_TOWER_REASON = " (and no audio tower to index its sound)"  # a later run with
 @dataclass(frozen=True)
 class SampledFrame:
     time_s: float
-    image: object  # PIL.Image, RGB
+    image: object  # PIL.Image, RGB, upright (the display matrix applied)
     scene_change: bool = False
+    quarter_turned: bool = False  # shown a quarter turn from how it is stored (width and height swap)
 
 
 @dataclass
@@ -93,7 +96,7 @@ def iter_frames(container, fps: float = DEFAULT_FPS, scene_threshold: float = SC
     """
     import av
 
-    stream = container.streams.video[0]
+    stream = picture_streams(container)[0]
     stream.thread_type = "AUTO"
     period = 1.0 / fps if fps > 0 else float("inf")
     next_due = 0.0
@@ -111,18 +114,11 @@ def iter_frames(container, fps: float = DEFAULT_FPS, scene_threshold: float = SC
             if due:
                 next_due = (np.floor(t / period + 1e-6) + 1) * period
             last_sample = t
-            yield SampledFrame(t, _to_image(frame, image_side), scene_change=cut and not due)
+            yield SampledFrame(t, upright_frame(frame, 2 * image_side), scene_change=cut and not due,
+                               quarter_turned=round(getattr(frame, "rotation", 0) / 90) % 2 == 1)
     except (av.error.FFmpegError, ValueError) as exc:
         if errors is not None:
             errors.append(f"video stream stopped decoding ({(str(exc) or type(exc).__name__).splitlines()[0][:120]})")
-
-
-def _to_image(frame, image_side: int):
-    short = min(frame.width, frame.height)
-    if short > 2 * image_side:
-        scale = 2 * image_side / short
-        frame = frame.reformat(width=max(1, round(frame.width * scale)), height=max(1, round(frame.height * scale)))
-    return frame.to_image()
 
 
 def embed_frames(path: Path, encoder, fps: float, batch_size: int,
@@ -131,12 +127,14 @@ def embed_frames(path: Path, encoder, fps: float, batch_size: int,
     container = _open(path)
     try:
         duration = probe_duration(container)
-        if not container.streams.video:
+        if not picture_streams(container):
             return np.zeros((0, encoder.dim), np.float32), [], None, duration
-        stream = container.streams.video[0]
+        stream = picture_streams(container)[0]
         size = (stream.codec_context.width, stream.codec_context.height)
         vectors, times, batch = [], [], []
         for sample in iter_frames(container, fps, image_side=encoder.image_size, errors=notes):
+            if not times and sample.quarter_turned:
+                size = size[::-1]  # stored as shown: a portrait phone video is portrait
             batch.append(encoder.preprocess(sample.image))
             times.append(sample.time_s)
             if len(batch) == batch_size:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from retrieval.sniff import probe_kind
 from retrieval.types import MediaKind
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
@@ -36,6 +37,19 @@ def classify(path: Path, explicit: bool = False) -> MediaKind | None:
     if suffix in NOT_MEDIA:
         return None
     return MediaKind.IMAGE if _looks_like_image(path) else None
+
+
+def content_kind(path: Path, named: MediaKind) -> MediaKind:
+    """The kind a video or sound file really holds, by content: a JPEG named `.mp4` is an image, an
+    `.mp4` with no pictures is a sound, a `.mp3` with moving pictures is a video. Other kinds, and
+    files nothing recognises (they fail later, with the reason), keep the kind their name gave.
+
+    Reads the file's first bytes and, for containers, its stream headers: the pipeline asks only
+    about the files a run will index, never about every file of a walk.
+    """
+    if named not in (MediaKind.VIDEO, MediaKind.AUDIO):
+        return named
+    return probe_kind(path) or named
 
 
 def _looks_like_image(path: Path) -> bool:

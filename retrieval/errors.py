@@ -17,9 +17,17 @@ class LibraryError(JrsearchError):
     """The library on disk is missing, locked or unreadable."""
 
 
+class DiskFullError(LibraryError):
+    """No space left on the disk holding the library; what was committed before is intact."""
+
+
 class MediaError(JrsearchError):
     """A media file could not be decoded; the indexer records it as failed."""
 
 
 class QueryError(JrsearchError):
     """A query cannot be answered as asked (empty library, bad query file, ...)."""
+
+
+class MissingExtraError(JrsearchError):
+    """An optional dependency is not installed; the message names the pip command for its extra."""

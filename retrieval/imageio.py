@@ -47,6 +47,27 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
         raise MediaError(f"{label}: corrupt or truncated image ({exc})") from None
 
 
+QUARTER_TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")  # counter-clockwise, as PIL names them
+
+
+def upright_frame(frame, max_short_side: int | None = None):
+    """A PyAV video frame as an upright RGB `PIL.Image`.
+
+    Turned as the stream's display matrix says (phones store portrait video as landscape frames
+    plus a rotation; players, and ffmpeg's autorotate, apply it), and scaled down on the way so
+    that its shorter side is at most `max_short_side`.
+    """
+    from PIL import Image
+
+    short = min(frame.width, frame.height)
+    if max_short_side and short > max_short_side:
+        scale = max_short_side / short
+        frame = frame.reformat(width=max(1, round(frame.width * scale)), height=max(1, round(frame.height * scale)))
+    image = to_rgb(frame.to_image())
+    turn = QUARTER_TURNS[round(getattr(frame, "rotation", 0) / 90) % 4]  # degrees counter-clockwise
+    return image.transpose(getattr(Image.Transpose, turn)) if turn else image
+
+
 def to_rgb(image):
     """Palette, RGBA/LA (composited on white), CMYK, 16-bit and greyscale -> 8-bit RGB."""
     from PIL import Image

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from retrieval.diskspace import disk_full_error, out_of_space
+from retrieval.errors import LibraryError
 from retrieval.tokenizer import ClipTokenizer
 from retrieval.types import ModelSpec
 
@@ -61,16 +63,27 @@ def _weights_digest(model) -> str:
     return digest.hexdigest()
 
 
+# Texts on which open_clip's cleaning options differ (lowercasing, whitespace, entities, punctuation):
+# a tokenizer that cleans all of them as `retrieval.tokenizer.clean` does is the default `lower` one.
+_CLEAN_PROBES = ("  A Dog&amp;amp;\tON the  Beach!  ", "Caf\u00e9 \u201cQUOTED\u201d", "mixed-Case, punct. 42")
+
+
+def _cleans_like_ours(clean_fn) -> bool:
+    from retrieval.tokenizer import clean
+
+    return all(clean_fn(text) == clean(text) for text in _CLEAN_PROBES)
+
+
 def _describe(model, tokenizer) -> dict | None:
     """The layer config of a standard open_clip CLIP text tower, or None for anything else."""
     import torch
     import open_clip
-    from open_clip.tokenizer import SimpleTokenizer, _clean_lower
+    from open_clip.tokenizer import SimpleTokenizer
 
     if (not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None
             or model.text_projection is None or not isinstance(model.ln_final, torch.nn.LayerNorm)):
         return None
-    if not (isinstance(tokenizer, SimpleTokenizer) and tokenizer.clean_fn is _clean_lower
+    if not (isinstance(tokenizer, SimpleTokenizer) and _cleans_like_ours(tokenizer.clean_fn)
             and tokenizer.reduction_fn is None and len(tokenizer.all_special_ids) == 2):
         return None
     blocks = list(model.transformer.resblocks)
@@ -130,7 +143,8 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     """Write ROOT/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
 
     ROOT is the model's cache folder (`encoders/backend.share_text_tower`). Cheap when the export
-    is current: it compares a digest of a few small tensors.
+    is current: it compares a digest of a few small tensors. A write that fails (a full disk, no
+    permission) raises `LibraryError` and leaves the old export, or none, so a later load tries again.
     """
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
@@ -144,20 +158,25 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     target = library_root / EXPORT_DIR
     if _read_meta(target) == meta:
         return True
+    arrays = _arrays(model)
+    then = "it is written the next time jrsearch loads this model (text queries take the slower path until then)"
     try:
-        _write(model, meta, target)
-    except OSError:
-        return False  # no space, no permission: queries take the torch path
+        _write(arrays, meta, target)
+    except OSError as exc:
+        need = sum(a.nbytes for a in arrays.values()) + 2 * 2**20  # and the tokenizer's merges
+        if out_of_space(exc, library_root, need):
+            raise disk_full_error(library_root, "writing the text-tower export", need, then) from None
+        raise LibraryError(f"cannot write the text-tower export to {target}: {exc.strerror or exc}; {then}") from None
     return True
 
 
-def _write(model, meta: dict, target: Path) -> None:
+def _write(arrays: dict[str, np.ndarray], meta: dict, target: Path) -> None:
     """Write into a temp folder beside `target`, then swap it in: a reader sees a whole export or none."""
     from open_clip.tokenizer import default_bpe
 
     tmp = Path(tempfile.mkdtemp(prefix=EXPORT_DIR + ".", dir=target.parent))
     try:
-        for name, array in _arrays(model).items():
+        for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         ClipTokenizer.from_bpe_file(Path(default_bpe()), meta["context_length"]).save(tmp / "merges.npy")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -550,3 +550,78 @@ def test_library_refresh_drops_only_changed_indexes(small, tiny_encoder):
     run_index(Library.open(library.root), tiny_encoder, [media])
     assert reader.refresh() == ["image"]
     assert reader.index("image").ntotal == 5
+
+
+# -- hostile requests: ids, Host headers, uploads, swapped files --------------------------------
+
+@pytest.mark.parametrize("raw", ["9223372036854775808", "18446744073709551616", str(10**30), "-1", "0",
+                                 "-9223372036854775809", "1.5", "1e3", "abc", "0x10"])
+def test_out_of_range_and_malformed_ids_are_refused_not_500(served, raw):
+    client, _, _ = served
+    for tail in ("", "/thumbnail", "/media"):
+        response = client.get(f"/api/items/{raw}{tail}")
+        assert response.status_code in (404, 422), (raw, tail, response.text)
+        assert "item_id" in response.json()["detail"] or "no item" in response.json()["detail"]
+
+
+def test_the_largest_id_sqlite_holds_is_a_plain_404(served):
+    client, _, _ = served
+    for tail in ("", "/thumbnail", "/media"):
+        response = client.get(f"/api/items/{2**63 - 1}{tail}")
+        assert response.status_code == 404 and "no item" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("host, code", [
+    ("127.0.0.1:8765", 200), ("[::1]:8765", 200), ("[::1]", 200), ("[0:0::1]:80", 200), ("LOCALHOST.:8000", 200),
+    ("127.0.0.1:8765@evil.com", 400), ("localhost@evil.com", 400), ("user:pw@localhost:8000", 400),
+    ("127.0.0.1:8000/evil", 400), ("localhost:abc", 400), ("localhost:99999", 400), ("[::1", 400), ("::1", 400),
+    ("[127.0.0.1]", 400), ("local host", 400), ("localhost:", 400), ("", 400),
+    ("evil.com", 403), ("127.0.0.1.evil.com:80", 403), ("[::2]:8765", 403), ("localhost.evil.com", 403),
+])
+def test_host_header_is_parsed_like_a_web_server_does(served, tiny_encoder, host, code):
+    from cli.web.security import LOOPBACK_NAMES
+
+    _, library, _ = served
+    client = make_client(library, tiny_encoder, allowed_hosts=LOOPBACK_NAMES, warm=False)
+    response = client.get("/api/status", headers={"Host": host})
+    assert response.status_code == code, host
+    if code == 400:
+        assert response.json()["detail"].startswith("malformed Host header")
+
+
+def test_a_bad_audio_upload_names_the_upload_not_a_server_path(served, tiny_encoder):
+    _, library, _ = served
+
+    class FakeTower:  # the real SearchEngine.embed_audio runs: read_audio fails on the bytes first
+        sample_rate = 16000
+
+        def embed_clip(self, samples):
+            raise AssertionError("not reached")
+
+    engine = SearchEngine(library, encoder=tiny_encoder)
+    engine._audio_encoder = FakeTower()
+    client = make_client(library, tiny_encoder, engine=engine, warm=False)
+    for name, data in (("my recording.wav", WAV), ("cut.flac", b"fLaC" + bytes(40))):
+        response = client.post("/api/search/file", files={"file": (name, data, "audio/wav")})
+        detail = response.json()["detail"]
+        assert response.status_code == 400 and f"upload {name}" in detail, detail
+        assert "jrsearch-upload" not in detail and "query." not in detail and os.sep + "tmp" not in detail, detail
+
+
+def test_a_file_swapped_for_a_look_alike_with_the_same_size_and_mtime_is_not_served(small, tmp_path):
+    client, library, media = small
+    target = media / "img01.jpg"
+    iid = item_id(library, target)
+    original = target.stat()
+    assert client.get(f"/api/items/{iid}/media").status_code == 200  # verified once, then remembered
+    secret = tmp_path / "outside" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(b"private!" * (original.st_size // 8) + b"p" * (original.st_size % 8))
+    os.utime(secret, ns=(original.st_atime_ns, original.st_mtime_ns))
+    target.unlink()
+    target.symlink_to(secret)
+    assert target.stat().st_size == original.st_size and target.stat().st_mtime_ns == original.st_mtime_ns
+    for url in (f"/api/items/{iid}/media", f"/api/items/{iid}/thumbnail?size=512"):
+        response = client.get(url)
+        assert response.status_code == 409 and "changed on disk" in response.json()["detail"], url
+        assert b"private" not in response.content

@@ -1,6 +1,6 @@
 """End to end in a real browser: headless Chromium loads the page served by uvicorn, runs a query
-by keyboard, sees the result thumbnails load, opens a result, and plays a video result from the
-time that matched."""
+by keyboard, sees the result thumbnails load, opens a result, plays a video result from the
+time that matched, goes Back to an earlier search and opens a shared search link."""
 
 from __future__ import annotations
 
@@ -125,5 +125,19 @@ def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
         video = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#viewer-body video"))
         wait.until(lambda d: d.execute_script("return arguments[0].currentTime", video) >= 2.0)  # plays from 2 s
         driver.find_element(By.ID, "close").click()
+
+        # the search lives in the URL: each search is a history entry, Back restores the last one
+        assert "kind=video" in driver.current_url and "q=a+photo+of+a+cat" in driver.current_url
+        driver.back()
+        wait.until(lambda d: "kind=image" in d.current_url)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result[data-kind=image]")) == 6)
+        assert Select(driver.find_element(By.ID, "kind")).first_selected_option.get_attribute("value") == "image"
+        assert driver.find_element(By.ID, "q").get_attribute("value") == query
+        # a shared link runs its search on load, filters included
+        driver.get(url + "/?q=cat&kind=image&top_k=2&glob=photo1*")
+        wait.until(lambda d: "results for “cat”" in d.find_element(By.ID, "message").text)
+        assert [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#results .result .name")] == ["photo1.jpg"]
+        assert driver.find_element(By.ID, "top_k").get_attribute("value") == "2"
+        assert driver.find_element(By.ID, "glob").get_attribute("value") == "photo1*"
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]  # no JS errors, no 4xx/5xx
     assert os.listdir(library.root / "thumbnails")  # the server cached what the page showed

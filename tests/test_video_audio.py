@@ -146,14 +146,13 @@ def test_audio_is_streamed_in_chunks_at_the_asked_rate(media):
 def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_path, tiny_encoder, tower):
     lib = Library.open(tmp_path / "lib", create=True)
     report = run_index(lib, tiny_encoder, [media / "videos", media / "sounds"], IndexOptions())
-    assert report.skipped == 5 and not any("sounds" in p for p, _ in report.failed)
-    assert any("5 sound files skipped: no audio tower" in n for n in report.notes)
+    assert report.skipped == 6 and not report.failed  # soundonly.mp4 is a sound by its streams, not a video
+    assert any("6 sound files skipped: no audio tower" in n for n in report.notes)
     assert any("video soundtracks skipped" in n for n in report.notes)
     rows = vectors_of(lib, media / "videos" / "scenes.mp4")
     assert rows == [("image", float(t), float(t + 1)) for t in range(6)] + [("image", 0.0, 6.0)]
     item = item_of(lib, media / "videos" / "scenes.mp4")
     assert (item.status, item.width, item.height, item.duration_s) == ("indexed", 64, 64, 6.0)
-    assert dict(report.failed)[str(media / "videos" / "soundonly.mp4")].startswith("no video stream")
 
     engine = SearchEngine(lib, encoder=tiny_encoder)
     query = tmp_path / "scene2.png"
@@ -167,12 +166,13 @@ def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_pat
     assert by_text and all(r.start_s is not None and r.end_s is not None for r in by_text)
 
     # a tower arrives later: unchanged videos with sound get their soundtrack, the sound-only one
-    # that failed for want of a tower is retried, the silent one is left
+    # (skipped for want of a tower) is indexed as a sound, the silent one is left
     later = run_index(lib, tiny_encoder, [media / "videos"], IndexOptions(audio_model=tower))
     assert later.indexed == 4 and later.unchanged == 1 and not later.failed  # silent.mp4 unchanged
     assert {m for m, _, _ in vectors_of(lib, media / "videos" / "scenes.mp4")} == {"image", "audio"}
     assert {m for m, _, _ in vectors_of(lib, media / "videos" / "soundonly.mp4")} == {"audio"}
-    assert item_of(lib, media / "videos" / "soundonly.mp4").status == "indexed"
+    sound_only = item_of(lib, media / "videos" / "soundonly.mp4")
+    assert (sound_only.status, sound_only.kind) == ("indexed", "audio")
     assert run_index(lib, tiny_encoder, [media / "videos"], IndexOptions()).indexed == 0
     lib.close()
 

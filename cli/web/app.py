@@ -16,17 +16,19 @@ from typing import Annotated, Any, Sequence
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from cli.web.media import audio_suffix, file_response, open_item, sniff_upload
+from cli.web.media import file_response, open_item, sniff_upload
 from cli.web.searcher import Searcher
 from cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
-from cli.web.thumbnails import SIZES, ThumbnailCache
+from cli.web.thumbnails import SIZES, NoPicture, ThumbnailCache
+from retrieval.diskspace import is_disk_full
 from retrieval.engine import PathFilter, SearchEngine
-from retrieval.errors import JrsearchError, LibraryError, MediaError
+from retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
 from retrieval.library import Library
 from retrieval.store import Item
 from retrieval.types import MediaKind, SearchResult
@@ -40,6 +42,8 @@ MULTIPART_OVERHEAD = 64 * 1024
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; script-src 'self'; "
             "style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 VISUAL = {MediaKind.IMAGE.value, MediaKind.VIDEO.value}
+MAX_ITEM_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY is a signed 64-bit integer
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID, description="An item id (from a search result).")]
 
 
 class ResultOut(BaseModel):
@@ -179,17 +183,24 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
             raise HTTPException(413, f"upload {name} is larger than {human_bytes(max_upload_bytes)}")
         if not data:
             raise HTTPException(400, f"upload {name} is empty")
-        what = sniff_upload(data)
-        if what is None:
+        signature = sniff_upload(data)
+        if signature is None:
             raise HTTPException(415, f"upload {name} is neither an image (JPEG, PNG, GIF, WebP, BMP, TIFF) "
                                      f"nor a sound (WAV, FLAC, OGG, MP3)")
-        with tempfile.TemporaryDirectory(prefix="jrsearch-upload-") as tmp:
-            path = Path(tmp) / ("query" + (audio_suffix(data) if what == "audio" else ".img"))
-            path.write_bytes(data)
-            try:
-                vector = searcher.embed_file(path, what)
-            except MediaError as exc:
-                raise HTTPException(400, str(exc).replace(str(path), f"upload {name}")) from None
+        what = signature.kind.value
+        try:
+            with tempfile.TemporaryDirectory(prefix="jrsearch-upload-") as tmp:
+                path = Path(tmp) / ("query" + signature.suffix)
+                path.write_bytes(data)
+                try:
+                    vector = searcher.embed_file(path, what)
+                except (MediaError, QueryError) as exc:  # about the upload: name it, not the temp file
+                    raise HTTPException(400, _without_server_paths(str(exc), path, name)) from None
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise HTTPException(507, "the server's disk is full, so it cannot take an upload now; "
+                                     "searching by text still works") from None
         return run_search(vector, options, {"file": name, "file_type": what}, started)
 
     def get_item(item_id: int) -> Item:
@@ -200,7 +211,7 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         return item
 
     @app.get("/api/items/{item_id}", response_model=ItemOut, summary="One item's metadata")
-    def item_metadata(item_id: int) -> ItemOut:
+    def item_metadata(item_id: ItemId) -> ItemOut:
         item = get_item(item_id)
         return ItemOut(id=item.id, path=item.path, name=os.path.basename(item.path), kind=item.kind,
                        status=item.status, error=item.error, size=item.size, mtime_ns=item.mtime_ns,
@@ -209,24 +220,26 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
                        thumbnail=_thumbnail_url(item.id, item.kind), media=f"/api/items/{item.id}/media")
 
     @app.get("/api/items/{item_id}/thumbnail", summary="A JPEG thumbnail (images; videos at time t)",
-             response_class=FileResponse)
-    def item_thumbnail(item_id: int, size: Annotated[int, Query(description=f"One of {SIZES}.")] = 256,
+             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def item_thumbnail(item_id: ItemId, size: Annotated[int, Query(description=f"One of {SIZES}.")] = 256,
                        t: Annotated[float | None, Query(ge=0, le=10**7, description="Video time, seconds.")] = None
-                       ) -> FileResponse:
+                       ) -> Response:
         if size not in SIZES:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, SIZES))}")
         item = get_item(item_id)
         if item.kind not in VISUAL:
             raise HTTPException(404, f"item {item_id} is {item.kind}: only images and videos have thumbnails")
         try:
-            path = thumbnails.get(item, size, lambda: open_item(item).handle, t)
+            jpeg = thumbnails.get(item, size, lambda: open_item(item).handle, t)
+        except NoPicture as exc:
+            raise HTTPException(404, f"item {item_id} has no thumbnail: {exc}") from None
         except MediaError as exc:
             raise HTTPException(415, f"item {item_id}: no thumbnail: {exc}") from None
-        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/items/{item_id}/media", summary="The item's file, with HTTP range requests",
              response_class=Response)
-    def item_media(item_id: int, request: Request) -> Response:
+    def item_media(item_id: ItemId, request: Request) -> Response:
         return file_response(open_item(get_item(item_id)), request.headers.get("range"))
 
     @app.get("/api/status", summary="What the library holds and what the server runs")
@@ -239,6 +252,15 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         return info
 
     return app
+
+
+def _without_server_paths(message: str, upload: Path, name: str) -> str:
+    """`message` with the upload's temp file (in any spelling) replaced by the uploaded file's name."""
+    for spelling in {str(upload), os.path.realpath(upload)}:
+        message = message.replace(spelling, f"upload {name}")
+    for folder in {str(upload.parent), os.path.realpath(upload.parent)}:
+        message = message.replace(folder, "(upload)")
+    return message
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -1,9 +1,11 @@
 """Serving library files safely: by item id only, checked against what was indexed, with ranges.
 
 A client never names a path. The stored path is resolved (symlinks followed), opened, and the
-open file must still be the regular file that was indexed (same size and mtime) before a byte
-of it is sent; the checks run on the open descriptor, so a file swapped after the check is not
-the one read.
+open file must still be the regular file that was indexed before a byte of it is sent: same
+size and mtime, and for files up to `VERIFY_MAX_BYTES` the same content hash as the one stored
+(size and mtime are easy to copy: `touch -r`; the store keeps no device and inode). The checks
+run on the open descriptor, so a file swapped after the check is not the one read; a verified
+file version (device, inode, size, mtime, ctime) is not hashed again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import mimetypes
 import os
 import stat
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -18,9 +22,13 @@ from typing import BinaryIO, Iterator
 from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse
 
+from indexer.changes import hash_stream
+from retrieval.sniff import HEAD_BYTES, Signature, sniff
 from retrieval.store import Item
 
 CHUNK = 256 * 1024
+VERIFY_MAX_BYTES = 256 * 2**20  # hashed before serving, once per file version: 64 MiB took 0.22 s (busy 2-core VM)
+VERIFIED_MEMO = 16384
 
 
 @dataclass
@@ -42,12 +50,44 @@ def open_item(item: Item) -> OpenedFile:
     except (OSError, RuntimeError) as exc:  # permission denied, a symlink loop
         raise HTTPException(403, f"item {item.id} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
     info = os.fstat(handle.fileno())
-    if not stat.S_ISREG(info.st_mode) or info.st_size != item.size or info.st_mtime_ns != item.mtime_ns:
+    if not (stat.S_ISREG(info.st_mode) and info.st_size == item.size and info.st_mtime_ns == item.mtime_ns
+            and _same_content(handle, info, item.content_hash)):
         handle.close()
         raise HTTPException(409, f"item {item.id} changed on disk since it was indexed ({item.path}); "
                                  f"run `jrsearch index` again")
-    media_type = mimetypes.guess_type(item.path)[0] or "application/octet-stream"
-    return OpenedFile(handle, info.st_size, media_type)
+    return OpenedFile(handle, info.st_size, _media_type(handle, item))
+
+
+def _media_type(handle: BinaryIO, item: Item) -> str:
+    """By content where a signature agrees with the item's kind (a JPEG named .mp4, indexed as an
+    image, is image/jpeg), else by name."""
+    signature = sniff(handle.read(HEAD_BYTES))
+    handle.seek(0)
+    if signature is not None and signature.kind.value == item.kind:
+        return signature.mime
+    return mimetypes.guess_type(item.path)[0] or "application/octet-stream"
+
+
+_verified: OrderedDict[tuple[int, ...], str] = OrderedDict()
+_verified_lock = threading.Lock()
+
+
+def _same_content(handle: BinaryIO, info: os.stat_result, expected: str | None) -> bool:
+    """Whether the open file holds the bytes that were indexed (files over VERIFY_MAX_BYTES, and
+    items stored without a hash, pass on size and mtime alone)."""
+    if expected is None or info.st_size > VERIFY_MAX_BYTES:
+        return True
+    version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    with _verified_lock:
+        known = _verified.get(version)
+    if known is None:
+        known = hash_stream(handle)
+        handle.seek(0)
+        with _verified_lock:
+            _verified[version] = known
+            while len(_verified) > VERIFIED_MEMO:
+                _verified.popitem(last=False)
+    return known == expected
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -107,22 +147,6 @@ def _chunks(handle: BinaryIO, first: int, last: int) -> Iterator[bytes]:
             yield data
 
 
-def sniff_upload(data: bytes) -> str | None:
-    """'image' or 'audio' by the upload's first bytes (never by its name or declared type)."""
-    head = data[:16]
-    if head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")):
-        return "image"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image"
-    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
-        return "audio"
-    if head.startswith((b"fLaC", b"OggS", b"ID3", b"FORM")) or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
-        return "audio"
-    return None
-
-
-AUDIO_SUFFIX = {b"RIFF": ".wav", b"fLaC": ".flac", b"OggS": ".ogg", b"FORM": ".aiff"}
-
-
-def audio_suffix(data: bytes) -> str:
-    return AUDIO_SUFFIX.get(data[:4], ".mp3")
+def sniff_upload(data: bytes) -> Signature | None:
+    """What an upload is by its first bytes (never by its name or declared type)."""
+    return sniff(data[:HEAD_BYTES])

@@ -13,13 +13,16 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 
+from retrieval.diskspace import human_bytes
 from retrieval.errors import JrsearchError
 
 COOKIE = "token"
@@ -83,10 +86,36 @@ class TokenGuard:
         return response.headers["set-cookie"]
 
 
-def _host_of(header: str) -> str:
-    if header.startswith("["):
-        return header[1:].partition("]")[0]
-    return header.rpartition(":")[0] if header.count(":") == 1 else header
+def parse_host(header: str) -> str | None:
+    """The host name of a Host header (`uri-host [":" port]`, RFC 9110 7.2), normalised; None when malformed.
+
+    Parsed the way Django's `validate_host` and nginx read it: a user part (`127.0.0.1:80@evil.com`),
+    a path, a bad port or a character outside a DNS name makes the header malformed. IP literals
+    are compared in their canonical form (`[0:0::1]` is `::1`); one trailing dot is dropped.
+    """
+    try:
+        parts = urlsplit("//" + header)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError:
+        return None
+    if parts.netloc != header or "@" in header or not parts.hostname or header.endswith(":"):
+        return None
+    return _canonical(parts.hostname, bracketed=header.startswith("["))
+
+
+def _canonical(name: str, bracketed: bool = False) -> str | None:
+    name = name.lower()
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        if bracketed:
+            return None  # `[...]` holds an IPv6 address or nothing
+        name = name[:-1] if name.endswith(".") else name
+        return name if _DNS_NAME.fullmatch(name) else None
+    return address.compressed if bracketed == (address.version == 6) else None
+
+
+_DNS_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 class AccessGuard:
@@ -95,17 +124,24 @@ class AccessGuard:
     def __init__(self, app, guard: TokenGuard | None, allowed_hosts: Iterable[str] | None) -> None:
         self.app = app
         self.guard = guard
-        self.hosts = {h.lower() for h in allowed_hosts} if allowed_hosts is not None else None
+        self.hosts = {_canonical(h, ":" in h) or h for h in allowed_hosts} if allowed_hosts is not None else None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        if self.hosts is not None and _host_of(request.headers.get("host", "")).lower() not in self.hosts:
-            await JSONResponse({"detail": "this server only answers requests addressed to a loopback host name "
-                                          f"({', '.join(sorted(self.hosts))})"}, status_code=403)(scope, receive, send)
-            return
+        if self.hosts is not None:
+            host = parse_host(request.headers.get("host", ""))
+            if host is None:  # as nginx and Django answer a Host header that is not `name[:port]`
+                await JSONResponse({"detail": "malformed Host header: expected a host name or address and an "
+                                              "optional port"}, status_code=400)(scope, receive, send)
+                return
+            if host not in self.hosts:
+                await JSONResponse({"detail": "this server only answers requests addressed to a loopback host "
+                                              f"name ({', '.join(sorted(self.hosts))})"},
+                                   status_code=403)(scope, receive, send)
+                return
         cookie = None
         if self.guard is not None:
             token, from_url = self.guard.presented(request)
@@ -164,6 +200,3 @@ class BodyLimit:
     async def _refuse(self, scope, receive, send) -> None:
         await JSONResponse({"detail": self._message()}, status_code=413)(scope, receive, send)
 
-
-def human_bytes(n: int) -> str:
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"

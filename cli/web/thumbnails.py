@@ -2,24 +2,29 @@
 
 Images go through `retrieval.imageio.open_image` (by content, EXIF orientation, RGB, bomb
 limit); a video's thumbnail is the frame at the requested time. The cache key is the item's
-content hash (or its id, size and mtime), so a changed file gets a new thumbnail.
+content hash (or its id, size and mtime), so a changed file gets a new thumbnail. A cache that
+cannot be written (a full disk, a read-only library) costs speed, never the thumbnail: it is
+served from memory, as a caching proxy (nginx's proxy_cache) serves a response it fails to store.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from retrieval.errors import MediaError
-from retrieval.imageio import open_image, to_rgb
+from retrieval.imageio import open_image, upright_frame
+from retrieval.sniff import picture_streams
 from retrieval.store import Item
 from retrieval.types import MediaKind
 
 SIZES = (128, 256, 512)
 QUALITY = 82
+log = logging.getLogger("jrsearch.serve")
 
 
 class ThumbnailCache:
@@ -33,38 +38,57 @@ class ThumbnailCache:
         when = f"-t{at_s:.1f}" if at_s is not None else ""
         return self.root / key[:2] / f"{key}-{size}{when}.jpg"
 
-    def get(self, item: Item, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> Path:
-        """The cached thumbnail's path; made first, from the file `open_source()` opens, if needed."""
+    def get(self, item: Item, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> bytes:
+        """The thumbnail's JPEG bytes: from the cache, or made from the file `open_source()` opens
+        and cached when the cache can be written."""
         video = item.kind == MediaKind.VIDEO.value
         at_s = round(at_s, 1) if video and at_s is not None else None  # the cache keeps tenths of a second
         path = self.path_for(item, size, at_s)
-        if path.is_file():
-            return path
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
         with open_source() as source:
             image = _video_frame(source, at_s or 0.0) if video else \
                 open_image(source.read(), name=f"item {item.id}", draft_size=size)
         image.thumbnail((size, size))
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=QUALITY)
-        _write_atomically(path, out.getvalue())
-        return path
+        try:
+            _write_atomically(path, out.getvalue())
+        except OSError as exc:
+            log.warning("thumbnail served without caching: cannot write %s (%s)", path, exc.strerror or exc)
+        return out.getvalue()
+
+
+class NoPicture(MediaError):
+    """The file holds no picture to make a thumbnail of (a sound-only video file)."""
 
 
 def _video_frame(source: BinaryIO, at_s: float):
-    """The first frame at or after `at_s` seconds, as an RGB PIL image."""
+    """The first frame at or after `at_s` seconds, as an upright RGB PIL image."""
     import av
 
     try:
         with av.open(source) as container:
-            stream = container.streams.video[0]
+            streams = picture_streams(container)
+            if not streams:
+                raise NoPicture("the file holds sound only, no pictures")
+            stream = streams[0]
             if at_s > 0 and stream.time_base:
                 container.seek(int(at_s / stream.time_base), stream=stream)
             for frame in container.decode(stream):
                 if frame.time is None or frame.time >= at_s - 0.05:
-                    return to_rgb(frame.to_image())
-    except (av.error.FFmpegError, IndexError, ValueError) as exc:
-        raise MediaError(f"no frame could be decoded ({exc})") from None
+                    return upright_frame(frame)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"the video could not be decoded (FFmpeg: {_first_line(exc)})") from None
+    except (ValueError, OverflowError) as exc:
+        raise MediaError(f"the video could not be decoded ({type(exc).__name__}: {_first_line(exc)})") from None
     raise MediaError(f"the video has no frame at {at_s:.1f} s")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0][:160]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -114,14 +114,20 @@ def prepare_folder(encoder) -> Path:
 
 
 def share_text_tower(encoder) -> Path | None:
-    """Write the numpy text tower into the model's cache folder unless it is there (best effort)."""
-    from retrieval.encoders.onnx import ExportError
+    """Write the numpy text tower into the model's cache folder unless it is there. A failure
+    (a full disk, a read-only cache) becomes a note: text queries then take the slower path."""
+    from retrieval.errors import JrsearchError
     from retrieval.query_model import EXPORT_DIR, export_text_tower
 
     try:
         folder = model_cache.find(encoder.spec) or prepare_folder(encoder)
         if not (folder / EXPORT_DIR / "meta.json").is_file():
             export_text_tower(encoder, folder)
-    except (OSError, ExportError):
-        return None  # queries take the torch path
+    except JrsearchError as exc:  # ExportError, DiskFullError, LibraryError: each says what happened
+        encoder.notes.append(str(exc))
+        return None
+    except OSError as exc:
+        encoder.notes.append(f"the text-tower export for fast text queries was not written to "
+                             f"{model_cache.cache_root()} ({exc.strerror or exc}); text queries take the slower path")
+        return None
     return folder

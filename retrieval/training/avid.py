@@ -251,8 +251,9 @@ def _restore(out: Path, model, ema, optimizer, pairs: PairSet, config: TrainConf
 
 def save_loss_curve(losses: list[float], path: Path, title: str = "audio tower training") -> None:
     """The mean loss per epoch as a PNG."""
-    import matplotlib
+    from retrieval.extras import require
 
+    matplotlib = require("matplotlib", "train", "the training loss curve")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

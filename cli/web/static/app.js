@@ -43,12 +43,35 @@ async function run(label, request) {
   }
 }
 
-function searchText() {
+// The text search lives in the page's URL (?q=…&kind=…&top_k=…&under=…&glob=…), so a search can be
+// bookmarked and shared, and Back/Forward step through earlier searches.
+const URL_FIELDS = ["q", "kind", "top_k", "under", "glob"];
+
+function searchText({ remember = true } = {}) {
   const q = $("q").value.trim();
   if (!q) return;
   const params = options();
   params.set("q", q);
+  if (remember) {
+    const url = `${location.pathname}?${params}`;
+    if (`${location.pathname}${location.search}` !== url) history.pushState(null, "", url);
+  }
   run(`“${q}”`, () => call(`/api/search?${params}`));
+}
+
+function searchFromUrl() {
+  const params = new URLSearchParams(location.search);
+  for (const name of URL_FIELDS) {
+    const field = $(name);
+    const value = params.get(name);
+    if (name === "kind" && ![...field.options].some((option) => option.value === value)) {
+      field.value = "image";
+    } else {
+      field.value = value ?? field.defaultValue;
+    }
+  }
+  if ($("q").value.trim()) searchText({ remember: false });
+  else render([]);
 }
 
 function searchFile(file) {
@@ -197,11 +220,11 @@ async function login(event) {
   }
 }
 
-async function showStatus() {
+async function showStatus({ quiet = false } = {}) {
   try {
     const info = await call("/api/status");
     const counts = Object.entries(info.indexes).map(([kind, idx]) => `${idx.vectors} ${kind}`).join(", ");
-    say(`${counts || "nothing indexed"} · ${info.server.model}`);
+    if (!quiet) say(`${counts || "nothing indexed"} · ${info.server.model}`);
     if (!info.server.audio_search) $("file").accept = "image/*";
   } catch (error) {
     say(error.message, true);
@@ -233,6 +256,9 @@ document.addEventListener("DOMContentLoaded", () => {
     if (e.key === "Escape") closeViewer();
     else if ($("viewer").hidden && $("login").hidden) moveFocus(e);
   });
+  window.addEventListener("popstate", searchFromUrl);
   dropZone();
-  showStatus();
+  const searchInUrl = Boolean(new URLSearchParams(location.search).get("q"));
+  showStatus({ quiet: searchInUrl });  // a search in the URL says its own line
+  if (searchInUrl) searchFromUrl();
 });
