@@ -1,6 +1,7 @@
 """Cold `jrsearch query "TEXT"` latency: fresh processes back to back, torch-free path vs the torch path.
 
     python -m benchmarks.cold_query --runs 15 --normal-runs 5
+    python -m benchmarks.cold_query --models ViT-B-32,xlm-roberta-base-ViT-B-32-shape --normal-runs 0
 
 Builds one library per model with `jrsearch index --pretrained none` (random weights cost the
 same as trained ones) over captions and a few images, then times whole processes of
@@ -8,6 +9,10 @@ same as trained ones) over captions and a few images, then times whole processes
 (an override, so the unchanged torch path). One warm-up run each first: "cold" means a fresh
 process with the library already indexed and its files in the page cache. Prints and saves
 JSON (median, p95, every run, the load average) under --out.
+
+Model names may also be the configs in benchmarks/model_configs (e.g. `xlm-roberta-base-ViT-B-32-shape`:
+xlm-roberta-base-ViT-B-32's exact shapes, built from a local config because transformers cannot fetch
+xlm-roberta-base's offline); `index` and the torch path register them, the fast path needs no registry.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = REPO.parent / "shared" / "data" / "coco-karpathy-test" / "captions.tsv"
+MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
+WITH_CONFIGS = ("import sys; from pathlib import Path; from retrieval.encoders.openclip import register_model_configs; "
+                f"register_model_configs(Path({str(MODEL_CONFIGS)!r})); from cli.main import main; "
+                "sys.argv[0] = 'jrsearch'; main()")
 QUERIES = ["a dog on a beach", "two people riding bikes down a street", "a plate of food on a table",
            "a red double decker bus", "a cat sleeping on a laptop keyboard"]
 
@@ -38,9 +47,10 @@ def captions(count: int) -> list[str]:
     return [f"caption {i}: {QUERIES[i % len(QUERIES)]}" for i in range(count)]
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True,
-                          check=True)
+def cli(*args: str, configs: bool = False) -> subprocess.CompletedProcess:
+    """`jrsearch ARGS` in a fresh process; `configs` registers benchmarks/model_configs first (imports torch)."""
+    command = ["-c", WITH_CONFIGS] if configs else ["-m", "cli.main"]
+    return subprocess.run([sys.executable, *command, *args], cwd=REPO, capture_output=True, text=True, check=True)
 
 
 def build_library(root: Path, model: str, texts: list[str], images: int) -> Path:
@@ -55,7 +65,7 @@ def build_library(root: Path, model: str, texts: list[str], images: int) -> Path
     if (library / "query_model" / "meta.json").is_file():
         return library  # built by an earlier run (--work)
     cli("index", str(root / "caps.txt"), str(root / "photos"), "--model", model, "--pretrained", "none",
-        "--library", str(library), "--json")
+        "--library", str(library), "--json", configs=True)
     return library
 
 
@@ -68,7 +78,7 @@ def time_queries(library: Path, runs: int, extra: list[str]) -> tuple[list[float
     for run in range(runs + 1):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        cli("query", QUERIES[run % len(QUERIES)], "--library", str(library), *extra)
+        cli("query", QUERIES[run % len(QUERIES)], "--library", str(library), *extra, configs=bool(extra))
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if run:
             wall.append(time.perf_counter() - started)

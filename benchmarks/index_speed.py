@@ -108,7 +108,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5, help="cold queries per round (median)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    from retrieval.encoders.openclip import register_model_configs
 
+    register_model_configs(Path(__file__).resolve().parent / "model_configs")  # benchmark-only model configs
     pretrained = str(args.checkpoint.resolve()) if args.checkpoint else ("" if args.pretrained == "none" else args.pretrained)
     spec = ModelSpec(args.model, pretrained)
     model_args = ["--model", args.model, "--precision", args.precision, "--backend", args.backend]

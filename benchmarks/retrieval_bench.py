@@ -87,16 +87,18 @@ class TableRow:
     text_to_image: dict[str, float | None]
     partial: bool = False
     source: str = ""  # citation for published rows
+    language: str = ""  # multilingual benchmarks (XTD10): the captions' language, or "mean"
 
     @classmethod
     def from_summaries(cls, model: str, ranked_by: str, i2t: RankSummary, t2i: RankSummary,
-                       partial: bool) -> "TableRow":
-        return cls(model, ranked_by, _cells(i2t), _cells(t2i), partial)
+                       partial: bool, language: str = "") -> "TableRow":
+        return cls(model, ranked_by, _cells(i2t), _cells(t2i), partial, language=language)
 
     def to_json(self) -> dict:
         rounded = lambda cells: {c: None if v is None else round(v, 4) for c, v in cells.items()}  # noqa: E731
-        return {"model": self.model, "ranked_by": self.ranked_by, "partial": self.partial, "source": self.source,
-                "image_to_text": rounded(self.image_to_text), "text_to_image": rounded(self.text_to_image)}
+        out = {"model": self.model, "ranked_by": self.ranked_by, "partial": self.partial, "source": self.source,
+               "image_to_text": rounded(self.image_to_text), "text_to_image": rounded(self.text_to_image)}
+        return {"language": self.language, **out} if self.language else out
 
 
 def _cells(summary: RankSummary) -> dict[str, float | None]:
@@ -182,9 +184,11 @@ def model_label(name: str, pretrained: str) -> str:
 
 def markdown_table(rows: list[TableRow]) -> list[str]:
     """The seed's table: Model | Ranked by | Image-to-Text R@1 R@5 R@10 Med r Mean r | Text-to-Image ..."""
-    header = ["Model", "Ranked by"] + [f"Image-to-Text {c}" if i == 0 else c for i, c in enumerate(COLUMNS)] \
+    languages = any(r.language for r in rows)  # a Language column first for multilingual tables
+    header = ["Language"] * languages + ["Model", "Ranked by"] \
+        + [f"Image-to-Text {c}" if i == 0 else c for i, c in enumerate(COLUMNS)] \
         + [f"Text-to-Image {c}" if i == 0 else c for i, c in enumerate(COLUMNS)]
-    body = [[("PARTIAL " if r.partial else "") + r.model, r.ranked_by]
+    body = [[r.language] * languages + [("PARTIAL " if r.partial else "") + r.model, r.ranked_by]
             + [_fmt(r.image_to_text.get(c)) for c in COLUMNS] + [_fmt(r.text_to_image.get(c)) for c in COLUMNS]
             for r in rows]
     widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]

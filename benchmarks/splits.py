@@ -165,3 +165,49 @@ def find_split_file(images_dir: Path, names: tuple[str, ...]) -> Path:
                 return place / name
     raise JrsearchError(f"no split file ({' or '.join(names)}) next to {images_dir}; pass --captions FILE "
                         f"(data/README.md says where to get one)")
+
+
+# XTD10: 1,000 COCO train2014 images with one caption each per language; de/fr come from MIC, jp from STAIR.
+XTD10_FILES = {"en": "XTD10", "de": "MIC", "fr": "MIC", "es": "XTD10", "it": "XTD10", "jp": "STAIR",
+               "ko": "XTD10", "pl": "XTD10", "ru": "XTD10", "tr": "XTD10", "zh": "XTD10"}
+XTD10_IMAGES = 1000
+XTD10_SUBDIR = "train2014"
+
+
+def _read_lines(path: Path) -> list[str]:
+    """A file's lines without a trailing empty one (some XTD10 files lack the final newline)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JrsearchError(f"cannot read {path}: {exc}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def load_xtd10(captions_dir: Path, language: str) -> RetrievalSplit:
+    """One XTD10 language: the 1,000 images of `test_image_names.txt`, caption i describing image i.
+
+    The counts are checked: 1,000 distinct image names and 1,000 non-empty captions, or an error
+    that names the file.
+    """
+    if language not in XTD10_FILES:
+        raise JrsearchError(f"XTD10 has no language '{language}'; use one of {', '.join(XTD10_FILES)}")
+    names_file = captions_dir / "XTD10" / "test_image_names.txt"
+    captions_file = captions_dir / XTD10_FILES[language] / f"test_1kcaptions_{language}.txt"
+    for path in (names_file, captions_file):
+        if not path.is_file():
+            raise JrsearchError(f"{path} does not exist; pass --captions DIR, the XTD10 folder holding "
+                                f"XTD10/, MIC/ and STAIR/ (data/README.md says where to get it)")
+    names = [line.strip() for line in _read_lines(names_file)]
+    captions = _read_lines(captions_file)
+    if len(names) != XTD10_IMAGES or len(set(names)) != XTD10_IMAGES:
+        raise JrsearchError(f"{names_file}: expected {XTD10_IMAGES:,} distinct image names, found {len(names):,} "
+                            f"({len(set(names)):,} distinct)")
+    empty = [i + 1 for i, caption in enumerate(captions) if not caption.strip()]
+    if len(captions) != XTD10_IMAGES or empty:
+        raise JrsearchError(f"{captions_file}: expected {XTD10_IMAGES:,} non-empty captions (one per image), found "
+                            f"{len(captions):,}" + (f", line {empty[0]} empty" if empty else ""))
+    groups = [(SplitImage(Path(name).stem, name, XTD10_SUBDIR), [(f"{language}:{i}", caption)])
+              for i, (name, caption) in enumerate(zip(names, captions))]
+    return _grouped(f"xtd10-{language}", captions_file, groups, None)

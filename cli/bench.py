@@ -1,15 +1,15 @@
-"""`jrsearch bench`: retrieval benchmarks (COCO 1K / 5K, Flickr30K 1K) as a table, Markdown and JSON."""
+"""`jrsearch bench`: retrieval benchmarks (COCO 1K / 5K, Flickr30K 1K, XTD10) as a table, Markdown and JSON."""
 
 from __future__ import annotations
 
 import enum
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
-from cli.common import (BackendOpt, CheckpointOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, handles_errors,
+from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, handles_errors,
                         resolve_model)
 
 if TYPE_CHECKING:  # imported inside the commands, so that --help stays fast
@@ -55,7 +55,7 @@ def coco(
         "--ids", help="With captions_val2014.json: the split's COCO image ids, one per line, in order.",
         exists=True, dir_okay=False)] = None,
     model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -67,7 +67,7 @@ def coco(
     source = captions or find_split_file(images, ("dataset_coco.json", "captions.tsv"))
     options = BenchOptions("coco", split.value, 1000 if split is CocoSplit.ONE_K else None, allow_partial,
                            index, index_factory, nprobe, batch_size, workers)
-    _run(load_split(source, ids), images, options, model, pretrained, checkpoint, precision, device, backend, out,
+    _run(load_split(source, ids), images, options, model, pretrained, checkpoint, precision, device, out,
          cache_dir, as_json)
 
 
@@ -77,7 +77,7 @@ def flickr30k(
     images: ImagesOpt,
     captions: CaptionsOpt = None,
     model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -88,27 +88,75 @@ def flickr30k(
 
     source = captions or find_split_file(images, ("dataset_flickr30k.json",))
     options = BenchOptions("flickr30k", "1k", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
-    _run(load_split(source), images, options, model, pretrained, checkpoint, precision, device, backend, out,
+    _run(load_split(source), images, options, model, pretrained, checkpoint, precision, device, out,
          cache_dir, as_json)
 
 
+XTD10_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xtd10"
+
+
+@bench_app.command()
+@handles_errors
+def xtd10(
+    images: Annotated[Path, typer.Option("--images", help="Folder with COCO train2014 images (COCO_train2014_*.jpg).",
+                                         exists=True, file_okay=False)],
+    captions: Annotated[Path, typer.Option(
+        "--captions", help="XTD10 folder holding XTD10/, MIC/ and STAIR/ (default: ../shared/data/xtd10 beside "
+                           "the repository).", file_okay=False)] = XTD10_DIR,
+    lang: Annotated[str, typer.Option("--lang", help="all, or a comma-separated list of en,de,fr,es,it,jp,ko,pl,ru,"
+                                                     "tr,zh.")] = "all",
+    model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
+    out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
+    index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
+    batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
+) -> None:
+    """XTD10: per language, image-to-text and text-to-image R@1/5/10 and ranks over 1,000 images, and the mean."""
+    from benchmarks.retrieval_bench import BenchOptions
+    from benchmarks.splits import load_xtd10
+    from benchmarks.xtd10_bench import parse_languages, run_xtd10
+
+    languages = parse_languages(lang)
+    images = images.resolve()
+    _check_images(load_xtd10(captions, languages[0]), images, allow_partial)  # every language has the same images
+    options = BenchOptions("xtd10", "", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
+    _run_report(lambda encoder, cache, progress: run_xtd10(captions, languages, images, encoder, cache, options,
+                                                           progress, precision),
+                model, pretrained, checkpoint, precision, device, out, cache_dir, as_json)
+
+
 def _run(split: RetrievalSplit, images: Path, options: BenchOptions, model: str | None, pretrained: str | None,
-         checkpoint: Path | None, precision: str, device: str | None, backend: str, out: Path, cache_dir: Path | None,
+         checkpoint: Path | None, precision: str, device: str | None, out: Path, cache_dir: Path | None,
          as_json: bool) -> None:
     """Check the images, load the model, run, print the table and write Markdown + JSON."""
+    from benchmarks.retrieval_bench import run_benchmark
+
+    images = images.resolve()
+    _check_images(split, images, options.allow_partial)
+    _run_report(lambda encoder, cache, progress: run_benchmark(split, images, encoder, cache, options, progress,
+                                                               precision),
+                model, pretrained, checkpoint, precision, device, out, cache_dir, as_json)
+
+
+def _check_images(split: RetrievalSplit, images: Path, allow_partial: bool) -> None:
+    """Refuse missing images before spending seconds on loading the model."""
+    from benchmarks.retrieval_bench import refuse_partial
+
+    missing = [image for image in split.images if not image.locate(images).is_file()]
+    if missing and not allow_partial:
+        refuse_partial(split, images, [str(m.locate(images)) for m in missing], [])
+
+
+def _run_report(run: Callable, model: str | None, pretrained: str | None, checkpoint: Path | None, precision: str,
+                device: str | None, out: Path, cache_dir: Path | None, as_json: bool) -> None:
+    """Load the model and cache, `run(encoder, cache, progress)` under a progress bar, print and write the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from benchmarks.embedding_cache import EmbeddingCache, default_cache_dir, model_setting
-    from benchmarks.retrieval_bench import refuse_partial, run_benchmark
     from cli.render import err
     from retrieval.encoders import load_encoder
 
-    images = images.resolve()
-    missing = [image for image in split.images if not image.locate(images).is_file()]
-    if missing and not options.allow_partial:  # before spending seconds on loading the model
-        refuse_partial(split, images, [str(m.locate(images)) for m in missing], [])
-    encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision,
-                           backend=backend)
+    encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision)
     cache = EmbeddingCache(cache_dir or default_cache_dir(), model_setting(encoder, precision))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=as_json, transient=True) as bar:
@@ -119,18 +167,22 @@ def _run(split: RetrievalSplit, images: Path, options: BenchOptions, model: str 
                 tasks[stage] = bar.add_task(f"embedding {stage}", total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        report = run_benchmark(split, images, encoder, cache, options, progress, precision)
+        report = run(encoder, cache, progress)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / report.file_stem()
     markdown = report.to_markdown()
     Path(f"{stem}.md").write_text(markdown, encoding="utf-8")
-    Path(f"{stem}.json").write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    Path(f"{stem}.json").write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return
     typer.echo(markdown)
-    for problem in report.unreadable[:10]:
+    reports = list(getattr(report, "reports", {}).values()) or [report]  # XTD10: one report per language
+    unreadable = {p.path: p for r in reports for p in r.unreadable}
+    missing = list(dict.fromkeys(m for r in reports for m in r.missing))
+    for problem in list(unreadable.values())[:10]:
         typer.echo(f"unreadable: {problem.path}: {problem.reason}", err=True)
-    if report.missing:
-        typer.echo(f"missing: {len(report.missing):,} images (listed in the JSON), e.g. {report.missing[0]}", err=True)
+    if missing:
+        typer.echo(f"missing: {len(missing):,} images (listed in the JSON), e.g. {missing[0]}", err=True)
     typer.echo(f"wrote {stem}.md and {stem}.json", err=True)

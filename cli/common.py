@@ -30,6 +30,13 @@ PrecisionOpt = Annotated[str, typer.Option(
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="auto (ONNX Runtime on a CPU, torch on a GPU), onnx or torch.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")]
+IndexOpt = Annotated[Optional[Path], typer.Option(
+    "--index", help="Search an INDEXDIR built by `jrsearch cluster build` instead of a library.")]
+AddressOpt = Annotated[Optional[str], typer.Option(
+    "--address", help="With --index: Ray cluster to hold the index shards (HOST:PORT, ray://..., auto).")]
+AllowPartialOpt = Annotated[bool, typer.Option(
+    "--allow-partial", help="With --index --address: answer when a shard is lost, flagged as partial "
+                            "(default: an error).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -70,7 +77,7 @@ def handles_errors(command: Callable) -> Callable:
 def resolve_model(library: "Library | None", model: str | None, pretrained: str | None,
                   checkpoint: Path | None) -> ModelSpec:
     """The model a command uses: explicit options first, then the library's, then the default."""
-    from retrieval.encoders import DEFAULT_MODEL, TINY_TEST_MODEL
+    from retrieval.encoders import DEFAULT_MODEL, SHIPPED_MODELS
 
     built = library.model()[0] if library is not None and library.model() else None
     name = model or (built.name if built else DEFAULT_MODEL.name)
@@ -84,6 +91,6 @@ def resolve_model(library: "Library | None", model: str | None, pretrained: str 
         return built
     if name == DEFAULT_MODEL.name:
         return DEFAULT_MODEL
-    if name == TINY_TEST_MODEL.name:
-        return TINY_TEST_MODEL
+    if name in SHIPPED_MODELS:
+        return SHIPPED_MODELS[name]
     raise JrsearchError(f"pass --pretrained TAG (or --checkpoint PATH) for model '{name}'")

@@ -8,8 +8,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from cli.common import (BackendOpt, CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt,
-                        fail, handles_errors, resolve_model)
+from cli.common import (AddressOpt, AllowPartialOpt, BackendOpt, CheckpointOpt, DeviceOpt, IndexOpt, JsonOpt,
+                        LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail, handles_errors, resolve_model)
 from retrieval.types import MediaKind
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -86,11 +86,18 @@ def query(
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = None,
     backend: BackendOpt = "auto",
+    index: IndexOpt = None,
+    address: AddressOpt = None,
+    allow_partial: AllowPartialOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the library: by text (TEXT) or by example (--image, --audio)."""
     if sum(q is not None for q in (text, image, audio)) != 1:
         fail("give one of a TEXT query, --image PATH or --audio PATH")
+    if index is not None:  # an INDEXDIR from `jrsearch cluster build`
+        from cli.cluster import query_index
+
+        return query_index(index, text, image, top_k, under, glob, nprobe, address, allow_partial, as_json)
     if text is not None and not (model or pretrained or checkpoint or device) and (precision, backend) == ("auto", "auto"):
         from cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
@@ -112,6 +119,10 @@ def query(
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
         print_results(results)
+    if text is not None:
+        from cli.quick import print_language_hint
+
+        print_language_hint(text, lib.model()[0].name if lib.model() else None)
 
 
 @app.command()
@@ -141,6 +152,9 @@ app.add_typer(bench_app, name="bench")
 
 from cli.train import train_app  # noqa: E402
 app.add_typer(train_app, name="train")
+
+from cli.cluster import cluster_app  # noqa: E402
+app.add_typer(cluster_app, name="cluster")
 
 
 def main() -> None:

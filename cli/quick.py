@@ -35,5 +35,18 @@ def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob
         from cli.render import print_results
 
         print_results(results)
+    if not text.isascii():
+        from retrieval.quick_search import library_model_name
+
+        print_language_hint(text, library_model_name(library or default_library_dir()))
     return True
+
+
+def print_language_hint(text: str, model_name: str | None) -> None:
+    """One line on stderr where an English-only model's library was asked in another script."""
+    from retrieval.query_language import english_only_hint
+
+    hint = english_only_hint(text, model_name) if model_name else None
+    if hint:
+        typer.echo(f"note: {hint}", err=True)
 

@@ -76,9 +76,9 @@ class SearchEngine:
         ViT-B-32 text query takes ~30-45 ms instead of ~100 ms on two cores, same vector to 1e-5.
         """
         if self._text_tower is None:
-            from retrieval.query_model import find_text_tower
+            from retrieval.hf_text_tower import load_query_tower
 
-            self._text_tower = find_text_tower(self.library.root, self.spec, self.library.model()[1]) or False
+            self._text_tower = load_query_tower(self.library.root, self.spec, self.library.model()[1]) or False
         return self._text_tower or None
 
     def modalities(self) -> tuple[str, ...]:

@@ -149,7 +149,9 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
     if config is None:
-        return False
+        from retrieval.hf_text_tower import export_hf_text_tower  # multilingual models' HF text towers
+
+        return export_hf_text_tower(encoder, library_root)
     spec: ModelSpec = encoder.spec
     dim = int(model.text_projection.shape[1] if not hasattr(model.text_projection, "weight")
               else model.text_projection.weight.shape[0])
@@ -200,19 +202,6 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
     mean = x.mean(-1, keepdims=True)
     centred = x - mean
     return centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + eps) * weight + bias
-
-
-def find_text_tower(library_root: Path, spec: ModelSpec, dim: int) -> "TextTower | None":
-    """The export shared in the model cache (`encoders/model_cache.py`), else the one an older
-    jrsearch wrote into the library itself; None where neither matches `spec`."""
-    from retrieval.encoders import model_cache
-
-    shared = model_cache.find(spec)
-    for folder in ([shared] if shared is not None else []) + [library_root]:
-        tower = TextTower.load(folder, spec, dim)
-        if tower is not None:
-            return tower
-    return None
 
 
 class TextTower:

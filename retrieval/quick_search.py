@@ -15,8 +15,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
+from retrieval.hf_text_tower import load_query_tower
 from retrieval.paths import DB_NAME
-from retrieval.query_model import find_text_tower
 from retrieval.ranking import ranked_search
 from retrieval.types import MediaKind, ModelSpec, SearchResult
 
@@ -40,6 +40,17 @@ def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, 
         return None  # a damaged or half-written file: the normal path rebuilds or explains
 
 
+def library_model_name(root: Path) -> str | None:
+    """The name of the model that built the library at `root`, read without the ORM; None where unreadable."""
+    db = root.expanduser() / DB_NAME
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as con:
+            row = con.execute("SELECT model_name FROM manifest").fetchone()
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+    return row[0] if row else None
+
+
 def _search(con: sqlite3.Connection, root: Path, text: str, kind: MediaKind, top_k: int, nprobe: int | None,
             path_filter: Callable[[str], bool] | None) -> list[SearchResult] | None:
     from retrieval.index import DEFAULT_NPROBE, VectorIndex
@@ -55,7 +66,7 @@ def _search(con: sqlite3.Connection, root: Path, text: str, kind: MediaKind, top
     index_file = root / "index" / f"{kind.value}.faiss"
     if built_generation != generation or not factory or not index_file.is_file():
         return None  # the normal path rebuilds the index from the store
-    tower = find_text_tower(root, ModelSpec(manifest[0], manifest[1]), int(manifest[2]))
+    tower = load_query_tower(root, ModelSpec(manifest[0], manifest[1]), int(manifest[2]))
     if tower is None:
         return None
     query = tower.encode_texts([text])

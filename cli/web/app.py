@@ -30,6 +30,7 @@ from retrieval.diskspace import is_disk_full
 from retrieval.engine import PathFilter, SearchEngine
 from retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
 from retrieval.library import Library
+from retrieval.query_language import english_only_hint
 from retrieval.store import Item
 from retrieval.types import MediaKind, SearchResult
 
@@ -68,6 +69,8 @@ class SearchOut(BaseModel):
     embed_ms: float
     search_ms: float
     results: list[ResultOut]
+    partial: dict[str, Any] | None = None  # an INDEXDIR served with --allow-partial: shards that did not answer
+    hint: str | None = None  # e.g. a query in another script on an English-only model's library
 
 
 class ItemOut(BaseModel):
@@ -122,15 +125,21 @@ def search_options(
     return SearchOptions(kind=kind, top_k=top_k, under=under or None, glob=glob or None)
 
 
-def create_app(library: Library, engine: SearchEngine | None = None, *, token: str | None = None,
+def create_app(library: Library | None, engine: SearchEngine | None = None, *, token: str | None = None,
                allowed_hosts: Sequence[str] | None = None, thumbnail_dir: Path | None = None,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, warm: bool = True,
-               search_threads: int | None = None) -> FastAPI:
+               search_threads: int | None = None, searcher: Any = None) -> FastAPI:
     """The server for one library. `token`: required on every API request when set.
     `allowed_hosts`: Host header names to answer (None: any). `search_threads`: faiss threads
-    per request (None: faiss's default)."""
-    searcher = Searcher(library, engine or SearchEngine(library), search_threads)
-    thumbnails = ThumbnailCache(thumbnail_dir or library.root / "thumbnails")
+    per request (None: faiss's default). `searcher`: instead of a library, another source of
+    results with items and status (`cli/web/index_searcher.IndexSearcher` for an INDEXDIR)."""
+    if library is None:
+        if searcher is None or thumbnail_dir is None:
+            raise ValueError("create_app without a library needs a searcher and a thumbnail_dir")
+        thumbnails = ThumbnailCache(thumbnail_dir)
+    else:
+        searcher = searcher or Searcher(library, engine or SearchEngine(library), search_threads)
+        thumbnails = ThumbnailCache(thumbnail_dir or library.root / "thumbnails")
     guard = TokenGuard(token) if token else None
     if warm:
         searcher.warm()
@@ -149,7 +158,8 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         done = time.perf_counter()
         return SearchOut(query={**query, **options.model_dump(mode="json")},
                          took_ms=round((done - started) * 1000, 2), embed_ms=round((embedded - started) * 1000, 2),
-                         search_ms=round((done - embedded) * 1000, 2), results=[_result_out(r) for r in results])
+                         search_ms=round((done - embedded) * 1000, 2), results=[_result_out(r) for r in results],
+                         partial=getattr(results, "partial", None))
 
     @app.get("/", include_in_schema=False)
     def page() -> Response:
@@ -170,7 +180,10 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
     def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="Words to search for.")],
                     options: Annotated[SearchOptions, Depends(search_options)]) -> SearchOut:
         started = time.perf_counter()
-        return run_search(searcher.embed_text(q), options, {"text": q}, started)
+        out = run_search(searcher.embed_text(q), options, {"text": q}, started)
+        built = library.model() if library is not None else (searcher.engine.spec, 0)
+        out.hint = english_only_hint(q, built[0].name) if built else None
+        return out
 
     @app.post("/api/search/file", response_model=SearchOut, summary="Search by an example image or sound")
     def search_file(file: Annotated[UploadFile, File(description="An image (JPEG, PNG, GIF, WebP, BMP, TIFF) "
@@ -204,8 +217,11 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
         return run_search(vector, options, {"file": name, "file_type": what}, started)
 
     def get_item(item_id: int) -> Item:
-        with library.sessions() as session:
-            item = session.get(Item, item_id)
+        if library is None:
+            item = searcher.item(item_id)
+        else:
+            with library.sessions() as session:
+                item = session.get(Item, item_id)
         if item is None:
             raise HTTPException(404, f"no item {item_id} in this library")
         return item
@@ -244,7 +260,7 @@ def create_app(library: Library, engine: SearchEngine | None = None, *, token: s
 
     @app.get("/api/status", summary="What the library holds and what the server runs")
     def status() -> dict[str, Any]:
-        info = library.status()
+        info = library.status() if library is not None else searcher.status()
         info["server"] = {"model": searcher.engine.spec.label(), "token_required": guard is not None,
                           "max_upload_bytes": max_upload_bytes, "max_top_k": MAX_TOP_K,
                           "audio_search": "audio" in searcher.engine.modalities(),

@@ -16,6 +16,8 @@ from retrieval.types import ModelSpec
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
 TINY_TEST_MODEL = ModelSpec("tiny-test", "")
+TINY_MULTILINGUAL_MODEL = ModelSpec("tiny-multilingual", "")  # a 2-layer XLM-R text tower, random weights
+SHIPPED_MODELS = {spec.name: spec for spec in (TINY_TEST_MODEL, TINY_MULTILINGUAL_MODEL)}
 
 
 class Encoder(Protocol):

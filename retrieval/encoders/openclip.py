@@ -18,11 +18,37 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 HUB_HOST = "huggingface.co"
 
 
+_REGISTERED: list[Path] = []  # folders added by `register_model_configs`
+
+
+def register_model_configs(folder: Path) -> None:
+    """Add `folder`'s open_clip model configs; an HF text tower named "./x" or "../x" is relative to them."""
+    import open_clip
+    from open_clip import factory
+
+    _REGISTERED.append(folder)
+    open_clip.add_model_config(folder)  # re-reads every registered file, so resolve all of them again
+    for config_file in (f for registered in _REGISTERED for f in registered.glob("*.json")):
+        text_cfg = factory._MODEL_CONFIGS.get(config_file.stem, {}).get("text_cfg", {})  # no public setter
+        for key in ("hf_model_name", "hf_tokenizer_name"):
+            if str(text_cfg.get(key, "")).startswith(("./", "../")):
+                text_cfg[key] = str((config_file.parent / text_cfg[key]).resolve())
+
+
 def _register_shipped_configs() -> None:
     import open_clip
 
     if "tiny-test" not in open_clip.list_models():
-        open_clip.add_model_config(CONFIG_DIR)
+        register_model_configs(CONFIG_DIR)
+
+
+def hf_text_tower_name(spec: ModelSpec) -> str | None:
+    """The Hugging Face text model behind `spec` (e.g. xlm-roberta-base), or None for a CLIP text tower."""
+    import open_clip
+
+    _register_shipped_configs()
+    config = open_clip.get_model_config(spec.name) or {}
+    return config.get("text_cfg", {}).get("hf_model_name") or None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -97,6 +123,26 @@ def _local_file(weights: str | None, spec: ModelSpec) -> Path | None:
     return Path(resolved) if resolved and Path(resolved).is_file() else None
 
 
+def _check_hf_text_tower(spec: ModelSpec, hf_name: str) -> None:
+    """A Hugging Face text tower needs transformers and its config + tokenizer files (local or cached)."""
+    from retrieval.extras import require
+
+    require("transformers", "multilingual", f"model '{spec.name}' (its Hugging Face text tower {hf_name})")
+    if Path(hf_name).is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(hf_name, "config.json"), str):
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if offline or not _hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else f"{HUB_HOST} is unreachable"
+        raise ModelUnavailableError(
+            f"model '{spec.name}' needs the Hugging Face files of its text tower '{hf_name}' (config and "
+            f"tokenizer), which are not in the local cache and {why}; run the same command once on a connected "
+            f"machine (or copy its ~/.cache/huggingface), or use --model tiny-multilingual to try it offline")
+
+
 def _pick_device(device: str | None) -> str:
     import torch
 
@@ -148,12 +194,17 @@ class OpenClipEncoder:
         if precision == "auto":
             precision = "fp16" if device.startswith("cuda") else "fp32"
         weights = _resolve_weights(spec)
+        hf_name = hf_text_tower_name(spec)
+        extra = {}
+        if hf_name:
+            _check_hf_text_tower(spec, hf_name)
+            extra["pretrained_text"] = False  # the open_clip weights hold the text tower too; none: random
         if weights is None:
             torch.manual_seed(0)  # random init must be identical in every process that loads it
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=weights, device=device,
-                precision=precision if precision in ("fp16", "bf16") else "fp32",
+                precision=precision if precision in ("fp16", "bf16") else "fp32", **extra,
             )
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -37,7 +37,8 @@ async function run(label, request) {
   try {
     const body = await request();
     render(body.results);
-    say(`${body.results.length} results for ${label} in ${Math.round(body.took_ms)} ms`);
+    say(`${body.results.length} results for ${label} in ${Math.round(body.took_ms)} ms`
+        + (body.hint ? ` — note: ${body.hint}` : ""));
   } catch (error) {
     say(error.message, true);
   }

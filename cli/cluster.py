@@ -1,0 +1,139 @@
+"""`jrsearch cluster embed|build`, and searching/serving an INDEXDIR (`query|serve --index`).
+
+Ray (the `cluster` extra) is imported by the commands when they run, never when the CLI loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail, handles_errors
+
+cluster_app = typer.Typer(no_args_is_help=True, help="Embed, index and serve across a Ray cluster "
+                                                     "(pip install 'jrsearch\\[cluster]').")
+
+ClusterAddressOpt = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster to use: HOST:PORT, ray://HOST:10001 or auto (the one running here); "
+                      "default: start a local one.")]
+CpusOpt = Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs of a local cluster started here.")]
+
+
+def _progress_printer(enabled: bool):
+    """A one-line progress report on stderr: shards done of total, items, items/s."""
+    from cli.render import err
+
+    last = [0.0]
+
+    def show(done: int, total: int, items: int, seconds: float) -> None:
+        if enabled and (seconds - last[0] >= 1.0 or done == total):
+            last[0] = seconds
+            err.print(f"shards {done}/{total}  items {items:,}  {items / max(seconds, 1e-9):,.1f} items/s",
+                      highlight=False)
+
+    return show
+
+
+@cluster_app.command()
+@handles_errors
+def embed(
+    sources: Annotated[list[str], typer.Argument(help="Folders, file lists (.txt), parquet tables or webdataset "
+                                                      ".tar shards; local paths or fsspec URLs (s3://...).")],
+    out: Annotated[str, typer.Option("--out", help="Dataset folder or URL (clip-retrieval layout).")],
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    precision: PrecisionOpt = "auto",
+    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per output shard.")] = 100_000,
+    actors: Annotated[int | None, typer.Option(
+        "--actors", min=1, help="Embed actors (default: one per GPU; without GPUs one per 4 CPUs).")] = None,
+    actor_cpus: Annotated[float, typer.Option("--actor-cpus", min=0.1, help="CPUs per CPU embed actor.")] = 1.0,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per model batch.")] = None,
+    address: ClusterAddressOpt = None,
+    num_cpus: CpusOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed images on a Ray cluster into float16 .npy shards + parquet metadata; reruns resume."""
+    from cli.common import resolve_model
+    from indexer.cluster.embed import EmbedOptions, run_embed
+
+    spec = resolve_model(None, model, pretrained, None)
+    options = EmbedOptions(shard_size=shard_size, address=address, num_cpus=num_cpus, actors=actors,
+                           actor_cpus=actor_cpus, batch_size=batch_size, precision=precision)
+    report = run_embed(sources, out, spec, options, _progress_printer(not as_json))
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+        return
+    typer.echo(f"embedded {report.embedded:,} images into {report.shards_written} new shard(s) "
+               f"({report.shards_skipped} already done, {report.shards_total} in all), failed "
+               f"{len(report.failed)}, in {report.seconds:.1f} s on {report.actors}")
+    for path, error in report.failed[:20]:
+        typer.echo(f"  failed: {path}: {error}")
+
+
+@cluster_app.command()
+@handles_errors
+def build(
+    dataset: Annotated[str, typer.Argument(help="Dataset folder or URL written by `jrsearch cluster embed`.")],
+    out: Annotated[Path, typer.Option("--out", help="Index folder (INDEXDIR) to write.")],
+    factory: Annotated[str | None, typer.Option(
+        "--factory", help="faiss index_factory string (an IVF index); default: chosen by size.")] = None,
+    shards: Annotated[int | None, typer.Option(
+        "--shards", min=1, help="Serving shards: 1 merges into one on-disk index; default: by size "
+                                "(one per 64 GiB of codes).")] = None,
+    nprobe: Annotated[int, typer.Option(help="Default IVF lists visited per query.")] = 32,
+    single: Annotated[bool, typer.Option("--single", help="Build in this process, without Ray.")] = False,
+    address: ClusterAddressOpt = None,
+    num_cpus: CpusOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train IVF-PQ on a sample, add the shards in parallel, merge into on-disk serving shards."""
+    from indexer.cluster.build import BuildOptions, build_single, run_build
+
+    options = BuildOptions(factory=factory, serving_shards=shards, nprobe=nprobe, address=address, num_cpus=num_cpus)
+    report = build_single(dataset, out, options) if single else run_build(dataset, out, options)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+        return
+    typer.echo(f"indexed {report.vectors:,} vectors as {report.factory} in {report.serving_shards} serving "
+               f"shard(s), {report.index_bytes / 2**20:,.1f} MiB, in {report.seconds['total']:.1f} s")
+
+
+def query_index(index: Path, text: str | None, image: Path | None, top_k: int, under: Path | None,
+                glob: str | None, nprobe: int | None, address: str | None, allow_partial: bool,
+                as_json: bool) -> None:
+    """`jrsearch query --index INDEXDIR`: one search over a cluster-built index."""
+    from cli.render import print_results
+    from retrieval.cluster.search import ClusterSearch
+    from retrieval.engine import PathFilter
+
+    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
+    if text is not None:
+        vector = search.embed_text(text)
+    elif image is not None:
+        vector = search.embed_image(image)
+    else:
+        return fail("give a TEXT query or --image PATH (an INDEXDIR holds images only: no --audio)")
+    results, missing = search.search(vector, top_k, PathFilter.make(under, glob))
+    shards = [search.manifest.shards[m].index for m in missing]
+    if as_json:
+        payload: dict | list = [r.to_json() for r in results]
+        if shards:
+            payload = {"results": payload, "partial": {"missing_shards": shards}}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    print_results(results)
+    if shards:
+        typer.echo(f"warning: partial results: shard(s) {', '.join(shards)} did not answer", err=True)
+
+
+def serve_index(index: Path, address: str | None, allow_partial: bool, nprobe: int | None, **app_options):
+    """The web app over an INDEXDIR (`jrsearch serve --index`)."""
+    from cli.web.app import create_app
+    from cli.web.index_searcher import IndexSearcher
+    from retrieval.cluster.search import ClusterSearch
+
+    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
+    return create_app(None, searcher=IndexSearcher(search), thumbnail_dir=index / "thumbnails", **app_options)

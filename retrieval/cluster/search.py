@@ -1,0 +1,115 @@
+"""Search an INDEXDIR end to end: the query's vector, the shards (here or on Ray), the dataset's
+metadata (Arrow, memory-mapped), ranked and filtered like a library's results."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.cluster.dataset import EmbeddingDataset
+from retrieval.cluster.index_dir import IndexDir, IndexManifest
+from retrieval.cluster.model import ClusterModel, load_model
+from retrieval.errors import QueryError
+from retrieval.ranking import ranked_search
+from retrieval.types import ItemStatus, MediaKind, ModelSpec, SearchResult
+
+
+@dataclass
+class CatalogItem:
+    """A dataset row shaped like the library's `Item` (what the web app's item endpoints read)."""
+
+    id: int
+    path: str
+    kind: str
+    status: str
+    error: str | None
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    indexed_at: datetime
+
+
+class ClusterSearch:
+    """An INDEXDIR, its dataset and its model; `address` spreads the shards over a Ray cluster."""
+
+    def __init__(self, root: Path, address: str | None = None, nprobe: int | None = None,
+                 allow_partial: bool = False, device: str | None = None, precision: str = "auto") -> None:
+        self.root = root
+        self.manifest = IndexManifest.read(root)
+        self.dataset = EmbeddingDataset.open(self.manifest.dataset)
+        if address is not None:
+            from retrieval.cluster.router import ShardRouter
+            from retrieval.cluster.session import connect
+
+            connect(address)
+            self.index: IndexDir | ShardRouter = ShardRouter(root, nprobe, allow_partial)
+        else:
+            self.index = IndexDir(root, nprobe)
+        self._device, self._precision = device, precision
+        self._model: ClusterModel | None = None
+        self._lock = threading.Lock()  # a search and the shards it missed are read together
+        self.built_at = datetime.fromtimestamp((root / "index.json").stat().st_mtime, timezone.utc)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.manifest.spec
+
+    @property
+    def model(self) -> ClusterModel:
+        if self._model is None:
+            self._model = load_model(self.spec, device=self._device, precision=self._precision)
+        return self._model
+
+    def embed_text(self, text: str) -> np.ndarray:
+        if not text.strip():
+            raise QueryError("empty query text; pass words to search for, or --image PATH")
+        return self.model.embed_texts([text])[0]
+
+    def embed_image(self, path: Path) -> np.ndarray:
+        from retrieval.imageio import open_image
+
+        if not path.is_file():
+            raise QueryError(f"query image {path} does not exist")
+        pixels = self.model.pixel_transform()(open_image(path, name=str(path)))
+        return self.model.embed_pixels(pixels[None])[0]
+
+    def search(self, query: np.ndarray, top_k: int = 10, path_filter: Callable[[str], bool] | None = None
+               ) -> tuple[list[SearchResult], list[int]]:
+        """Results, and the serving shards that did not answer (empty unless `allow_partial`)."""
+        with self._lock:
+            return ranked_search(self.index, query, top_k, path_filter, self._rows), list(self.index.missing)
+
+    def _rows(self, ids: list[int]) -> list[Sequence]:
+        rows = self.dataset.metadata(ids)
+        return [(i, i, None, None, None, r["image_path"], MediaKind.IMAGE.value, r["caption"], None)
+                for i, r in rows.items()]
+
+    def item(self, item_id: int) -> CatalogItem | None:
+        row = self.dataset.metadata([item_id]).get(item_id)
+        if row is None:
+            return None
+        return CatalogItem(id=item_id, path=row["image_path"], kind=MediaKind.IMAGE.value,
+                           status=ItemStatus.INDEXED.value, error=None, size=row["size"] or 0,
+                           mtime_ns=row["mtime_ns"] if row["mtime_ns"] is not None else -1, content_hash=None,
+                           width=row["width"] or None, height=row["height"] or None, duration_s=None,
+                           indexed_at=self.built_at)
+
+    def status(self) -> dict:
+        m = self.manifest
+        return {"library": str(self.root), "model": m.model, "pretrained": m.pretrained, "dim": m.dim,
+                "audio_model": None, "items": {MediaKind.IMAGE.value: {ItemStatus.INDEXED.value: m.ntotal}},
+                "status": {ItemStatus.INDEXED.value: m.ntotal}, "texts": 0,
+                "indexes": {MediaKind.IMAGE.value: {"factory": m.factory, "vectors": m.ntotal, "up_to_date": True,
+                                                    "trained_on": m.trained_on,
+                                                    "built_at": self.built_at.isoformat(),
+                                                    "serving_shards": len(m.shards)}},
+                "dataset": m.dataset,
+                "bytes_on_disk": sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())}

@@ -1,0 +1,211 @@
+"""`jrsearch cluster`: embed, build and serve on a real local Ray cluster (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_image
+
+ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+
+from benchmarks.cluster import synthetic  # noqa: E402
+from indexer.cluster.build import BuildOptions, build_single, run_build  # noqa: E402
+from indexer.cluster.embed import EmbedOptions, run_embed  # noqa: E402
+from retrieval.cluster.dataset import EmbeddingDataset, item_id  # noqa: E402
+from retrieval.cluster.index_dir import IndexDir  # noqa: E402
+from retrieval.encoders import TINY_TEST_MODEL  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FACTORY = "IVF128,PQ16"  # small enough to train in seconds on two busy cores
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """One local Ray cluster for the session, as `jrsearch cluster` starts without --address."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, object_store_memory=300 * 2**20)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def make_photos(root: Path, n: int) -> Path:
+    for i in range(n):
+        make_image(root / f"d{i % 3}" / f"img{i:04d}.jpg", seed=1000 + i)
+    return root
+
+
+def synthetic_dataset(url: Path, n: int, dim: int, shards: int, seed: int = 0) -> EmbeddingDataset:
+    """Clustered unit vectors written as `cluster embed` writes them (float16 shards + parquet)."""
+    synthetic(url, n, dim, shards, seed=seed, centres=500, noise=0.4)
+    return EmbeddingDataset.open(str(url))
+
+
+def test_single_machine_commands_do_not_import_ray():
+    code = ("import sys, cli.main, cli.serve, cli.quick, indexer.pipeline, retrieval.engine, retrieval.library; "
+            "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_embed_matches_single_process_index_and_resumes(tmp_path, local_cluster, tiny_encoder):
+    from indexer.pipeline import run_index
+    from retrieval.engine import SearchEngine
+    from retrieval.library import Library
+
+    photos = make_photos(tmp_path / "photos", 100)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "dataset"
+    report = run_embed([str(photos)], str(out), TINY_TEST_MODEL, EmbedOptions(shard_size=40, address=local_cluster))
+    assert (report.shards_total, report.shards_written, report.embedded) == (3, 3, 100)
+    assert [p for p, _ in report.failed] == [str(photos / "broken.jpg")]
+
+    dataset = EmbeddingDataset.open(str(out))
+    assert dataset.ntotal == 100 and dataset.vectors(0).dtype == np.float16
+    assert sorted(Path(p).name for p in dataset.emb_files) == ["img_emb_0.npy", "img_emb_1.npy", "img_emb_2.npy"]
+    meta = dataset.metadata(list(range(100)))
+    assert len({m["image_path"] for m in meta.values()}) == 100
+
+    library = Library.open(tmp_path / "lib", create=True)
+    with library.writing():
+        run_index(library, tiny_encoder, [photos])
+    engine = SearchEngine(library, encoder=tiny_encoder)
+    for shard in range(3):
+        for row, half in zip(dataset.ids(shard), dataset.vectors(shard), strict=True):
+            vector = np.asarray(half, np.float32)
+            best = engine.search(vector / np.linalg.norm(vector), top_k=1)[0]
+            assert best.path == meta[int(row)]["image_path"]
+            assert best.score >= 0.9999  # cosine to `jrsearch index`'s vector of the same file
+
+    again = run_embed([str(photos)], str(out), TINY_TEST_MODEL, EmbedOptions(shard_size=40, address=local_cluster))
+    assert (again.shards_skipped, again.shards_written) == (3, 0)
+    (out / "metadata" / "metadata_1.parquet").unlink()  # as if the job died before committing shard 1
+    resumed = run_embed([str(photos)], str(out), TINY_TEST_MODEL, EmbedOptions(shard_size=40, address=local_cluster))
+    assert (resumed.shards_skipped, resumed.shards_written, resumed.embedded) == (2, 1, 40)
+    assert EmbeddingDataset.open(str(out)).metadata(list(range(100))) == meta
+
+
+def test_embed_reads_webdataset_tars_and_parquet_lists(tmp_path, local_cluster):
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    photos = make_photos(tmp_path / "photos", 6)
+    paths = sorted(photos.rglob("*.jpg"))
+    listed = pa.table({"url": [str(p) for p in paths[:3]], "caption": ["a", "b", "c"]})
+    pq.write_table(listed, tmp_path / "list.parquet")
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for n, path in enumerate(paths[3:]):
+            for name, data in ((f"{n:05d}.jpg", path.read_bytes()), (f"{n:05d}.txt", f"tar caption {n}".encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "dataset"
+    report = run_embed([str(tmp_path / "list.parquet"), str(tmp_path / "shard-000.tar")], str(out), TINY_TEST_MODEL,
+                       EmbedOptions(shard_size=10, address=local_cluster))
+    assert (report.shards_total, report.embedded, report.failed) == (2, 6, [])
+    rows = EmbeddingDataset.open(str(out)).metadata(list(range(6)))
+    assert [rows[i]["caption"] for i in range(6)] == ["a", "b", "c", "tar caption 0", "tar caption 1", "tar caption 2"]
+    assert rows[3]["image_path"].endswith("shard-000.tar#00000.jpg")
+
+
+def test_distributed_build_equals_single_process_build(tmp_path, local_cluster):
+    dataset = synthetic_dataset(tmp_path / "vectors", 50_000, 64, 4)
+    options = BuildOptions(factory=FACTORY, serving_shards=1, address=local_cluster)
+    distributed = run_build(str(tmp_path / "vectors"), tmp_path / "dist", options)
+    single = build_single(str(tmp_path / "vectors"), tmp_path / "single", BuildOptions(factory=FACTORY))
+    assert distributed.vectors == single.vectors == 50_000
+    assert (tmp_path / "dist" / "merged.ivfdata").is_file()  # lists on disk, memory-mapped when served
+    queries = dataset.sample(300, seed=7)
+    got = IndexDir(tmp_path / "dist").search(queries, 10)
+    want = IndexDir(tmp_path / "single").search(queries, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    nearest = np.argmax(queries @ np.concatenate([dataset.vectors(s) for s in range(4)]).astype(np.float32).T, axis=1)
+    found = np.mean([n in row for n, row in zip(nearest, got[1], strict=True)])
+    assert found > 0.8  # a real index: the exact nearest neighbour is in the top 10
+
+
+def _search_page(client, text: str) -> list[tuple[float, int, str]]:
+    """Results as (score, id, path), equal scores in id order (shards may break PQ ties otherwise)."""
+    body = client.get("/api/search", params={"q": text, "top_k": 8}).json()
+    return sorted((-round(r["score"], 5), r["item_id"], r["path"]) for r in body["results"])
+
+
+def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_cluster):
+    from fastapi.testclient import TestClient
+
+    from cli.web.app import create_app
+    from cli.web.index_searcher import IndexSearcher
+    from retrieval.cluster.search import ClusterSearch
+
+    synthetic_dataset(tmp_path / "vectors", 8_000, 64, 4, seed=3)
+    run_build(str(tmp_path / "vectors"), tmp_path / "merged", BuildOptions(factory="IVF64,PQ16", serving_shards=1))
+    run_build(str(tmp_path / "vectors"), tmp_path / "sharded", BuildOptions(factory="IVF64,PQ16", serving_shards=2))
+    assert {p.name for p in (tmp_path / "sharded").glob("*.ivfdata")} == {"shard_000.ivfdata", "shard_001.ivfdata"}
+
+    def app(root: Path, **kwargs):
+        search = ClusterSearch(root, **kwargs)
+        return search, TestClient(create_app(None, searcher=IndexSearcher(search), thumbnail_dir=tmp_path / "t"))
+
+    _, merged = app(tmp_path / "merged")
+    sharded_search, sharded = app(tmp_path / "sharded", address=local_cluster)
+    queries = ["a dog", "red square", "blue", "a photo of a cat", "x"]
+    for q in queries:
+        want = _search_page(merged, q)
+        assert len(want) == 8 and want == _search_page(sharded, q)
+    first = merged.get("/api/search", params={"q": "a dog"}).json()["results"][0]
+    item = merged.get(f"/api/items/{first['item_id']}").json()
+    assert item["path"] == first["path"] and item["kind"] == "image"
+    assert merged.get("/api/status").json()["indexes"]["image"]["vectors"] == 8_000
+
+    sharded_search.index.kill_shard(1)
+    lost = sharded.get("/api/search", params={"q": "a dog"})
+    assert lost.status_code == 503 and "shard_001.index" in lost.json()["detail"]
+
+    partial_search, partial = app(tmp_path / "sharded", address=local_cluster, allow_partial=True)
+    partial_search.index.kill_shard(0)
+    body = partial.get("/api/search", params={"q": "a dog", "top_k": 8}).json()
+    assert body["partial"] == {"missing_shards": ["shard_000.index"], "vectors_missing": 4_000}
+    assert body["results"] and all(r["item_id"] >= 4_000 for r in body["results"])  # only shard 1's rows
+
+
+@pytest.mark.slow
+def test_embed_survives_losing_a_node(tmp_path):
+    """A 2-node cluster; the worker node is removed mid-job; every image lands exactly once.
+
+    The head keeps 2 CPUs: what is left after the loss must still hold one embed actor and one
+    decode task, or the job waits for resources for ever (as it would on a real cluster)."""
+    from ray.cluster_utils import Cluster
+
+    photos = make_photos(tmp_path / "photos", 240)
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 2, "include_dashboard": False, "object_store_memory": 150 * 2**20})
+    worker = cluster.add_node(num_cpus=2, object_store_memory=150 * 2**20)
+    out = tmp_path / "dataset"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    job = subprocess.Popen([sys.executable, "-m", "cli.main", "cluster", "embed", str(photos), "--out", str(out),
+                            "--model", "tiny-test", "--shard-size", "20", "--address", cluster.address, "--json"],
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list((out / "metadata").glob("*.parquet")) and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        assert job.poll() is None, "the job ended before the node could be removed: " + job.stderr.read()[-2000:]
+        cluster.remove_node(worker)
+        _, stderr = job.communicate(timeout=240)
+        assert job.returncode == 0, stderr[-3000:]
+    finally:
+        if job.poll() is None:
+            job.kill()
+        cluster.shutdown()
+    dataset = EmbeddingDataset.open(str(out))
+    ids = [row["id"] for row in dataset.metadata(list(range(dataset.ntotal))).values()]
+    assert dataset.ntotal == 240 and len(ids) == 240
+    assert sorted(ids) == sorted(item_id(s, p) for s in range(12) for p in range(20))  # none lost, none twice
