@@ -111,7 +111,8 @@ def main() -> None:
     from retrieval.encoders.openclip import register_model_configs
 
     register_model_configs(Path(__file__).resolve().parent / "model_configs")  # benchmark-only model configs
-    pretrained = str(args.checkpoint.resolve()) if args.checkpoint else ("" if args.pretrained == "none" else args.pretrained)
+    pretrained = (str(args.checkpoint.resolve()) if args.checkpoint
+                  else "" if args.pretrained == "none" else args.pretrained)
     spec = ModelSpec(args.model, pretrained)
     model_args = ["--model", args.model, "--precision", args.precision, "--backend", args.backend]
     model_args += ["--checkpoint", pretrained] if args.checkpoint else ["--pretrained", args.pretrained]

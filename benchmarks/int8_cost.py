@@ -44,7 +44,7 @@ def top_k(queries: np.ndarray, base: np.ndarray, k: int, exclude_self: bool) -> 
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a.tolist(), b.tolist())]))
+    return float(np.mean([len(set(x) & set(y)) / len(x) for x, y in zip(a.tolist(), b.tolist(), strict=True)]))
 
 
 def main() -> None:
@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
 
-    pretrained = str(args.checkpoint.resolve()) if args.checkpoint else ("" if args.pretrained == "none" else args.pretrained)
+    pretrained = (str(args.checkpoint.resolve()) if args.checkpoint
+                  else "" if args.pretrained == "none" else args.pretrained)
     spec = ModelSpec(args.model, pretrained)
     encoders = {p: load_encoder(spec, device="cpu", precision=p, backend="onnx") for p in ("fp32", "int8")}
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +91,8 @@ def main() -> None:
         "text_to_image_top_k_overlap": round(overlap(t2i["fp32"], t2i["int8"]), 4),
         "fp32_images_per_s": [round(s, 2) for s in speed["fp32"]],
         "int8_images_per_s": [round(s, 2) for s in speed["int8"]],
-        "int8_speedup_median": round(statistics.median(i / f for i, f in zip(speed["int8"], speed["fp32"])), 3),
+        "int8_speedup_median": round(statistics.median(
+            i / f for i, f in zip(speed["int8"], speed["fp32"], strict=True)), 3),
         "loadavg_1min": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(json.dumps(result, indent=2))

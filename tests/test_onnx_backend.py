@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import make_image
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +49,7 @@ def test_onnx_and_torch_vectors_are_interchangeable(tiny_encoder, tiny_onnx_enco
     assert tiny_onnx_encoder.backend == "onnx" and tiny_encoder.backend == "torch"
     images = [open_image(p) for p in sorted(photos.rglob("*.jpg"))] + [_image("RGB", (300, 40), 1)]
     inputs = [tiny_onnx_encoder.preprocess(i) for i in images]
-    assert all(np.array_equal(a, tiny_encoder.preprocess(i)) for a, i in zip(inputs, images))
+    assert all(np.array_equal(a, tiny_encoder.preprocess(i)) for a, i in zip(inputs, images, strict=True))
     onnx, torch = tiny_onnx_encoder.encode_images(inputs), tiny_encoder.encode_images(inputs)
     assert onnx.shape == torch.shape == (len(images), tiny_encoder.dim) and onnx.dtype == np.float32
     assert np.sum(onnx * torch, axis=1).min() >= 0.9999

@@ -28,7 +28,8 @@ def _wants_gpu(device: str | None) -> bool:
     if device:
         return not device.startswith("cpu")
     gpus = Path("/proc/driver/nvidia/gpus")
-    if not (gpus.is_dir() and any(gpus.iterdir())) or os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+    if hidden or not (gpus.is_dir() and any(gpus.iterdir())):
         return False  # no driver: no need to import torch to know there is no CUDA
     import torch
 
@@ -43,7 +44,8 @@ def load_open_clip(spec: ModelSpec, device: str | None = None, precision: str = 
     onnx_precision = "fp32" if precision == "auto" else precision
     if backend == "onnx":
         if device and not device.startswith("cpu"):
-            raise ModelUnavailableError(f"--backend onnx runs on the CPU; drop --device {device} or use --backend torch")
+            raise ModelUnavailableError(
+                f"--backend onnx runs on the CPU; drop --device {device} or use --backend torch")
         if onnx_precision not in ONNX_PRECISIONS:
             raise ModelUnavailableError(f"--backend onnx runs fp32 or int8, not {precision}; use --backend torch")
     elif backend == "torch" or onnx_precision not in ONNX_PRECISIONS or _wants_gpu(device):
@@ -84,7 +86,7 @@ def _onnx(spec: ModelSpec, precision: str):
         why = str(exc)
     except OSError as exc:
         why = f"could not write the ONNX export to {model_cache.cache_root()} ({exc.strerror or exc})"
-    except Exception as exc:  # noqa: BLE001 - the exporter raises anything; torch still works
+    except Exception as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
         why = f"{spec.label()} did not export to ONNX ({type(exc).__name__}: {first})"
     if precision != "fp32":

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class OnnxClipEncoder:
         self._sessions: dict[str, object] = {}
 
     @classmethod
-    def open(cls, spec: ModelSpec, folder: Path, precision: str = "fp32") -> "OnnxClipEncoder | None":
+    def open(cls, spec: ModelSpec, folder: Path, precision: str = "fp32") -> OnnxClipEncoder | None:
         """The export in `folder`, or None where it is missing, of another format or partial."""
         meta = model_cache.read_meta(folder)
         if meta is None or meta.get("format") != FORMAT or meta.get("model") != spec.name:
@@ -144,7 +145,7 @@ def ensure_quantized(folder: Path, precision: str) -> None:
             quantize_dynamic(str(folder / tower_file(tower, "fp32")), tmp, weight_type=QuantType.QInt8,
                              per_channel=True, extra_options={"MatMulConstBOnly": True})
             os.replace(tmp, target)
-        except Exception as exc:  # noqa: BLE001 - onnx/ORT raise many types; all mean "no int8 here"
+        except Exception as exc:
             Path(tmp).unlink(missing_ok=True)
             raise ExportError(f"could not quantise {folder / tower_file(tower, 'fp32')} to {precision} "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
@@ -153,7 +154,7 @@ def ensure_quantized(folder: Path, precision: str) -> None:
 # -- export (needs torch and the open_clip model) -----------------------------------------------
 
 
-def supported(encoder: "OpenClipEncoder") -> str | None:
+def supported(encoder: OpenClipEncoder) -> str | None:
     """Why this model cannot go through ONNX, or None where it can."""
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
@@ -173,7 +174,7 @@ def supported(encoder: "OpenClipEncoder") -> str | None:
     return None
 
 
-def export_model(encoder: "OpenClipEncoder", folder: Path) -> Path:
+def export_model(encoder: OpenClipEncoder, folder: Path) -> Path:
     """Export `encoder` (fp32 torch on CPU) into `folder`; raises `ExportError` saying why not."""
     why = supported(encoder)
     if why:
@@ -191,7 +192,7 @@ def export_model(encoder: "OpenClipEncoder", folder: Path) -> Path:
     return folder
 
 
-def _export_into(encoder: "OpenClipEncoder", tmp: Path) -> dict:
+def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
     import torch
     from open_clip.tokenizer import default_bpe
 
@@ -206,11 +207,11 @@ def _export_into(encoder: "OpenClipEncoder", tmp: Path) -> dict:
             super().__init__()
             self.model = model
 
-        def forward(self, input):  # noqa: A002 - the ONNX input's name
+        def forward(self, input):
             return self.model.encode_image(input, normalize=True)
 
     class Text(Image):
-        def forward(self, input):  # noqa: A002
+        def forward(self, input):
             return self.model.encode_text(input, normalize=True)
 
     probe_images = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 3, *size), dtype=np.float32))

@@ -12,8 +12,9 @@ beside an ONNX export and read back without open_clip.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,11 +33,12 @@ class ImagePreprocess:
     fill_color: int = 0
 
     @classmethod
-    def from_cfg(cls, cfg: dict[str, Any]) -> "ImagePreprocess":
+    def from_cfg(cls, cfg: dict[str, Any]) -> ImagePreprocess:
         """From open_clip's `preprocess_cfg` dict (size, mean, std, interpolation, resize_mode, fill_color)."""
         size = cfg["size"]
         size = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
-        mean, std = cfg.get("mean") or (0.48145466, 0.4578275, 0.40821073), cfg.get("std") or (0.26862954, 0.26130258, 0.27577711)
+        mean = cfg.get("mean") or (0.48145466, 0.4578275, 0.40821073)  # open_clip's OPENAI_DATASET_MEAN/STD
+        std = cfg.get("std") or (0.26862954, 0.26130258, 0.27577711)
         mean = tuple(mean) * 3 if len(tuple(mean)) == 1 else tuple(mean)
         std = tuple(std) * 3 if len(tuple(std)) == 1 else tuple(std)
         mode = cfg.get("resize_mode") or "shortest"
@@ -113,8 +115,8 @@ def _center_crop(image, size: tuple[int, int], fill: int):
         image = ImageOps.expand(image, (left, top, right, bottom), fill=_fill(image, fill))
         if image.size == (crop_w, crop_h):
             return image
-    top = int(round((image.height - crop_h) / 2.0))
-    left = int(round((image.width - crop_w) / 2.0))
+    top = round((image.height - crop_h) / 2.0)
+    left = round((image.width - crop_w) / 2.0)
     return image.crop((left, top, left + crop_w, top + crop_h))
 
 
