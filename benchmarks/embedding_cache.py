@@ -58,7 +58,7 @@ class EmbeddingCache:
         if self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as data:
-                    self._vectors = dict(zip(data["keys"].tolist(), data["vectors"]))
+                    self._vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
             except (OSError, ValueError, KeyError):
                 self._vectors = {}  # a damaged cache is only a slower run: rebuild it
 
@@ -72,7 +72,7 @@ class EmbeddingCache:
         return self._vectors[key]
 
     def put(self, keys: list[str], vectors: np.ndarray) -> None:
-        for key, vector in zip(keys, vectors):
+        for key, vector in zip(keys, vectors, strict=True):
             self._vectors[key] = np.asarray(vector, dtype=np.float32)
         self._dirty = self._dirty or bool(keys)
 

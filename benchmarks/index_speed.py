@@ -68,7 +68,7 @@ def model_only(encoder, paths: list[Path], batch_size: int) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
-def jrsearch(*args: str) -> tuple[float, dict | list]:
+def jrsearch(*args: str) -> tuple[float, dict]:
     """Wall seconds and parsed JSON output of one `jrsearch` command in a fresh process."""
     command = [str(Path(sys.executable).parent / "jrsearch"), *args, "--json"]
     started = time.perf_counter()

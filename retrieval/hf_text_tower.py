@@ -37,7 +37,7 @@ from retrieval.query_model import EXPORT_DIR, TextTower, _checkpoint_stamp, _erf
 from retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from retrieval.encoders.openclip import OpenClipEncoder
+    from retrieval.encoders import Encoder
 
 FORMAT = "hf-1"
 ARCHITECTURES = ("xlm-roberta", "roberta")
@@ -124,7 +124,7 @@ def _weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def export_hf_text_tower(encoder: OpenClipEncoder, library_root: Path) -> bool:
+def export_hf_text_tower(encoder: Encoder, library_root: Path) -> bool:
     """Write LIBRARY/query_model for an HF text tower unless an up-to-date one is there; False where unsupported."""
     model: Any = getattr(encoder, "model", None)
     tokenizer: Any = getattr(encoder, "tokenizer", None)

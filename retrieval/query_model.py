@@ -36,7 +36,7 @@ from retrieval.tokenizer import ClipTokenizer
 from retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from retrieval.encoders.openclip import OpenClipEncoder
+    from retrieval.encoders import Encoder
 
 EXPORT_DIR = "query_model"
 FORMAT = 1
@@ -58,7 +58,7 @@ def _weights_digest(model) -> str:
     """A cheap fingerprint of the text tower's weights (a few small tensors)."""
     digest = hashlib.sha256()
     for tensor in (model.positional_embedding, model.ln_final.weight, model.transformer.resblocks[-1].mlp.c_proj.bias,
-                   model.text_projection if not hasattr(model.text_projection, "weight") else model.text_projection.weight):
+                   getattr(model.text_projection, "weight", model.text_projection)):
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
@@ -76,8 +76,8 @@ def _cleans_like_ours(clean_fn) -> bool:
 
 def _describe(model, tokenizer) -> dict | None:
     """The layer config of a standard open_clip CLIP text tower, or None for anything else."""
-    import torch
     import open_clip
+    import torch
     from open_clip.tokenizer import SimpleTokenizer
 
     if (not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None
@@ -124,7 +124,8 @@ def _arrays(model) -> dict[str, np.ndarray]:
     }
     arrays = {name: np.stack([get(b) for b in blocks]) for name, get in per_layer.items()}
     projection = model.text_projection
-    arrays.update(token_embedding=f32(model.token_embedding.weight), positional_embedding=f32(model.positional_embedding),
+    arrays.update(token_embedding=f32(model.token_embedding.weight),
+                  positional_embedding=f32(model.positional_embedding),
                   ln_final_w=f32(model.ln_final.weight), ln_final_b=f32(model.ln_final.bias),
                   text_projection=f32(projection.weight).T if hasattr(projection, "weight") else f32(projection))
     if getattr(projection, "bias", None) is not None:
@@ -139,7 +140,7 @@ def _read_meta(folder: Path) -> dict | None:
         return None
 
 
-def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
+def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     """Write ROOT/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
 
     ROOT is the model's cache folder (`encoders/backend.share_text_tower`). Cheap when the export
@@ -148,7 +149,7 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     """
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
-    if config is None:
+    if model is None or config is None:
         from retrieval.hf_text_tower import export_hf_text_tower  # multilingual models' HF text towers
 
         return export_hf_text_tower(encoder, library_root)
@@ -214,7 +215,7 @@ class TextTower:
         self.dim = int(meta["dim"])
 
     @classmethod
-    def load(cls, library_root: Path, spec: ModelSpec, dim: int) -> "TextTower | None":
+    def load(cls, library_root: Path, spec: ModelSpec, dim: int) -> TextTower | None:
         """The export for `spec`, or None where it is missing, partial or made for other weights."""
         folder = library_root / EXPORT_DIR
         meta = _read_meta(folder)
@@ -222,7 +223,8 @@ class TextTower:
                 or meta.get("pretrained") != spec.pretrained or meta.get("dim") != dim
                 or meta.get("activation") not in ACTIVATIONS or meta.get("checkpoint") != _checkpoint_stamp(spec)):
             return None
-        names = [*LAYER_ARRAYS, "token_embedding", "positional_embedding", "ln_final_w", "ln_final_b", "text_projection"]
+        names = [*LAYER_ARRAYS, "token_embedding", "positional_embedding", "ln_final_w", "ln_final_b",
+                 "text_projection"]
         names += ["text_projection_b"] if meta["projection_bias"] else []
         try:
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}

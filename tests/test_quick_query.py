@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import COCO_DIR
 
 TRICKY = [
@@ -107,7 +106,7 @@ def test_quick_gelu_towers_are_exported_with_their_activation(tiny_encoder, tmp_
         assert _tower_agrees(tiny_encoder, tmp_path, QUERIES) >= 0.9999
         assert TextTower.load(tmp_path, tiny_encoder.spec, tiny_encoder.dim).meta["activation"] == "quick_gelu"
     finally:
-        for mlp, gelu in zip(mlps, gelus):
+        for mlp, gelu in zip(mlps, gelus, strict=True):
             mlp.gelu = gelu
     assert _tower_agrees(tiny_encoder, tmp_path, QUERIES) >= 0.9999  # the stale export is replaced
     assert TextTower.load(tmp_path, tiny_encoder.spec, tiny_encoder.dim).meta["activation"] == "gelu"
@@ -129,6 +128,7 @@ def test_other_text_towers_are_not_exported(tiny_encoder, tmp_path):
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, tiny_encoder):
     from conftest import make_image
+
     from indexer.pipeline import run_index
     from retrieval.library import Library
     from retrieval.query_model import export_text_tower

@@ -116,7 +116,7 @@ class OnnxClipEncoder:
         if not len(inputs):
             return np.zeros((0, self.dim), np.float32)
         run = self._session(tower)
-        out = [run.run(None, {"input": inputs[i:i + self.batch_size]})[0]  # type: ignore[attr-defined]
+        out = [run.run(None, {"input": inputs[i:i + self.batch_size]})[0]
                for i in range(0, len(inputs), self.batch_size)]
         return _normalise(np.concatenate(out))
 
@@ -199,7 +199,9 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
     from retrieval.tokenizer import ClipTokenizer
 
     model = encoder.model
-    size = encoder.preprocess.size
+    preprocess = encoder.preprocess
+    assert isinstance(preprocess, ImagePreprocess)  # `supported` refused the others
+    size = preprocess.size
     context = int(model.context_length)
 
     class Image(torch.nn.Module):
@@ -241,7 +243,7 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
                               f"(cosine {cosines[name]:.6f} < {PROBE_COSINE})")
     tokenizer.save(tmp / "merges.npy")
     return {"format": FORMAT, "model": encoder.spec.name, "pretrained": encoder.spec.pretrained,
-            "dim": encoder.dim, "context_length": context, "preprocess": encoder.preprocess.to_cfg(),
+            "dim": encoder.dim, "context_length": context, "preprocess": preprocess.to_cfg(),
             "probe_cosine": cosines, "torch": torch.__version__}
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -170,6 +170,7 @@ class OpenClipEncoder:
         self.weights: Path | None = None  # the checkpoint file (None: random init); keys the model cache
         self.dim = int(model.visual.output_dim)
         self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
+        self.preprocess: ImagePreprocess | _TorchTransform
         try:
             self.preprocess = ImagePreprocess.from_cfg(self.preprocess_cfg)
         except (KeyError, ValueError, TypeError):
@@ -178,9 +179,9 @@ class OpenClipEncoder:
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str | None = None, precision: str = "auto") -> "OpenClipEncoder":
-        import torch
+    def load(cls, spec: ModelSpec, device: str | None = None, precision: str = "auto") -> OpenClipEncoder:
         import open_clip
+        import torch
 
         if precision not in PRECISIONS:
             raise ModelUnavailableError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
@@ -209,7 +210,8 @@ class OpenClipEncoder:
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelUnavailableError(
-                f"could not load {spec.label()}: {first}; pass --checkpoint PATH to a checkpoint for model '{spec.name}'"
+                f"could not load {spec.label()}: {first}; "
+                f"pass --checkpoint PATH to a checkpoint for model '{spec.name}'"
             ) from None
         model.eval()
         if precision == "int8":

@@ -58,7 +58,7 @@ class ImagePreprocess:
     def __call__(self, image) -> np.ndarray:
         from PIL import Image
 
-        resample = Image.BILINEAR if self.interpolation == "bilinear" else Image.BICUBIC
+        resample = Image.Resampling.BILINEAR if self.interpolation == "bilinear" else Image.Resampling.BICUBIC
         height, width = self.size
         if self.resize_mode == "squash":
             image = image.resize((width, height), resample)
@@ -69,7 +69,8 @@ class ImagePreprocess:
             if height == width:
                 image = image.resize(_shortest_edge(image.size, height), resample)
             else:
-                image = _resize_keep_ratio(image, self.size, Image.BICUBIC, longest=False)  # as open_clip: fixed
+                # as open_clip: a fixed filter here, whatever the config says
+                image = _resize_keep_ratio(image, self.size, Image.Resampling.BICUBIC, longest=False)
             image = _center_crop(image, self.size, 0)
         pixels = np.asarray(image.convert("RGB"), dtype=np.uint8).astype(np.float32) / np.float32(255)
         pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
