@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ QUERIES = ["a dog on a beach", "two people riding bikes down a street", "a plate
 def captions(count: int) -> list[str]:
     if CAPTIONS.is_file():
         with CAPTIONS.open(newline="") as handle:
-            return [row["caption"] for row, _ in zip(csv.DictReader(handle, delimiter="\t"), range(count))]
+            return [row["caption"] for row in itertools.islice(csv.DictReader(handle, delimiter="\t"), count)]
     return [f"caption {i}: {QUERIES[i % len(QUERIES)]}" for i in range(count)]
 
 
@@ -106,9 +107,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="Keep the libraries here and reuse them (default: a temp dir).")
     args = parser.parse_args()
 
-    report = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+    models: dict[str, dict] = {}
+    report: dict = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_before": os.getloadavg(),
-              "models": {}}
+              "models": models}
     texts = captions(args.captions)
     with tempfile.TemporaryDirectory(prefix="jrsearch-cold-") as tmp:
         tmp = args.work or tmp
@@ -117,7 +119,7 @@ def main() -> None:
             paths = {"fast": (args.runs, []), "normal": (args.normal_runs, ["--device", "cpu"])}
             stats_by_path = {name: summary(time_queries(library, runs, extra))
                              for name, (runs, extra) in paths.items() if runs > 0}
-            report["models"][model] = {**stats_by_path, "captions": len(texts), "images": args.images}
+            models[model] = {**stats_by_path, "captions": len(texts), "images": args.images}
             for name, stats in stats_by_path.items():
                 runs = paths[name][0]
                 print(f"{model:10} {name:6} median {stats['median_s']:.3f} s  p95 {stats['p95_s']:.3f} s  "

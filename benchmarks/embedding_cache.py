@@ -29,7 +29,7 @@ def default_cache_dir() -> Path:
 
 def model_setting(encoder: Encoder, precision: str) -> str:
     """What makes vectors comparable: model, weights (a checkpoint file by size and mtime), precision, device."""
-    setting = f"{encoder.spec.label()}|{precision}|{encoder.device.split(':')[0]}"
+    setting = f"{encoder.spec.label()}|{precision}|{encoder.device.split(':')[0]}|{encoder.backend}"
     weights = Path(encoder.spec.pretrained)
     if encoder.spec.pretrained and weights.is_file():  # a checkpoint rewritten in place must not reuse old vectors
         setting += "|" + file_key(weights)
@@ -58,7 +58,7 @@ class EmbeddingCache:
         if self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as data:
-                    self._vectors = dict(zip(data["keys"].tolist(), data["vectors"]))
+                    self._vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
             except (OSError, ValueError, KeyError):
                 self._vectors = {}  # a damaged cache is only a slower run: rebuild it
 
@@ -72,7 +72,7 @@ class EmbeddingCache:
         return self._vectors[key]
 
     def put(self, keys: list[str], vectors: np.ndarray) -> None:
-        for key, vector in zip(keys, vectors):
+        for key, vector in zip(keys, vectors, strict=True):
             self._vectors[key] = np.asarray(vector, dtype=np.float32)
         self._dirty = self._dirty or bool(keys)
 

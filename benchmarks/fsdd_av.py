@@ -51,7 +51,9 @@ def load_fsdd(root: Path, sample_rate: int, window: int) -> tuple[np.ndarray, np
     windows = np.zeros((len(files), window), dtype=np.float32)
     digits, speakers = [], []
     for i, path in enumerate(files):
-        digit, speaker, _ = NAME.match(path.name).groups()
+        match = NAME.match(path.name)
+        assert match is not None  # files were filtered by NAME above
+        digit, speaker, _ = match.groups()
         samples = read_audio(path, sample_rate)[:window]
         windows[i, :len(samples)] = samples
         digits.append(int(digit))
@@ -73,14 +75,13 @@ class PixelPCA:
 
 def tiny_clip_embeddings(images: np.ndarray) -> np.ndarray:
     """The random-weight `tiny-test` open_clip tower on the digit images (for the purity comparison)."""
-    import torch
     from PIL import Image
 
     from retrieval.encoders import TINY_TEST_MODEL, load_encoder
 
     encoder = load_encoder(TINY_TEST_MODEL, device="cpu")
     pixels = (images / 16.0 * 255).astype(np.uint8)
-    batch = torch.stack([encoder.image_transform(Image.fromarray(p).convert("RGB")) for p in pixels])
+    batch = [encoder.preprocess(Image.fromarray(p).convert("RGB")) for p in pixels]
     return encoder.encode_images(batch)
 
 
@@ -119,7 +120,7 @@ def ridge_map(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> np.ndarray:
 # (`ema`: as good within noise, 0.006 lower in mean over two seeds, so off).
 TOWER = AudioTowerConfig(lifter=13)
 TRAIN = TrainConfig(epochs=80, stretch=0.1, mel_shift=0)
-METHODS = {"AVID": {}, "AVID+CMA": {"cma_k": 16}, "within-modal + ridge map": {"objective": "within"}}
+METHODS: dict[str, dict] = {"AVID": {}, "AVID+CMA": {"cma_k": 16}, "within-modal + ridge map": {"objective": "within"}}
 
 
 @dataclass
@@ -200,9 +201,10 @@ def run(seed: int, test_speakers: tuple[str, ...], fsdd: Path = FSDD_DIR, thread
     report["chance (random ranking)"] = retrieval_metrics(random_scores, data.digits[~train], data.gallery_labels)
     return {
         "benchmark": "fsdd_av: spoken digit -> digit image retrieval (AV-MNIST style)",
-        "data": {"audio": str(fsdd), "recordings": len(data.digits), "train_speakers": sorted(set(data.speakers[train])),
+        "data": {"audio": str(fsdd), "recordings": len(data.digits),
+                 "train_speakers": sorted(set(data.speakers[train])),
                  "test_speakers": list(test_speakers), "train_pairs": int(train.sum()), "queries": int((~train).sum()),
-                 "gallery_images": int(len(data.gallery_labels)),
+                 "gallery_images": len(data.gallery_labels),
                  "images": "sklearn load_digits (8x8), half for pairs, half gallery"},
         "image_tower": {"used": "PCA of pixels (64-d), fitted on the pair images without labels, frozen",
                         "why": "no pretrained image weights are available offline; tiny-test is random-init",
@@ -247,7 +249,7 @@ def cross_speaker(seed: int, fsdd: Path, threads: int = 1, jobs: int = 1, method
     """Every speaker held out once (pairs in name order), per-fold figures and their mean."""
     from concurrent.futures import ProcessPoolExecutor
 
-    speakers = sorted({NAME.match(p.name).group(2) for p in fsdd.iterdir() if NAME.match(p.name)})
+    speakers = sorted({match.group(2) for p in fsdd.iterdir() if (match := NAME.match(p.name))})
     folds = [tuple(speakers[i:i + 2]) for i in range(0, len(speakers), 2)]
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         runs = list(pool.map(run, [seed] * len(folds), folds, [fsdd] * len(folds), [threads] * len(folds),
@@ -259,7 +261,7 @@ def cross_speaker(seed: int, fsdd: Path, threads: int = 1, jobs: int = 1, method
         if "train_seconds" in runs[0]["results"][method]:
             mean[method]["train_seconds"] = float(np.mean([r["results"][method]["train_seconds"] for r in runs]))
     return {"benchmark": runs[0]["benchmark"] + ", cross-speaker folds", "folds": [list(f) for f in folds],
-            "mean": mean, "per_fold": {",".join(f): r["results"] for f, r in zip(folds, runs)},
+            "mean": mean, "per_fold": {",".join(f): r["results"] for f, r in zip(folds, runs, strict=True)},
             "image_tower": runs[0]["image_tower"], "protocol": PROTOCOL, "seed": seed,
             "machine": runs[0]["machine"]}
 

@@ -1,13 +1,17 @@
-"""Indexing throughput against the model-only ceiling, warm query latency, peak RSS.
+"""`jrsearch index` from a fresh process against the ONNX Runtime forward-only ceiling.
 
-    python -m benchmarks.index_speed --images 500 --model ViT-B-32 --pretrained none
-    python -m benchmarks.index_speed --images 100 --model xlm-roberta-base-ViT-B-32-shape --repeats 1
+    python -m benchmarks.index_speed --images 512 --model ViT-B-32 --pretrained none
+    python -m benchmarks.index_speed --photos /tmp/corpus/images --model ViT-B-32-256 --checkpoint ck.pt
 
-Generates N photo-sized JPEGs, then, back to back and `--repeats` times:
-  * ceiling: the model's forward pass alone over the same batches, inputs already decoded;
-  * pipeline: `run_index` into a fresh library (walk, hash, decode on threads, embed, commit,
-    write the index), and the same plus loading the model (`load_encoder`).
-Prints and saves JSON (medians, all runs). Random weights (`--pretrained none`) cost the same
+Uses `--photos DIR` or generates N photo-sized JPEGs, loads the model once (so the one-time
+ONNX export into the model cache is not timed), then, back to back and `--repeats` times:
+  * ceiling: the encoder's forward pass alone (ONNX Runtime unless `--backend torch`) over the
+    same images, decoded and preprocessed beforehand, batch `--batch-size`;
+  * index: the real `jrsearch index PHOTOS` command into a fresh library, in a fresh process:
+    start-up, imports, model load, walk, hash, decode on threads, embed, commit, write indexes;
+  * re-run: the same command again, nothing changed (walk and stat only; no model is opened);
+  * cold query: `jrsearch query TEXT` in a fresh process.
+Prints and saves JSON (medians, all runs, the load average). Random weights cost the same
 compute as trained ones, so speed figures hold for the real model.
 """
 
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,12 +56,11 @@ def make_photos(root: Path, count: int, size=(640, 480), seed: int = 0) -> list[
 
 
 def model_only(encoder, paths: list[Path], batch_size: int) -> float:
-    """Images/s of encode_images alone, on inputs decoded beforehand (the ceiling)."""
-    import torch
+    """Images/s of `encode_images` alone, on inputs decoded and preprocessed beforehand (the ceiling)."""
     from retrieval.imageio import open_image
 
-    tensors = [encoder.image_transform(open_image(p, draft_size=encoder.image_size)) for p in paths]
-    batches = [torch.stack(tensors[i:i + batch_size]) for i in range(0, len(tensors), batch_size)]
+    inputs = [encoder.preprocess(open_image(p, draft_size=encoder.image_size)) for p in paths]
+    batches = [np.stack(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
     encoder.encode_images(batches[0][:2])  # warm-up
     started = time.perf_counter()
     for batch in batches:
@@ -63,105 +68,82 @@ def model_only(encoder, paths: list[Path], batch_size: int) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
-def pipeline(spec, precision: str, photos: Path, count: int, batch_size: int, workers: int) -> tuple[float, float]:
-    """(images/s without model load, images/s with model load) for one fresh index run."""
-    from indexer.pipeline import IndexOptions, run_index
-    from retrieval.encoders import load_encoder
-    from retrieval.library import Library
+def jrsearch(*args: str) -> tuple[float, dict]:
+    """Wall seconds and parsed JSON output of one `jrsearch` command in a fresh process."""
+    command = [str(Path(sys.executable).parent / "jrsearch"), *args, "--json"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    wall = time.perf_counter() - started
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed: {done.stderr[-600:]}")
+    return wall, json.loads(done.stdout)
 
+
+def one_round(photos: Path, count: int, model_args: list[str], queries: int) -> dict:
     with tempfile.TemporaryDirectory() as lib_dir:
-        started = time.perf_counter()
-        encoder = load_encoder(spec, device="cpu", precision=precision)
-        loaded = time.perf_counter()
-        library = Library.open(Path(lib_dir), create=True)
-        report = run_index(library, encoder, [photos], IndexOptions(batch_size=batch_size, workers=workers))
-        done = time.perf_counter()
-        library.close()
-    assert report.indexed == count, report.to_json()
-    return count / (done - loaded), count / (done - started)
-
-
-def query_latency(spec, precision: str, photos: Path, queries: int) -> dict:
-    from indexer.pipeline import run_index
-    from retrieval.encoders import load_encoder
-    from retrieval.engine import SearchEngine
-    from retrieval.library import Library
-    from retrieval.query_model import export_text_tower
-
-    encoder = load_encoder(spec, device="cpu", precision=precision)
-    with tempfile.TemporaryDirectory() as lib_dir:
-        library = Library.open(Path(lib_dir), create=True)
-        run_index(library, encoder, [photos])
-        export_text_tower(encoder, library.root)  # as `jrsearch index` does: queries use the numpy tower
-        engine = SearchEngine(library)
-        engine.search(engine.embed_text("warm up"), top_k=10)
-        times = []
-        for i in range(queries):
-            started = time.perf_counter()
-            engine.search(engine.embed_text(f"a photo of thing number {i}"), top_k=10)
-            times.append((time.perf_counter() - started) * 1000)
-        library.close()
-    times.sort()
-    return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2)}
+        library = ["--library", lib_dir]
+        wall, report = jrsearch("index", str(photos), *library, *model_args)
+        assert report["indexed"] == count, report
+        rerun, again = jrsearch("index", str(photos), *library, *model_args)
+        assert again["unchanged"] == count and again["indexed"] == 0, again
+        cold = [jrsearch("query", "a dog on a beach", *library)[0] for _ in range(queries)]
+    return {"index_wall_s": wall, "images_per_s": count / wall, "rerun_s": rerun,
+            "cold_query_s": statistics.median(cold)}
 
 
 def main() -> None:
-    import torch
     from retrieval.encoders import load_encoder
     from retrieval.types import ModelSpec
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--images", type=int, default=512, help="JPEGs to generate (without --photos)")
+    parser.add_argument("--photos", type=Path, help="index this folder of JPEGs instead")
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--pretrained", default="none", help="'none' = random weights (same speed)")
+    parser.add_argument("--checkpoint", type=Path, help="a local open_clip checkpoint for --model")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch of the forward-only ceiling")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--queries", type=int, default=5, help="cold queries per round (median)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     from retrieval.encoders.openclip import register_model_configs
 
-    register_model_configs(Path(__file__).resolve().parent / "model_configs")  # e.g. xlm-roberta-base-ViT-B-32-shape
-    spec = ModelSpec(args.model, "" if args.pretrained == "none" else args.pretrained)
+    register_model_configs(Path(__file__).resolve().parent / "model_configs")  # benchmark-only model configs
+    pretrained = (str(args.checkpoint.resolve()) if args.checkpoint
+                  else "" if args.pretrained == "none" else args.pretrained)
+    spec = ModelSpec(args.model, pretrained)
+    model_args = ["--model", args.model, "--precision", args.precision, "--backend", args.backend]
+    model_args += ["--checkpoint", pretrained] if args.checkpoint else ["--pretrained", args.pretrained]
     with tempfile.TemporaryDirectory() as tmp:
-        photos = Path(tmp) / "photos"
-        paths = make_photos(photos, args.images)
-        encoder = load_encoder(spec, device="cpu", precision=args.precision)
-        ceilings, pipes, pipes_with_load = [], [], []
+        photos = args.photos or Path(tmp) / "photos"
+        paths = sorted(photos.glob("*.jpg")) if args.photos else make_photos(photos, args.images)
+        encoder = load_encoder(spec, device="cpu", precision=args.precision, backend=args.backend)  # exports once
+        rounds = []
         for _ in range(args.repeats):  # back to back, so machine noise hits both alike
-            ceilings.append(model_only(encoder, paths, args.batch_size))
-            without_load, with_load = pipeline(spec, args.precision, photos, args.images, args.batch_size, args.workers)
-            pipes.append(without_load)
-            pipes_with_load.append(with_load)
-            print(f"model-only {ceilings[-1]:.2f} img/s | pipeline {pipes[-1]:.2f} img/s "
-                  f"(with model load {pipes_with_load[-1]:.2f})", flush=True)
-        del encoder
-        latency = query_latency(spec, args.precision, photos, args.queries)
+            load = os.getloadavg()[0]
+            ceiling = model_only(encoder, paths, args.batch_size)
+            measured = one_round(photos, len(paths), model_args, args.queries)
+            rounds.append({"ceiling_images_per_s": ceiling, **measured, "ratio": measured["images_per_s"] / ceiling,
+                           "loadavg_1min": load})
+            print(" | ".join(f"{k} {v:.3f}" for k, v in rounds[-1].items()), flush=True)
 
-    ceiling = statistics.median(ceilings)
+    def median(key: str) -> float:
+        return round(statistics.median(r[key] for r in rounds), 3)
+
     result = {
-        "benchmark": "index_speed",
-        "model": spec.label() or spec.name, "precision": args.precision, "images": args.images,
-        "image_size": "640x480 JPEG", "batch_size": args.batch_size, "decode_workers": args.workers,
-        "torch_threads": torch.get_num_threads(), "repeats": args.repeats,
-        "model_only_images_per_s": round(ceiling, 2),
-        "pipeline_images_per_s": round(statistics.median(pipes), 2),
-        "pipeline_with_model_load_images_per_s": round(statistics.median(pipes_with_load), 2),
-        "ratio": round(statistics.median(pipes) / ceiling, 3),
-        "ratio_with_model_load": round(statistics.median(pipes_with_load) / ceiling, 3),
-        "runs": {"model_only": [round(x, 2) for x in ceilings], "pipeline": [round(x, 2) for x in pipes],
-                 "pipeline_with_model_load": [round(x, 2) for x in pipes_with_load]},
-        "query_latency_warm": latency,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": {"cpu_count": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "benchmark": "index_speed", "model": spec.label(), "precision": args.precision,
+        "backend": encoder.backend, "notes": encoder.notes, "images": len(paths),
+        "ceiling_batch_size": args.batch_size, "repeats": args.repeats,
+        **{f"median_{k}": median(k) for k in rounds[0]},
+        "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rounds],
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(json.dumps(result, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"index_speed_{args.model}_{args.precision}.json"
+    out = args.out / f"index_speed_{args.model}_{args.precision}_{encoder.backend}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"saved {out}")
 

@@ -344,8 +344,6 @@ def embed_images(encoder: Encoder, paths: list[Path], cache: EmbeddingCache, opt
     Decoding runs on a thread pool one batch ahead of the model: while batch b is embedded, the
     workers decode batch b + 1.
     """
-    import torch
-
     keys = {str(p): file_key(p) for p in paths}
     vectors = {path: cache.get(key) for path, key in keys.items() if key in cache}
     todo = [p for p in paths if str(p) not in vectors]
@@ -354,7 +352,7 @@ def embed_images(encoder: Encoder, paths: list[Path], cache: EmbeddingCache, opt
 
     def decode(path: Path):
         try:
-            return encoder.image_transform(open_image(path, draft_size=encoder.image_size))
+            return encoder.preprocess(open_image(path, draft_size=encoder.image_size))
         except (MediaError, OSError) as exc:
             return ImageProblem(str(path), str(exc).split(": ", 1)[-1])
 
@@ -368,7 +366,7 @@ def embed_images(encoder: Encoder, paths: list[Path], cache: EmbeddingCache, opt
             problems += [d for d in decoded if isinstance(d, ImageProblem)]
             ok = [(p, d) for p, d in zip(batch, decoded) if not isinstance(d, ImageProblem)]
             if ok:
-                embedded = encoder.encode_images(torch.stack([d for _, d in ok]))
+                embedded = encoder.encode_images([d for _, d in ok])
                 cache.put([keys[str(p)] for p, _ in ok], embedded)
                 vectors.update({str(p): v for (p, _), v in zip(ok, embedded)})
             progress("images", len(vectors) + len(problems), len(paths))

@@ -29,8 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -50,7 +50,8 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     if not ms:
         return {"n": 0}
     a = np.asarray(ms)
-    return {"n": len(ms), "p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
+    return {"n": len(ms), "p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p95_ms": round(float(np.percentile(a, 95)), 2),
             "p99_ms": round(float(np.percentile(a, 99)), 2), "mean_ms": round(float(a.mean()), 2)}
 
 
@@ -97,7 +98,7 @@ def prepare_text_path(root: Path, model: str, text_path: str) -> None:
         return
     from retrieval.encoders import load_encoder
 
-    if not export_text_tower(load_encoder(ModelSpec(model, ""), device="cpu"), root):
+    if not export_text_tower(load_encoder(ModelSpec(model, ""), device="cpu", backend="torch"), root):
         raise SystemExit(f"{model} has no numpy text tower export; pass --text-path torch")
 
 
@@ -141,10 +142,11 @@ def timed_query(client, text: str, top_k: int) -> tuple[float, dict]:
 def measure_sequential(client, n: int, top_k: int) -> dict:
     for text in queries(20, seed=1):  # warm-up: model, allocator, connection
         timed_query(client, text, top_k)
-    client_ms, bodies = zip(*(timed_query(client, text, top_k) for text in queries(n, seed=2)))
+    client_ms, bodies = zip(*(timed_query(client, text, top_k) for text in queries(n, seed=2)), strict=True)
     assert all(len(body["results"]) == top_k for body in bodies)
     return {**percentiles(list(client_ms)),
-            **{f"server_{part}": percentiles([body[f"{part}_ms"] for body in bodies]) for part in ("took", "embed", "search")}}
+            **{f"server_{part}": percentiles([body[f"{part}_ms"] for body in bodies])
+               for part in ("took", "embed", "search")}}
 
 
 def measure_load(base_url: str, concurrency: int, seconds: float, top_k: int) -> dict:

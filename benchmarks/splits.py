@@ -58,7 +58,10 @@ class RetrievalSplit:
 def _grouped(name: str, source: Path, groups: list[tuple[SplitImage, list[tuple[str, str]]]],
              per_image: int | None) -> RetrievalSplit:
     """A split from (image, [(caption id, caption), ...]) in order, keeping `per_image` captions each."""
-    images, captions, caption_image, caption_ids = [], [], [], []
+    images: list[SplitImage] = []
+    captions: list[str] = []
+    caption_image: list[int] = []
+    caption_ids: list[str] = []
     for image, image_captions in groups:
         if not image_captions:
             raise JrsearchError(f"{source}: image {image.image_id} has no captions")
@@ -209,5 +212,5 @@ def load_xtd10(captions_dir: Path, language: str) -> RetrievalSplit:
         raise JrsearchError(f"{captions_file}: expected {XTD10_IMAGES:,} non-empty captions (one per image), found "
                             f"{len(captions):,}" + (f", line {empty[0]} empty" if empty else ""))
     groups = [(SplitImage(Path(name).stem, name, XTD10_SUBDIR), [(f"{language}:{i}", caption)])
-              for i, (name, caption) in enumerate(zip(names, captions))]
+              for i, (name, caption) in enumerate(zip(names, captions, strict=True))]
     return _grouped(f"xtd10-{language}", captions_file, groups, None)

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import (CheckpointOpt, DeviceOpt, JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, handles_errors,
-                        resolve_model)
+from cli.common import (
+    CheckpointOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
+    PretrainedOpt,
+    handles_errors,
+    resolve_model,
+)
 
 if TYPE_CHECKING:  # imported inside the commands, so that --help stays fast
     from benchmarks.retrieval_bench import BenchOptions
@@ -26,17 +35,17 @@ class CocoSplit(str, enum.Enum):
 
 ImagesOpt = Annotated[Path, typer.Option("--images", help="Folder with the split's images (COCO: val2014/).",
                                          exists=True, file_okay=False)]
-CaptionsOpt = Annotated[Optional[Path], typer.Option(
+CaptionsOpt = Annotated[Path | None, typer.Option(
     "--captions", help="Split file: Karpathy dataset_*.json, COCO captions_val2014.json (with --ids), or a "
                        "captions .tsv (default: looked for next to --images).", exists=True, dir_okay=False)]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the Markdown and JSON results.")]
-CacheOpt = Annotated[Optional[Path], typer.Option(
+CacheOpt = Annotated[Path | None, typer.Option(
     "--cache-dir", help="Embedding cache (default: the user cache dir).", show_default=False)]
 PartialOpt = Annotated[bool, typer.Option(
     "--allow-partial", help="Score the images that are present; every row is marked PARTIAL.")]
 IndexOpt = Annotated[bool, typer.Option(
     "--index", help="Also rank through the FAISS index the engine would build, beside the exact ranking.")]
-FactoryOpt = Annotated[Optional[str], typer.Option(
+FactoryOpt = Annotated[str | None, typer.Option(
     "--index-factory", help="Rank through this faiss index_factory type instead (implies --index), "
                             "e.g. 'IVF64,PQ16' to see the recall cost of compression.")]
 NprobeOpt = Annotated[int, typer.Option("--nprobe", min=1, help="IVF lists visited per query with --index.")]
@@ -51,7 +60,7 @@ def coco(
     split: Annotated[CocoSplit, typer.Option("--split", help="1k: mean of five 1K folds; 5k: all 5,000 images.")]
     = CocoSplit.ONE_K,
     captions: CaptionsOpt = None,
-    ids: Annotated[Optional[Path], typer.Option(
+    ids: Annotated[Path | None, typer.Option(
         "--ids", help="With captions_val2014.json: the split's COCO image ids, one per line, in order.",
         exists=True, dir_okay=False)] = None,
     model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
@@ -150,7 +159,7 @@ def _check_images(split: RetrievalSplit, images: Path, allow_partial: bool) -> N
 def _run_report(run: Callable, model: str | None, pretrained: str | None, checkpoint: Path | None, precision: str,
                 device: str | None, out: Path, cache_dir: Path | None, as_json: bool) -> None:
     """Load the model and cache, `run(encoder, cache, progress)` under a progress bar, print and write the report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
     from benchmarks.embedding_cache import EmbeddingCache, default_cache_dir, model_setting
     from cli.render import err
@@ -160,7 +169,7 @@ def _run_report(run: Callable, model: str | None, pretrained: str | None, checkp
     cache = EmbeddingCache(cache_dir or default_cache_dir(), model_setting(encoder, precision))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=as_json, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:

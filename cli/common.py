@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,20 +18,22 @@ from retrieval.types import ModelSpec
 if TYPE_CHECKING:  # the library pulls in SQLAlchemy: too slow to import for `--help`
     from retrieval.library import Library
 
-LibraryOpt = Annotated[Optional[Path], typer.Option(
+LibraryOpt = Annotated[Path | None, typer.Option(
     "--library", envvar="JRSEARCH_LIBRARY", help="Library folder (default: the user data dir).", show_default=False)]
-ModelOpt = Annotated[Optional[str], typer.Option(
+ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="open_clip model name, e.g. ViT-B-32 or tiny-test (default: the library's, else ViT-B-32).")]
-PretrainedOpt = Annotated[Optional[str], typer.Option(
+PretrainedOpt = Annotated[str | None, typer.Option(
     "--pretrained", help="open_clip pretrained tag, e.g. laion2b_s34b_b79k; 'none' for random weights.")]
-CheckpointOpt = Annotated[Optional[Path], typer.Option(
+CheckpointOpt = Annotated[Path | None, typer.Option(
     "--checkpoint", help="Local open_clip checkpoint file for --model (instead of a pretrained tag).")]
 PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16 or int8 (CPU).")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")]
-IndexOpt = Annotated[Optional[Path], typer.Option(
+    "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16 (torch) or int8 (CPU).")]
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="auto (ONNX Runtime on a CPU, torch on a GPU), onnx or torch.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")]
+IndexOpt = Annotated[Path | None, typer.Option(
     "--index", help="Search an INDEXDIR built by `jrsearch cluster build` instead of a library.")]
-AddressOpt = Annotated[Optional[str], typer.Option(
+AddressOpt = Annotated[str | None, typer.Option(
     "--address", help="With --index: Ray cluster to hold the index shards (HOST:PORT, ray://..., auto).")]
 AllowPartialOpt = Annotated[bool, typer.Option(
     "--allow-partial", help="With --index --address: answer when a shard is lost, flagged as partial "
@@ -56,10 +59,10 @@ def handles_errors(command: Callable) -> Callable:
         except KeyboardInterrupt:
             typer.echo("interrupted; everything committed so far is kept — run the same command again to resume",
                        err=True)
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except BrokenPipeError:
             sys.stderr.close()
-            raise typer.Exit(0)
+            raise typer.Exit(0) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # a full disk met where no step gave it a size: still one line
@@ -72,16 +75,18 @@ def handles_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def resolve_model(library: "Library | None", model: str | None, pretrained: str | None,
+def resolve_model(library: Library | None, model: str | None, pretrained: str | None,
                   checkpoint: Path | None) -> ModelSpec:
     """The model a command uses: explicit options first, then the library's, then the default."""
     from retrieval.encoders import DEFAULT_MODEL, SHIPPED_MODELS
 
-    built = library.model()[0] if library is not None and library.model() else None
+    stored = library.model() if library is not None else None
+    built = stored[0] if stored else None
     name = model or (built.name if built else DEFAULT_MODEL.name)
     if checkpoint is not None:
         if not checkpoint.is_file():
-            raise JrsearchError(f"checkpoint {checkpoint} does not exist; pass --checkpoint PATH to an open_clip checkpoint")
+            raise JrsearchError(f"checkpoint {checkpoint} does not exist; "
+                                "pass --checkpoint PATH to an open_clip checkpoint")
         return ModelSpec(name, str(checkpoint.resolve()))
     if pretrained is not None:
         return ModelSpec(name, "" if pretrained.lower() == "none" else pretrained)

@@ -8,9 +8,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from cli.common import (AddressOpt, AllowPartialOpt, CheckpointOpt, DeviceOpt, IndexOpt, JsonOpt, LibraryOpt,
-                        ModelOpt, PrecisionOpt, PretrainedOpt, fail, handles_errors, resolve_model)
-from retrieval.errors import JrsearchError
+from cli.common import (AddressOpt, AllowPartialOpt, BackendOpt, CheckpointOpt, DeviceOpt, IndexOpt, JsonOpt,
+                        LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail, handles_errors, resolve_model)
 from retrieval.types import MediaKind
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -28,6 +27,7 @@ def index(
     checkpoint: CheckpointOpt = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     include_hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
@@ -43,9 +43,8 @@ def index(
     """Embed every media file under PATHS; unchanged files are skipped, deleted ones forgotten."""
     from cli.render import RichProgress, print_index_report
     from indexer.pipeline import IndexOptions, run_index
-    from retrieval.encoders import load_encoder
+    from retrieval.encoders import LazyEncoder, load_encoder
     from retrieval.library import Library
-    from retrieval.query_model import export_text_tower
 
     for path in paths:
         if not path.exists():
@@ -54,25 +53,19 @@ def index(
     with lib.writing():
         spec = resolve_model(lib, model, pretrained, checkpoint)
         lib.check_model(spec)  # before spending seconds loading the wrong model
-        encoder = load_encoder(spec, device=device, precision=precision)
+        encoder = LazyEncoder(spec, lambda: load_encoder(spec, device=device, precision=precision, backend=backend))
         options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden,
                                audio_model=audio_model, video_fps=video_fps, retry_failed=retry_failed)
         with RichProgress(enabled=not as_json) as progress:
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
-        try:
-            export_text_tower(encoder, lib.root)  # what `jrsearch query TEXT` needs without torch
-        except JrsearchError as exc:  # everything is indexed: say so, then why the run still failed
-            export_failed: JrsearchError | None = exc
-        else:
-            export_failed = None
+    if encoder.loaded is not None:
+        report.notes[:0] = encoder.loaded.notes  # e.g. ONNX Runtime unavailable, text-tower export not written
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         print_index_report(report)
         for note in report.notes:
             typer.echo(f"note: {note}")
-    if export_failed is not None:
-        fail(str(export_failed))
 
 
 @app.command()
@@ -94,6 +87,7 @@ def query(
     checkpoint: CheckpointOpt = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
     index: IndexOpt = None,
     address: AddressOpt = None,
     allow_partial: AllowPartialOpt = False,
@@ -106,7 +100,7 @@ def query(
         from cli.cluster import query_index
 
         return query_index(index, text, image, top_k, under, glob, nprobe, address, allow_partial, as_json)
-    if text is not None and not (model or pretrained or checkpoint or device) and precision == "auto":
+    if text is not None and not (model or pretrained or checkpoint or device) and (precision, backend) == ("auto", "auto"):
         from cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
         if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json, rerank=rerank):
@@ -120,11 +114,9 @@ def query(
         lib.nprobe = nprobe
     lib.rerank = rerank
     explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    engine = SearchEngine(lib, model=explicit, precision=precision, device=device)
-    if audio is not None:
-        vector = engine.embed_audio(audio)
-    else:
-        vector = engine.embed_text(text) if text is not None else engine.embed_image(image)
+    engine = SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
+    modality, what = next((m, q) for m, q in (("text", text), ("image", image), ("audio", audio)) if q is not None)
+    vector = engine.embed(modality, what)
     results = engine.search(vector, kind=kind, top_k=top_k, path_filter=PathFilter.make(under, glob))
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))

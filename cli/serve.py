@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from cli.common import (AddressOpt, AllowPartialOpt, CheckpointOpt, DeviceOpt, IndexOpt, LibraryOpt, ModelOpt,
-                        PrecisionOpt, PretrainedOpt, fail, handles_errors, resolve_model)
+from cli.common import (
+    AddressOpt,
+    AllowPartialOpt,
+    BackendOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    IndexOpt,
+    LibraryOpt,
+    ModelOpt,
+    PrecisionOpt,
+    PretrainedOpt,
+    fail,
+    handles_errors,
+    resolve_model,
+)
 
 
 @handles_errors
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
-    token_file: Annotated[Optional[Path], typer.Option(
+    token_file: Annotated[Path | None, typer.Option(
         "--token-file", help="File holding the access token (else $JRSEARCH_TOKEN); "
                              "required when --host is not loopback.")] = None,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", min=1, help="Largest query upload, MiB.")] = 20,
-    nprobe: Annotated[Optional[int], typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
     checkpoint: CheckpointOpt = None,
     precision: PrecisionOpt = "auto",
     device: DeviceOpt = None,
+    backend: BackendOpt = "auto",
     index: IndexOpt = None,
     address: AddressOpt = None,
     allow_partial: AllowPartialOpt = False,
@@ -51,22 +65,23 @@ def serve(
     if not loopback and token is None:
         fail(f"--host {host} is reachable from other machines: pass --token-file FILE (or set JRSEARCH_TOKEN) "
              f"so that only people with the token can search, or keep the default --host 127.0.0.1")
-    options: dict[str, Any] = dict(token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
-                   max_upload_bytes=max_upload_mb * 2**20, search_threads=1)
+    options: dict[str, Any] = {"token": token, "allowed_hosts": None if token else LOOPBACK_NAMES,
+                   "max_upload_bytes": max_upload_mb * 2**20, "search_threads": 1}
     shown = f"[{host}]" if ":" in host else host
     if index is not None:  # an INDEXDIR from `jrsearch cluster build`, its shards here or on Ray actors
         from cli.cluster import serve_index
 
         typer.echo(f"loading the index {index} ...", err=True)
         app = serve_index(index, address, allow_partial, nprobe, **options)
-        typer.echo(f"serving on http://{shown}:{port}  (API docs: /docs{', token required' if token else ''})", err=True)
+        docs = f"/docs{', token required' if token else ''}"
+        typer.echo(f"serving on http://{shown}:{port}  (API docs: {docs})", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
         return
     lib = Library.open(library)
     if nprobe:
         lib.nprobe = nprobe
     explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    engine = SearchEngine(lib, model=explicit, precision=precision, device=device)
+    engine = SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
     typer.echo(f"loading {engine.spec.label()} and the indexes of {lib.root} ...", err=True)
     app = create_app(lib, engine, **options)
     typer.echo(f"serving on http://{shown}:{port}  (API docs: /docs{', token required' if token else ''})", err=True)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
-from cli.common import CheckpointOpt, DeviceOpt, JsonOpt, LibraryOpt, ModelOpt, PretrainedOpt, handles_errors, \
-    resolve_model
+from cli.common import (
+    CheckpointOpt,
+    DeviceOpt,
+    JsonOpt,
+    LibraryOpt,
+    ModelOpt,
+    PretrainedOpt,
+    handles_errors,
+    resolve_model,
+)
 
 train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learn towers from your own media.")
 
@@ -17,7 +25,7 @@ train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learn 
 @train_app.command("audio")
 @handles_errors
 def audio(
-    paths: Annotated[List[Path], typer.Argument(help="Folders or video files with sound to learn from.")],
+    paths: Annotated[list[Path], typer.Argument(help="Folders or video files with sound to learn from.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the audio tower checkpoint.")] = Path(
         "audio_tower.pt"),
     library: LibraryOpt = None,
@@ -32,17 +40,18 @@ def audio(
     queue: Annotated[int, typer.Option(min=0, help="Memory queue of earlier embeddings as extra negatives.")] = 0,
     cma: Annotated[int, typer.Option(min=0, help="CMA: expand positives to the top-K instances agreeing in "
                                                   "both spaces (0: AVID only).")] = 0,
-    ema: Annotated[float, typer.Option(min=0.0, max=0.9999, help="Save an exponential moving average of the "
-                                                                  "weights with this decay (0: the last weights).")] = 0.0,
+    ema: Annotated[float, typer.Option(min=0.0, max=0.9999, help="Save an exponential moving average of the weights "
+                                                                  "with this decay (0: the last weights).")] = 0.0,
     lifter: Annotated[int, typer.Option(min=0, help="Keep this many cepstral coefficients per frame (13 suits "
                                                     "speech from many voices; 0: plain log-mel).")] = 0,
     fps: Annotated[float, typer.Option(min=0.01, help="Frames (and sound windows) sampled per second.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed: the same seed and data give the same tower.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the training saved in --out.")] = False,
-    curve: Annotated[Optional[Path], typer.Option(help="Loss curve PNG (default: OUT with .loss.png).")] = None,
+    curve: Annotated[Path | None, typer.Option(help="Loss curve PNG (default: OUT with .loss.png).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """AVID: soundtrack windows learn to match the frozen image-tower vectors of the frames at the same time."""
+    import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from indexer.video import video_pairs
@@ -54,8 +63,6 @@ def audio(
     from retrieval.library import Library
     from retrieval.training.avid import PairSet, TrainConfig, save_loss_curve, train_audio_tower
     from retrieval.types import MediaKind
-
-    import numpy as np
 
     require("matplotlib", "train", "jrsearch train audio (its loss curve)")  # before hours of training, not after
     try:
@@ -94,7 +101,8 @@ def audio(
     curve = curve or out.with_suffix(".loss.png")
     save_loss_curve(result.losses, curve, title=f"AVID{'+CMA' if cma else ''} on {len(pairs)} pairs")
     summary = {"out": str(out), "loss_curve": str(curve), "image_model": spec.label(), "pairs": len(pairs),
-               "videos": len(videos), "videos_used": len(parts), "epochs": len(result.losses), "resumed_from": result.resumed_from,
+               "videos": len(videos), "videos_used": len(parts), "epochs": len(result.losses),
+               "resumed_from": result.resumed_from,
                "first_loss": round(result.losses[0], 4), "final_loss": round(result.losses[-1], 4),
                "train_seconds": round(result.seconds, 1), "skipped": skipped}
     if as_json:

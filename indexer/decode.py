@@ -22,7 +22,7 @@ class Decoded:
     candidate: Candidate
     content_hash: str | None = None
     error: str | None = None
-    payload: Any = None  # an image tensor, or for texts a list of (line, text)
+    payload: Any = None  # a preprocessed image (numpy), or for texts a list of (line, text)
     width: int | None = None
     height: int | None = None
     vectors: Any = None  # (n, dim) float32, filled in by the model

@@ -63,6 +63,8 @@ class IndexOptions:
 
 def run_index(library: Library, encoder: Encoder, roots: list[Path], options: IndexOptions | None = None,
               progress: Progress | None = None) -> IndexReport:
+    """Index `roots` into `library`. `encoder` may be a `LazyEncoder`: it is touched (and so loaded)
+    only when some file needs embedding, so a re-run over unchanged files opens no model."""
     options = options or IndexOptions()
     progress = progress or Progress()
     started = time.perf_counter()
@@ -71,7 +73,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
             raise JrsearchError(f"{root} does not exist; pass a folder or file to index")
     report = IndexReport()
     with no_space_as_error(library.root, "indexing"):  # the steps below that know their size say it
-        library.adopt_model(encoder.spec, encoder.dim)
+        library.check_model(encoder.spec)  # the model itself loads only if something needs embedding
         library.load_indexes()
         found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
         todo = plan(found, library.known_files(), roots, options.retry_failed)
@@ -83,6 +85,8 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
             handled = [c for c in todo.todo if c.kind in KIND_HANDLERS]
             report.skipped = len(todo.todo) - len(handled)
             progress.start(len(handled))
+            if handled and library.model() is None:
+                library.adopt_model(encoder.spec, encoder.dim)
             for kind, handler in KIND_HANDLERS.items():
                 batch = [c for c in handled if c.kind == kind]
                 if batch:
@@ -116,13 +120,11 @@ def _index_bytes(library: Library, report: IndexReport) -> int:
 
 def _index_images(library: Library, encoder: Encoder, todo: list[Candidate], options: IndexOptions,
                   report: IndexReport, progress: Progress) -> None:
-    import torch
-
-    decode = lambda c: decode_image(c, encoder.image_transform, encoder.image_size)  # noqa: E731
+    decode = lambda c: decode_image(c, encoder.preprocess, encoder.image_size)  # noqa: E731
     for batch in _batched(_decoded_in_order(decode, todo, options), options.batch_size):
         ok = [d for d in batch if d.payload is not None]
         if ok:
-            for decoded, vector in zip(ok, encoder.encode_images(torch.stack([d.payload for d in ok]))):
+            for decoded, vector in zip(ok, encoder.encode_images([d.payload for d in ok])):
                 decoded.vectors = vector.reshape(1, -1)
         _commit(library, batch, "image", report)
         progress.advance(len(batch))

@@ -124,8 +124,6 @@ def iter_frames(container, fps: float = DEFAULT_FPS, scene_threshold: float = SC
 def embed_frames(path: Path, encoder, fps: float, batch_size: int,
                  notes: list[str]) -> tuple[np.ndarray, list[float], tuple[int, int] | None, float | None]:
     """Frame vectors (n, dim) and their times, the frame size, and the container's duration."""
-    import torch
-
     container = _open(path)
     try:
         duration = probe_duration(container)
@@ -137,13 +135,13 @@ def embed_frames(path: Path, encoder, fps: float, batch_size: int,
         for sample in iter_frames(container, fps, image_side=encoder.image_size, errors=notes):
             if not times and sample.quarter_turned:
                 size = size[::-1]  # stored as shown: a portrait phone video is portrait
-            batch.append(encoder.image_transform(sample.image))
+            batch.append(encoder.preprocess(sample.image))
             times.append(sample.time_s)
             if len(batch) == batch_size:
-                vectors.append(encoder.encode_images(torch.stack(batch)))
+                vectors.append(encoder.encode_images(batch))
                 batch = []
         if batch:
-            vectors.append(encoder.encode_images(torch.stack(batch)))
+            vectors.append(encoder.encode_images(batch))
     finally:
         container.close()
     return (np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)), times, size, duration

@@ -5,9 +5,10 @@ by audio queries.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -88,17 +89,15 @@ def _decoded(container, stream, resampler) -> Iterator[list[np.ndarray]]:
 
     try:
         for packet in container.demux(stream):
-            out = []
+            out: list[np.ndarray] = []
             for frame in packet.decode():
                 frame.pts = None  # the resampler keeps its own clock; broken pts must not stop it
                 out.extend(f.to_ndarray().reshape(-1).astype(np.float32, copy=False) for f in resampler.resample(frame))
             yield out
     except (av.error.FFmpegError, ValueError):
         pass  # truncated or damaged: keep what decoded
-    try:
+    with contextlib.suppress(av.error.FFmpegError, ValueError):
         yield [f.to_ndarray().reshape(-1).astype(np.float32, copy=False) for f in resampler.resample(None)]
-    except (av.error.FFmpegError, ValueError):
-        pass
 
 
 def read_audio(path: Path, sample_rate: int, max_s: float = MAX_QUERY_S) -> np.ndarray:

@@ -41,7 +41,7 @@ class SearchEngine:
     """A library plus the model that built it, loaded on first use."""
 
     def __init__(self, library: Library, model: ModelSpec | None = None, encoder: Encoder | None = None,
-                 precision: str = "auto", device: str | None = None) -> None:
+                 precision: str = "auto", device: str | None = None, backend: str = "auto") -> None:
         built = library.model()
         if built is None:
             raise QueryError(f"library {library.root} is empty; run `jrsearch index PATH` first")
@@ -54,18 +54,20 @@ class SearchEngine:
         self._encoder = encoder
         self._precision = precision
         self._device = device
+        self._backend = backend
         self._audio_encoder = None  # the library's audio tower, loaded by the first audio query
         self._text_tower = None  # the exported numpy text tower; False once known to be absent
 
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder(self.spec, device=self._device, precision=self._precision)
+            self._encoder = load_encoder(self.spec, device=self._device, precision=self._precision,
+                                         backend=self._backend)
         return self._encoder
 
     @property
     def text_tower(self):
-        """The numpy text tower `jrsearch index` exported for this library's model, or None.
+        """The numpy text tower exported for this library's model (model cache or library), or None.
 
         It computes only the query's real tokens (the torch tower runs all 77 positions): a warm
         ViT-B-32 text query takes ~30-45 ms instead of ~100 ms on two cores, same vector to 1e-5.
@@ -76,22 +78,38 @@ class SearchEngine:
             self._text_tower = load_query_tower(self.library.root, self.spec, self.library.model()[1]) or False
         return self._text_tower or None
 
+    def modalities(self) -> tuple[str, ...]:
+        """What a query can be here: text and images (the joint model), sound where the library
+        has an audio tower (it maps into the same space)."""
+        from retrieval.audiomodel import recorded_audio_model
+
+        has_audio = self._audio_encoder is not None or recorded_audio_model(self.library) is not None
+        return ("text", "image", "audio") if has_audio else ("text", "image")
+
+    def embed(self, modality: str, query: "str | Path") -> np.ndarray:
+        """One query vector: `modality` is one of `modalities()`; text is a string, the others a file."""
+        embedders = {"text": self.embed_text, "image": self.embed_image, "audio": self.embed_audio}
+        if modality not in self.modalities():
+            raise QueryError(f"library {self.library.root} cannot be searched by {modality}; it takes "
+                             f"{', '.join(self.modalities())} (sound needs --audio-model PATH at index time)")
+        return embedders[modality](query)  # type: ignore[operator]
+
     def embed_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise QueryError("empty query text; pass words to search for, or --image PATH")
-        asked_for_torch = self._encoder is not None or self._device is not None or self._precision != "auto"
-        if not asked_for_torch and self.text_tower is not None:
+        asked_for_model = (self._encoder is not None or self._device is not None
+                           or (self._precision, self._backend) != ("auto", "auto"))
+        if not asked_for_model and self.text_tower is not None:
             return self.text_tower.encode_texts([text])[0]
         return self.encoder.encode_texts([text])[0]
 
     def embed_image(self, path: Path) -> np.ndarray:
-        import torch
         from retrieval.imageio import open_image
 
         if not path.is_file():
             raise QueryError(f"query image {path} does not exist")
         image = open_image(path, name=str(path))
-        return self.encoder.encode_images(torch.stack([self.encoder.image_transform(image)]))[0]
+        return self.encoder.encode_images([self.encoder.preprocess(image)])[0]
 
     def embed_audio(self, path: Path) -> np.ndarray:
         """A sound file as one query vector: the pooled windows of the library's audio tower."""

@@ -37,7 +37,7 @@ from retrieval.query_model import EXPORT_DIR, TextTower, _checkpoint_stamp, _erf
 from retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from retrieval.encoders.openclip import OpenClipEncoder
+    from retrieval.encoders import Encoder
 
 FORMAT = "hf-1"
 ARCHITECTURES = ("xlm-roberta", "roberta")
@@ -124,7 +124,7 @@ def _weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def export_hf_text_tower(encoder: OpenClipEncoder, library_root: Path) -> bool:
+def export_hf_text_tower(encoder: Encoder, library_root: Path) -> bool:
     """Write LIBRARY/query_model for an HF text tower unless an up-to-date one is there; False where unsupported."""
     model: Any = getattr(encoder, "model", None)
     tokenizer: Any = getattr(encoder, "tokenizer", None)
@@ -229,5 +229,13 @@ class HfTextTower:
 
 
 def load_query_tower(library_root: Path, spec: ModelSpec, dim: int) -> TextTower | HfTextTower | None:
-    """Whichever text-tower export the library holds for `spec` (CLIP or HF), or None."""
-    return TextTower.load(library_root, spec, dim) or HfTextTower.load(library_root, spec, dim)
+    """Whichever text-tower export there is for `spec` (CLIP or HF): the one shared in the model
+    cache (`encoders/model_cache.py`), else the one an older jrsearch wrote into the library; or None."""
+    from retrieval.encoders import model_cache
+
+    shared = model_cache.find(spec)
+    for folder in ([shared] if shared is not None else []) + [library_root]:
+        tower = TextTower.load(folder, spec, dim) or HfTextTower.load(folder, spec, dim)
+        if tower is not None:
+            return tower
+    return None

@@ -40,7 +40,8 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
             image.info["full_size"] = full_size
             return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MediaError(f"{label}: image too large (over {MAX_PIXELS:,} pixels, possible decompression bomb)") from None
+        raise MediaError(f"{label}: image too large "
+                         f"(over {MAX_PIXELS:,} pixels, possible decompression bomb)") from None
     except UnidentifiedImageError:
         raise MediaError(f"{label}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -70,8 +71,8 @@ def upright_frame(frame, max_short_side: int | None = None):
 
 def to_rgb(image):
     """Palette, RGBA/LA (composited on white), CMYK, 16-bit and greyscale -> 8-bit RGB."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     if image.mode == "RGB":
         return image

@@ -1,10 +1,12 @@
 """The text tower as plain arrays, so that a text query runs without torch or open_clip.
 
-`jrsearch index` has the model loaded; `export_text_tower` writes what a query needs once:
+Whenever torch loads a model, `export_text_tower` writes what a query needs once, into the
+model's folder in the user cache (shared by every library built with that model and weights;
+libraries written by older versions carry their own copy in LIBRARY/query_model, still read):
 
-    LIBRARY/query_model/meta.json   model spec, layer config, activation, a weight digest
-    LIBRARY/query_model/*.npy       float32 weights (per-layer ones stacked over layers),
-                                    merges.npy for the tokenizer
+    MODEL_CACHE/query_model/meta.json   model spec, layer config, activation, a weight digest
+    MODEL_CACHE/query_model/*.npy       float32 weights (per-layer ones stacked over layers),
+                                        merges.npy for the tokenizer
 
 `TextTower.load` maps them (np.load, mmap) and `encode` runs open_clip's
 `encode_text(normalize=True)` in numpy: token + positional embedding, residual blocks with a
@@ -34,7 +36,7 @@ from retrieval.tokenizer import ClipTokenizer
 from retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from retrieval.encoders.openclip import OpenClipEncoder
+    from retrieval.encoders import Encoder
 
 EXPORT_DIR = "query_model"
 FORMAT = 1
@@ -56,7 +58,7 @@ def _weights_digest(model) -> str:
     """A cheap fingerprint of the text tower's weights (a few small tensors)."""
     digest = hashlib.sha256()
     for tensor in (model.positional_embedding, model.ln_final.weight, model.transformer.resblocks[-1].mlp.c_proj.bias,
-                   model.text_projection if not hasattr(model.text_projection, "weight") else model.text_projection.weight):
+                   getattr(model.text_projection, "weight", model.text_projection)):
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
@@ -74,8 +76,8 @@ def _cleans_like_ours(clean_fn) -> bool:
 
 def _describe(model, tokenizer) -> dict | None:
     """The layer config of a standard open_clip CLIP text tower, or None for anything else."""
-    import torch
     import open_clip
+    import torch
     from open_clip.tokenizer import SimpleTokenizer
 
     if (not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None
@@ -122,7 +124,8 @@ def _arrays(model) -> dict[str, np.ndarray]:
     }
     arrays = {name: np.stack([get(b) for b in blocks]) for name, get in per_layer.items()}
     projection = model.text_projection
-    arrays.update(token_embedding=f32(model.token_embedding.weight), positional_embedding=f32(model.positional_embedding),
+    arrays.update(token_embedding=f32(model.token_embedding.weight),
+                  positional_embedding=f32(model.positional_embedding),
                   ln_final_w=f32(model.ln_final.weight), ln_final_b=f32(model.ln_final.bias),
                   text_projection=f32(projection.weight).T if hasattr(projection, "weight") else f32(projection))
     if getattr(projection, "bias", None) is not None:
@@ -137,16 +140,16 @@ def _read_meta(folder: Path) -> dict | None:
         return None
 
 
-def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
-    """Write LIBRARY/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
+def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
+    """Write ROOT/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
 
-    Called at the end of `jrsearch index` (the model is loaded then). Cheap when the export is
-    current: it compares a digest of a few small tensors. A write that fails (a full disk, no
-    permission) raises `LibraryError` and leaves the old export, or none, so the next run tries again.
+    ROOT is the model's cache folder (`encoders/backend.share_text_tower`). Cheap when the export
+    is current: it compares a digest of a few small tensors. A write that fails (a full disk, no
+    permission) raises `LibraryError` and leaves the old export, or none, so a later load tries again.
     """
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
-    if config is None:
+    if model is None or config is None:
         from retrieval.hf_text_tower import export_hf_text_tower  # multilingual models' HF text towers
 
         return export_hf_text_tower(encoder, library_root)
@@ -159,7 +162,7 @@ def export_text_tower(encoder: "OpenClipEncoder", library_root: Path) -> bool:
     if _read_meta(target) == meta:
         return True
     arrays = _arrays(model)
-    then = "run `jrsearch index` again to write it (text queries take the slower torch path until then)"
+    then = "it is written the next time jrsearch loads this model (text queries take the slower path until then)"
     try:
         _write(arrays, meta, target)
     except OSError as exc:
@@ -212,7 +215,7 @@ class TextTower:
         self.dim = int(meta["dim"])
 
     @classmethod
-    def load(cls, library_root: Path, spec: ModelSpec, dim: int) -> "TextTower | None":
+    def load(cls, library_root: Path, spec: ModelSpec, dim: int) -> TextTower | None:
         """The export for `spec`, or None where it is missing, partial or made for other weights."""
         folder = library_root / EXPORT_DIR
         meta = _read_meta(folder)
@@ -220,7 +223,8 @@ class TextTower:
                 or meta.get("pretrained") != spec.pretrained or meta.get("dim") != dim
                 or meta.get("activation") not in ACTIVATIONS or meta.get("checkpoint") != _checkpoint_stamp(spec)):
             return None
-        names = [*LAYER_ARRAYS, "token_embedding", "positional_embedding", "ln_final_w", "ln_final_b", "text_projection"]
+        names = [*LAYER_ARRAYS, "token_embedding", "positional_embedding", "ln_final_w", "ln_final_b",
+                 "text_projection"]
         names += ["text_projection_b"] if meta["projection_bias"] else []
         try:
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import gzip
 import html
+import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -60,7 +61,8 @@ def read_merges(bpe_path: Path) -> np.ndarray:
     """open_clip's `bpe_simple_vocab_16e6.txt.gz` -> (n, 2) int32 token ids of each merge, in rank order."""
     byte_chars = [chr(c) for c in _unicode_points()]
     ids = {c: i for i, c in enumerate(byte_chars)} | {c + "</w>": 256 + i for i, c in enumerate(byte_chars)}
-    lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")[1:MERGES + 1]
+    with gzip.open(bpe_path) as handle:
+        lines = handle.read().decode("utf-8").split("\n")[1:MERGES + 1]
     pairs = np.empty((len(lines), 2), dtype=np.int32)
     for rank, line in enumerate(lines):
         first, second = line.split()
@@ -83,7 +85,7 @@ class ClipTokenizer:
         import regex
 
         keys = (merges[:, 0].astype(np.int64) << 16) | merges[:, 1]
-        self._ranks: dict[int, int] = dict(zip(keys.tolist(), range(len(keys))))
+        self._ranks: dict[int, int] = dict(zip(keys.tolist(), range(len(keys)), strict=True))
         self.sot_id = BASE + len(keys)
         self.eot_id = self.sot_id + 1
         self.context_length = context_length
@@ -91,11 +93,11 @@ class ClipTokenizer:
         self._cache: dict[str, list[int]] = {SOT: [self.sot_id], EOT: [self.eot_id]}
 
     @classmethod
-    def from_bpe_file(cls, bpe_path: Path, context_length: int = 77) -> "ClipTokenizer":
+    def from_bpe_file(cls, bpe_path: Path, context_length: int = 77) -> ClipTokenizer:
         return cls(read_merges(bpe_path), context_length)
 
     @classmethod
-    def load(cls, path: Path, context_length: int) -> "ClipTokenizer":
+    def load(cls, path: Path, context_length: int) -> ClipTokenizer:
         return cls(np.load(path), context_length)
 
     def save(self, path: Path) -> None:
@@ -109,8 +111,8 @@ class ClipTokenizer:
         symbols = [BYTE_ID[b] for b in word.encode("utf-8")]
         symbols[-1] += 256  # the last byte carries '</w>'
         while len(symbols) > 1:
-            ranked = [(self._ranks.get(a << 16 | b), a, b) for a, b in zip(symbols, symbols[1:])]
-            found = [r for r in ranked if r[0] is not None]
+            ranked = [(self._ranks.get(a << 16 | b), a, b) for a, b in itertools.pairwise(symbols)]
+            found = [(r, a, b) for r, a, b in ranked if r is not None]
             if not found:
                 break
             rank, first, second = min(found)
@@ -134,7 +136,7 @@ class ClipTokenizer:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.context_length), dtype=np.int64)
         for row, text in enumerate(texts):
-            ids = [self.sot_id] + self.encode(text) + [self.eot_id]
+            ids = [self.sot_id, *self.encode(text), self.eot_id]
             if len(ids) > self.context_length:
                 ids = ids[:self.context_length]
                 ids[-1] = self.eot_id

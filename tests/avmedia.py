@@ -27,7 +27,7 @@ def picture(seed: int, side: int = 64) -> np.ndarray:
 
 def tone(hz: float, seconds: float, rate: int = RATE, seed: int = 0, noise: float = 0.02) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * rate))) / rate
+    t = np.arange(round(seconds * rate)) / rate
     wave = 0.5 * np.sin(2 * np.pi * hz * t + rng.uniform(0, 2 * np.pi)) + noise * rng.standard_normal(len(t))
     return wave.astype(np.float32)
 
@@ -71,7 +71,7 @@ def _frame_times(scenes: list[Scene], fps: int, vfr: bool):
     for scene in scenes:
         t = start
         while t < start + scene.seconds - 1e-9:
-            yield int(round(t * 1000)), picture(scene.seed)
+            yield round(t * 1000), picture(scene.seed)
             t += (1.0 / fps) * (rng.uniform(0.3, 1.7) if vfr else 1.0)
         start += scene.seconds
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may wait on the network
+if "JRSEARCH_CACHE" not in os.environ:  # model exports go to a fresh cache, never the user's
+    import tempfile
+
+    os.environ["JRSEARCH_CACHE"] = tempfile.mkdtemp(prefix="jrsearch-test-cache-")
 
 from pathlib import Path
 
@@ -18,9 +22,19 @@ FSDD_DIR = SHARED_DATA / "fsdd" / "recordings"
 
 @pytest.fixture(scope="session")
 def tiny_encoder():
+    """The tiny model in torch (tests reach into `.model`); `tiny_onnx_encoder` is the ORT one."""
     from retrieval.encoders import TINY_TEST_MODEL, load_encoder
 
-    return load_encoder(TINY_TEST_MODEL, device="cpu")
+    return load_encoder(TINY_TEST_MODEL, device="cpu", backend="torch")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_encoder():
+    from retrieval.encoders import TINY_TEST_MODEL, load_encoder
+
+    encoder = load_encoder(TINY_TEST_MODEL, backend="onnx")
+    assert encoder.backend == "onnx", encoder.notes
+    return encoder
 
 
 def make_image(path: Path, seed: int, size=(96, 64), mode: str = "RGB", fmt: str | None = None) -> Path:

@@ -136,7 +136,7 @@ def test_missing_and_unreadable_images_stop_the_run_unless_partial(tmp_path: Pat
     (images / "COCO_val2014_000000000022.jpg").unlink()
     (images / "COCO_val2014_000000000033.jpg").write_bytes(b"not a jpeg")
     cache = EmbeddingCache(tmp_path / "cache", "tiny")
-    with pytest.raises(JrsearchError, match="1 of 3 images are missing.*--allow-partial"):
+    with pytest.raises(JrsearchError, match=r"1 of 3 images are missing.*--allow-partial"):
         run_benchmark(split, images, tiny_encoder, cache, BenchOptions("coco", "5k"))
     (images / "COCO_val2014_000000000022.jpg").write_bytes(b"")
     with pytest.raises(JrsearchError, match="2 unreadable"):
@@ -196,7 +196,7 @@ def test_structural_run_over_the_real_split(tmp_path: Path):
     assert refused.exit_code == 1 and "4,994 of 5,000 images are missing" in refused.output
     assert not (tmp_path / "out").exists()
 
-    result = runner.invoke(bench_app, args + ["--allow-partial", "--index", "--split", "1k"])
+    result = runner.invoke(bench_app, [*args, "--allow-partial", "--index", "--split", "1k"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "coco-1k-tiny-test-PARTIAL.json").read_text())
     assert report["partial"] is True
@@ -221,7 +221,7 @@ def test_structural_run_over_the_real_split(tmp_path: Path):
     assert markdown.count("| PARTIAL tiny-test") == 2 and "6 of 5,000 images evaluated (4,994 missing" in markdown
     assert "Image-to-Text R@1" in result.output and "Text-to-Image R@1" in result.output
 
-    result = runner.invoke(bench_app, args + ["--allow-partial", "--split", "5k", "--json"])
+    result = runner.invoke(bench_app, [*args, "--allow-partial", "--split", "5k", "--json"])
     assert result.exit_code == 0, result.output
     five_k = json.loads(result.output)
     assert five_k["fold_size"] is None and len(five_k["folds"]) == 1

@@ -7,8 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.metrics import (RankSummary, cross_modal_ranks, first_relevant_ranks, mean_summary, ranks_from_hits,
-                               split_folds, summarize)
+from retrieval.metrics import (
+    RankSummary,
+    cross_modal_ranks,
+    first_relevant_ranks,
+    mean_summary,
+    ranks_from_hits,
+    split_folds,
+    summarize,
+)
 
 # Three images; captions 0,1 describe image 0, captions 2,3 image 1, caption 4 image 2.
 CAPTION_IMAGE = np.array([0, 0, 1, 1, 2])

@@ -183,7 +183,12 @@ def test_other_script_on_an_english_only_library_answers_with_one_note(tmp_path,
 def test_multilingual_library_end_to_end_without_torch(tmp_path):
     lib = tmp_path / "lib"
     _index(lib, tmp_path, "tiny-multilingual")
-    meta = json.loads((lib / "query_model" / "meta.json").read_text())
+    from retrieval.encoders import model_cache
+    from retrieval.types import ModelSpec
+
+    shared = model_cache.find(ModelSpec("tiny-multilingual", ""))  # the export is shared per model now
+    assert shared is not None
+    meta = json.loads((shared / "query_model" / "meta.json").read_text())
     assert meta["format"] == "hf-1" and meta["model"] == "tiny-multilingual"
     for text in ("海滩上的狗", "ein Hund am Strand"):
         runs = [runner.invoke(app, ["query", text, "--kind", "text", "--json", "--library", str(lib), *extra],

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import COCO_DIR
 
 TRICKY = [
@@ -90,7 +89,7 @@ def test_numpy_text_tower_matches_open_clip_vit_b_32(tmp_path):
     from retrieval.encoders import load_encoder
     from retrieval.types import ModelSpec
 
-    encoder = load_encoder(ModelSpec("ViT-B-32", ""), device="cpu")
+    encoder = load_encoder(ModelSpec("ViT-B-32", ""), device="cpu", backend="torch")
     assert _tower_agrees(encoder, tmp_path, TRICKY[:12] + QUERIES) >= 0.9999
 
 
@@ -107,7 +106,7 @@ def test_quick_gelu_towers_are_exported_with_their_activation(tiny_encoder, tmp_
         assert _tower_agrees(tiny_encoder, tmp_path, QUERIES) >= 0.9999
         assert TextTower.load(tmp_path, tiny_encoder.spec, tiny_encoder.dim).meta["activation"] == "quick_gelu"
     finally:
-        for mlp, gelu in zip(mlps, gelus):
+        for mlp, gelu in zip(mlps, gelus, strict=True):
             mlp.gelu = gelu
     assert _tower_agrees(tiny_encoder, tmp_path, QUERIES) >= 0.9999  # the stale export is replaced
     assert TextTower.load(tmp_path, tiny_encoder.spec, tiny_encoder.dim).meta["activation"] == "gelu"
@@ -129,6 +128,7 @@ def test_other_text_towers_are_not_exported(tiny_encoder, tmp_path):
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, tiny_encoder):
     from conftest import make_image
+
     from indexer.pipeline import run_index
     from retrieval.library import Library
     from retrieval.query_model import export_text_tower
@@ -172,7 +172,7 @@ def test_quick_search_equals_search_engine(library, tiny_encoder, kind):
         assert quick_text_search(library.root, text, MediaKind.VIDEO) == []  # no such index: as the engine
 
 
-def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tiny_encoder, tmp_path):
+def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tiny_encoder, tmp_path, monkeypatch):
     import shutil
 
     from retrieval.quick_search import quick_text_search
@@ -190,11 +190,16 @@ def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tin
     assert quick_text_search(copy, "a dog", MediaKind.IMAGE) is None
     assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None
 
-    meta = json.loads((copy / "query_model" / "meta.json").read_text())
-    (copy / "query_model" / "meta.json").write_text(json.dumps({**meta, "model": "ViT-B-32"}))
-    assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # an export for another model
-    shutil.rmtree(copy / "query_model")
-    assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # no export (an older library)
+    shared = tmp_path / "no-shared-export"
+    with monkeypatch.context() as patch:  # what an older library carries itself, without the model cache
+        patch.setenv("JRSEARCH_CACHE", str(shared))
+        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None
+        meta = json.loads((copy / "query_model" / "meta.json").read_text())
+        (copy / "query_model" / "meta.json").write_text(json.dumps({**meta, "model": "ViT-B-32"}))
+        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # an export for another model
+        shutil.rmtree(copy / "query_model")
+        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # no export anywhere
+    assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None  # the model cache's shared export
 
 
 def test_cold_cli_text_query_imports_neither_torch_nor_the_orm(library):
@@ -207,7 +212,7 @@ def test_cold_cli_text_query_imports_neither_torch_nor_the_orm(library):
     assert json.loads(quick.stderr.strip().splitlines()[-1]) == []
     normal = subprocess.run([sys.executable, "-c", probe, *args, "--device", "cpu"], capture_output=True, text=True,
                             cwd=cwd, check=True)
-    assert "torch" in json.loads(normal.stderr.strip().splitlines()[-1])  # an override takes the normal path
+    assert "sqlalchemy.orm" in json.loads(normal.stderr.strip().splitlines()[-1])  # an override takes the normal path
     quick_hits, normal_hits = json.loads(quick.stdout), json.loads(normal.stdout)
     assert [(h["rank"], h["vector_id"], h["text"]) for h in quick_hits] == \
            [(h["rank"], h["vector_id"], h["text"]) for h in normal_hits]

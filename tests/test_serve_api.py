@@ -115,8 +115,9 @@ def test_text_queries_use_the_exported_text_tower_when_there_is_one(small, tiny_
     assert [r["score"] for r in body["results"]] == pytest.approx([r.score for r in expected], abs=1e-3)
 
 
-def test_a_repeated_text_is_embedded_once(served, tiny_encoder):
+def test_a_repeated_text_is_embedded_once(served, tiny_encoder, tmp_path, monkeypatch):
     _, library, _ = served
+    monkeypatch.setenv("JRSEARCH_CACHE", str(tmp_path / "no-exports"))  # text goes through the engine
     calls: list[str] = []
 
     class Counting(SearchEngine):
@@ -173,13 +174,13 @@ def test_upload_image_finds_itself_first(served):
 WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32)
 
 
-def test_audio_upload_without_audio_support_is_refused_clearly(served, tiny_encoder, monkeypatch):
+def test_audio_upload_without_audio_support_is_refused_clearly(served, tiny_encoder):
     _, library, _ = served
-    monkeypatch.delattr(SearchEngine, "embed_audio", raising=False)
     client = make_client(library, tiny_encoder)
+    assert client.get("/api/status").json()["server"]["audio_search"] is False  # no tower in this library
     response = client.post("/api/search/file", files={"file": ("a.wav", WAV, "audio/wav")})
     assert response.status_code == 415
-    assert response.json()["detail"].startswith("audio search needs")
+    assert response.json()["detail"].startswith("audio search needs an audio tower")
 
 
 def test_audio_upload_goes_to_embed_audio(served, tiny_encoder):
@@ -188,6 +189,9 @@ def test_audio_upload_goes_to_embed_audio(served, tiny_encoder):
     heard: list[bytes] = []
 
     class AudioEngine(SearchEngine):
+        def modalities(self) -> tuple[str, ...]:
+            return ("text", "image", "audio")
+
         def embed_audio(self, path: Path) -> np.ndarray:
             heard.append(Path(path).read_bytes())
             return target
@@ -368,7 +372,7 @@ def test_status_page_and_docs(served):
     info = client.get("/api/status").json()
     assert info["model"] == "tiny-test" and info["indexes"]["image"]["vectors"] == 13
     assert info["server"]["model"] == "tiny-test" and info["server"]["token_required"] is False
-    assert info["server"]["text_encoder"] == "torch"  # no export in this library
+    assert info["server"]["text_encoder"] == "numpy text tower"  # shared in the model cache by the torch load
     page = client.get("/")
     assert page.status_code == 200 and '<ol id="results"' in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -377,8 +381,9 @@ def test_status_page_and_docs(served):
     assert client.get("/docs").status_code == 200
 
 
-def test_unexpected_errors_are_500_without_a_traceback(served, tiny_encoder):
+def test_unexpected_errors_are_500_without_a_traceback(served, tiny_encoder, tmp_path, monkeypatch):
     _, library, _ = served
+    monkeypatch.setenv("JRSEARCH_CACHE", str(tmp_path / "no-exports"))  # text goes through the engine
 
     class Broken(SearchEngine):
         def embed_text(self, text: str) -> np.ndarray:

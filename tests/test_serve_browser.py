@@ -7,15 +7,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
-
 from conftest import make_image
 from test_serve_api import add_video, write_video
+
 from indexer.pipeline import run_index
 from retrieval.engine import SearchEngine
 from retrieval.library import Library

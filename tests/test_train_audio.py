@@ -9,12 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from avmedia import Scene, make_video, picture, tone
+
 from retrieval.encoders.audio import AudioTowerConfig, load_audio_encoder
 from retrieval.errors import ModelMismatchError, ModelUnavailableError
-from retrieval.training.avid import PairSet, TrainConfig, cma_positives, multi_positive_nce, save_loss_curve, \
-    train_audio_tower
+from retrieval.training.avid import (
+    PairSet,
+    TrainConfig,
+    cma_positives,
+    multi_positive_nce,
+    save_loss_curve,
+    train_audio_tower,
+)
 from retrieval.types import ModelSpec
 
 TINY = ModelSpec("tiny-test", "")
@@ -192,8 +198,9 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"\0" * 100)
     out = tmp_path / "tower.pt"
     args = ["train", "audio", str(tmp_path / "videos"), "--out", str(out), "--model", "tiny-test",
-            "--library", str(tmp_path / "nolib"), "--batch-size", "8", "--fps", "2", "--cma", "2", "--ema", "0.9", "--lifter", "13", "--json"]
-    result = CliRunner().invoke(app, args + ["--epochs", "2"])
+            "--library", str(tmp_path / "nolib"), "--batch-size", "8", "--fps", "2", "--cma", "2", "--ema", "0.9",
+            "--lifter", "13", "--json"]
+    result = CliRunner().invoke(app, [*args, "--epochs", "2"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["pairs"] == 3 * 8 and summary["epochs"] == 2 and summary["image_model"] == "tiny-test"
@@ -206,7 +213,7 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
     saved = torch.load(out, weights_only=True)
     assert saved["config"]["lifter"] == 13 and saved["train_state"]["config"]["ema"] == 0.9
 
-    result = CliRunner().invoke(app, args + ["--epochs", "3", "--resume"])
+    result = CliRunner().invoke(app, [*args, "--epochs", "3", "--resume"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert (summary["resumed_from"], summary["epochs"]) == (2, 3)

@@ -107,15 +107,14 @@ def test_variable_frame_rate_uses_timestamps(media):
 
 
 def test_frames_are_embedded_in_bounded_batches_as_they_decode(media):
-    import torch
     from indexer.video import embed_frames
 
     class Counting:  # an image tower that records the batches it is given
         dim, image_size = 4, 64
         batches: list[int] = []
 
-        def image_transform(self, image):
-            return torch.zeros(3, 8, 8)
+        def preprocess(self, image):
+            return np.zeros((3, 8, 8), np.float32)
 
         def encode_images(self, batch):
             self.batches.append(len(batch))

@@ -262,7 +262,7 @@ def create_app(library: Library | None, engine: SearchEngine | None = None, *, t
         info = library.status() if library is not None else searcher.status()
         info["server"] = {"model": searcher.engine.spec.label(), "token_required": guard is not None,
                           "max_upload_bytes": max_upload_bytes, "max_top_k": MAX_TOP_K,
-                          "audio_search": hasattr(searcher.engine, "embed_audio"),
+                          "audio_search": "audio" in searcher.engine.modalities(),
                           "text_encoder": "numpy text tower" if searcher.text_tower is not None else "torch"}
         return info
 

@@ -79,15 +79,11 @@ class Searcher:
         return vector
 
     def embed_file(self, path: Path, what: str) -> np.ndarray:
-        if what == "audio":
-            embed_audio = getattr(self.engine, "embed_audio", None)
-            if embed_audio is None:
-                raise HTTPException(415, "audio search needs a jrsearch build with an audio model "
-                                         "(SearchEngine.embed_audio); this one searches by text or image")
-        else:
-            embed_audio = None
+        if what not in self.engine.modalities():
+            raise HTTPException(415, f"{what} search needs an {what} tower, and this library has none; "
+                                     f"it searches by {' or '.join(self.engine.modalities())}")
         with self._model_lock:
-            return embed_audio(path) if embed_audio else self.engine.embed_image(path)
+            return self.engine.embed(what, path)
 
     def search(self, vector: np.ndarray, kind: MediaKind, top_k: int, path_filter: PathFilter | None
                ) -> list[SearchResult]:

@@ -14,8 +14,8 @@ import hmac
 import ipaddress
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, Response
@@ -48,7 +48,8 @@ def load_token(token_file: Path | None) -> str | None:
         try:
             token = token_file.expanduser().read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise JrsearchError(f"cannot read token file {token_file}: {getattr(exc, 'strerror', None) or exc}") from None
+            reason = getattr(exc, "strerror", None) or exc
+            raise JrsearchError(f"cannot read token file {token_file}: {reason}") from None
         source = f"token file {token_file}"
     else:
         token = os.environ.get(TOKEN_ENV, "").strip()
@@ -57,7 +58,8 @@ def load_token(token_file: Path | None) -> str | None:
             return None
     if len(token) < MIN_TOKEN_CHARS:
         raise JrsearchError(f"{source} holds a token of {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
-                            f"(e.g. `python -c 'import secrets; print(secrets.token_urlsafe())' > {token_file or 'FILE'}`)")
+                            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe())' > "
+                            f"{token_file or 'FILE'}`)")
     return token
 
 

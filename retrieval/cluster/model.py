@@ -36,13 +36,11 @@ class ClusterModel:
 
     def pixel_transform(self) -> PixelTransform:
         """A picklable PIL -> float32 array function for decode workers (no model weights in it)."""
-        return PixelTransform(self.encoder.image_transform)
+        return PixelTransform(self.encoder.preprocess)
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """(n, C, H, W) float32 -> (n, dim) float32 unit vectors."""
-        import torch
-
-        return self.encoder.encode_images(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)))
+        return self.encoder.encode_images(np.ascontiguousarray(pixels, dtype=np.float32))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.encoder.encode_texts(list(texts))

@@ -68,6 +68,10 @@ class ClusterSearch:
             self._model = load_model(self.spec, device=self._device, precision=self._precision)
         return self._model
 
+    def modalities(self) -> tuple[str, ...]:
+        """What a query can be: text and images (an INDEXDIR holds the joint model's image vectors)."""
+        return ("text", "image")
+
     def embed_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise QueryError("empty query text; pass words to search for, or --image PATH")

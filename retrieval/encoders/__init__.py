@@ -1,12 +1,15 @@
 """The joint model: one `Encoder` protocol, and a registry from model name to constructor.
 
 The rest of jrsearch asks for an encoder by `ModelSpec` through `load_encoder`; it never
-imports torch or open_clip itself.
+imports torch, open_clip or onnxruntime itself. Encoders take numpy and return numpy: images
+go through `encoder.preprocess` (PIL -> (3, h, w) float32, in decode workers) and are batched
+inside `encode_images`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -24,32 +27,58 @@ class Encoder(Protocol):
     spec: ModelSpec
     dim: int
     device: str
+    backend: str  # "onnx" or "torch"
     image_size: int  # the square side the image tower reads
+    notes: list[str]  # what a person should know about how it was loaded (e.g. a fallback to torch)
 
-    def image_transform(self, image) -> "object":
-        """PIL image -> model input tensor (runs in decode workers, must be picklable)."""
+    def preprocess(self, image) -> np.ndarray:
+        """PIL image -> (3, h, w) float32 model input (runs in decode workers, thread-safe)."""
 
-    def encode_images(self, batch) -> np.ndarray:
-        """A stacked batch of `image_transform` outputs -> (n, dim) float32."""
+    def encode_images(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """`preprocess` outputs (a list, or stacked) -> (n, dim) float32; batches internally."""
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Strings -> (n, dim) float32."""
 
 
-def _open_clip(spec: ModelSpec, device: str | None, precision: str) -> Encoder:
-    from retrieval.encoders.openclip import OpenClipEncoder
+def _open_clip(spec: ModelSpec, device: str | None, precision: str, backend: str) -> Encoder:
+    from retrieval.encoders.backend import load_open_clip
 
-    return OpenClipEncoder.load(spec, device=device, precision=precision)
+    return load_open_clip(spec, device=device, precision=precision, backend=backend)
 
 
-# Model family -> constructor. Every open_clip model name goes to open_clip; a future family
-# (an ONNX text tower, another library) registers its own prefix here.
-ENCODER_FACTORIES: dict[str, Callable[[ModelSpec, str | None, str], Encoder]] = {
+# Model family -> constructor(spec, device, precision, backend). Every open_clip model name goes
+# to open_clip (ONNX Runtime on a CPU, torch on a GPU); another family registers its prefix here.
+ENCODER_FACTORIES: dict[str, Callable[[ModelSpec, str | None, str, str], Encoder]] = {
     "open_clip": _open_clip,
 }
 
 
-def load_encoder(spec: ModelSpec, device: str | None = None, precision: str = "auto") -> Encoder:
+def load_encoder(spec: ModelSpec, device: str | None = None, precision: str = "auto",
+                 backend: str = "auto") -> Encoder:
     """Load the joint model named by `spec` (raises `ModelUnavailableError` with a remedy)."""
     family = spec.name.split(":", 1)[0] if ":" in spec.name else "open_clip"
-    return ENCODER_FACTORIES[family](spec, device, precision)
+    return ENCODER_FACTORIES[family](spec, device, precision, backend)
+
+
+class LazyEncoder:
+    """An encoder that loads on first use: a run with nothing to embed never opens a model."""
+
+    def __init__(self, spec: ModelSpec, load: Callable[[], Encoder]) -> None:
+        self.spec = spec
+        self._load = load
+        self._encoder: Encoder | None = None
+
+    @property
+    def loaded(self) -> Encoder | None:
+        return self._encoder
+
+    def get(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = self._load()
+        return self._encoder
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)

@@ -13,9 +13,9 @@ distilled into OpenAI CLIP ViT-B/32's space, 512-d) into the same `AudioEncoder`
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class AudioTowerConfig:
 
     @property
     def window_samples(self) -> int:
-        return int(round(self.window_s * self.sample_rate))
+        return round(self.window_s * self.sample_rate)
 
 
 def log_mel(windows: np.ndarray, config: AudioTowerConfig) -> np.ndarray:
@@ -135,7 +135,7 @@ class AudioEncoder:
 
     @property
     def window_samples(self) -> int:
-        return int(round(self.info.window_s * self.info.sample_rate))
+        return round(self.info.window_s * self.info.sample_rate)
 
     def check_image_model(self, spec: ModelSpec, dim: int) -> None:
         if self.info.image_model != spec or self.info.dim != dim:
@@ -208,7 +208,7 @@ def read_checkpoint(path: Path) -> dict:
                                     f"`jrsearch train audio DIR --out {path.name}`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors all mean "unreadable"
+    except Exception as exc:
         raise ModelUnavailableError(f"audio tower checkpoint {path} is unreadable ({type(exc).__name__}); "
                                     f"pass a file written by `jrsearch train audio` or a Wav2CLIP checkpoint") from None
     if not isinstance(payload, dict):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from retrieval.encoders.preprocess import ImagePreprocess, stack
 from retrieval.errors import ModelUnavailableError
 from retrieval.types import ModelSpec
 
@@ -109,6 +110,19 @@ def _resolve_weights(spec: ModelSpec) -> str | None:
     return spec.pretrained  # open_clip downloads it
 
 
+def _local_file(weights: str | None, spec: ModelSpec) -> Path | None:
+    """The file the weights were read from (a tag downloaded just now is in the hub cache by now)."""
+    if weights is None:
+        return None
+    if Path(weights).is_file():
+        return Path(weights)
+    try:
+        resolved = _resolve_weights(spec)
+    except ModelUnavailableError:
+        return None
+    return Path(resolved) if resolved and Path(resolved).is_file() else None
+
+
 def _check_hf_text_tower(spec: ModelSpec, hf_name: str) -> None:
     """A Hugging Face text tower needs transformers and its config + tokenizer files (local or cached)."""
     from retrieval.extras import require
@@ -138,23 +152,36 @@ def _pick_device(device: str | None) -> str:
 
 
 class OpenClipEncoder:
-    """An open_clip model in inference mode: batched, normalised, float32 out."""
+    """An open_clip model in inference mode: numpy in, batched, normalised float32 numpy out."""
 
-    def __init__(self, spec: ModelSpec, model, preprocess, tokenizer, device: str, dtype) -> None:
+    backend = "torch"
+
+    def __init__(self, spec: ModelSpec, model, preprocess, tokenizer, device: str, dtype,
+                 batch_size: int = 64) -> None:
+        import open_clip
+
         self.spec = spec
         self.model = model
-        self.image_transform = preprocess
         self.tokenizer = tokenizer
         self.device = device
         self.dtype = dtype
+        self.batch_size = batch_size
+        self.notes: list[str] = []
+        self.weights: Path | None = None  # the checkpoint file (None: random init); keys the model cache
         self.dim = int(model.visual.output_dim)
+        self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
+        self.preprocess: ImagePreprocess | _TorchTransform
+        try:
+            self.preprocess = ImagePreprocess.from_cfg(self.preprocess_cfg)
+        except (KeyError, ValueError, TypeError):
+            self.preprocess = _TorchTransform(preprocess)  # a transform the numpy one does not cover
         size = model.visual.image_size
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
 
     @classmethod
-    def load(cls, spec: ModelSpec, device: str | None = None, precision: str = "auto") -> "OpenClipEncoder":
-        import torch
+    def load(cls, spec: ModelSpec, device: str | None = None, precision: str = "auto") -> OpenClipEncoder:
         import open_clip
+        import torch
 
         if precision not in PRECISIONS:
             raise ModelUnavailableError(f"unknown precision '{precision}'; use one of {', '.join(PRECISIONS)}")
@@ -183,7 +210,8 @@ class OpenClipEncoder:
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ModelUnavailableError(
-                f"could not load {spec.label()}: {first}; pass --checkpoint PATH to a checkpoint for model '{spec.name}'"
+                f"could not load {spec.label()}: {first}; "
+                f"pass --checkpoint PATH to a checkpoint for model '{spec.name}'"
             ) from None
         model.eval()
         if precision == "int8":
@@ -193,15 +221,21 @@ class OpenClipEncoder:
             # tower reads its Linear weights' dtype, which quantized layers no longer have.
             model.visual = torch.ao.quantization.quantize_dynamic(model.visual, {torch.nn.Linear}, dtype=torch.qint8)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-        return cls(spec, model, preprocess, open_clip.get_tokenizer(spec.name), device, dtype)
+        encoder = cls(spec, model, preprocess, open_clip.get_tokenizer(spec.name), device, dtype)
+        encoder.weights = _local_file(weights if weights is not None else None, spec)
+        return encoder
 
-    def encode_images(self, batch) -> np.ndarray:
+    def encode_images(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Preprocessed images ((3, h, w) each, or stacked) -> (n, dim)."""
         import torch
 
+        batch = torch.from_numpy(stack(images))
+        out = [np.zeros((0, self.dim), np.float32)]
         with torch.inference_mode():
-            batch = batch.to(self.device, dtype=self.dtype, non_blocking=True)
-            features = self.model.encode_image(batch, normalize=True)
-        return features.float().cpu().numpy()
+            for start in range(0, len(batch), self.batch_size):
+                chunk = batch[start:start + self.batch_size].to(self.device, dtype=self.dtype, non_blocking=True)
+                out.append(self.model.encode_image(chunk, normalize=True).float().cpu().numpy())
+        return np.concatenate(out)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -210,3 +244,13 @@ class OpenClipEncoder:
             tokens = self.tokenizer(list(texts)).to(self.device)
             features = self.model.encode_text(tokens, normalize=True)
         return features.float().cpu().numpy()
+
+
+class _TorchTransform:
+    """open_clip's own transform, as numpy: for models whose transform `ImagePreprocess` lacks."""
+
+    def __init__(self, transform) -> None:
+        self.transform = transform
+
+    def __call__(self, image) -> np.ndarray:
+        return self.transform(image).numpy()

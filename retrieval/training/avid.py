@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class PairSet:
         return len(self.features)
 
     @classmethod
-    def from_windows(cls, windows: np.ndarray, targets: np.ndarray, config: AudioTowerConfig) -> "PairSet":
+    def from_windows(cls, windows: np.ndarray, targets: np.ndarray, config: AudioTowerConfig) -> PairSet:
         feats = [log_mel(windows[i:i + FEATURE_BATCH], config) for i in range(0, len(windows), FEATURE_BATCH)]
         targets = np.asarray(targets, dtype=np.float32)
         targets = targets / np.maximum(np.linalg.norm(targets, axis=1, keepdims=True), 1e-12)
@@ -127,7 +127,8 @@ def multi_positive_nce(queries, keys, positives, temperature: float, extra_keys=
         logits = torch.cat([logits, queries @ extra_keys.T / temperature], dim=1)
         positives = torch.cat([positives, torch.zeros(len(queries), len(extra_keys), dtype=torch.bool,
                                                       device=positives.device)], dim=1)
-    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~positives, float("-inf")), dim=1)).mean()
+    positive = torch.logsumexp(logits.masked_fill(~positives, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - positive).mean()
 
 
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -174,12 +175,12 @@ def train_audio_tower(pairs: PairSet, tower_config: AudioTowerConfig, image_mode
         batches = _batches(len(pairs), config.batch_size, rng)
         for rows in batches:
             x = pairs.features[rows]
-            view = lambda: augment(x, rng, config.stretch, config.mel_shift)  # noqa: E731
-            a = F.normalize(model(torch.from_numpy(view() if config.augment else x)), dim=-1)
+            a = F.normalize(model(torch.from_numpy(augment(x, rng, config.stretch, config.mel_shift)
+                                                   if config.augment else x)), dim=-1)
             if config.objective == "avid":
                 v = targets[rows]
             else:  # the within-modal baseline: another view of the same sound
-                v = F.normalize(model(torch.from_numpy(view())), dim=-1)
+                v = F.normalize(model(torch.from_numpy(augment(x, rng, config.stretch, config.mel_shift))), dim=-1)
             positives = cma_positives(a, v, config.cma_k) if use_cma else torch.eye(len(rows), dtype=torch.bool)
             old_a = torch.cat(queue_a) if queue_a else None
             old_v = torch.cat(queue_v) if queue_v else None
@@ -204,7 +205,7 @@ def train_audio_tower(pairs: PairSet, tower_config: AudioTowerConfig, image_mode
 
 
 def _push(queue: list, batch, size: int) -> list:
-    queue = queue + [batch.detach()]
+    queue = [*queue, batch.detach()]
     while sum(len(q) for q in queue) - len(queue[0]) >= size:
         queue = queue[1:]
     return queue
@@ -215,7 +216,7 @@ def _ema_update(ema, model, decay: float) -> None:
     import torch
 
     with torch.no_grad():
-        for averaged, current in zip(ema.state_dict().values(), model.state_dict().values()):
+        for averaged, current in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
             if averaged.dtype.is_floating_point:
                 averaged.lerp_(current, 1.0 - decay)
             else:

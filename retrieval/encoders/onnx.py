@@ -1,0 +1,261 @@
+"""open_clip's image and text towers through ONNX Runtime on the CPU, without torch.
+
+`export_model` runs once per model and weights (it needs the torch model): it writes both
+towers as ONNX into the model's cache folder (`model_cache`), checks them against torch on a
+probe batch (cosine >= `PROBE_COSINE` per vector, else `ExportError` and the caller keeps
+torch), and ORT applies its graph optimisations when a session opens. `OnnxClipEncoder` loads
+that folder with onnxruntime and numpy only: `import torch` never happens on this path.
+
+int8 (`--precision int8`) is a dynamically quantised copy of each tower (weights int8, MatMuls
+quantised per batch), made from the fp32 ONNX on first use, also without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from retrieval.encoders import model_cache
+from retrieval.encoders.preprocess import ImagePreprocess, stack
+from retrieval.errors import JrsearchError
+from retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    from retrieval.encoders.openclip import OpenClipEncoder
+
+FORMAT = 1
+PROBE_COSINE = 0.9999
+OPSET = 17
+TOWERS = ("image", "text")
+ONNX_PRECISIONS = ("fp32", "int8")
+
+
+class ExportError(JrsearchError):
+    """The model could not be exported or did not match torch; the caller falls back to torch."""
+
+
+def tower_file(tower: str, precision: str) -> str:
+    return f"{tower}.onnx" if precision == "fp32" else f"{tower}.{precision}.onnx"
+
+
+def _threads() -> int:
+    """ORT intra-op threads: `JRSEARCH_THREADS`, else the CPUs this process may use."""
+    explicit = os.environ.get("JRSEARCH_THREADS", "")
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or _threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxClipEncoder:
+    """An exported open_clip model on ONNX Runtime: numpy in, L2-normalised float32 numpy out."""
+
+    backend = "onnx"
+    device = "cpu"
+
+    def __init__(self, spec: ModelSpec, folder: Path, meta: dict, precision: str = "fp32",
+                 batch_size: int = 32) -> None:
+        from retrieval.tokenizer import ClipTokenizer
+
+        self.spec = spec
+        self.folder = folder
+        self.meta = meta
+        self.precision = precision
+        self.batch_size = batch_size
+        self.dim = int(meta["dim"])
+        self.preprocess = ImagePreprocess.from_cfg(meta["preprocess"])
+        self.image_size = self.preprocess.side
+        self.tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
+        self.notes: list[str] = []
+        self._sessions: dict[str, object] = {}
+
+    @classmethod
+    def open(cls, spec: ModelSpec, folder: Path, precision: str = "fp32") -> OnnxClipEncoder | None:
+        """The export in `folder`, or None where it is missing, of another format or partial."""
+        meta = model_cache.read_meta(folder)
+        if meta is None or meta.get("format") != FORMAT or meta.get("model") != spec.name:
+            return None
+        if not all((folder / tower_file(t, "fp32")).is_file() for t in TOWERS):
+            return None
+        if precision != "fp32":
+            ensure_quantized(folder, precision)
+        return cls(spec, folder, meta, precision)
+
+    def _session(self, tower: str):
+        if tower not in self._sessions:
+            self._sessions[tower] = session(self.folder / tower_file(tower, self.precision))
+        return self._sessions[tower]
+
+    def encode_images(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Preprocessed images ((3, h, w) each, or stacked) -> (n, dim)."""
+        return self._run("image", stack(images))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run("text", self.tokenizer(list(texts)))
+
+    def _run(self, tower: str, inputs: np.ndarray) -> np.ndarray:
+        if not len(inputs):
+            return np.zeros((0, self.dim), np.float32)
+        run = self._session(tower)
+        out = [run.run(None, {"input": inputs[i:i + self.batch_size]})[0]
+               for i in range(0, len(inputs), self.batch_size)]
+        return _normalise(np.concatenate(out))
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def ensure_quantized(folder: Path, precision: str) -> None:
+    """Write the int8 copies of both towers beside the fp32 ones, once (no torch needed)."""
+    if precision not in ONNX_PRECISIONS:
+        raise ExportError(f"precision {precision} has no ONNX export; use fp32 or int8, or --backend torch")
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its advice goes to the root logger
+    for tower in TOWERS:
+        target = folder / tower_file(tower, precision)
+        if target.is_file():
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".onnx", dir=folder)
+        os.close(fd)
+        try:
+            quantize_dynamic(str(folder / tower_file(tower, "fp32")), tmp, weight_type=QuantType.QInt8,
+                             per_channel=True, extra_options={"MatMulConstBOnly": True})
+            os.replace(tmp, target)
+        except Exception as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise ExportError(f"could not quantise {folder / tower_file(tower, 'fp32')} to {precision} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+
+
+# -- export (needs torch and the open_clip model) -----------------------------------------------
+
+
+def supported(encoder: OpenClipEncoder) -> str | None:
+    """Why this model cannot go through ONNX, or None where it can."""
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from retrieval.encoders.preprocess import ImagePreprocess
+
+    if not isinstance(encoder.model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
+        return f"{type(encoder.model).__name__} models are not exported"
+    tokenizer = encoder.tokenizer
+    if not (isinstance(tokenizer, SimpleTokenizer) and tokenizer.reduction_fn is None
+            and len(tokenizer.all_special_ids) == 2 and tokenizer.clean_fn.__name__ == "_clean_lower"):
+        return "its tokenizer is not CLIP's BPE tokenizer"
+    try:
+        ImagePreprocess.from_cfg(encoder.preprocess_cfg)
+    except (KeyError, ValueError, TypeError) as exc:
+        return f"its image transform is not supported ({exc})"
+    return None
+
+
+def export_model(encoder: OpenClipEncoder, folder: Path) -> Path:
+    """Export `encoder` (fp32 torch on CPU) into `folder`; raises `ExportError` saying why not."""
+    why = supported(encoder)
+    if why:
+        raise ExportError(f"{encoder.spec.label()} cannot run on ONNX Runtime: {why}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        meta = _export_into(encoder, tmp)
+        model_cache.write_json_atomic(tmp / "meta.json", meta)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
+    import torch
+    from open_clip.tokenizer import default_bpe
+
+    from retrieval.tokenizer import ClipTokenizer
+
+    model = encoder.model
+    preprocess = encoder.preprocess
+    assert isinstance(preprocess, ImagePreprocess)  # `supported` refused the others
+    size = preprocess.size
+    context = int(model.context_length)
+
+    class Image(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input):
+            return self.model.encode_image(input, normalize=True)
+
+    class Text(Image):
+        def forward(self, input):
+            return self.model.encode_text(input, normalize=True)
+
+    probe_images = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 3, *size), dtype=np.float32))
+    probe_texts = ["a dog on a beach", "two people riding bicycles past a red building at night", "", "x " * 90]
+    tokenizer = ClipTokenizer.from_bpe_file(Path(default_bpe()), context)
+    tokens = tokenizer(probe_texts)
+    if not np.array_equal(tokens, encoder.tokenizer(probe_texts).numpy()):
+        raise ExportError(f"{encoder.spec.label()}: jrsearch's tokenizer disagrees with the model's")
+    # Gradients on during export: nn.MultiheadAttention's fused inference path does not export.
+    with torch.enable_grad(), _quiet():
+        for name, module, example in (("image", Image(), probe_images[:2]),
+                                      ("text", Text(), torch.from_numpy(tokens[:2]))):
+            torch.onnx.export(module.eval(), (example,), str(tmp / tower_file(name, "fp32")),
+                              input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "n"}, "output": {0: "n"}}, opset_version=OPSET,
+                              dynamo=False)
+    with torch.inference_mode():
+        expected = {"image": model.encode_image(probe_images, normalize=True).numpy(),
+                    "text": model.encode_text(torch.from_numpy(tokens), normalize=True).numpy()}
+    inputs = {"image": probe_images.numpy(), "text": tokens}
+    cosines = {}
+    for name in TOWERS:
+        got = _normalise(session(tmp / tower_file(name, "fp32")).run(None, {"input": inputs[name]})[0])
+        cosines[name] = float((got * _normalise(expected[name])).sum(1).min())
+        if cosines[name] < PROBE_COSINE:
+            raise ExportError(f"{encoder.spec.label()}: the ONNX {name} tower differs from torch "
+                              f"(cosine {cosines[name]:.6f} < {PROBE_COSINE})")
+    tokenizer.save(tmp / "merges.npy")
+    return {"format": FORMAT, "model": encoder.spec.name, "pretrained": encoder.spec.pretrained,
+            "dim": encoder.dim, "context_length": context, "preprocess": preprocess.to_cfg(),
+            "probe_cosine": cosines, "torch": torch.__version__}
+
+
+class _quiet:
+    """Silence the exporter's warnings (they go to stderr and say nothing a user can act on)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc) -> None:
+        self._catch.__exit__(*exc)
