@@ -24,7 +24,7 @@ from benchmarks.splits import RetrievalSplit
 from retrieval.encoders import Encoder
 from retrieval.errors import JrsearchError, MediaError
 from retrieval.imageio import open_image
-from retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory
+from retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory, gpu_count
 from retrieval.metrics import (DEFAULT_KS, CrossModalRanks, RankSummary, cross_modal_ranks, mean_summary,
                                ranks_from_hits, split_folds)
 
@@ -321,10 +321,11 @@ def _search_ranks(queries: np.ndarray, gallery: np.ndarray, query_labels: np.nda
     except RuntimeError as exc:
         raise JrsearchError(f"cannot build index '{factory}' over {len(gallery):,} vectors: "
                             f"{str(exc).strip().splitlines()[-1]}") from None
+    first_page = index.to_gpu() if gpu_count() else index  # GPU searches stop at 2,048 results: full depth on CPU
     ranks = np.empty(len(queries), dtype=np.int64)
     for start in range(0, len(queries), INDEX_QUERY_BLOCK):
         rows = np.arange(start, min(start + INDEX_QUERY_BLOCK, len(queries)))
-        hits = index.search(queries[rows], INDEX_DEPTH)[1]
+        hits = first_page.search(queries[rows], INDEX_DEPTH)[1]
         ranks[rows] = ranks_from_hits(hits, query_labels[rows], gallery_labels)
         # Not within a full first page: the index may hold more for these queries, so ask for everything.
         # (A page with empty slots is all an approximate index would return: those stay unfound.)

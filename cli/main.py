@@ -79,6 +79,8 @@ def query(
     under: Annotated[Optional[Path], typer.Option("--under", help="Only results under this folder.")] = None,
     glob: Annotated[Optional[str], typer.Option("--glob", help="Only paths (or names) matching this glob.")] = None,
     nprobe: Annotated[Optional[int], typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
+    rerank: Annotated[Optional[int], typer.Option(
+        "--rerank", min=0, help="Candidates re-scored on the exact vectors (SQ8/PQ indexes; 0: none).")] = None,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,
@@ -101,7 +103,7 @@ def query(
     if text is not None and not (model or pretrained or checkpoint or device) and (precision, backend) == ("auto", "auto"):
         from cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
-        if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json):
+        if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json, rerank=rerank):
             return
     from cli.render import print_results
     from retrieval.engine import PathFilter, SearchEngine
@@ -110,6 +112,7 @@ def query(
     lib = Library.open(library)
     if nprobe:
         lib.nprobe = nprobe
+    lib.rerank = rerank
     explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
     engine = SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
     modality, what = next((m, q) for m, q in (("text", text), ("image", image), ("audio", audio)) if q is not None)
@@ -132,11 +135,12 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
     """What is indexed, with which model and index type, and its size on disk."""
     from cli.render import print_status
     from retrieval.library import Library
+    from retrieval.paths import display_path
 
     lib = Library.open(library)
     info = lib.status()
     if failures:
-        info["failures"] = [{"path": p, "error": e} for p, e in lib.failures()]
+        info["failures"] = [{"path": display_path(p), "error": e} for p, e in lib.failures()]
     if as_json:
         typer.echo(json.dumps(info, indent=2))
     else:

@@ -15,7 +15,7 @@ from retrieval.types import MediaKind
 
 
 def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob: str | None, nprobe: int | None,
-                library: Path | None, as_json: bool) -> bool:
+                library: Path | None, as_json: bool, rerank: int | None = None) -> bool:
     """Answer a text query on the lean path and print it as `query` does; False where it cannot."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one query row: BLAS threads only contend (9x here)
     from retrieval.paths import default_library_dir
@@ -26,7 +26,8 @@ def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob
         from retrieval.engine import PathFilter  # imports SQLAlchemy; still no torch
 
         path_filter = PathFilter.make(under, glob)
-    results = quick_text_search(library or default_library_dir(), text, kind, top_k, nprobe, path_filter)
+    results = quick_text_search(library or default_library_dir(), text, kind, top_k, nprobe, path_filter,
+                                rerank=rerank)
     if results is None:
         return False
     if as_json:

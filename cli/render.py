@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from retrieval.paths import display_path
 from retrieval.types import SearchResult
 
 if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` must not pay for it
@@ -20,15 +21,22 @@ class RichProgress:
     """A progress bar with rate and ETA on stderr, fed by the indexing pipeline."""
 
     def __init__(self, enabled: bool = True) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                              TimeRemainingColumn(), console=err, disable=not enabled, transient=False)
         self._task = None
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._bar.__enter__()
         return self
 
@@ -45,12 +53,12 @@ class RichProgress:
             self._bar.update(self._task, rate=f"{task.speed:.1f} files/s")
 
 
-def print_index_report(report: "IndexReport") -> None:
+def print_index_report(report: IndexReport) -> None:
     out.print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
               f"failed {len(report.failed)}" + (f", skipped {report.skipped} (see the notes)" if report.skipped else "")
               + f" in {report.seconds:.1f} s")
     for path, error in report.failed[:20]:
-        out.print(f"  failed: {path}: {error}", markup=False, highlight=False)
+        out.print(f"  failed: {display_path(path)}: {error}", markup=False, highlight=False)
     if len(report.failed) > 20:
         out.print(f"  ... and {len(report.failed) - 20} more (jrsearch status --failures)")
 
@@ -68,8 +76,12 @@ def print_results(results: list[SearchResult]) -> None:
             detail = f"line {r.line}: {r.text}"
         elif r.start_s is not None:
             detail = f"{r.start_s:.1f}-{r.end_s:.1f} s"
-        table.add_row(str(r.rank), f"{r.score:.4f}", r.path, detail)
+        table.add_row(str(r.rank), f"{r.score:.4f}", display_path(r.path), detail)
     out.print(table)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
 
 
 def print_status(info: dict) -> None:
@@ -83,6 +95,10 @@ def print_status(info: dict) -> None:
     for kind, idx in sorted(info["indexes"].items()):
         fresh = "" if idx["up_to_date"] else " (stale: rebuilt on next use)"
         out.print(f"index     {kind}: {idx['factory'] or '-'} with {idx['vectors']} vectors{fresh}")
+        if idx.get("memory_bytes"):
+            mapped = ", memory-mapped" if idx.get("memory_mapped") else ""
+            out.print(f"          RAM {_mib(idx['memory_bytes'])} once warm{mapped}; "
+                      f"disk {_mib(idx['disk_bytes'])} index + {_mib(idx.get('vector_bytes', 0))} vectors")
     out.print(f"on disk   {info['bytes_on_disk'] / 2**20:.1f} MiB")
     for failure in info.get("failures", []):
         out.print(f"failed    {failure['path']}: {failure['error']}", markup=False, highlight=False)

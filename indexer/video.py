@@ -246,11 +246,8 @@ def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, Medi
     (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`),
     and retry sound-only ones that failed for want of a tower. Videos with no audio stream are
     probed (headers only) and left alone."""
-    from sqlalchemy import exists, select
-
     from retrieval.audioio import has_audio
     from retrieval.audiomodel import recorded_audio_model
-    from retrieval.store import Item, Vector
 
     if audio_model is None and recorded_audio_model(library) is None:
         return planned
@@ -258,12 +255,7 @@ def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, Medi
     videos = {str(p) for p, kind in found if kind == MediaKind.VIDEO} - queued
     if not videos:
         return planned
-    with library.sessions() as session:
-        silent = (Item.status == "indexed") & ~exists().where(Vector.item_id == Item.id, Vector.modality == "audio")
-        waiting = (Item.status == "failed") & Item.error.endswith(NO_TOWER_REASON)
-        rows = session.execute(select(Item.path, Item.size, Item.mtime_ns).where(
-            Item.kind == MediaKind.VIDEO.value, silent | waiting)).all()
-    for path, size, mtime_ns in rows:
+    for path, size, mtime_ns in library.videos_to_revisit(NO_TOWER_REASON):
         if path not in videos:
             continue
         try:

@@ -7,29 +7,15 @@ refused, just as a different image model is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-
-from sqlalchemy import select
 
 from retrieval.encoders.audio import AudioEncoder, file_digest, load_audio_encoder
 from retrieval.errors import ModelMismatchError, ModelUnavailableError
-from retrieval.library import Library
-from retrieval.store import AudioModel
-
-
-@dataclass(frozen=True)
-class AudioModelRecord:
-    path: str
-    content_hash: str
-    kind: str
-    dim: int
+from retrieval.library import AudioModelRecord, Library
 
 
 def recorded_audio_model(library: Library) -> AudioModelRecord | None:
-    with library.sessions() as session:
-        row = session.scalars(select(AudioModel)).first()
-    return AudioModelRecord(row.path, row.content_hash, row.kind, row.dim) if row else None
+    return library.audio_model()
 
 
 def library_audio_encoder(library: Library, explicit: Path | None = None, device: str = "cpu") -> AudioEncoder | None:
@@ -55,10 +41,6 @@ def library_audio_encoder(library: Library, explicit: Path | None = None, device
         raise ModelMismatchError(
             f"library {library.root} holds sound vectors from audio tower {recorded.path}, not {path}; "
             f"pass that checkpoint, or --library DIR for a new library")
-    with library.sessions.begin() as session:
-        row = session.get(AudioModel, 1)
-        if row is None:
-            session.add(AudioModel(id=1, path=str(path), content_hash=digest, kind=encoder.info.kind, dim=encoder.dim))
-        else:
-            row.path = str(path)  # same bytes, maybe moved
+    # the same bytes, maybe moved: the path is updated
+    library.record_audio_model(AudioModelRecord(str(path), digest, encoder.info.kind, encoder.dim))
     return encoder

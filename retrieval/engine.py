@@ -9,13 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
-
 from retrieval.encoders import Encoder, load_encoder
 from retrieval.errors import QueryError
 from retrieval.library import Library
 from retrieval.ranking import ranked_search
-from retrieval.store import Item, Text, Vector
 from retrieval.types import MediaKind, ModelSpec, SearchResult
 
 
@@ -140,10 +137,4 @@ class SearchEngine:
 
     def _rows(self, vector_ids: list[int]) -> list:
         """Store rows (`ranking.ROW_COLUMNS`) for vector ids."""
-        with self.library.sessions() as session:
-            return session.execute(
-                select(Vector.id, Vector.item_id, Vector.text_id, Vector.start_s, Vector.end_s,
-                       Item.path, Item.kind, Text.text, Text.line)
-                .join(Item, Vector.item_id == Item.id)
-                .outerjoin(Text, Vector.text_id == Text.id)
-                .where(Vector.id.in_(vector_ids))).all()
+        return self.library.hits(vector_ids)

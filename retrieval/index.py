@@ -1,53 +1,249 @@
-"""FAISS vector indices named by their `index_factory` string.
+"""FAISS vector indices named by their `index_factory` string, chosen by size and a memory budget.
 
-The factory string is chosen from the collection size and stored in the library's manifest:
-exact inner product for small collections, IVF-Flat for medium ones, IVF-PQ with exact
-re-ranking (`RFlat`) for large ones. Vector ids are the store's `vectors.id` row ids.
+The index holds what search needs in RAM; the raw vectors live elsewhere (the library's float16
+shards) behind a `VectorSource`, which the index reads to train, to fill itself, and to re-rank its
+top candidates exactly. The choice follows autofaiss: the richest code whose RAM fits the budget,
+
+    n <= 50k           IDMap,Flat                         exact, 4*d B/vector
+    fits as floats     IVF{nlist},Flat                    4*d B/vector
+    fits as bytes      IVF{nlist},SQ8                     d B/vector, re-ranked
+    otherwise          OPQ{m},IVF{nlist}[_HNSW32],PQ{m}   m B/vector (64 at 512-d), re-ranked
+
+with nlist ~ 4*sqrt(n) and an HNSW coarse quantizer from 16,384 lists (a flat one costs a full
+scan of the centroids per query and per added vector). The factory string names the index
+completely; the library stores it. Vector ids are the store's vector ids.
+
+A grown collection is added to the trained index; it is retrained only when its list count is
+off by more than `RETRAIN_FACTOR` or its code no longer fits (`VectorIndex.outgrown`). Readers
+open index files memory-mapped (`IO_FLAG_MMAP`): inverted lists are paged in as they are
+searched, so opening a 10M-vector index reads almost nothing.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.extras import require
+
 EXACT_MAX = 50_000  # exact search over 50k x 512 floats takes a few ms on two cores
-IVF_FLAT_MAX = 1_000_000  # beyond this, raw float vectors outgrow memory: compress with PQ
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of index in RAM; JRSEARCH_INDEX_MEMORY (e.g. "4G") overrides
 DEFAULT_NPROBE = 32
-REFINE_K_FACTOR = 4  # PQ candidates re-ranked on exact vectors per result wanted
-TRAIN_POINTS_PER_LIST = 64  # faiss wants >= 39 points per centroid; sample at most 256
-PQ_TRAIN_POINTS = 256 * 39  # a PQ sub-quantizer has 256 centroids
+DEFAULT_RERANK = 100  # candidates re-scored on the exact vectors for lossy codes (SQ8, PQ)
+TRAIN_POINTS_PER_LIST = 64  # faiss wants >= 39 points per centroid
+MAX_TRAIN_POINTS = 1 << 19  # k-means on more than 512k points costs minutes and gains nothing visible
+PQ_TRAIN_POINTS = 256 * 64  # a PQ sub-quantizer has 256 centroids
+HNSW_QUANTIZER_MIN_LISTS = 1 << 14
+COARSE_TRAIN_ITERATIONS = 10  # k-means iterations for the inverted lists (faiss: 25); most of the gain is early
+PQ_TRAIN_ITERATIONS = 10  # k-means iterations per PQ sub-quantizer (faiss: 25); codes are re-ranked anyway
+OPQ_TRAIN_ITERATIONS = 8  # OPQ rotation updates (faiss: 50): minutes on two cores for little recall
+OPQ_TRAIN_POINTS = 1 << 14
+RETRAIN_FACTOR = 4  # retrain when the ideal list count is this far from the trained one
+ADD_BATCH = 1 << 16  # vectors per add() call while building: bounded RAM whatever the size
+ID_BYTES = 8  # an int64 id per vector in an inverted list
 
 
-def choose_factory(n: int, dim: int) -> str:
-    """The index_factory string jrsearch uses for a collection of `n` vectors of `dim`."""
+class VectorSource(Protocol):
+    """Where an index reads raw vectors: one per media kind (the library's shards, or arrays).
+
+    Vectors are unit-norm float32 rows keyed by int64 vector ids. The library implements this over
+    memory-mapped float16 shards; `ArraySource` implements it over arrays for tests and benchmarks.
+    """
+
+    dim: int
+
+    def __len__(self) -> int:
+        """How many live (not deleted) vectors."""
+        ...
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """(min(n, len), dim) float32 rows drawn uniformly over live vectors, read without loading all."""
+        ...
+
+    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every live vector once, in id order: (ids int64 (b,), vectors float32 (b, dim)), b <= size."""
+        ...
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """(len(ids), dim) float32 rows for those ids (exact re-ranking); NaN rows for ids not live."""
+        ...
+
+
+class ArraySource:
+    """A `VectorSource` over in-memory arrays (float16 or float32), for tests and benchmarks."""
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        order = np.argsort(ids, kind="stable")
+        self.ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64)[order])
+        self.vectors = np.asarray(vectors)[order]
+        self.dim = int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        if n >= len(self):
+            return self.vectors.astype(np.float32)
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), n, replace=False))
+        return self.vectors[rows].astype(np.float32)
+
+    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(self), size):
+            yield self.ids[start:start + size], self.vectors[start:start + size].astype(np.float32)
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = np.searchsorted(self.ids, ids).clip(0, max(0, len(self) - 1))
+        found = (self.ids[rows] == ids) if len(self) else np.zeros(len(ids), bool)
+        out = self.vectors[rows].astype(np.float32)
+        out[~found] = np.nan
+        return out
+
+
+def _faiss() -> Any:
+    """The faiss module, from the `cpu` or the `gpu` extra (exactly one: both install `faiss`)."""
+    return require("faiss", "cpu", "vector search (or 'jrsearch[gpu]' on a CUDA 12 machine, instead of [cpu])")
+
+
+# -- choosing an index ----------------------------------------------------------------------
+
+
+def memory_budget() -> int:
+    """Bytes the index may hold in RAM: JRSEARCH_INDEX_MEMORY ("512M", "4G", bytes) or 1 GiB."""
+    text = os.environ.get("JRSEARCH_INDEX_MEMORY", "").strip().upper()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?", text)
+    if not match:
+        return DEFAULT_MEMORY_BUDGET
+    return int(float(match[1]) * 1024 ** " KMGT".index(match[2] or " "))
+
+
+def choose_nlist(n: int) -> int:
+    """Inverted lists for n vectors: a power of two near 4*sqrt(n), with >= 39 training points each."""
+    nlist = 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
+    return max(1, min(nlist, 2 ** int(math.log2(max(1, n // 39)))))
+
+
+def _codes(dim: int) -> list[tuple[str, int]]:
+    """(codec, bytes per vector) from richest to smallest."""
+    pq = [m for m in (dim // 4, 64, 32, 16, 8) if m > 0 and dim % m == 0]
+    return [("Flat", 4 * dim), ("SQ8", dim)] + [(f"PQ{m}", m) for m in sorted(set(pq), reverse=True)]
+
+
+def choose_factory(n: int, dim: int, budget: int | None = None) -> str:
+    """The index_factory string for `n` vectors of `dim` whose index should fit `budget` bytes of RAM."""
     if n <= EXACT_MAX:
         return "IDMap,Flat"
-    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    nlist = min(nlist, 2 ** int(math.log2(max(1, n // 39))))  # >= 39 training points per list
-    if n <= IVF_FLAT_MAX:
-        return f"IVF{nlist},Flat"
-    m = max(m for m in (1, 2, 4, 8, 16, 32, 64) if dim % m == 0 and m <= max(1, dim // 4))  # bytes/vector
-    return f"IDMap2,IVF{nlist},PQ{m},RFlat"
+    budget = memory_budget() if budget is None else budget
+    nlist = choose_nlist(n)
+    codes = _codes(dim)
+    codec = next((c for c, size in codes if n * (size + ID_BYTES) + _fixed_bytes(c, nlist, dim) <= budget),
+                 codes[-1][0])
+    quantizer = f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_MIN_LISTS else f"IVF{nlist}"
+    if codec.startswith("PQ"):
+        return f"OPQ{codec[2:]},{quantizer},{codec}"
+    return f"{quantizer},{codec}"
 
 
-def _gpu_available() -> bool:
-    import faiss
+@dataclass(frozen=True)
+class Layout:
+    """What a factory string means for memory: parsed, not guessed from the file."""
 
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    nlist: int  # 0: no inverted lists (exact)
+    codec: str  # Flat, SQ8, PQ{m}
+    opq: bool
+    hnsw_quantizer: bool
+
+    @classmethod
+    def parse(cls, factory: str) -> Layout:
+        ivf = re.search(r"IVF(\d+)(_HNSW\d+)?", factory)
+        codec = re.search(r"(Flat|SQ8|PQ\d+)(?:x8)?(?:,RFlat)?$", factory)
+        return cls(int(ivf[1]) if ivf else 0, codec[1] if codec else "Flat", factory.startswith("OPQ"),
+                   bool(ivf and ivf[2]))
+
+    def code_bytes(self, dim: int) -> int:
+        return dict(_codes(dim)).get(self.codec, int(self.codec[2:]) if self.codec.startswith("PQ") else 4 * dim)
+
+    @property
+    def lossy(self) -> bool:
+        return self.codec != "Flat"
+
+
+def _fixed_bytes(codec: str, nlist: int, dim: int) -> int:
+    """RAM an index needs whatever its size: centroids (+ HNSW links), OPQ matrix, PQ codebooks."""
+    fixed = nlist * dim * 4 + (nlist * 64 * 4 if nlist >= HNSW_QUANTIZER_MIN_LISTS else 0)
+    if codec.startswith("PQ"):
+        fixed += dim * dim * 4 + 256 * dim * 4
+    return fixed
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """An index's RAM once warm (every list paged in) and its bytes on disk."""
+
+    memory_bytes: int
+    disk_bytes: int
+    memory_mapped: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"memory_bytes": self.memory_bytes, "disk_bytes": self.disk_bytes, "memory_mapped": self.memory_mapped}
+
+
+def footprint(factory: str, n: int, dim: int, path: Path | None = None) -> Footprint:
+    """What `jrsearch status` shows per index: RAM from the factory and size, disk from the file."""
+    layout = Layout.parse(factory)
+    memory = n * (layout.code_bytes(dim) + ID_BYTES) + _fixed_bytes(layout.codec, layout.nlist, dim)
+    disk = path.stat().st_size if path is not None and path.exists() else 0
+    return Footprint(memory, disk, memory_mapped=layout.nlist > 0)
+
+
+# -- GPU ------------------------------------------------------------------------------------
+
+
+def gpu_count() -> int:
+    """Visible GPUs when faiss is a GPU build (faiss-gpu), else 0."""
+    faiss = _faiss()
+
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def _gpu_assigner(centroids: np.ndarray) -> Any:
+    """An exact nearest-centroid index on every GPU (untested here: no GPU on the dev machine)."""
+    faiss = _faiss()
+
+    flat = faiss.IndexFlatL2(centroids.shape[1])  # centroids are unit-norm: L2 order = inner-product order
+    flat.add(centroids)
+    return faiss.index_cpu_to_all_gpus(flat)
+
+
+# -- the index ------------------------------------------------------------------------------
 
 
 class VectorIndex:
-    """A faiss index over unit vectors (inner product = cosine), with ids and search knobs."""
+    """A faiss index over unit vectors (inner product = cosine), with ids and search knobs.
 
-    def __init__(self, index, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0) -> None:
+    `source` (set by the library, or passed to `search`) is where exact re-ranking reads vectors;
+    `rerank` is how many candidates it re-scores (0: none; None: DEFAULT_RERANK for lossy codes).
+    An index loaded memory-mapped is read-only; the first `add`, `remove` or `save` reads it into RAM.
+    """
+
+    def __init__(self, index: Any, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0,
+                 rerank: int | None = None, source: VectorSource | None = None) -> None:
         self.index = index
         self.factory = factory
         self.nprobe = nprobe
         self.trained_on = trained_on  # how many vectors the coarse quantizer saw (0: no training)
+        self.rerank = rerank
+        self.source = source
+        self._mapped_from: Path | None = None  # the file this index is memory-mapped from
+        self._on_gpu = False
 
     @property
     def ntotal(self) -> int:
@@ -57,58 +253,166 @@ class VectorIndex:
     def dim(self) -> int:
         return int(self.index.d)
 
+    @property
+    def layout(self) -> Layout:
+        return Layout.parse(self.factory)
+
+    # -- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def build_from(cls, source: VectorSource, factory: str | None = None, nprobe: int = DEFAULT_NPROBE,
+                   budget: int | None = None, seed: int = 0, assigner: Any = None,
+                   use_gpu: bool | None = None) -> VectorIndex:
+        """Train on a streamed sample of `source` and add all its vectors in batches.
+
+        `factory` defaults to `choose_factory(len(source), source.dim, budget)`. With a GPU (faiss-gpu),
+        k-means and the coarse assignment of added vectors run on it; `assigner` forces an exact
+        nearest-centroid index for adding (tests pass a CPU one to exercise the GPU's code path);
+        `use_gpu=False` keeps everything on the CPU (None: the GPU when there is one).
+        """
+        faiss = _faiss()
+
+        factory = factory or choose_factory(len(source), source.dim, budget)
+        index = faiss.index_factory(source.dim, factory, faiss.METRIC_INNER_PRODUCT)
+        built = cls(index, factory, nprobe, source=source)
+        if not index.is_trained:
+            built.train(source.sample(cls._train_size(index, len(source)), seed=seed), seed=seed, use_gpu=use_gpu)
+        if assigner is None and use_gpu is not False and gpu_count() and built.layout.nlist:
+            assigner = _gpu_assigner(built._centroids())
+        for ids, vectors in source.batches(ADD_BATCH):
+            built.add(vectors, ids, assigner=assigner)
+        return built
+
     @classmethod
     def build(cls, vectors: np.ndarray, ids: np.ndarray, dim: int, factory: str | None = None,
-              nprobe: int = DEFAULT_NPROBE, seed: int = 0) -> "VectorIndex":
-        """Train (when the type needs it) and fill an index; GPU training when faiss has a GPU."""
-        import faiss
+              nprobe: int = DEFAULT_NPROBE, seed: int = 0) -> VectorIndex:
+        """`build_from` over arrays; the index keeps them as its re-ranking source."""
+        return cls.build_from(ArraySource(ids, np.asarray(vectors, dtype=np.float32).reshape(-1, dim)),
+                              factory, nprobe, seed=seed)
 
-        factory = factory or choose_factory(len(vectors), dim)
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    @staticmethod
+    def _train_size(index: Any, n: int) -> int:
+        faiss = _faiss()
+
+        ivf = faiss.extract_index_ivf(index)
+        return min(n, max(ivf.nlist * TRAIN_POINTS_PER_LIST, PQ_TRAIN_POINTS), max(MAX_TRAIN_POINTS, ivf.nlist * 39))
+
+    def train(self, sample: np.ndarray, seed: int = 0, use_gpu: bool | None = None) -> None:
+        """Train the coarse quantizer (spherical k-means) and any OPQ/PQ/SQ stage on `sample`."""
+        faiss = _faiss()
+
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
+        ivf.cp.seed = seed
+        ivf.cp.niter = COARSE_TRAIN_ITERATIONS
+        ivf.cp.spherical = True  # unit vectors, inner product: centroids stay on the sphere
+        if use_gpu is not False and gpu_count():
+            ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatL2(self.dim))
+        elif ivf.nlist >= HNSW_QUANTIZER_MIN_LISTS:
+            ivf.clustering_index = faiss.IndexHNSWFlat(self.dim, 32)  # a flat scan of 16k+ centroids is the cost
+        for stage in _stages(self.index):
+            if isinstance(stage, faiss.OPQMatrix):
+                stage.niter, stage.max_train_points = OPQ_TRAIN_ITERATIONS, OPQ_TRAIN_POINTS
+                stage.niter_pq, stage.niter_pq_0 = 2, PQ_TRAIN_ITERATIONS
+        if hasattr(ivf, "pq"):
+            ivf.pq.cp.niter = PQ_TRAIN_ITERATIONS
+            ivf.do_polysemous_training = False  # minutes of training for Hamming filtering jrsearch does not use
+        self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        self.trained_on = len(sample)
+
+    def _centroids(self) -> np.ndarray:
+        faiss = _faiss()
+
+        quantizer = faiss.extract_index_ivf(self.index).quantizer
+        return quantizer.reconstruct_n(0, quantizer.ntotal)
+
+    # -- changing ---------------------------------------------------------------------------
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray, assigner: Any = None) -> None:
+        """Add vectors under their ids to the trained index (no retraining).
+
+        With `assigner` (an exact nearest-centroid index, on a GPU when there is one) the coarse
+        assignment is computed there and the codes are added with `IndexIVF.add_core`.
+        """
+        self._writable()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        trained_on = 0
-        if not index.is_trained:
-            ivf = faiss.extract_index_ivf(index)
-            sample = min(len(vectors), max(ivf.nlist * TRAIN_POINTS_PER_LIST, PQ_TRAIN_POINTS))
-            rows = np.random.default_rng(seed).choice(len(vectors), sample, replace=False)
-            ivf.cp.seed = seed
-            if _gpu_available():
-                ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(dim))
-            index.train(vectors[np.sort(rows)])
-            trained_on = sample
-        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
-        return cls(index, factory, nprobe, trained_on)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if assigner is None or len(ids) == 0:
+            self.index.add_with_ids(vectors, ids)
+            return
+        faiss = _faiss()
 
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                np.ascontiguousarray(ids, dtype=np.int64))
+        ivf = faiss.extract_index_ivf(self.index)
+        x = vectors
+        for stage in _stages(self.index):  # OPQ: codes are made in the rotated space
+            x = np.ascontiguousarray(stage.apply(x), dtype=np.float32)
+        _, assign = assigner.search(x, 1)
+        ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(np.ascontiguousarray(assign[:, 0])))
+        self.index.ntotal = ivf.ntotal
 
     def remove(self, ids: np.ndarray) -> bool:
         """Remove ids; False where this index type cannot remove (the caller rebuilds)."""
-        import faiss
+        faiss = _faiss()
 
+        self._writable()
         try:
             self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
         except RuntimeError:
             return False
         return True
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (n_queries, k); missing slots have id -1."""
-        import faiss
+    def outgrown(self, n: int, budget: int | None = None) -> bool:
+        """True when `n` vectors call for another index: another code, or lists off by > RETRAIN_FACTOR.
 
-        params = faiss.ParameterSpace()
-        if "IVF" in self.factory:
-            params.set_index_parameter(self.index, "nprobe", self.nprobe)
-        if self.factory.endswith("RFlat"):
-            params.set_index_parameter(self.index, "k_factor_rf", REFINE_K_FACTOR)
+        Crossing EXACT_MAX or the memory budget changes the code; within one code the trained
+        quantizer keeps serving until the ideal list count is RETRAIN_FACTOR times more or fewer.
+        """
+        wanted = Layout.parse(choose_factory(n, self.dim, budget))
+        have = self.layout
+        if (wanted.codec, wanted.nlist > 0) != (have.codec, have.nlist > 0):
+            return True
+        return bool(have.nlist) and not (have.nlist / RETRAIN_FACTOR <= wanted.nlist <= have.nlist * RETRAIN_FACTOR)
+
+    # -- searching --------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None, rerank: int | None = None,
+               source: VectorSource | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (n_queries, k); missing slots have id -1.
+
+        With a source (argument or `self.source`) and a re-rank depth > 0, the index proposes
+        max(k, depth) candidates and their exact vectors, read through `source.get`, rank them.
+        """
+        faiss = _faiss()
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(k, self.ntotal))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        source = source if source is not None else self.source
+        depth = self.rerank_depth(rerank) if source is not None else 0
+        params = faiss.GpuParameterSpace() if self._on_gpu else faiss.ParameterSpace()
+        layout = self.layout
+        if layout.nlist:
+            probe = nprobe or self.nprobe
+            params.set_index_parameter(self.index, "nprobe", probe)
+            if layout.hnsw_quantizer and not self._on_gpu:
+                params.set_index_parameter(self.index, "quantizer_efSearch", max(64, 2 * probe))
+        fetch = max(k, min(self.ntotal, depth))
+        scores, ids = self.index.search(queries, fetch)
+        if depth == 0 or source is None:
+            return scores[:, :k], ids[:, :k]
+        return _rerank(queries, ids, source, k)
+
+    def rerank_depth(self, rerank: int | None = None) -> int:
+        chosen = rerank if rerank is not None else self.rerank
+        if chosen is None:
+            return DEFAULT_RERANK if self.layout.lossy else 0
+        return max(0, chosen)
+
+    # -- files ------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader sees the old file or the new one, never half of one."""
-        import faiss
+        faiss = _faiss()
 
+        self._writable()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -122,7 +426,64 @@ class VectorIndex:
                 os.unlink(tmp)
 
     @classmethod
-    def load(cls, path: Path, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0) -> "VectorIndex":
-        import faiss
+    def load(cls, path: Path, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0,
+             mmap: bool = True, rerank: int | None = None, source: VectorSource | None = None) -> VectorIndex:
+        """Open an index file; memory-mapped by default, so inverted lists are read as searched."""
+        faiss = _faiss()
 
-        return cls(faiss.read_index(str(path)), factory, nprobe, trained_on)
+        if not mmap:
+            return cls(faiss.read_index(str(path)), factory, nprobe, trained_on, rerank, source)
+        loaded = cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY),
+                     factory, nprobe, trained_on, rerank, source)
+        loaded._mapped_from = path
+        return loaded
+
+    def _writable(self) -> None:
+        """Read a memory-mapped index fully into RAM before it changes (mapped lists are read-only)."""
+        if self._mapped_from is None:
+            return
+        faiss = _faiss()
+
+        self.index = faiss.read_index(str(self._mapped_from))
+        self._mapped_from = None
+
+    def to_gpu(self) -> VectorIndex:
+        """A copy searching on every visible GPU (faiss-gpu; untested here: no GPU on the dev machine).
+
+        An HNSW coarse quantizer becomes a flat one on the GPU; PQ lookup tables are float16 (needed
+        from 64 bytes per code); GPU searches return at most 2,048 results per query.
+        """
+        faiss = _faiss()
+
+        self._writable()
+        options = faiss.GpuMultipleClonerOptions()
+        options.useFloat16 = True
+        copy = VectorIndex(faiss.index_cpu_to_all_gpus(self.index, options), self.factory, self.nprobe,
+                           self.trained_on, self.rerank, self.source)
+        copy._on_gpu = True
+        return copy
+
+
+def _stages(index: Any) -> list[Any]:
+    """The vector transforms (OPQ) in front of an index, in order."""
+    faiss = _faiss()
+
+    if not isinstance(index, faiss.IndexPreTransform):
+        return []
+    return [faiss.downcast_VectorTransform(index.chain.at(i)) for i in range(index.chain.size())]
+
+
+def _rerank(queries: np.ndarray, ids: np.ndarray, source: VectorSource, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of each query with its candidates, best k first; -1 where fewer."""
+    valid = ids >= 0
+    unique, inverse = np.unique(ids[valid], return_inverse=True)
+    rows = source.get(unique) if len(unique) else np.zeros((0, queries.shape[1]), np.float32)
+    exact = np.full(ids.shape, -np.inf, dtype=np.float32)
+    query_of = np.nonzero(valid)[0]
+    exact[valid] = np.einsum("ij,ij->i", rows[inverse], queries[query_of])
+    exact[np.isnan(exact)] = -np.inf  # not live in the source: deleted since the index was saved
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(exact, order, axis=1)
+    top = np.take_along_axis(ids, order, axis=1)
+    top[~np.isfinite(scores)] = -1
+    return scores, top

@@ -1,28 +1,46 @@
-"""A library on disk: the SQLite store, one FAISS index per media kind, and the manifest.
+"""A library on disk: the SQLite store, the vector shards, one FAISS index per media kind.
 
-    LIBRARY/library.db        items, texts, vectors (with their float32 bytes), manifest
-    LIBRARY/index/KIND.faiss  a copy of KIND's vectors in the index type the manifest names
+    LIBRARY/library.db            items, texts, where each vector lives, manifest, index state
+    LIBRARY/vectors/KIND/*.f16    every vector as float16, append-only (`retrieval/vectors.py`)
+    LIBRARY/index/KIND.faiss      KIND's vectors in the index type the store names
 
-Rows are committed first; index files are written after, atomically, and the store records
-which generation each file matches. An index file behind its store (a crash, a kill -9) is
-rebuilt from the stored vectors on the next open, so the two never disagree for long.
+Shard bytes are written and fsynced first, then the rows that point at them are committed; index
+files are written after, atomically, and the store records which generation each file matches.
+An index file behind its store (a crash, a kill -9) is rebuilt from the shards on the next open,
+so the two never disagree for long. This module is the one place that writes SQL; readers get
+typed records from it (or, on the torch-free path, from `retrieval/catalog.py`).
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import create_engine, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
+from retrieval import migrations
+from retrieval.catalog import Catalog, connect, is_locked, open_readable, sqlite_connection
+from retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
 from retrieval.errors import LibraryError, ModelMismatchError
-from retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory
-from retrieval.paths import DB_NAME, default_library_dir
-from retrieval.store import AudioModel, IndexState, Item, Manifest, SCHEMA_VERSION, Text, Vector, dispose, open_store, utcnow
+from retrieval.index import DEFAULT_NPROBE, VectorIndex
+from retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_from_db, path_to_db
+from retrieval.store import SCHEMA_VERSION, AudioModel, IndexState, Item, Manifest, Text, Vector, utcnow
 from retrieval.types import ItemStatus, MediaKind, ModelSpec
-from sqlalchemy import delete, func, insert, select
+from retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
 
 LOCK_NAME = "write.lock"
+ID_CHUNK = 10_000  # values per IN (...) list (SQLite allows 32,766)
+COMPACT_BELOW = 0.5  # a shard is rewritten once fewer than this share of its rows are live
+COMPACT_MIN_DEAD = 1 << 16  # ... and, for the last, growing shard, at least this many are dead
 
 
 @dataclass
@@ -55,19 +73,65 @@ class KnownFile:
     status: str
 
 
+@dataclass(frozen=True)
+class ItemRecord:
+    """One stored file, as readers see it."""
+
+    id: int
+    path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    status: str
+    error: str | None
+    indexed_at: datetime
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    id: int
+    modality: str
+    start_s: float | None
+    end_s: float | None
+
+
+@dataclass(frozen=True)
+class AudioModelRecord:
+    """The audio tower a library's sound vectors come from."""
+
+    path: str
+    content_hash: str
+    kind: str
+    dim: int
+
+
 class Library:
-    """Open with `Library.open(root)`; a writer holds `root/write.lock` via `writing()`."""
+    """Open with `Library.open(root)`; a writer holds `root/write.lock` via `writing()`.
+
+    A library whose disk is full or read-only opens read-only (`readonly`): it answers queries,
+    and a write raises a `LibraryError` that says so."""
 
     def __init__(self, root: Path, nprobe: int = DEFAULT_NPROBE) -> None:
+        from filelock import FileLock
+
         self.root = root
         self.nprobe = nprobe
-        self.sessions = open_store(root / DB_NAME)
+        self.rerank: int | None = None  # candidates re-scored on the exact vectors (None: the index's default)
+        self._lock = FileLock(str(root / LOCK_NAME))
+        self.readonly = False
+        self.sessions = self._open_store()
         self._indexes: dict[str, VectorIndex] = {}
         self._rebuild: set[str] = set()
+        self._shards: dict[str, ShardSet] = {}
         self._model: tuple[ModelSpec, int] | None = None  # fixed once written, so read once
+        self._seen_generations: dict[str, int] = {}
 
     @classmethod
-    def open(cls, root: Path | None = None, create: bool = False, nprobe: int = DEFAULT_NPROBE) -> "Library":
+    def open(cls, root: Path | None = None, create: bool = False, nprobe: int = DEFAULT_NPROBE) -> Library:
         root = (root or default_library_dir()).expanduser()
         if not (root / DB_NAME).exists():
             if not create:
@@ -79,28 +143,113 @@ class Library:
         return cls(root, nprobe)
 
     def close(self) -> None:
-        dispose(self.sessions)
+        self.sessions.kw["bind"].dispose()
+        for shards in self._shards.values():
+            shards.close()
 
-    def writing(self):
-        """An exclusive lock for one writer; a second `jrsearch index` fails at once, clearly."""
-        from filelock import FileLock, Timeout
+    # -- opening: one lock, then schema work ------------------------------------------------
 
-        lock = FileLock(str(self.root / LOCK_NAME))
+    def _open_store(self) -> sessionmaker[Session]:
+        """The SQLAlchemy sessions over this library's file, created or migrated under the write lock.
+
+        A file that cannot be opened for writing (a full disk, a read-only mount) is opened
+        read-only instead; one that needs schema work then cannot be used, and says why."""
+        db = self.root / DB_NAME
         try:
-            lock.acquire(timeout=0)
+            engine = create_engine("sqlite://", creator=lambda: connect(db), poolclass=QueuePool)
+            version = self._version(engine)
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            if is_locked(exc):
+                raise self._locked_error() from None
+            engine = self._open_readonly(db, exc)
+            version = self._version(engine)
+        if version > SCHEMA_VERSION:
+            raise LibraryError(f"library {self.root} was written by a newer jrsearch (schema version {version}, this "
+                               f"one reads up to {SCHEMA_VERSION}); upgrade jrsearch to use it")
+        if version < SCHEMA_VERSION:
+            if self.readonly:
+                need = "cannot be created" if version == 0 else f"needs an upgrade to schema version {SCHEMA_VERSION}"
+                raise LibraryError(f"library {self.root} {need}, and its disk cannot be written (full or read-only); "
+                                   f"free space there and run again")
+            with self._schema_lock():
+                version = self._version(engine)  # another process may have done it meanwhile
+                with self._disk_errors("creating the library" if version == 0 else "upgrading the library"):
+                    if version == 0:
+                        migrations.create(engine)
+                    elif version < SCHEMA_VERSION:
+                        migrations.upgrade(engine, self.root, version)
+        return sessionmaker(engine, expire_on_commit=False)
+
+    def _open_readonly(self, db: Path, cause: Exception) -> Engine:
+        try:
+            probe, immutable = open_readable(db)
+            probe.close()
+        except sqlite3.Error:
+            raise LibraryError(f"cannot open library {self.root}: {getattr(cause, 'orig', cause)}; "
+                               f"check the disk it is on") from None
+        self.readonly = True
+        return create_engine("sqlite://", creator=lambda: connect(db, readonly=True, immutable=immutable),
+                             poolclass=QueuePool)
+
+    @staticmethod
+    def _version(engine) -> int:
+        with closing(engine.raw_connection()) as raw:
+            return migrations.current_version(sqlite_connection(raw))
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=0)
         except Timeout:
-            raise LibraryError(
-                f"another `jrsearch index` is writing to {self.root}; wait for it to finish "
-                f"(or remove {self.root / LOCK_NAME} if no such process is running)") from None
-        return lock
+            raise self._locked_error() from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _locked_error(self) -> LibraryError:
+        return LibraryError(
+            f"another `jrsearch index` is writing to {self.root}; wait for it to finish "
+            f"(or remove {self.root / LOCK_NAME} if no such process is running)")
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """An exclusive lock for one writer; a second `jrsearch index` fails at once, clearly.
+
+        Taking it also clears what a crashed writer left: shard bytes past the last commit and
+        shard files a finished compaction no longer needs."""
+        from filelock import Timeout
+
+        self._check_writable()
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise self._locked_error() from None
+        try:
+            self._recover()
+            yield
+        finally:
+            self._lock.release()
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise LibraryError(f"library {self.root} is open read-only (its disk is full or not writable); "
+                               f"free space there and run the command again")
+
+    def _disk_errors(self, doing: str = "writing to the library",
+                     needed: int | None = None) -> AbstractContextManager[None]:
+        """A full disk becomes one `DiskFullError` line naming the library; earlier commits stay."""
+        return no_space_as_error(self.root, doing, needed)
 
     # -- the model ------------------------------------------------------------------------
 
     def model(self) -> tuple[ModelSpec, int] | None:
         if self._model is None:
-            with self.sessions() as session:
-                row = session.scalars(select(Manifest)).first()
-            self._model = (ModelSpec(row.model_name, row.pretrained), row.dim) if row else None
+            with self.catalog() as catalog:
+                row = catalog.model()
+            self._model = (ModelSpec(row[0], row[1]), row[2]) if row else None
         return self._model
 
     def check_model(self, spec: ModelSpec) -> None:
@@ -114,85 +263,209 @@ class Library:
     def adopt_model(self, spec: ModelSpec, dim: int) -> None:
         self.check_model(spec)
         if self.model() is None:
-            with self.sessions.begin() as session:
+            self._check_writable()
+            with self._disk_errors(), self.sessions.begin() as session:
                 session.add(Manifest(id=1, schema_version=SCHEMA_VERSION, model_name=spec.name,
                                      pretrained=spec.pretrained, dim=dim))
 
-    # -- what is indexed -------------------------------------------------------------------
+    def audio_model(self) -> AudioModelRecord | None:
+        with self.sessions() as session:
+            row = session.scalars(select(AudioModel)).first()
+        return AudioModelRecord(row.path, row.content_hash, row.kind, row.dim) if row else None
+
+    def record_audio_model(self, record: AudioModelRecord) -> None:
+        """Remember the audio tower (or where the same checkpoint moved to)."""
+        self._check_writable()
+        with self._disk_errors(), self.sessions.begin() as session:
+            row = session.get(AudioModel, 1)
+            if row is None:
+                session.add(AudioModel(id=1, path=record.path, content_hash=record.content_hash, kind=record.kind,
+                                       dim=record.dim))
+            else:
+                row.path = record.path
+
+    # -- reads ---------------------------------------------------------------------------
+
+    @contextmanager
+    def catalog(self) -> Iterator[Catalog]:
+        """The shared read queries over a pooled connection of this library."""
+        raw = self.sessions.kw["bind"].raw_connection()
+        try:
+            yield Catalog(sqlite_connection(raw))
+        finally:
+            raw.close()
 
     def known_files(self) -> dict[str, KnownFile]:
         with self.sessions() as session:
             rows = session.execute(select(Item.path, Item.id, Item.size, Item.mtime_ns, Item.content_hash, Item.status))
-            return {r.path: KnownFile(r.id, r.size, r.mtime_ns, r.content_hash, r.status) for r in rows}
+            return {path_from_db(r.path): KnownFile(r.id, r.size, r.mtime_ns, r.content_hash, r.status) for r in rows}
+
+    def item(self, item_id: int) -> ItemRecord | None:
+        with self.sessions() as session:
+            row = session.get(Item, item_id)
+            return _item_record(row) if row else None
+
+    def item_at(self, path: str) -> ItemRecord | None:
+        with self.sessions() as session:
+            row = session.scalars(select(Item).where(Item.path == path_to_db(path))).first()
+            return _item_record(row) if row else None
+
+    def items(self) -> list[ItemRecord]:
+        with self.sessions() as session:
+            return [_item_record(row) for row in session.scalars(select(Item).order_by(Item.id))]
+
+    def vectors_of(self, path: str) -> list[VectorRecord]:
+        """The vectors of one file, in the order they were stored."""
+        with self.sessions() as session:
+            rows = session.execute(select(Vector.id, Vector.modality, Vector.start_s, Vector.end_s).join(Item)
+                                   .where(Item.path == path_to_db(path)).order_by(Vector.id)).all()
+        return [VectorRecord(*row) for row in rows]
+
+    def hits(self, vector_ids: list[int]) -> list[tuple]:
+        """`ranking.ROW_COLUMNS` rows for vector ids: what a search result is made of."""
+        with self.catalog() as catalog:
+            return list(catalog.hits(vector_ids))
+
+    def videos_to_revisit(self, failed_reason_suffix: str) -> list[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of indexed videos without sound vectors, and of videos that failed
+        with an error ending in `failed_reason_suffix`."""
+        from sqlalchemy import exists
+
+        with self.sessions() as session:
+            silent = (Item.status == ItemStatus.INDEXED.value) & ~exists().where(
+                Vector.item_id == Item.id, Vector.modality == "audio")
+            waiting = (Item.status == ItemStatus.FAILED.value) & Item.error.endswith(failed_reason_suffix)
+            rows = session.execute(select(Item.path, Item.size, Item.mtime_ns).where(
+                Item.kind == MediaKind.VIDEO.value, silent | waiting)).all()
+        return [(path_from_db(path), size, mtime_ns) for path, size, mtime_ns in rows]
+
+    def _footprint(self, kind: str, factory: str, n: int) -> dict:
+        """The index's RAM once warm and its file, and the kind's shards on disk (`jrsearch status`)."""
+        from retrieval.index import footprint
+
+        model = self.model()
+        if not factory or model is None:
+            return {}
+        shards = self.root / VECTORS_DIR / kind
+        shard_bytes = sum(p.stat().st_size for p in shards.iterdir()) if shards.is_dir() else 0
+        return {**footprint(factory, n, model[1], self.index_path(kind)).to_json(), "vector_bytes": shard_bytes}
+
+    def failures(self) -> list[tuple[str, str | None]]:
+        with self.sessions() as session:
+            rows = session.execute(select(Item.path, Item.error).where(Item.status == ItemStatus.FAILED.value)
+                                   .order_by(Item.path)).all()
+        return [(path_from_db(path), error) for path, error in rows]
+
+    # -- writes ----------------------------------------------------------------------------
 
     def touch(self, path: str, size: int, mtime_ns: int) -> None:
         """A file whose bytes did not change (same hash) gets its new size/mtime recorded."""
-        with self.sessions.begin() as session:
-            session.execute(Item.__table__.update().where(Item.path == path).values(size=size, mtime_ns=mtime_ns))
+        self._check_writable()
+        with self._disk_errors(), self.sessions.begin() as session:
+            session.execute(update(Item).where(Item.path == path_to_db(path)).values(size=size, mtime_ns=mtime_ns))
 
     def write(self, records: list[FileRecord]) -> None:
         """Store files (replacing any earlier row for the same path) in one transaction.
 
-        Items, texts and vectors each go in as one bulk INSERT ... RETURNING rather than an ORM
-        object per row: a batch of images or a 100k-line corpus is stored in seconds.
+        The vectors' float16 bytes are appended to their kind's shard and fsynced first; the rows
+        (items, texts, vectors pointing at shard rows) then go in with executemany and explicit
+        ids, in one commit. A crash before the commit leaves only shard bytes nobody points at.
         """
-        spec_dim = self.model()
-        model_label = spec_dim[0].label() if spec_dim else ""
-        now = utcnow()
-        with self.sessions.begin() as session:
-            removed = self._delete_paths(session, [r.path for r in records])
-            item_ids = _bulk_insert(session, Item, [
-                {"path": r.path, "kind": r.kind.value, "size": r.size, "mtime_ns": r.mtime_ns,
-                 "content_hash": r.content_hash, "width": r.width, "height": r.height, "duration_s": r.duration_s,
-                 "status": r.status.value, "error": r.error, "indexed_at": now} for r in records])
-            embedded = [(item_id, r) for item_id, r in zip(item_ids, records) if r.vectors is not None and len(r.vectors)]
-            text_ids = iter(_bulk_insert(session, Text, [{"item_id": item_id, "line": line, "text": text}
-                                                         for item_id, r in embedded for line, text in r.texts]))
-            rows, vectors = [], []
-            for item_id, r in embedded:
+        if not records:
+            return
+        self._check_writable()
+        dim = self._dim()
+        needed = sum(len(r.vectors) for r in records if r.vectors is not None) * dim * 2 + SQLITE_MARGIN
+        now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME form
+        paths = [path_to_db(r.path) for r in records]
+        with self._disk_errors(f"storing a batch of {len(records)} files", needed), \
+                self.sessions.begin() as session:
+            con = _dbapi(session)
+            removed = self._delete_paths(con, paths)  # also starts the write lock
+            next_item = _next_id(con, "items")
+            con.executemany(
+                "INSERT INTO items (id, path, kind, size, mtime_ns, content_hash, width, height, duration_s, status, "
+                "error, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(item_id, path, r.kind.value, r.size, r.mtime_ns, r.content_hash, r.width, r.height,
+                  r.duration_s, r.status.value, r.error, now)
+                 for item_id, path, r in zip(range(next_item, next_item + len(records)), paths, records,
+                                                 strict=True)])
+            texts: list[tuple] = []
+            next_text = _next_id(con, "texts")
+            by_kind: dict[str, tuple[list[tuple], list[np.ndarray]]] = {}
+            for item_id, r in enumerate(records, start=next_item):
+                if r.vectors is None or not len(r.vectors):
+                    continue
                 count = len(r.vectors)
+                kind_rows, arrays = by_kind.setdefault(r.kind.value, ([], []))
+                arrays.append(r.vectors)
+                if count == 1 and not r.texts and not r.segments and not r.modalities:  # the common case, kept fast
+                    kind_rows.append((item_id, None, r.modality, None, None))
+                    continue
                 segments = r.segments or [(None, None)] * count
                 modalities = r.modalities or [r.modality] * count
-                for i, vector in enumerate(np.asarray(r.vectors, dtype=np.float32)):
-                    rows.append({"item_id": item_id, "text_id": next(text_ids) if r.texts else None,
-                                 "kind": r.kind.value, "modality": modalities[i], "model": model_label,
-                                 "start_s": segments[i][0], "end_s": segments[i][1], "embedding": vector.tobytes()})
-                    vectors.append(vector)
-            vector_ids = _bulk_insert(session, Vector, rows)
-            added: dict[str, tuple[list[np.ndarray], list[int]]] = {}
-            for row, vector, vector_id in zip(rows, vectors, vector_ids):
-                kind_vectors, kind_ids = added.setdefault(row["kind"], ([], []))
-                kind_vectors.append(vector)
-                kind_ids.append(vector_id)
-            self._bump(session, set(added) | set(removed))
-        self._apply({kind: (np.stack(v), np.array(i)) for kind, (v, i) in added.items()}, removed)
+                text_ids: list[int | None] = [None] * count
+                if r.texts:
+                    text_ids = list(range(next_text + len(texts), next_text + len(texts) + count))
+                    texts += [(tid, item_id, line, text) for tid, (line, text) in zip(text_ids, r.texts, strict=True)]
+                kind_rows += [(item_id, text_ids[j], modalities[j], *segments[j]) for j in range(count)]
+            con.executemany("INSERT INTO texts (id, item_id, line, text) VALUES (?, ?, ?, ?)", texts)
+            added: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            next_vector = _next_id(con, "vectors")
+            for kind, (kind_rows, arrays) in by_kind.items():
+                vectors = np.concatenate(arrays, dtype=np.float32).reshape(len(kind_rows), dim)
+                ids = np.arange(next_vector, next_vector + len(vectors), dtype=np.int64)
+                next_vector += len(vectors)
+                shards, slots = self._shard_set(kind).append(vectors, _tail(con, kind), SHARD_ROWS)
+                con.executemany(
+                    "INSERT INTO vectors (id, item_id, text_id, modality, start_s, end_s, kind, shard, row) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(vid, *row, kind, shard, slot)
+                     for vid, row, shard, slot in zip(ids.tolist(), kind_rows, shards.tolist(),
+                                                                  slots.tolist(), strict=True)])
+                _count_rows(con, kind, shards)
+                added[kind] = (vectors, ids)
+            _bump(con, set(added) | set(removed))
+        self._apply(added, {kind: [vid for vid, _ in pairs] for kind, pairs in removed.items()})
+        self._compact(set(removed))
 
     def remove(self, paths: list[str]) -> int:
         """Forget files (deleted from disk); returns how many items were removed."""
         if not paths:
             return 0
-        with self.sessions.begin() as session:
-            removed = self._delete_paths(session, paths)
-            self._bump(session, set(removed))
-        self._apply({}, removed)
+        self._check_writable()
+        with self._disk_errors(), self.sessions.begin() as session:
+            con = _dbapi(session)
+            removed = self._delete_paths(con, [path_to_db(p) for p in paths])
+            _bump(con, set(removed))
+        self._apply({}, {kind: [vid for vid, _ in pairs] for kind, pairs in removed.items()})
+        self._compact(set(removed))
         return len(paths)
 
-    def _delete_paths(self, session, paths: list[str]) -> dict[str, list[int]]:
-        removed: dict[str, list[int]] = {}
-        for chunk in _chunks(paths, 500):
-            rows = session.execute(select(Vector.kind, Vector.id).join(Item).where(Item.path.in_(chunk)))
-            for kind, vid in rows:
-                removed.setdefault(kind, []).append(vid)
-            session.execute(delete(Item).where(Item.path.in_(chunk)))
-        return removed
+    def _delete_paths(self, con: sqlite3.Connection, paths: list[bytes]) -> dict[str, list[tuple[int, int]]]:
+        """Delete items by path (their texts and vectors cascade); {kind: [(vector id, shard)]} removed.
 
-    def _bump(self, session, kinds: set[str]) -> None:
-        for kind in kinds:
-            state = session.get(IndexState, kind)
-            if state is None:
-                session.add(IndexState(kind=kind, factory="", generation=1, built_generation=-1))
-            else:
-                state.generation += 1
+        Its first statement is a write, so the transaction holds SQLite's write lock from here on:
+        the ids and shard tails read after it cannot race another writer."""
+        con.execute("UPDATE index_state SET generation = generation WHERE 0")
+        removed: dict[str, list[tuple[int, int]]] = {}
+        for chunk in _chunks(paths, ID_CHUNK):
+            item_ids = [row[0] for row in con.execute(
+                f"SELECT id FROM items WHERE path IN ({','.join('?' * len(chunk))})", chunk)]
+            if not item_ids:
+                continue
+            marks = ",".join("?" * len(item_ids))
+            for kind, vid, shard in con.execute(f"SELECT kind, id, shard FROM vectors WHERE item_id IN ({marks})",
+                                                item_ids):
+                removed.setdefault(kind, []).append((vid, shard))
+            con.execute(f"DELETE FROM items WHERE id IN ({marks})", item_ids)
+        for kind, pairs in removed.items():
+            dead: dict[int, int] = {}
+            for _, shard in pairs:
+                dead[shard] = dead.get(shard, 0) + 1
+            con.executemany("UPDATE vector_shards SET live = live - ? WHERE kind = ? AND shard = ?",
+                            [(n, kind, shard) for shard, n in dead.items()])
+        return removed
 
     def _apply(self, added: dict[str, tuple[np.ndarray, np.ndarray]], removed: dict[str, list[int]]) -> None:
         """Mirror a committed change in the loaded indexes; anything not loaded is rebuilt on save."""
@@ -200,10 +473,74 @@ class Library:
             index = self._indexes.get(kind)
             if index is not None and not index.remove(np.array(ids)):
                 self._rebuild.add(kind)
-        for kind, (vectors, ids) in added.items():
+        for kind, (vectors, new_ids) in added.items():
             index = self._indexes.get(kind)
             if index is not None and kind not in self._rebuild:
-                index.add(vectors, ids)
+                index.add(vectors, new_ids)
+
+    # -- vector shards ---------------------------------------------------------------------
+
+    def _dim(self) -> int:
+        model = self.model()
+        if model is None:
+            raise LibraryError(f"library {self.root} has no model yet; adopt one before writing vectors")
+        return model[1]
+
+    def _shard_set(self, kind: str) -> ShardSet:
+        shards = self._shards.get(kind)
+        if shards is None:
+            shards = self._shards[kind] = ShardSet(self.root / VECTORS_DIR / kind, self._dim())
+        return shards
+
+    def vectors(self, kind: str) -> ShardSource:
+        """A kind's stored vectors as an index's `VectorSource` (streamed, memory-mapped)."""
+        return ShardSource(self.catalog, self._shard_set(kind), kind)
+
+    def _recover(self) -> None:
+        """Truncate shard bytes past the last commit; unlink shards a compaction left dead."""
+        with self.catalog() as catalog:
+            rows = catalog.con.execute("SELECT kind, shard, rows, dead FROM vector_shards").fetchall()
+        if self.model() is None:
+            return
+        committed: dict[str, dict[int, int]] = {}
+        for kind, shard, count, dead in rows:
+            if not dead:
+                committed.setdefault(kind, {})[shard] = count
+        folder = self.root / VECTORS_DIR
+        kinds = set(committed) | ({p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set())
+        for kind in kinds:
+            self._shard_set(kind).truncate(committed.get(kind, {}))
+
+    def _compact(self, kinds: set[str]) -> None:
+        """Rewrite shards of `kinds` that are mostly dead: their live rows move to the tail (a new
+        shard when the tail itself is compacted). A shard that is not full yet waits until
+        COMPACT_MIN_DEAD of its rows are dead, so small libraries do not rewrite on every delete."""
+        for kind in kinds:
+            with self.catalog() as catalog:
+                sparse = catalog.con.execute(
+                    "SELECT shard FROM vector_shards WHERE kind = ? AND NOT dead AND live < rows * ? "
+                    "AND (rows >= ? OR rows - live >= ?) ORDER BY shard",
+                    (kind, COMPACT_BELOW, SHARD_ROWS, COMPACT_MIN_DEAD)).fetchall()
+            for (shard,) in sparse:
+                self._compact_shard(kind, shard)
+
+    def _compact_shard(self, kind: str, shard: int) -> None:
+        shards = self._shard_set(kind)
+        with self._disk_errors(), self.sessions.begin() as session:
+            con = _dbapi(session)
+            con.execute("UPDATE vector_shards SET dead = 1 WHERE kind = ? AND shard = ?", (kind, shard))
+            tail = _tail(con, kind)  # after the mark: the last shard compacts into a new one
+            live = con.execute("SELECT id, row FROM vectors WHERE kind = ? AND shard = ? ORDER BY row",
+                               (kind, shard)).fetchall()
+            ids = [vid for vid, _ in live]
+            old_rows = np.array([row for _, row in live], dtype=np.int64)
+            moved = shards.read(np.full(len(old_rows), shard), old_rows)
+            new_shards, new_rows = shards.append(moved, tail, SHARD_ROWS)
+            con.executemany("UPDATE vectors SET shard = ?, row = ? WHERE id = ?",
+                            zip(new_shards.tolist(), new_rows.tolist(), ids, strict=True))
+            con.execute("UPDATE vector_shards SET live = 0 WHERE kind = ? AND shard = ?", (kind, shard))
+            _count_rows(con, kind, new_shards)
+        shards.unlink(shard)
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -211,19 +548,21 @@ class Library:
         return self.root / "index" / f"{kind}.faiss"
 
     def index(self, kind: MediaKind | str) -> VectorIndex | None:
-        """The index for a kind, loaded from its file or rebuilt from the store if stale."""
+        """The index for a kind, loaded from its file or rebuilt from the shards if stale."""
         kind = MediaKind(kind).value
         if kind in self._indexes:
             return self._indexes[kind]
-        with self.sessions() as session:
-            state = session.get(IndexState, kind)
+        with self.catalog() as catalog:
+            state = catalog.index_state(kind)
         if state is None:
             return None
         path = self.index_path(kind)
         if state.built_generation == state.generation and state.factory and path.exists():
-            index = VectorIndex.load(path, state.factory, self.nprobe, trained_on=state.trained_on)
+            index = VectorIndex.load(path, state.factory, self.nprobe, trained_on=state.trained_on,
+                                     source=self.vectors(kind))
         else:
             index = self._build(kind)
+        index.rerank = self.rerank
         self._indexes[kind] = index
         return index
 
@@ -233,9 +572,9 @@ class Library:
         A long-running reader (`jrsearch serve`) calls this per request: one small SELECT. A
         dropped index is loaded again, at the last committed state, on its next use.
         """
-        with self.sessions() as session:
-            current = dict(session.execute(select(IndexState.kind, IndexState.generation)).all())
-        seen: dict[str, int] = self.__dict__.setdefault("_seen_generations", {})
+        with self.catalog() as catalog:
+            current = dict(catalog.con.execute("SELECT kind, generation FROM index_state").fetchall())
+        seen = self._seen_generations
         dropped = [kind for kind in list(self._indexes) if seen.get(kind) != current.get(kind)]
         for kind in dropped:
             self._indexes.pop(kind, None)
@@ -243,44 +582,44 @@ class Library:
         seen.update(current)  # an index loaded after this read is at least this new
         return dropped
 
+    def kinds(self) -> list[str]:
+        """Media kinds that have an index (possibly empty)."""
+        with self.catalog() as catalog:
+            return [kind for (kind,) in catalog.con.execute("SELECT kind FROM index_state ORDER BY kind")]
+
     def load_indexes(self) -> None:
         """Load every existing index so that writes can be mirrored into them incrementally."""
-        with self.sessions() as session:
-            kinds = session.scalars(select(IndexState.kind)).all()
-        for kind in kinds:
+        for kind in self.kinds():
             self.index(kind)
 
     def stored_vectors(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """Every vector of a kind from the store: (ids, (n, dim) float32)."""
-        spec_dim = self.model()
-        dim = spec_dim[1] if spec_dim else 0
-        with self.sessions() as session:
-            rows = session.execute(select(Vector.id, Vector.embedding).where(Vector.kind == kind).order_by(Vector.id)).all()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        return ids, vectors
+        """Every vector of a kind, all in RAM: (ids, (n, dim) float32). For tests and small checks;
+        indexes stream through `vectors(kind)` instead."""
+        parts = list(self.vectors(kind).batches(1 << 16))
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self._dim()), dtype=np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _build(self, kind: str) -> VectorIndex:
-        ids, vectors = self.stored_vectors(kind)
-        dim = self.model()[1]
         self._rebuild.discard(kind)
-        return VectorIndex.build(vectors, ids, dim, choose_factory(len(ids), dim), nprobe=self.nprobe)
+        return VectorIndex.build_from(self.vectors(kind), nprobe=self.nprobe)
 
     def save_indexes(self) -> None:
         """Write every index whose file is behind the store; retrain where the size outgrew it."""
-        with self.sessions() as session:
-            states = {s.kind: (s.generation, s.built_generation) for s in session.scalars(select(IndexState))}
+        with self.catalog() as catalog:
+            states = {kind: (generation, built) for kind, generation, built in catalog.con.execute(
+                "SELECT kind, generation, built_generation FROM index_state").fetchall()}
         for kind, (generation, built) in states.items():
             if generation == built and kind not in self._rebuild:
                 continue
+            self._check_writable()
             index = self._indexes.get(kind)
-            dim = self.model()[1]
-            if index is None or kind in self._rebuild or choose_factory(index.ntotal, dim) != index.factory:
+            if index is None or kind in self._rebuild or index.outgrown(index.ntotal):
                 index = self._indexes[kind] = self._build(kind)
-            index.save(self.index_path(kind))
+            index.save(self.index_path(kind))  # a full disk here: the caller knows the size to ask for
             with self.sessions.begin() as session:
                 state = session.get(IndexState, kind)
-                if state.generation != generation:  # another write landed meanwhile: keep it stale
+                if state is None or state.generation != generation:  # another write landed meanwhile: keep it stale
                     continue
                 state.built_generation = generation
                 state.factory = index.factory
@@ -292,11 +631,12 @@ class Library:
     def status(self) -> dict:
         spec_dim = self.model()
         with self.sessions() as session:
-            counts = session.execute(select(Item.kind, Item.status, func.count()).group_by(Item.kind, Item.status)).all()
+            counts = session.execute(select(Item.kind, Item.status, func.count())
+                                     .group_by(Item.kind, Item.status)).all()
             vectors = dict(session.execute(select(Vector.kind, func.count()).group_by(Vector.kind)).all())
             texts = session.scalar(select(func.count()).select_from(Text))
             states = session.scalars(select(IndexState)).all()
-            audio = session.scalars(select(AudioModel)).first()
+        audio = self.audio_model()
         per_kind: dict[str, dict[str, int]] = {}
         per_status: dict[str, int] = {}
         for kind, status, n in counts:
@@ -314,22 +654,49 @@ class Library:
             "indexes": {s.kind: {"factory": s.factory, "vectors": vectors.get(s.kind, 0),
                                  "up_to_date": s.built_generation == s.generation,
                                  "trained_on": s.trained_on,
-                                 "built_at": s.built_at.isoformat() if s.built_at else None} for s in states},
+                                 "built_at": s.built_at.isoformat() if s.built_at else None,
+                                 **self._footprint(s.kind, s.factory, vectors.get(s.kind, 0))} for s in states},
             "bytes_on_disk": sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()),
+            "read_only": self.readonly,
         }
 
-    def failures(self) -> list[tuple[str, str]]:
-        with self.sessions() as session:
-            return list(session.execute(select(Item.path, Item.error).where(Item.status == ItemStatus.FAILED.value)
-                                        .order_by(Item.path)).all())
+
+def _item_record(row: Item) -> ItemRecord:
+    return ItemRecord(row.id, path_from_db(row.path), row.kind, row.size, row.mtime_ns, row.content_hash, row.width,
+                      row.height, row.duration_s, row.status, row.error, row.indexed_at)
 
 
-def _bulk_insert(session, table, rows: list[dict]) -> list[int]:
-    """INSERT many rows in one statement; their new ids, in the order of `rows`."""
-    if not rows:
-        return []
-    statement = insert(table).returning(table.id, sort_by_parameter_order=True)
-    return list(session.scalars(statement, rows))
+def _dbapi(session: Session) -> sqlite3.Connection:
+    """The sqlite3 connection under a session's transaction, for executemany at full speed."""
+    return sqlite_connection(session.connection().connection)
+
+
+def _tail(con: sqlite3.Connection, kind: str) -> tuple[int, int]:
+    """(shard, committed rows) where the next vector of `kind` goes."""
+    row = con.execute("SELECT shard, rows, dead FROM vector_shards WHERE kind = ? ORDER BY shard DESC LIMIT 1",
+                      (kind,)).fetchone()
+    if row is None:
+        return 0, 0
+    return (row[0] + 1, 0) if row[2] else (row[0], row[1])
+
+
+def _next_id(con: sqlite3.Connection, table: str) -> int:
+    return int(con.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def _count_rows(con: sqlite3.Connection, kind: str, shards: np.ndarray) -> None:
+    """Record rows appended to shards (committed with the rows that point at them)."""
+    numbers, counts = np.unique(shards, return_counts=True)
+    con.executemany("INSERT INTO vector_shards (kind, shard, rows, live, dead) VALUES (?, ?, ?, ?, 0) "
+                    "ON CONFLICT (kind, shard) DO UPDATE SET rows = rows + excluded.rows, live = live + excluded.live",
+                    [(kind, int(s), int(c), int(c)) for s, c in zip(numbers, counts, strict=True)])
+
+
+def _bump(con: sqlite3.Connection, kinds: set[str]) -> None:
+    """A new generation for each changed kind: its index file is behind until saved again."""
+    con.executemany("INSERT INTO index_state (kind, factory, generation, built_generation, trained_on) "
+                    "VALUES (?, '', 1, -1, 0) ON CONFLICT (kind) DO UPDATE SET generation = generation + 1",
+                    [(kind,) for kind in kinds])
 
 
 def _chunks(values: list, size: int):

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 DB_NAME = "library.db"
+VECTORS_DIR = "vectors"  # LIBRARY/vectors/KIND/*.f16, see retrieval/vectors.py
 
 
 def default_library_dir() -> Path:
@@ -16,3 +17,18 @@ def default_library_dir() -> Path:
     from platformdirs import user_data_path
 
     return user_data_path("jrsearch", appauthor=False) / "library"
+
+
+def path_to_db(path: str) -> bytes:
+    """How a path is stored: the file system's own bytes, so names that are not UTF-8 round-trip."""
+    return os.fsencode(path)
+
+
+def path_from_db(value: bytes | str) -> str:
+    """A stored path as `str` (bytes that are not UTF-8 become surrogate escapes, as in os.listdir)."""
+    return os.fsdecode(value)
+
+
+def display_path(path: str) -> str:
+    """A printable, JSON-safe form of a path: undecodable bytes shown as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")

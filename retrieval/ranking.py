@@ -1,7 +1,7 @@
 """FAISS hits to ranked results, shared by `SearchEngine` and the cold query path.
 
-Each path fetches store rows its own way (the ORM, or plain sqlite3 where SQLAlchemy is too slow
-to import); both return rows of `ROW_COLUMNS` and rank them here, identically.
+Both paths fetch store rows with the same query (`catalog.Catalog.hits`: through the library's
+pooled connection, or the cold path's own read-only one) and rank them here, identically.
 """
 
 from __future__ import annotations

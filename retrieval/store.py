@@ -1,21 +1,23 @@
 """The metadata store: SQLAlchemy 2.0 ORM over SQLite in WAL mode.
 
-The store is the source of truth. It holds every vector (float32 bytes) beside its item, so
-a FAISS file can always be rebuilt from it; an index file is only a fast copy, named by the
-store generation it matches.
+The store is the source of truth with the vector shards beside it (`retrieval/vectors.py`): it
+says where every vector lives, so a FAISS file can always be rebuilt from them; an index file is
+only a fast copy, named by the store generation it matches. The schema version is SQLite's
+`PRAGMA user_version`; `retrieval/migrations.py` brings older libraries up to `SCHEMA_VERSION`.
+
+Paths are stored as the file system's bytes (`paths.path_to_db`), so any name Linux allows
+round-trips; the rest of jrsearch sees `str` paths (undecodable bytes as surrogate escapes).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
-from sqlalchemy import (ForeignKey, Index, LargeBinary, String, create_engine, event, func,
-                        select)
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy import ForeignKey, Index, LargeBinary, String
+from sqlalchemy import text as sql_text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+from retrieval.catalog import SCHEMA_VERSION
 
 
 def utcnow() -> datetime:
@@ -32,21 +34,25 @@ class Item(Base):
     __tablename__ = "items"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str] = mapped_column(String, unique=True)
-    kind: Mapped[str] = mapped_column(String(16), index=True)
+    path: Mapped[bytes] = mapped_column(LargeBinary, unique=True)  # os.fsencode(path)
+    kind: Mapped[str] = mapped_column(String(16))
     size: Mapped[int]
     mtime_ns: Mapped[int]
-    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
     width: Mapped[int | None]
     height: Mapped[int | None]
     duration_s: Mapped[float | None]
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None]
     indexed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    texts: Mapped[list["Text"]] = relationship(back_populates="item", cascade="all, delete-orphan",
+    # Only failures are looked up by status; an index on kind, status or hash would cost every
+    # bulk write and ~100 bytes per file for lookups nothing makes.
+    __table_args__ = (Index("ix_items_failed", "id", sqlite_where=sql_text("status = 'failed'")),)
+
+    texts: Mapped[list[Text]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                passive_deletes=True)
-    vectors: Mapped[list["Vector"]] = relationship(back_populates="item", cascade="all, delete-orphan",
+    vectors: Mapped[list[Vector]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                    passive_deletes=True)
 
 
@@ -64,7 +70,8 @@ class Text(Base):
 
 
 class Vector(Base):
-    """One embedding; its row id is the FAISS id. `kind` names the index it lives in."""
+    """One embedding; its row id is the FAISS id. `kind` names the index it lives in, and
+    (`shard`, `row`) where its float16 bytes are in that kind's shard files."""
 
     __tablename__ = "vectors"
 
@@ -73,14 +80,26 @@ class Vector(Base):
     text_id: Mapped[int | None] = mapped_column(ForeignKey("texts.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
     modality: Mapped[str] = mapped_column(String(16))  # which tower made it: image, text, audio
-    model: Mapped[str] = mapped_column(String)
     start_s: Mapped[float | None]
     end_s: Mapped[float | None]
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    shard: Mapped[int | None]  # NULL only while a version-1 library is being migrated
+    row: Mapped[int | None]
 
     item: Mapped[Item] = relationship(back_populates="vectors")
 
     __table_args__ = (Index("ix_vectors_kind_id", "kind", "id"),)
+
+
+class VectorShard(Base):
+    """One shard file of a kind: rows committed into it, rows still referenced, dead once compacted."""
+
+    __tablename__ = "vector_shards"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    shard: Mapped[int] = mapped_column(primary_key=True)
+    rows: Mapped[int] = mapped_column(default=0)
+    live: Mapped[int] = mapped_column(default=0)
+    dead: Mapped[bool] = mapped_column(default=False)  # its file is unlinked after the compaction commit
 
 
 class Manifest(Base):
@@ -122,27 +141,4 @@ class AudioModel(Base):
     adopted_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-def open_store(path: Path) -> sessionmaker[Session]:
-    """Create or open the SQLite store; WAL lets readers query while an indexer writes."""
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    Base.metadata.create_all(engine)
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def dispose(factory: sessionmaker[Session]) -> None:
-    bind = factory.kw["bind"]
-    if isinstance(bind, Engine):
-        bind.dispose()
-
-
-__all__ = ["Base", "Item", "Text", "Vector", "Manifest", "IndexState", "AudioModel", "open_store", "dispose",
-           "select", "func"]
+__all__ = ["SCHEMA_VERSION", "AudioModel", "Base", "IndexState", "Item", "Manifest", "Text", "Vector", "VectorShard"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from retrieval.paths import display_path
+
 
 class MediaKind(str, enum.Enum):
     """What a stored item is; each kind has its own vector index in a library."""
@@ -48,7 +50,7 @@ class SearchResult:
         out = {
             "rank": self.rank,
             "score": round(self.score, 6),
-            "path": self.path,
+            "path": display_path(self.path),
             "kind": self.kind.value,
             "item_id": self.item_id,
             "vector_id": self.vector_id,

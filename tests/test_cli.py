@@ -146,7 +146,9 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     assert resumed["indexed"] == 400 - kept and resumed["unchanged"] == kept
     status = json.loads(jrsearch("status", "--json", lib=lib).stdout)
     assert status["items"]["image"] == {"indexed": 400}
-    assert status["indexes"]["image"] | {"built_at": None} == {
-        "factory": "IDMap,Flat", "vectors": 400, "up_to_date": True, "trained_on": 0, "built_at": None}
+    image = status["indexes"]["image"]
+    assert {key: image[key] for key in ("factory", "vectors", "up_to_date", "trained_on")} == {
+        "factory": "IDMap,Flat", "vectors": 400, "up_to_date": True, "trained_on": 0}
+    assert image["vector_bytes"] == 400 * status["dim"] * 2 and image["disk_bytes"] > 0  # float16 shards, index
     hits = json.loads(jrsearch("query", "--image", str(root / "123.png"), "--json", "-k", "1", lib=lib).stdout)
     assert hits[0]["path"] == str(root / "123.png")

@@ -111,7 +111,6 @@ def test_a_jpeg_named_mp4_is_indexed_and_served_as_an_image(tmp_path, tiny_encod
     from test_serve_api import item_id, make_client
 
     from retrieval.engine import SearchEngine
-    from retrieval.store import Item
 
     media = tmp_path / "media"
     fake = make_image(media / "holiday.mp4", seed=3, fmt="JPEG")
@@ -119,8 +118,8 @@ def test_a_jpeg_named_mp4_is_indexed_and_served_as_an_image(tmp_path, tiny_encod
     library = Library.open(tmp_path / "lib", create=True)
     report = run_index(library, tiny_encoder, [media])
     assert report.indexed == 2 and not report.failed
-    with library.sessions() as session:
-        item = session.query(Item).filter(Item.path == str(fake)).one()
+    item = library.item_at(str(fake))
+    assert item is not None
     assert (item.kind, item.width, item.height) == ("image", 96, 64)
     engine = SearchEngine(library, encoder=tiny_encoder)
     assert engine.search(engine.embed_image(fake), kind=MediaKind.IMAGE, top_k=1)[0].path == str(fake)

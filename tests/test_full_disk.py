@@ -109,12 +109,12 @@ def test_index_writes_that_fail_for_want_of_space_say_the_index_size(tmp_path, p
 def test_a_library_that_cannot_even_be_created_is_one_line(tmp_path, photos, monkeypatch):
     import sqlalchemy.exc
 
-    import retrieval.library
+    import retrieval.migrations
 
     def full(*args, **kwargs):
         raise sqlalchemy.exc.OperationalError("CREATE TABLE items ...", {}, sqlite3.OperationalError(SQLITE_FULL))
 
-    monkeypatch.setattr(retrieval.library, "open_store", full)
+    monkeypatch.setattr(retrieval.migrations, "create", full)  # the new library's schema, made under the lock
     line = one_error_line(index(str(photos), lib=tmp_path / "lib"))
     assert f"no space left on the disk holding library {tmp_path / 'lib'}" in line and "free some space" in line
 

@@ -79,10 +79,9 @@ def served(tmp_path_factory, tiny_encoder):
 
 
 def item_id(library: Library, path: Path) -> int:
-    from retrieval.store import Item
-
-    with library.sessions() as session:
-        return session.query(Item).filter(Item.path == str(path)).one().id
+    item = library.item_at(str(path))
+    assert item is not None
+    return item.id
 
 
 # -- search ---------------------------------------------------------------------------------

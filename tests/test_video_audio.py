@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
 
 from avmedia import Scene, make_sound, make_video, picture, soundtrack, tone
 from conftest import make_image
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.engine import SearchEngine
 from retrieval.library import Library
-from retrieval.store import Item, Vector
 from retrieval.types import MediaKind, ModelSpec
 
 SCENES = [Scene(3.0, 1, 440.0), Scene(3.0, 2, 1200.0)]
@@ -74,15 +72,13 @@ def media(tmp_path_factory) -> Path:
 
 
 def vectors_of(lib: Library, path: Path) -> list[tuple[str, float, float]]:
-    with lib.sessions() as session:
-        rows = session.execute(select(Vector.modality, Vector.start_s, Vector.end_s).join(Item)
-                               .where(Item.path == str(path)).order_by(Vector.id)).all()
-    return [(m, s, e) for m, s, e in rows]
+    return [(v.modality, v.start_s, v.end_s) for v in lib.vectors_of(str(path))]
 
 
 def item_of(lib: Library, path: Path):
-    with lib.sessions() as session:
-        return session.scalars(select(Item).where(Item.path == str(path))).one()
+    item = lib.item_at(str(path))
+    assert item is not None
+    return item
 
 
 # -- decoding --------------------------------------------------------------------------------

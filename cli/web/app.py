@@ -29,9 +29,9 @@ from cli.web.thumbnails import SIZES, NoPicture, ThumbnailCache
 from retrieval.diskspace import is_disk_full
 from retrieval.engine import PathFilter, SearchEngine
 from retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
-from retrieval.library import Library
+from retrieval.library import ItemRecord, Library
+from retrieval.paths import display_path
 from retrieval.query_language import english_only_hint
-from retrieval.store import Item
 from retrieval.types import MediaKind, SearchResult
 
 log = logging.getLogger("jrsearch.serve")
@@ -104,7 +104,8 @@ def _thumbnail_url(item_id: int, kind: str, at_s: float | None = None) -> str | 
 
 def _result_out(r: SearchResult) -> ResultOut:
     return ResultOut(rank=r.rank, score=round(r.score, 6), item_id=r.item_id, vector_id=r.vector_id,
-                     kind=r.kind.value, path=r.path, name=os.path.basename(r.path), text=r.text, line=r.line,
+                     kind=r.kind.value, path=display_path(r.path), name=display_path(os.path.basename(r.path)),
+                     text=r.text, line=r.line,
                      start_s=r.start_s, end_s=r.end_s, thumbnail=_thumbnail_url(r.item_id, r.kind.value, r.start_s),
                      media=f"/api/items/{r.item_id}/media")
 
@@ -216,12 +217,9 @@ def create_app(library: Library | None, engine: SearchEngine | None = None, *, t
                                      "searching by text still works") from None
         return run_search(vector, options, {"file": name, "file_type": what}, started)
 
-    def get_item(item_id: int) -> Item:
-        if library is None:
-            item = searcher.item(item_id)
-        else:
-            with library.sessions() as session:
-                item = session.get(Item, item_id)
+    def get_item(item_id: int) -> ItemRecord:
+        # an INDEXDIR's searcher answers with a CatalogItem: a record with the same fields
+        item = searcher.item(item_id) if library is None else library.item(item_id)
         if item is None:
             raise HTTPException(404, f"no item {item_id} in this library")
         return item
@@ -229,7 +227,8 @@ def create_app(library: Library | None, engine: SearchEngine | None = None, *, t
     @app.get("/api/items/{item_id}", response_model=ItemOut, summary="One item's metadata")
     def item_metadata(item_id: ItemId) -> ItemOut:
         item = get_item(item_id)
-        return ItemOut(id=item.id, path=item.path, name=os.path.basename(item.path), kind=item.kind,
+        return ItemOut(id=item.id, path=display_path(item.path), name=display_path(os.path.basename(item.path)),
+                       kind=item.kind,
                        status=item.status, error=item.error, size=item.size, mtime_ns=item.mtime_ns,
                        content_hash=item.content_hash, width=item.width, height=item.height,
                        duration_s=item.duration_s, indexed_at=item.indexed_at.isoformat(),

@@ -23,8 +23,9 @@ from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse
 
 from indexer.changes import hash_stream
+from retrieval.library import ItemRecord
+from retrieval.paths import display_path
 from retrieval.sniff import HEAD_BYTES, Signature, sniff
-from retrieval.store import Item
 
 CHUNK = 256 * 1024
 VERIFY_MAX_BYTES = 256 * 2**20  # hashed before serving, once per file version: 64 MiB took 0.22 s (busy 2-core VM)
@@ -38,14 +39,15 @@ class OpenedFile:
     media_type: str
 
 
-def open_item(item: Item) -> OpenedFile:
+def open_item(item: ItemRecord) -> OpenedFile:
     """Open an item's file for reading, or raise 404/409 saying why it cannot be served."""
     try:
         real = Path(item.path).resolve(strict=True)
         # O_NONBLOCK: opening a FIFO put in a file's place must not wait for a writer
         handle = os.fdopen(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb")
     except FileNotFoundError:
-        raise HTTPException(404, f"item {item.id} is no longer on disk ({item.path}); run `jrsearch index` "
+        raise HTTPException(404, f"item {item.id} is no longer on disk ({display_path(item.path)}); "
+                                 f"run `jrsearch index` "
                                  f"to forget deleted files") from None
     except (OSError, RuntimeError) as exc:  # permission denied, a symlink loop
         raise HTTPException(403, f"item {item.id} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
@@ -53,12 +55,12 @@ def open_item(item: Item) -> OpenedFile:
     if not (stat.S_ISREG(info.st_mode) and info.st_size == item.size and info.st_mtime_ns == item.mtime_ns
             and _same_content(handle, info, item.content_hash)):
         handle.close()
-        raise HTTPException(409, f"item {item.id} changed on disk since it was indexed ({item.path}); "
+        raise HTTPException(409, f"item {item.id} changed on disk since it was indexed ({display_path(item.path)}); "
                                  f"run `jrsearch index` again")
     return OpenedFile(handle, info.st_size, _media_type(handle, item))
 
 
-def _media_type(handle: BinaryIO, item: Item) -> str:
+def _media_type(handle: BinaryIO, item: ItemRecord) -> str:
     """By content where a signature agrees with the item's kind (a JPEG named .mp4, indexed as an
     image, is image/jpeg), else by name."""
     signature = sniff(handle.read(HEAD_BYTES))

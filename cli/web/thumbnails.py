@@ -18,8 +18,8 @@ from typing import BinaryIO, Callable
 
 from retrieval.errors import MediaError
 from retrieval.imageio import open_image, upright_frame
+from retrieval.library import ItemRecord
 from retrieval.sniff import picture_streams
-from retrieval.store import Item
 from retrieval.types import MediaKind
 
 SIZES = (128, 256, 512)
@@ -33,12 +33,12 @@ class ThumbnailCache:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_for(self, item: Item, size: int, at_s: float | None = None) -> Path:
+    def path_for(self, item: ItemRecord, size: int, at_s: float | None = None) -> Path:
         key = item.content_hash or f"{item.id}-{item.size}-{item.mtime_ns}"
         when = f"-t{at_s:.1f}" if at_s is not None else ""
         return self.root / key[:2] / f"{key}-{size}{when}.jpg"
 
-    def get(self, item: Item, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> bytes:
+    def get(self, item: ItemRecord, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> bytes:
         """The thumbnail's JPEG bytes: from the cache, or made from the file `open_source()` opens
         and cached when the cache can be written."""
         video = item.kind == MediaKind.VIDEO.value

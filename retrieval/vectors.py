@@ -1,0 +1,218 @@
+"""Raw vectors in append-only float16 shard files, memory-mapped for reading.
+
+Layout, one folder per media kind (the kind's FAISS index is built from it):
+
+    LIBRARY/vectors/KIND/000000.f16   rows of `dim` little-endian float16, no header:
+    LIBRARY/vectors/KIND/000001.f16   row r of a shard starts at byte r * dim * 2
+
+A shard holds at most `SHARD_ROWS` rows; the row after that starts the next file. The SQLite
+store says where every vector lives (`vectors.shard`, `vectors.row`, keyed by the vector id that
+is also the FAISS id) and how many rows each shard has committed (`vector_shards.rows`). Bytes
+that no committed row points at do not exist, whatever the file holds.
+
+Crash ordering, which makes a kill -9 at any moment lose nothing committed:
+  write    1. write the rows at the tail shard's committed end (overwriting whatever an earlier
+              crash left there), 2. fsync the file, and the folder when the file is new,
+              3. commit the SQLite rows that point at them.
+           A crash before 3 leaves bytes past the committed end: the next writer truncates them
+           (`ShardSet.truncate`), a reader never looks at them.
+  delete   the vector's SQLite row goes in the same commit as its item (a tombstone: the bytes
+           stay, `vector_shards.live` drops).
+  compact  a full shard that is mostly dead has its live rows appended to the tail (1-2 above),
+           then one commit moves their (shard, row) and marks the old shard dead; its file is
+           unlinked after the commit, or by the next writer if a crash came first.
+
+This module only moves bytes; the SQL side lives in `retrieval/library.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.catalog import Catalog
+
+SHARD_ROWS = 1 << 20  # 1,048,576 rows: 1 GiB per shard at 512-d
+DTYPE = np.dtype("<f2")
+SUFFIX = ".f16"
+
+
+class ShardSet:
+    """The shard files of one kind: append rows, read rows by (shard, row), truncate, unlink."""
+
+    def __init__(self, folder: Path, dim: int) -> None:
+        self.folder = folder
+        self.dim = dim
+        self.row_bytes = dim * DTYPE.itemsize
+        self._maps: dict[int, np.memmap] = {}
+
+    def path(self, shard: int) -> Path:
+        return self.folder / f"{shard:06d}{SUFFIX}"
+
+    def shards_on_disk(self) -> list[int]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(int(p.stem) for p in self.folder.glob(f"*{SUFFIX}") if p.stem.isdigit())
+
+    def append(self, vectors: np.ndarray, tail: tuple[int, int],
+               shard_rows: int = SHARD_ROWS) -> tuple[np.ndarray, np.ndarray]:
+        """Write rows after `tail` = (shard, committed rows in it), fsynced; their (shards, rows).
+
+        Nothing is committed here: the caller commits the SQLite rows afterwards."""
+        data = np.ascontiguousarray(vectors, dtype=DTYPE)
+        shard, used = tail
+        shards = np.empty(len(data), dtype=np.int64)
+        rows = np.empty(len(data), dtype=np.int64)
+        start = 0
+        while start < len(data):
+            if used >= shard_rows:
+                shard, used = shard + 1, 0
+            count = min(len(data) - start, shard_rows - used)
+            self._write(shard, used, data[start:start + count])
+            shards[start:start + count] = shard
+            rows[start:start + count] = np.arange(used, used + count)
+            start += count
+            used += count
+        return shards, rows
+
+    def _write(self, shard: int, row: int, data: np.ndarray) -> None:
+        path = self.path(shard)
+        new = not path.exists()
+        if new:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, row * self.row_bytes)  # drop an uncommitted tail a crash left
+            view = data.data.cast("B")
+            written = 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], row * self.row_bytes + written)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:
+            _fsync_dir(self.folder)
+        self._maps.pop(shard, None)
+
+    def read(self, shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), dim) float32 for rows given as parallel (shard, row) arrays.
+
+        Stored vectors are unit vectors; each row comes back renormalized, because float16
+        rounding moves a norm by ~1e-4 and an exact match would then score above 1."""
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        shards = np.asarray(shards, dtype=np.int64)
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return out
+        groups: list[tuple[int, slice | np.ndarray]]
+        if shards[0] == shards[-1] and (shards == shards[0]).all():
+            groups = [(int(shards[0]), slice(None))]
+        else:
+            groups = [(int(shard), np.flatnonzero(shards == shard)) for shard in np.unique(shards)]
+        for shard, where in groups:
+            wanted = rows[where]
+            first, last = int(wanted.min()), int(wanted.max())
+            mapped = self._map(shard, last + 1)
+            if last - first + 1 == len(wanted) and (np.diff(wanted) == 1).all():
+                out[where] = mapped[first:last + 1]  # consecutive rows: one slice, no gather
+            else:
+                out[where] = mapped[wanted]
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
+        return np.divide(out, norms, out=out, where=norms > 0)
+
+    def _map(self, shard: int, need_rows: int) -> np.memmap:
+        mapped = self._maps.get(shard)
+        if mapped is None or len(mapped) < need_rows:
+            count = self.path(shard).stat().st_size // self.row_bytes
+            if count < need_rows:
+                raise ValueError(f"vector shard {self.path(shard)} has {count} rows, the store points at row "
+                                 f"{need_rows - 1}")
+            mapped = self._maps[shard] = np.memmap(self.path(shard), dtype=DTYPE, mode="r", shape=(count, self.dim))
+        return mapped
+
+    def truncate(self, committed: dict[int, int]) -> None:
+        """Cut every shard to its committed row count; remove files no commit knows (crash leftovers)."""
+        self._maps.clear()
+        for shard in self.shards_on_disk():
+            rows = committed.get(shard)
+            path = self.path(shard)
+            if rows is None:
+                path.unlink()
+            elif path.stat().st_size > rows * self.row_bytes:
+                with open(path, "r+b") as handle:
+                    handle.truncate(rows * self.row_bytes)
+                    os.fsync(handle.fileno())
+
+    def unlink(self, shard: int) -> None:
+        self._maps.pop(shard, None)
+        self.path(shard).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._maps.clear()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ShardSource:
+    """`index.VectorSource` over one kind's shards: the store says which rows are live and where.
+
+    `catalog` opens a `Catalog` for the duration of one call (a pooled connection for the library,
+    the one read-only connection for the cold query path)."""
+
+    def __init__(self, catalog: Callable[[], AbstractContextManager[Catalog]], shards: ShardSet, kind: str) -> None:
+        self._catalog = catalog
+        self.shards = shards
+        self.kind = kind
+        self.dim = shards.dim
+
+    def __len__(self) -> int:
+        with self._catalog() as catalog:
+            return catalog.live_vectors(self.kind)
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """Up to n live vectors, uniform, streamed: only the chosen rows are read from the shards."""
+        total = len(self)
+        if total == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chosen = np.sort(np.random.default_rng(seed).choice(total, min(n, total), replace=False))
+        parts, seen = [], 0
+        for _, shards, rows in self._slots(SLOT_BATCH):
+            lo, hi = np.searchsorted(chosen, [seen, seen + len(rows)])
+            if hi > lo:
+                picked = chosen[lo:hi] - seen
+                parts.append(self.shards.read(shards[picked], rows[picked]))
+            seen += len(rows)
+        return np.concatenate(parts)[:n] if parts else np.zeros((0, self.dim), dtype=np.float32)
+
+    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for ids, shards, rows in self._slots(size):
+            yield ids, self.shards.read(shards, rows)
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        """Rows for `ids` in their order; NaN rows for ids that are not live."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.full((len(ids), self.dim), np.nan, dtype=np.float32)
+        with self._catalog() as catalog:
+            found, shards, rows = catalog.vector_slots(self.kind, ids)
+        if len(found):
+            position = {int(v): i for i, v in enumerate(ids)}
+            where = np.fromiter((position[int(v)] for v in found), dtype=np.int64, count=len(found))
+            out[where] = self.shards.read(shards, rows)
+        return out
+
+    def _slots(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        with self._catalog() as catalog:
+            yield from catalog.iter_slots(self.kind, size)
+
+
+SLOT_BATCH = 1 << 16

@@ -1,0 +1,498 @@
+"""Vector shards, schema migrations, crashes, full disks, racing writers and hostile file names."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval import library as library_module
+from retrieval import migrations
+from retrieval.errors import LibraryError
+from retrieval.library import FileRecord, Library
+from retrieval.types import ItemStatus, MediaKind, ModelSpec
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).parents[1]
+DIM = 32
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def images(paths: list[str], vectors: np.ndarray) -> list[FileRecord]:
+    return [FileRecord(path=p, kind=MediaKind.IMAGE, size=1, mtime_ns=0, content_hash=None,
+                       status=ItemStatus.INDEXED, vectors=vectors[i:i + 1]) for i, p in enumerate(paths)]
+
+
+def new_library(root: Path, dim: int = DIM) -> Library:
+    library = Library.open(root, create=True)
+    library.adopt_model(ModelSpec("fixture-model", ""), dim)
+    return library
+
+
+def faiss_ids(index) -> set[int]:
+    import faiss
+
+    return set(faiss.vector_to_array(faiss.downcast_index(index.index).id_map).tolist())
+
+
+# -- shards ----------------------------------------------------------------------------------
+
+
+def test_vectors_live_in_float16_shards_not_in_sqlite(tmp_path, monkeypatch):
+    monkeypatch.setattr(library_module, "SHARD_ROWS", 64)
+    rng = np.random.default_rng(0)
+    vectors = unit(rng, 150)
+    library = new_library(tmp_path / "lib")
+    library.write(images([f"/p/{i:03d}.jpg" for i in range(100)], vectors[:100]))
+    library.write(images([f"/p/{i:03d}.jpg" for i in range(100, 150)], vectors[100:]))
+    shard_files = sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir())
+    assert shard_files == ["000000.f16", "000001.f16", "000002.f16"]
+    assert (tmp_path / "lib" / "vectors" / "image" / "000002.f16").stat().st_size == (150 - 128) * DIM * 2
+    with sqlite3.connect(tmp_path / "lib" / "library.db") as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(vectors)")}
+        assert "embedding" not in columns and {"shard", "row"} <= columns
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+    ids, stored = library.stored_vectors("image")
+    assert len(ids) == 150 and np.all(np.diff(ids) > 0)
+    np.testing.assert_allclose(stored, vectors, atol=1e-3)  # float16 rounding, renormalized
+    source = library.vectors("image")
+    assert len(source) == 150
+    assert source.sample(40, seed=1).shape == (40, DIM)
+    got = source.get(np.array([ids[3], 10**9, ids[140]]))
+    np.testing.assert_allclose(got[[0, 2]], vectors[[3, 140]], atol=1e-3)
+    assert np.isnan(got[1]).all()  # not a live id
+
+
+def test_deleted_vectors_are_tombstoned_then_compacted(tmp_path, monkeypatch):
+    monkeypatch.setattr(library_module, "SHARD_ROWS", 50)
+    rng = np.random.default_rng(1)
+    vectors = unit(rng, 120)
+    paths = [f"/p/{i:03d}.jpg" for i in range(120)]
+    library = new_library(tmp_path / "lib")
+    library.write(images(paths, vectors))
+    library.save_indexes()
+    folder = tmp_path / "lib" / "vectors" / "image"
+
+    library.remove(paths[:20])  # shard 0 is 40% dead: tombstones only
+    assert (folder / "000000.f16").exists()
+    assert len(library.vectors("image")) == 100
+    library.remove(paths[20:30])  # 60% dead: its live rows move to the tail, the file goes
+    assert not (folder / "000000.f16").exists()
+    library.save_indexes()
+
+    ids, stored = library.stored_vectors("image")
+    assert len(ids) == 90
+    np.testing.assert_allclose(stored, vectors[30:], atol=1e-3)
+    assert faiss_ids(library.index("image")) == set(ids.tolist())
+    library.close()
+    reopened = Library.open(tmp_path / "lib")
+    with reopened.writing():
+        pass  # recovery finds nothing to undo
+    np.testing.assert_allclose(reopened.stored_vectors("image")[1], vectors[30:], atol=1e-3)
+    hits = reopened.index("image").search(vectors[77:78], 1)
+    assert reopened.hits([int(hits[1][0, 0])])[0][5] == paths[77]
+
+
+def test_the_last_shard_is_compacted_into_a_new_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(library_module, "COMPACT_MIN_DEAD", 10)
+    rng = np.random.default_rng(7)
+    vectors = unit(rng, 30)
+    paths = [f"/p/{i:03d}.jpg" for i in range(30)]
+    library = new_library(tmp_path / "lib")
+    library.write(images(paths, vectors))
+    library.remove(paths[:9])  # 9 dead: under COMPACT_MIN_DEAD, kept
+    assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000000.f16"]
+    library.remove(paths[9:16])  # 16 dead of 30: the only shard moves into shard 1
+    assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000001.f16"]
+    np.testing.assert_allclose(library.stored_vectors("image")[1], vectors[16:], atol=1e-3)
+    library.write(images(["/p/new.jpg"], vectors[:1]))  # appends after the moved rows
+    np.testing.assert_allclose(library.stored_vectors("image")[1][-1], vectors[0], atol=1e-3)
+    assert (tmp_path / "lib" / "vectors" / "image" / "000001.f16").stat().st_size == 15 * DIM * 2
+
+
+def test_uncommitted_shard_tail_is_ignored_and_truncated(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    vectors = unit(rng, 30)
+    library = new_library(tmp_path / "lib")
+    library.write(images([f"/p/{i}.jpg" for i in range(20)], vectors[:20]))
+
+    def die_before_commit(con, kind, shards):
+        raise KeyboardInterrupt  # as if killed after the shard bytes were fsynced, before the commit
+
+    monkeypatch.setattr(library_module, "_count_rows", die_before_commit)
+    with pytest.raises(KeyboardInterrupt):
+        library.write(images([f"/p/{i}.jpg" for i in range(20, 30)], vectors[20:]))
+    monkeypatch.undo()
+    shard = tmp_path / "lib" / "vectors" / "image" / "000000.f16"
+    assert shard.stat().st_size == 30 * DIM * 2  # the orphan bytes are there
+    library.close()
+
+    reopened = Library.open(tmp_path / "lib")
+    assert len(reopened.stored_vectors("image")[0]) == 20
+    with reopened.writing():
+        assert shard.stat().st_size == 20 * DIM * 2
+        reopened.write(images(["/p/late.jpg"], vectors[29:30]))
+    _, stored = reopened.stored_vectors("image")
+    np.testing.assert_allclose(stored, np.concatenate([vectors[:20], vectors[29:30]]), atol=1e-3)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from pathlib import Path
+    from retrieval.library import FileRecord, Library
+    from retrieval.types import ItemStatus, MediaKind, ModelSpec
+
+    root, start = Path(sys.argv[1]), int(sys.argv[2])
+    library = Library.open(root, create=True)
+    library.adopt_model(ModelSpec("fixture-model", ""), 32)
+    with library.writing():
+        for batch in range(start, start + 10_000):
+            rng = np.random.default_rng(batch)
+            vectors = rng.standard_normal((50, 32)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            library.write([FileRecord(path=f"/b/{batch:05d}/{i:02d}.jpg", kind=MediaKind.IMAGE, size=1, mtime_ns=0,
+                                      content_hash=None, status=ItemStatus.INDEXED, vectors=vectors[i:i + 1])
+                           for i in range(50)])
+            print(batch, flush=True)
+""")
+
+
+@pytest.mark.slow
+def test_kill_9_while_writing_loses_no_committed_vector(tmp_path):
+    """Three kill -9s at random moments of a bulk writer: every batch it reported committed is
+    there with its exact vectors, and the writer carries on from the last commit."""
+    lib = tmp_path / "lib"
+    rng = np.random.default_rng(3)
+    acknowledged: list[int] = []
+    start = 0
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(lib), str(start)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, cwd=REPO, text=True)
+        wanted = len(acknowledged) + int(rng.integers(3, 12))
+        while len(acknowledged) < wanted:
+            line = proc.stdout.readline()
+            assert line, "the writer stopped on its own"
+            acknowledged.append(int(line))
+        time.sleep(float(rng.uniform(0, 0.05)))  # land anywhere inside the next batch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with sqlite3.connect(lib / "library.db") as db:
+            start = db.execute("SELECT count(*) FROM items").fetchone()[0] // 50
+        assert start >= len(acknowledged)
+
+    library = Library.open(lib)
+    with library.writing():  # truncates whatever the last kill left past the commit
+        pass
+    ids, stored = library.stored_vectors("image")
+    assert len(ids) == start * 50
+    for batch in acknowledged:
+        vectors = np.random.default_rng(batch).standard_normal((50, 32)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.testing.assert_allclose(stored[batch * 50:(batch + 1) * 50], vectors, atol=1e-3)
+        assert library.item_at(f"/b/{batch:05d}/49.jpg") is not None
+    shards = library.root / "vectors" / "image" / "000000.f16"
+    assert shards.stat().st_size == start * 50 * 32 * 2
+    library.save_indexes()
+    assert faiss_ids(library.index("image")) == set(ids.tolist())
+
+
+# -- schema versions -------------------------------------------------------------------------
+
+
+def v1_library(tmp_path: Path) -> tuple[Path, dict[int, np.ndarray]]:
+    """The committed version-1 fixture, unpacked, and the float32 vectors it holds by id."""
+    with tarfile.open(FIXTURES / "v1_library.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lib"
+    with sqlite3.connect(root / "library.db") as db:
+        blobs = db.execute("SELECT id, embedding FROM vectors ORDER BY id").fetchall()
+    return root, {vid: np.frombuffer(blob, dtype=np.float32) for vid, blob in blobs}
+
+
+def test_version_1_library_migrates_with_every_vector_intact(tmp_path):
+    root, originals = v1_library(tmp_path)
+    library = Library.open(root)
+    assert library.model() == (ModelSpec("fixture-model", ""), DIM)
+    seen = 0
+    for kind in ("image", "text", "video"):
+        ids, stored = library.stored_vectors(kind)
+        for vid, vector in zip(ids.tolist(), stored, strict=True):
+            expected = originals[vid]
+            rounded = expected.astype(np.float16).astype(np.float32)
+            np.testing.assert_allclose(vector, rounded / np.linalg.norm(rounded), rtol=0, atol=1e-6)
+            seen += 1
+    assert seen == len(originals) == 165
+    assert library.item_at("/photos/café.jpg") is not None
+    assert library.failures() == [("/photos/broken.jpg", "cannot decode")]
+    assert [(v.modality, v.start_s) for v in library.vectors_of("/videos/clip.mp4")][2:4] == [("image", 2.0),
+                                                                                             ("audio", 3.0)]
+    with sqlite3.connect(root / "library.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert "embedding" not in {row[1] for row in db.execute("PRAGMA table_info(vectors)")}
+    # the stale image index (two files deleted after it was saved) is rebuilt from the shards
+    index = library.index("image")
+    assert faiss_ids(index) == set(library.stored_vectors("image")[0].tolist())
+    hits = index.search(originals[100][None], 1)
+    assert library.hits([int(hits[1][0, 0])])[0][5] == "/photos/099.jpg"
+
+
+def test_interrupted_migration_resumes_and_old_readers_keep_working(tmp_path, monkeypatch):
+    root, originals = v1_library(tmp_path)
+    monkeypatch.setattr(migrations, "MIGRATION_BATCH", 50)
+    calls = {"n": 0}
+    real_append = library_module.ShardSet.append
+
+    def dies_on_third_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_append(self, *args, **kwargs)
+
+    monkeypatch.setattr(library_module.ShardSet, "append", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        Library.open(root)
+    with sqlite3.connect(root / "library.db") as db:  # still a complete version-1 library
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+        moved = db.execute(f"SELECT count(*) FROM {migrations.SLOTS}").fetchone()[0]
+        blobs = db.execute("SELECT count(*) FROM vectors WHERE length(embedding) = ?", (DIM * 4,)).fetchone()[0]
+        assert 0 < moved < len(originals) and blobs == len(originals)
+
+    monkeypatch.setattr(library_module.ShardSet, "append", real_append)
+    library = Library.open(root)
+    ids = np.concatenate([library.stored_vectors(kind)[0] for kind in ("image", "text", "video")])
+    vectors = np.concatenate([library.stored_vectors(kind)[1] for kind in ("image", "text", "video")])
+    assert sorted(ids.tolist()) == sorted(originals)
+    for vid, vector in zip(ids.tolist(), vectors, strict=True):
+        np.testing.assert_allclose(vector, originals[vid], atol=1e-3)
+
+
+def test_library_from_a_newer_jrsearch_is_refused(tmp_path):
+    new_library(tmp_path / "lib").close()
+    with sqlite3.connect(tmp_path / "lib" / "library.db") as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(LibraryError, match=r"newer jrsearch \(schema version 99.*upgrade jrsearch"):
+        Library.open(tmp_path / "lib")
+
+
+# -- one lock before any schema work ---------------------------------------------------------
+
+RACER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from retrieval.errors import JrsearchError
+    from retrieval.library import Library
+
+    root, at = Path(sys.argv[1]), float(sys.argv[2])
+    time.sleep(max(0.0, at - time.time()))
+    try:
+        library = Library.open(root, create=True)
+        with library.writing():
+            time.sleep(0.2)
+        print("ok")
+    except JrsearchError as exc:
+        print("refused:", exc)
+""")
+
+
+def test_two_writers_racing_on_a_new_library_never_crash(tmp_path):
+    for attempt in range(4):
+        root = tmp_path / f"lib{attempt}"
+        at = time.time() + 2.0
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, str(root), str(at)], cwd=REPO, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+        outputs = [proc.communicate(timeout=60) for proc in procs]
+        for (out, err), proc in zip(outputs, procs, strict=True):
+            assert proc.returncode == 0 and "Traceback" not in err, err
+            assert out.startswith("ok") or "another `jrsearch index` is writing" in out, out
+        assert any(out.startswith("ok") for out, _ in outputs)
+        with sqlite3.connect(root / "library.db") as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+# -- full disks ------------------------------------------------------------------------------
+
+
+def test_full_disk_during_a_write_is_one_clear_error_and_keeps_every_commit(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    vectors = unit(rng, 30)
+    library = new_library(tmp_path / "lib")
+    library.write(images([f"/p/{i}.jpg" for i in range(20)], vectors[:20]))
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    with pytest.raises(LibraryError) as caught:
+        library.write(images([f"/p/{i}.jpg" for i in range(20, 30)], vectors[20:]))
+    message = str(caught.value)
+    assert "\n" not in message and f"no space left on the disk holding library {tmp_path / 'lib'}" in message
+    assert "storing a batch of 10 files needs about" in message and "everything committed before is kept" in message
+    monkeypatch.undo()
+    library.close()
+    reopened = Library.open(tmp_path / "lib")
+    _, stored = reopened.stored_vectors("image")
+    np.testing.assert_allclose(stored, vectors[:20], atol=1e-3)
+    assert reopened.status()["items"]["image"] == {"indexed": 20}
+
+
+def test_a_library_whose_disk_cannot_be_written_opens_read_only(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    vectors = unit(rng, 10)
+    library = new_library(tmp_path / "lib")
+    library.write(images([f"/p/{i}.jpg" for i in range(10)], vectors))
+    library.save_indexes()
+    library.close()
+
+    real_connect = library_module.connect
+
+    def full_disk(db, readonly=False, **kwargs):
+        if not readonly:
+            raise sqlite3.OperationalError("disk I/O error")  # what PRAGMA journal_mode=WAL gave on a full disk
+        return real_connect(db, readonly=True, **kwargs)
+
+    monkeypatch.setattr(library_module, "connect", full_disk)
+    reader = Library.open(tmp_path / "lib")
+    assert reader.readonly and reader.status()["items"]["image"] == {"indexed": 10}
+    hits = reader.index("image").search(vectors[4:5], 1)
+    assert reader.hits([int(hits[1][0, 0])])[0][5] == "/p/4.jpg"
+    with pytest.raises(LibraryError, match="read-only"):
+        reader.write(images(["/p/new.jpg"], vectors[:1]))
+    with pytest.raises(LibraryError, match="read-only"), reader.writing():
+        pass
+
+
+def tmpfs(path: Path, size: str):
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); the injected-ENOSPC tests cover the logic")
+    return path
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="mounting a small tmpfs needs root on Linux")
+def test_a_really_full_disk(tmp_path):
+    """On a 4 MB tmpfs: writes until the disk is full end in one clear error; the library then
+    still answers status and queries, with every earlier commit."""
+    disk = tmpfs(tmp_path / "disk", "4m")
+    try:
+        rng = np.random.default_rng(6)
+        library = new_library(disk / "lib", dim=256)
+        written = 0
+        with pytest.raises(LibraryError, match="no space left on the disk"):
+            for batch in range(1000):
+                library.write(images([f"/p/{batch}/{i}.jpg" for i in range(200)], unit(rng, 200, 256)))
+                written += 200
+        assert written > 0
+        library.close()
+        filler = disk / "filler"  # whatever room is left: 100% full
+        with open(filler, "wb") as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 65536)
+            except OSError:
+                pass
+        reader = Library.open(disk / "lib")
+        assert reader.status()["items"]["image"] == {"indexed": written}
+        ids, _ = reader.stored_vectors("image")
+        assert len(ids) == written
+        reader.close()
+        status = subprocess.run([sys.executable, "-m", "cli.main", "status", "--json", "--library", str(disk / "lib")],
+                                cwd=REPO, capture_output=True, text=True)
+        assert status.returncode == 0, status.stderr
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# -- file names that are not UTF-8 -----------------------------------------------------------
+
+
+def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
+    from conftest import make_image
+
+    from indexer.pipeline import IndexOptions, run_index
+    from retrieval.engine import SearchEngine
+
+    root = tmp_path / "archive"
+    make_image(root / "good.png", seed=1)
+    bad = os.fsdecode(bytes(root) + b"/bad_\xff.png")
+    make_image(Path(bad), seed=2)
+    assert os.path.exists(os.fsencode(bad))
+    lib = tmp_path / "lib"
+
+    report = run_index(Library.open(lib, create=True), tiny_encoder, [root], IndexOptions(batch_size=4))
+    assert report.indexed == 2 and not report.failed
+    library = Library.open(lib)
+    assert set(library.known_files()) == {str(root / "good.png"), bad}
+    engine = SearchEngine(library, encoder=tiny_encoder)
+    best = engine.search(engine.embed_image(Path(bad)), MediaKind.IMAGE, top_k=1)[0]
+    assert best.path == bad and os.fsencode(best.path) == bytes(root) + b"/bad_\xff.png"
+    assert best.to_json()["path"].endswith("bad_\\xff.png")  # readable, JSON-safe
+
+    from fastapi.testclient import TestClient
+
+    from cli.web.app import create_app
+
+    client = TestClient(create_app(library, engine), raise_server_exceptions=False)
+    item = client.get(f"/api/items/{best.item_id}")
+    assert item.status_code == 200 and item.json()["name"] == "bad_\\xff.png"
+    media = client.get(f"/api/items/{best.item_id}/media")
+    assert media.status_code == 200 and media.content == Path(bad).read_bytes()
+    assert client.get(f"/api/items/{best.item_id}/thumbnail").status_code == 200
+    found = client.get("/api/search", params={"q": "anything", "top_k": 2}).json()["results"]
+    assert {r["name"] for r in found} == {"good.png", "bad_\\xff.png"}
+
+    again = run_index(Library.open(lib), tiny_encoder, [root], IndexOptions(batch_size=4))
+    assert again.indexed == 0 and again.unchanged == 2
+    os.unlink(os.fsencode(bad))
+    gone = run_index(Library.open(lib), tiny_encoder, [root], IndexOptions(batch_size=4))
+    assert gone.removed == 1
+    assert set(Library.open(lib).known_files()) == {str(root / "good.png")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="mounting a small tmpfs needs root on Linux")
+def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
+    """`jrsearch index` into a library whose disk fills up: exit 1 with one line naming the
+    library, no traceback; with room made, the same command finishes the job."""
+    from conftest import make_image
+
+    photos = tmp_path / "photos"
+    for i in range(40):
+        make_image(photos / f"{i:02d}.png", seed=i, size=(24, 16))
+    disk = tmpfs(tmp_path / "disk", "24m")  # room for the tiny model's ~14 MiB text-tower export once freed
+    try:
+        lib = disk / "lib"
+        command = [sys.executable, "-m", "cli.main", "index", str(photos), "--model", "tiny-test", "--library",
+                   str(lib), "--batch-size", "4", "--json"]
+        filler = disk / "filler"
+        with open(filler, "wb") as handle:  # leave about 120 KB
+            handle.write(b"\0" * (os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize - 120_000))
+        full = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        assert full.returncode == 1, full.stdout + full.stderr
+        assert "Traceback" not in full.stderr and full.stderr.strip().count("\n") == 0, full.stderr
+        assert f"no space left on the disk holding library {lib}" in full.stderr
+        filler.unlink()
+        again = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        status = subprocess.run([sys.executable, "-m", "cli.main", "status", "--json", "--library", str(lib)],
+                                cwd=REPO, capture_output=True, text=True)
+        assert '"indexed": 40' in status.stdout
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
