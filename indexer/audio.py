@@ -8,17 +8,22 @@ skipped and the report says how to index them; they are not failures.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from indexer.changes import Candidate, hash_stream
-from indexer.decode import Decoded
+from indexer.commit import commit, stored_fields
+from indexer.decode import Decoded, failed, same_content
+from indexer.run import IndexRun
+from indexer.walk import AUDIO_EXTENSIONS
 from retrieval.audioio import iter_audio
 from retrieval.encoders.audio import AudioEncoder, pool
-from retrieval.errors import MediaError
+from retrieval.errors import FailureCode, MediaError
+from retrieval.library import SoundRecord
+from retrieval.types import MediaKind
 
 COMMIT_EVERY = 32  # sound files per store transaction
 NO_TOWER_NOTE = ("{n} {what} skipped: no audio tower; train one with `jrsearch train audio DIR --out tower.pt` "
@@ -40,12 +45,7 @@ def hashed(candidate: Candidate) -> Decoded:
         with open(candidate.path, "rb") as handle:
             return Decoded(candidate, content_hash=hash_stream(handle))
     except OSError as exc:
-        return Decoded(candidate, error=f"cannot read: {exc.strerror}")
-
-
-def same_content(decoded: Decoded) -> bool:
-    known = decoded.candidate.known
-    return known is not None and known.status == "indexed" and known.content_hash == decoded.content_hash
+        return failed(candidate, f"cannot read: {exc.strerror}", FailureCode.UNREADABLE)
 
 
 def embed_sound(path: Path, audio: AudioEncoder) -> SoundVectors:
@@ -63,52 +63,59 @@ def embed_sound(path: Path, audio: AudioEncoder) -> SoundVectors:
 def with_pooled(sound: SoundVectors) -> SoundVectors:
     """Append the pooled vector covering the whole sound (0, duration)."""
     return SoundVectors(np.concatenate([sound.vectors, pool(sound.vectors)[None]]),
-                        sound.segments + [(0.0, sound.duration_s)], sound.duration_s)
+                        [*sound.segments, (0.0, sound.duration_s)], sound.duration_s)
 
 
 def decode_streamed(candidate: Candidate, embed: Callable[[Path, Decoded], None]) -> Decoded:
     """Hash a file in blocks; unless its bytes are those already stored, `embed(path, out)` fills in
     the vectors. A `MediaError` marks the file failed with its reason."""
     if candidate.size == 0:
-        return Decoded(candidate, error="empty file (0 bytes)")
+        return failed(candidate, "empty file (0 bytes)", FailureCode.EMPTY)
     out = hashed(candidate)
-    if out.error or same_content(out):
+    if out.failure or same_content(out):
         return out
     try:
         embed(candidate.path, out)
     except MediaError as exc:
-        out.error = str(exc).split(": ", 1)[-1]
+        out.failure = exc
     return out
 
 
 def decode_sound_file(candidate: Candidate, audio: AudioEncoder) -> Decoded:
     def embed(path: Path, out: Decoded) -> None:
         sound = with_pooled(embed_sound(path, audio))
-        out.vectors = sound.vectors
-        out.extra = {"segments": sound.segments, "duration_s": sound.duration_s,
-                     "modalities": ["audio"] * len(sound.vectors)}
+        out.vectors, out.duration_s = sound.vectors, sound.duration_s
+        out.segments = list(sound.segments)
+        out.modalities = ["audio"] * len(sound.vectors)
 
     return decode_streamed(candidate, embed)
 
 
-def index_sounds(library, encoder, todo: list[Candidate], options, report, progress) -> None:
-    """`KIND_HANDLERS[MediaKind.AUDIO]`: embed sound files with the library's audio tower."""
-    from indexer.pipeline import _commit
-    from retrieval.audiomodel import library_audio_encoder
+def sound_record(decoded: Decoded) -> SoundRecord:
+    return SoundRecord(**stored_fields(decoded), duration_s=decoded.duration_s, segments=decoded.segments,
+                       modalities=decoded.modalities)
 
-    audio = library_audio_encoder(library, options.audio_model)
-    if audio is None:
-        report.skipped += len(todo)
-        report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="sound files"))
-        progress.advance(len(todo))
-        return
-    batch: list[Decoded] = []
-    for candidate in todo:
-        batch.append(decode_sound_file(candidate, audio))
-        if len(batch) == COMMIT_EVERY:
-            _commit(library, batch, "audio", report)
-            progress.advance(len(batch))
-            batch = []
-    if batch:
-        _commit(library, batch, "audio", report)
-        progress.advance(len(batch))
+
+@dataclass(frozen=True)
+class SoundHandler:
+    """Sound files, embedded with the library's audio tower (skipped, with a note, without one)."""
+
+    kind: MediaKind = MediaKind.AUDIO
+    extensions: frozenset[str] = frozenset(AUDIO_EXTENSIONS)
+
+    def index(self, run: IndexRun, todo: list[Candidate]) -> None:
+        from retrieval.audiomodel import library_audio_encoder
+
+        audio = library_audio_encoder(run.library, run.options.audio_model)
+        if audio is None:
+            run.report.skipped += len(todo)
+            run.report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="sound files"))
+            run.progress.advance(len(todo))
+            return
+        for start in range(0, len(todo), COMMIT_EVERY):
+            batch = [decode_sound_file(c, audio) for c in todo[start:start + COMMIT_EVERY]]
+            commit(run, batch, sound_record)
+            run.progress.advance(len(batch))
+
+
+SOUNDS = SoundHandler()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from retrieval.library import KnownFile
-from retrieval.types import MediaKind
+from retrieval.types import ItemStatus, MediaKind
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def plan(found: list[tuple[Path, MediaKind]], known: dict[str, KnownFile], roots
             continue  # vanished between walk and stat: the next run sees it as deleted
         old = known.get(key)
         same = old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns
-        if same and not (retry_failed and old.status == "failed"):
+        if old is not None and same and not (retry_failed and old.status == ItemStatus.FAILED):
             result.unchanged += 1
             continue
         result.todo.append(Candidate(path, kind, stat.st_size, stat.st_mtime_ns, old))

@@ -20,18 +20,22 @@ where it broke; a file with no video stream is indexed by its sound when an audi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from indexer.audio import NO_TOWER_NOTE, SoundVectors, decode_streamed, embed_sound, with_pooled
 from indexer.changes import Candidate, Plan
+from indexer.commit import commit, stored_fields
 from indexer.decode import Decoded
+from indexer.run import IndexRun
+from indexer.walk import VIDEO_EXTENSIONS
 from retrieval.encoders.audio import AudioEncoder, pool
-from retrieval.errors import MediaError
+from retrieval.errors import FailureCode, MediaError
 from retrieval.imageio import upright_frame
+from retrieval.library import VideoRecord
 from retrieval.sniff import picture_streams
 from retrieval.types import MediaKind
 
@@ -39,7 +43,6 @@ DEFAULT_FPS = 1.0
 SCENE_THRESHOLD = 0.12  # mean absolute change of a 16x16 grey thumbnail (0..1) that marks a cut
 MIN_SCENE_GAP_S = 0.25  # a cut closer than this to the previous sample is not sampled again
 THUMB = 16
-NO_TOWER_REASON = " (and no audio tower to index its sound)"  # a later run with a tower retries these
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def _open(path: Path):
         return av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
-        raise MediaError(f"{path}: not a video PyAV can open ({text})") from None
+        raise MediaError.about(path, f"not a video PyAV can open ({text})") from None
 
 
 def probe_duration(container) -> float | None:
@@ -121,17 +124,35 @@ def iter_frames(container, fps: float = DEFAULT_FPS, scene_threshold: float = SC
             errors.append(f"video stream stopped decoding ({(str(exc) or type(exc).__name__).splitlines()[0][:120]})")
 
 
+@dataclass
+class FrameVectors:
+    vectors: np.ndarray  # (n, dim) image-tower vectors of the sampled frames
+    times: list[float]
+    size: tuple[int, int] | None  # (width, height) as shown; None without a video stream
+    duration: float | None  # the container's
+    has_audio: bool  # the container holds an audio stream
+
+
 def embed_frames(path: Path, encoder, fps: float, batch_size: int,
                  notes: list[str]) -> tuple[np.ndarray, list[float], tuple[int, int] | None, float | None]:
     """Frame vectors (n, dim) and their times, the frame size, and the container's duration."""
+    frames = sampled_frames(path, encoder, fps, batch_size, notes)
+    return frames.vectors, frames.times, frames.size, frames.duration
+
+
+def sampled_frames(path: Path, encoder, fps: float, batch_size: int, notes: list[str]) -> FrameVectors:
+    """`embed_frames`, and whether the container has sound, read from the same open."""
     container = _open(path)
     try:
         duration = probe_duration(container)
+        has_audio = bool(container.streams.audio)
         if not picture_streams(container):
-            return np.zeros((0, encoder.dim), np.float32), [], None, duration
+            return FrameVectors(np.zeros((0, encoder.dim), np.float32), [], None, duration, has_audio)
         stream = picture_streams(container)[0]
         size = (stream.codec_context.width, stream.codec_context.height)
-        vectors, times, batch = [], [], []
+        vectors: list[np.ndarray] = []
+        times: list[float] = []
+        batch: list = []
         for sample in iter_frames(container, fps, image_side=encoder.image_size, errors=notes):
             if not times and sample.quarter_turned:
                 size = size[::-1]  # stored as shown: a portrait phone video is portrait
@@ -144,38 +165,38 @@ def embed_frames(path: Path, encoder, fps: float, batch_size: int,
             vectors.append(encoder.encode_images(batch))
     finally:
         container.close()
-    return (np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32)), times, size, duration
+    return FrameVectors(np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32), times, size,
+                        duration, has_audio)
 
 
 def frame_segments(times: list[float], duration: float) -> list[tuple[float, float]]:
     """Each sampled frame stands for the time until the next sample (the last: until the end)."""
-    ends = times[1:] + [max(duration, times[-1])] if times else []
-    return [(round(t, 3), round(e, 3)) for t, e in zip(times, ends)]
+    ends = [*times[1:], max(duration, times[-1])] if times else []
+    return [(round(t, 3), round(e, 3)) for t, e in zip(times, ends, strict=True)]
 
 
 def embed_video(path: Path, encoder, audio: AudioEncoder | None, fps: float = DEFAULT_FPS,
                 batch_size: int = 64) -> VideoVectors:
     """Every vector one video stores (see the module docstring); `MediaError` when nothing decodes."""
     notes: list[str] = []
-    frames, times, size, duration = embed_frames(path, encoder, fps, batch_size, notes)
+    sampled = sampled_frames(path, encoder, fps, batch_size, notes)
+    frames, times, size, duration = sampled.vectors, sampled.times, sampled.size, sampled.duration
     sound: SoundVectors | None = None
-    if audio is not None:
+    if audio is not None and sampled.has_audio:
         try:
             sound = embed_sound(path, audio)
         except MediaError as exc:
-            if "no audio stream" not in str(exc):
-                notes.append(str(exc).split(": ", 1)[-1])
+            notes.append(exc.reason)
     if not len(frames) and sound is None:
-        if size is None:
-            why = "no video stream" + ("" if audio is not None else NO_TOWER_REASON)
-        else:
-            why = notes[0] if notes else "no decodable video frames"
-        raise MediaError(f"{path}: {why}")
+        if size is not None:
+            raise MediaError.about(path, notes[0] if notes else "no decodable video frames", FailureCode.NO_CONTENT)
+        raise MediaError.about(path, "no video stream",
+                               FailureCode.NO_CONTENT if audio is not None else FailureCode.NEEDS_AUDIO_TOWER)
     duration = duration or max(times[-1] if times else 0.0, sound.duration_s if sound else 0.0)
     vectors, segments, modalities = [], [], []
     if len(frames):
         vectors += [frames, pool(frames)[None]]
-        segments += frame_segments(times, duration) + [(0.0, round(duration, 3))]
+        segments += [*frame_segments(times, duration), (0.0, round(duration, 3))]
         modalities += ["image"] * (len(frames) + 1)
     if sound is not None:
         sound = with_pooled(sound)
@@ -190,23 +211,37 @@ def decode_video(candidate: Candidate, encoder, audio: AudioEncoder | None, fps:
     def embed(path: Path, out: Decoded) -> None:
         video = embed_video(path, encoder, audio, fps, batch_size)
         out.vectors, out.width, out.height = video.vectors, video.width, video.height
-        out.extra = {"segments": video.segments, "duration_s": video.duration_s, "modalities": video.modalities}
+        out.segments, out.duration_s, out.modalities = list(video.segments), video.duration_s, video.modalities
 
     return decode_streamed(candidate, embed)
 
 
-def index_videos(library, encoder, todo: list[Candidate], options, report, progress) -> None:
-    """`KIND_HANDLERS[MediaKind.VIDEO]`: frames and soundtrack of each video, one commit per video."""
-    from indexer.pipeline import _commit
-    from retrieval.audiomodel import library_audio_encoder
+def video_record(decoded: Decoded) -> VideoRecord:
+    return VideoRecord(**stored_fields(decoded), width=decoded.width, height=decoded.height,
+                       duration_s=decoded.duration_s, segments=decoded.segments, modalities=decoded.modalities)
 
-    audio = library_audio_encoder(library, options.audio_model)
-    if audio is None:
-        report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="video soundtracks"))
-    for candidate in todo:
-        _commit(library, [decode_video(candidate, encoder, audio, options.video_fps, options.batch_size)],
-                "image", report)
-        progress.advance(1)
+
+@dataclass(frozen=True)
+class VideoHandler:
+    """Frames and soundtrack of each video, one commit per video."""
+
+    kind: MediaKind = MediaKind.VIDEO
+    extensions: frozenset[str] = frozenset(VIDEO_EXTENSIONS)
+
+    def index(self, run: IndexRun, todo: list[Candidate]) -> None:
+        from retrieval.audiomodel import library_audio_encoder
+
+        options = run.options
+        audio = library_audio_encoder(run.library, options.audio_model)
+        if audio is None:
+            run.report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="video soundtracks"))
+        for candidate in todo:
+            commit(run, [decode_video(candidate, run.encoder, audio, options.video_fps, options.batch_size)],
+                   video_record)
+            run.progress.advance(1)
+
+
+VIDEOS = VideoHandler()
 
 
 def windows_at(path: Path, times: list[float], sample_rate: int, window: int) -> np.ndarray:
@@ -216,7 +251,7 @@ def windows_at(path: Path, times: list[float], sample_rate: int, window: int) ->
     out = np.zeros((len(times), window), dtype=np.float32)
     starts = np.round(np.asarray(times) * sample_rate).astype(np.int64) - window // 2
     for chunk in iter_audio(path, sample_rate):
-        first = int(round(chunk.start_s * sample_rate))
+        first = round(chunk.start_s * sample_rate)
         last = first + len(chunk.samples)
         for i in np.flatnonzero((starts < last) & (starts + window > first)):
             lo, hi = max(starts[i], first), min(starts[i] + window, last)
@@ -255,7 +290,7 @@ def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, Medi
     videos = {str(p) for p, kind in found if kind == MediaKind.VIDEO} - queued
     if not videos:
         return planned
-    for path, size, mtime_ns in library.videos_to_revisit(NO_TOWER_REASON):
+    for path, size, mtime_ns in library.videos_to_revisit(FailureCode.NEEDS_AUDIO_TOWER.stored_mark):
         if path not in videos:
             continue
         try:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from retrieval.sniff import probe_kind
 from retrieval.types import MediaKind
@@ -58,7 +58,7 @@ def _looks_like_image(path: Path) -> bool:
     try:
         with Image.open(path) as image:  # reads the header only
             return bool(image.format)
-    except Exception:  # noqa: BLE001 - anything Pillow cannot identify is simply not an image
+    except Exception:  # anything Pillow cannot identify is simply not an image
         return False
 
 

@@ -1,5 +1,9 @@
 """Errors a user can act on. Each message names the thing at fault and what to do."""
 
+from __future__ import annotations
+
+import enum
+
 
 class JrsearchError(Exception):
     """Base class: the CLI prints the message on one line and exits non-zero."""
@@ -21,8 +25,55 @@ class DiskFullError(LibraryError):
     """No space left on the disk holding the library; what was committed before is intact."""
 
 
+class FailureCode(str, enum.Enum):
+    """Why a file could not be indexed: what code decides on, instead of the message's wording."""
+
+    UNREADABLE = "unreadable"  # the bytes could not be read (permissions, vanished, I/O error)
+    EMPTY = "empty"  # nothing in the file
+    TOO_LARGE = "too_large"  # over the size a kind reads
+    UNDECODABLE = "undecodable"  # not a file of its kind, or damaged
+    NO_CONTENT = "no_content"  # decodes, but holds nothing to embed (no text records, no frames)
+    NEEDS_AUDIO_TOWER = "needs_audio_tower"  # only sound, and no audio tower: a run with one retries it
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a later run retries the file by itself once what it lacked is there."""
+        return self in _STORED_MARKS
+
+    @property
+    def stored_mark(self) -> str:
+        """The text a stored failure of this code ends with ('' for most codes).
+
+        The store keeps a failure as its message only (the `error` column), so the one code a
+        later run looks for is marked at the message's end: `MediaError` appends the mark when it
+        is raised, and `Library.videos_to_revisit(code.stored_mark)` finds it. Both read it here.
+        """
+        return _STORED_MARKS.get(self, "")
+
+
+_STORED_MARKS = {FailureCode.NEEDS_AUDIO_TOWER: " (and no audio tower to index its sound)"}
+
+
 class MediaError(JrsearchError):
-    """A media file could not be decoded; the indexer records it as failed."""
+    """A media file could not be decoded; the indexer records it as failed with `reason`.
+
+    Fields: `code` (what code decides on), `reason` (the message without the file's name: what the
+    store and the report show), `retryable` (the code's). Raise it with `MediaError.about(path,
+    reason, code)`; a plain `MediaError("PATH: reason")` is read as reason "reason", code UNDECODABLE.
+    """
+
+    def __init__(self, message: str, *, code: FailureCode = FailureCode.UNDECODABLE,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason if reason is not None else message.split(": ", 1)[-1]
+        self.retryable = code.retryable
+
+    @classmethod
+    def about(cls, subject: object, reason: str, code: FailureCode = FailureCode.UNDECODABLE) -> MediaError:
+        """`subject: reason`, with the code's stored mark appended to the reason."""
+        reason += code.stored_mark
+        return cls(f"{subject}: {reason}", code=code, reason=reason)
 
 
 class QueryError(JrsearchError):

@@ -43,9 +43,12 @@ COMPACT_BELOW = 0.5  # a shard is rewritten once fewer than this share of its ro
 COMPACT_MIN_DEAD = 1 << 16  # ... and, for the last, growing shard, at least this many are dead
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FileRecord:
-    """What the indexer learned about one file, ready to be stored."""
+    """What the indexer learned about one file, ready to be stored: the fields every kind has.
+
+    Each kind's record below adds its own fields; a record of this base type stores a file with
+    one plain vector row per vector (no text, no time range)."""
 
     path: str
     kind: MediaKind
@@ -54,14 +57,71 @@ class FileRecord:
     content_hash: str | None
     status: ItemStatus
     error: str | None = None
-    width: int | None = None
-    height: int | None = None
-    duration_s: float | None = None
     vectors: np.ndarray | None = None  # (n, dim) float32, one row per vector of this file
     modality: str = "image"  # the tower that made the vectors
+
+    def item_columns(self) -> tuple[int | None, int | None, float | None]:
+        """(width, height, duration_s) of the item row."""
+        return None, None, None
+
+    def row_details(self) -> RowDetails | None:
+        """Per vector row: text, time range, modality; None when every row is plain."""
+        return None
+
+
+@dataclass(frozen=True)
+class RowDetails:
+    texts: list[tuple[int, str]]  # (line, text) per vector row, or empty
+    segments: list[tuple[float | None, float | None]]  # per vector row, or empty
+    modalities: list[str]  # per vector row, or empty (then all are the record's modality)
+
+
+@dataclass(kw_only=True)
+class ImageRecord(FileRecord):
+    kind: MediaKind = MediaKind.IMAGE
+    width: int | None = None
+    height: int | None = None
+
+    def item_columns(self) -> tuple[int | None, int | None, float | None]:
+        return self.width, self.height, None
+
+
+@dataclass(kw_only=True)
+class TextRecord(FileRecord):
+    kind: MediaKind = MediaKind.TEXT
+    modality: str = "text"
     texts: list[tuple[int, str]] = field(default_factory=list)  # (line, text) per vector row
+
+    def row_details(self) -> RowDetails | None:
+        return RowDetails(self.texts, [], []) if self.texts else None
+
+
+@dataclass(kw_only=True)
+class SoundRecord(FileRecord):
+    kind: MediaKind = MediaKind.AUDIO
+    modality: str = "audio"
+    duration_s: float | None = None
     segments: list[tuple[float | None, float | None]] = field(default_factory=list)  # per vector row
     modalities: list[str] = field(default_factory=list)  # per vector row when they differ (video: image + audio)
+
+    def item_columns(self) -> tuple[int | None, int | None, float | None]:
+        return None, None, self.duration_s
+
+    def row_details(self) -> RowDetails | None:
+        return RowDetails([], self.segments, self.modalities) if self.segments or self.modalities else None
+
+
+@dataclass(kw_only=True)
+class VideoRecord(SoundRecord):
+    """Frames (modality "image") and soundtrack (modality "audio") of one video."""
+
+    kind: MediaKind = MediaKind.VIDEO
+    modality: str = "image"
+    width: int | None = None
+    height: int | None = None
+
+    def item_columns(self) -> tuple[int | None, int | None, float | None]:
+        return self.width, self.height, self.duration_s
 
 
 @dataclass(frozen=True)
@@ -70,7 +130,7 @@ class KnownFile:
     size: int
     mtime_ns: int
     content_hash: str | None
-    status: str
+    status: ItemStatus
 
 
 @dataclass(frozen=True)
@@ -298,7 +358,8 @@ class Library:
     def known_files(self) -> dict[str, KnownFile]:
         with self.sessions() as session:
             rows = session.execute(select(Item.path, Item.id, Item.size, Item.mtime_ns, Item.content_hash, Item.status))
-            return {path_from_db(r.path): KnownFile(r.id, r.size, r.mtime_ns, r.content_hash, r.status) for r in rows}
+            return {path_from_db(r.path): KnownFile(r.id, r.size, r.mtime_ns, r.content_hash,
+                                                         ItemStatus(r.status)) for r in rows}
 
     def item(self, item_id: int) -> ItemRecord | None:
         with self.sessions() as session:
@@ -381,13 +442,13 @@ class Library:
         with self._disk_errors(f"storing a batch of {len(records)} files", needed), \
                 self.sessions.begin() as session:
             con = _dbapi(session)
-            removed = self._delete_paths(con, paths)  # also starts the write lock
+            removed, _ = self._delete_paths(con, paths)  # also starts the write lock
             next_item = _next_id(con, "items")
             con.executemany(
                 "INSERT INTO items (id, path, kind, size, mtime_ns, content_hash, width, height, duration_s, status, "
                 "error, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(item_id, path, r.kind.value, r.size, r.mtime_ns, r.content_hash, r.width, r.height,
-                  r.duration_s, r.status.value, r.error, now)
+                [(item_id, path, r.kind.value, r.size, r.mtime_ns, r.content_hash, *r.item_columns(),
+                  r.status.value, r.error, now)
                  for item_id, path, r in zip(range(next_item, next_item + len(records)), paths, records,
                                                  strict=True)])
             texts: list[tuple] = []
@@ -399,15 +460,17 @@ class Library:
                 count = len(r.vectors)
                 kind_rows, arrays = by_kind.setdefault(r.kind.value, ([], []))
                 arrays.append(r.vectors)
-                if count == 1 and not r.texts and not r.segments and not r.modalities:  # the common case, kept fast
-                    kind_rows.append((item_id, None, r.modality, None, None))
+                details = r.row_details()
+                if details is None:  # the common case (one image, one vector), kept fast
+                    kind_rows += [(item_id, None, r.modality, None, None)] * count
                     continue
-                segments = r.segments or [(None, None)] * count
-                modalities = r.modalities or [r.modality] * count
+                segments = details.segments or [(None, None)] * count
+                modalities = details.modalities or [r.modality] * count
                 text_ids: list[int | None] = [None] * count
-                if r.texts:
+                if details.texts:
                     text_ids = list(range(next_text + len(texts), next_text + len(texts) + count))
-                    texts += [(tid, item_id, line, text) for tid, (line, text) in zip(text_ids, r.texts, strict=True)]
+                    texts += [(tid, item_id, line, text)
+                              for tid, (line, text) in zip(text_ids, details.texts, strict=True)]
                 kind_rows += [(item_id, text_ids[j], modalities[j], *segments[j]) for j in range(count)]
             con.executemany("INSERT INTO texts (id, item_id, line, text) VALUES (?, ?, ?, ?)", texts)
             added: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -436,19 +499,22 @@ class Library:
         self._check_writable()
         with self._disk_errors(), self.sessions.begin() as session:
             con = _dbapi(session)
-            removed = self._delete_paths(con, [path_to_db(p) for p in paths])
+            removed, items = self._delete_paths(con, [path_to_db(p) for p in paths])
             _bump(con, set(removed))
         self._apply({}, {kind: [vid for vid, _ in pairs] for kind, pairs in removed.items()})
         self._compact(set(removed))
-        return len(paths)
+        return items
 
-    def _delete_paths(self, con: sqlite3.Connection, paths: list[bytes]) -> dict[str, list[tuple[int, int]]]:
-        """Delete items by path (their texts and vectors cascade); {kind: [(vector id, shard)]} removed.
+    def _delete_paths(self, con: sqlite3.Connection,
+                      paths: list[bytes]) -> tuple[dict[str, list[tuple[int, int]]], int]:
+        """Delete items by path (their texts and vectors cascade): ({kind: [(vector id, shard)]}
+        removed, how many items were removed).
 
         Its first statement is a write, so the transaction holds SQLite's write lock from here on:
         the ids and shard tails read after it cannot race another writer."""
         con.execute("UPDATE index_state SET generation = generation WHERE 0")
         removed: dict[str, list[tuple[int, int]]] = {}
+        items = 0
         for chunk in _chunks(paths, ID_CHUNK):
             item_ids = [row[0] for row in con.execute(
                 f"SELECT id FROM items WHERE path IN ({','.join('?' * len(chunk))})", chunk)]
@@ -459,13 +525,14 @@ class Library:
                                                 item_ids):
                 removed.setdefault(kind, []).append((vid, shard))
             con.execute(f"DELETE FROM items WHERE id IN ({marks})", item_ids)
+            items += len(item_ids)
         for kind, pairs in removed.items():
             dead: dict[int, int] = {}
             for _, shard in pairs:
                 dead[shard] = dead.get(shard, 0) + 1
             con.executemany("UPDATE vector_shards SET live = live - ? WHERE kind = ? AND shard = ?",
                             [(n, kind, shard) for shard, n in dead.items()])
-        return removed
+        return removed, items
 
     def _apply(self, added: dict[str, tuple[np.ndarray, np.ndarray]], removed: dict[str, list[int]]) -> None:
         """Mirror a committed change in the loaded indexes; anything not loaded is rebuilt on save."""

@@ -142,3 +142,14 @@ def test_a_sound_only_file_stored_as_a_video_gets_a_clear_404_thumbnail(tmp_path
     detail = response.json()["detail"]
     assert response.status_code == 404 and "sound only" in detail, detail
     assert "index out of range" not in detail and "tuple" not in detail
+
+
+def test_every_kind_has_a_handler_whose_extensions_name_it():
+    from indexer.kinds import KIND_HANDLERS
+    from indexer.walk import classify
+
+    assert set(KIND_HANDLERS) == set(MediaKind)
+    for kind, handler in KIND_HANDLERS.items():
+        assert handler.kind == kind and handler.extensions
+        for suffix in handler.extensions:
+            assert classify(Path(f"file{suffix}"), explicit=True) == kind, (kind, suffix)

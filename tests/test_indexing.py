@@ -115,7 +115,7 @@ def test_bad_files_are_recorded_and_never_stop_the_run(tmp_path, tiny_encoder, m
     make_image(root / "bomb.png", seed=2, size=(240, 240))
     monkeypatch.setattr("retrieval.imageio.MAX_PIXELS", 200 * 200)
     (root / "huge.jpg").write_bytes(full * 40)
-    monkeypatch.setattr("indexer.decode.MAX_IMAGE_BYTES", len(full) * 20)
+    monkeypatch.setattr("indexer.images.MAX_IMAGE_BYTES", len(full) * 20)
 
     report = index(tmp_path / "lib", tiny_encoder, root)
     failed = dict((Path(p).name, e) for p, e in report.failed)

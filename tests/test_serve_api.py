@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import make_image
 from indexer.pipeline import run_index
 from retrieval.engine import SearchEngine
-from retrieval.library import FileRecord, Library
+from retrieval.library import Library, VideoRecord
 from retrieval.types import ItemStatus, MediaKind
 
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -44,9 +44,9 @@ def add_video(library: Library, path: Path, dim: int, vectors: np.ndarray | None
     if vectors is None:
         vectors = np.random.default_rng(0).normal(size=(2, dim)).astype(np.float32)
     vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    library.write([FileRecord(path=str(path), kind=MediaKind.VIDEO, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                              content_hash=None, status=ItemStatus.INDEXED, width=64, height=48, duration_s=4.0,
-                              vectors=vectors, segments=[(0.0, 2.0), (2.0, 4.0)])])
+    library.write([VideoRecord(path=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                               content_hash=None, status=ItemStatus.INDEXED, width=64, height=48, duration_s=4.0,
+                               vectors=vectors, segments=[(0.0, 2.0), (2.0, 4.0)])])
     library.save_indexes()
 
 

@@ -108,6 +108,16 @@ def test_deleted_vectors_are_tombstoned_then_compacted(tmp_path, monkeypatch):
     assert reopened.hits([int(hits[1][0, 0])])[0][5] == paths[77]
 
 
+def test_remove_returns_how_many_items_were_removed(tmp_path):
+    library = new_library(tmp_path / "lib")
+    paths = [f"/p/{i}.jpg" for i in range(3)]
+    library.write(images(paths, unit(np.random.default_rng(2), 3)))
+    assert library.remove([paths[0], paths[1], "/p/never-indexed.jpg"]) == 2
+    assert library.remove([paths[0]]) == 0  # already gone
+    assert [item.path for item in library.items()] == [paths[2]]
+    library.close()
+
+
 def test_the_last_shard_is_compacted_into_a_new_one(tmp_path, monkeypatch):
     monkeypatch.setattr(library_module, "COMPACT_MIN_DEAD", 10)
     rng = np.random.default_rng(7)

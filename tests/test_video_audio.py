@@ -276,3 +276,16 @@ def test_cli_audio_query_and_options(media, tmp_path, tower):
     assert top["path"].endswith("scenes.mp4") and (top["start_s"], top["end_s"]) == (3.0, 4.0)
     result = runner.invoke(app, ["query", "words", "--audio", str(query), "--library", lib])
     assert result.exit_code == 1 and "give one of" in result.output
+
+
+def test_a_video_without_pictures_or_tower_fails_with_a_retryable_code(media, tiny_encoder):
+    from indexer.video import embed_video
+    from retrieval.errors import FailureCode, MediaError
+
+    with pytest.raises(MediaError) as caught:
+        embed_video(media / "videos" / "soundonly.mp4", tiny_encoder, audio=None)
+    failure = caught.value
+    assert (failure.code, failure.retryable) == (FailureCode.NEEDS_AUDIO_TOWER, True)
+    assert failure.reason == "no video stream (and no audio tower to index its sound)"  # the stored text, unchanged
+    assert failure.reason.endswith(FailureCode.NEEDS_AUDIO_TOWER.stored_mark)  # what a run with a tower looks for
+    assert str(failure) == f"{media / 'videos' / 'soundonly.mp4'}: {failure.reason}"

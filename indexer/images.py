@@ -1,0 +1,63 @@
+"""Images: read whole, decoded and preprocessed on worker threads, embedded in batches by the
+image tower; one vector per file, modality "image"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from indexer.changes import Candidate
+from indexer.commit import commit, stored_fields
+from indexer.decode import Decoded, batched, decoded_in_order, read_file, same_content
+from indexer.run import IndexRun
+from indexer.walk import IMAGE_EXTENSIONS
+from retrieval.errors import FailureCode, MediaError
+from retrieval.imageio import open_image
+from retrieval.library import ImageRecord
+from retrieval.types import MediaKind
+
+MAX_IMAGE_BYTES = 256 * 1024 * 1024  # the largest real photos (RAW-sized TIFFs) stay well below
+
+
+def decode_image(candidate: Candidate, transform: Callable, draft_size: int) -> Decoded:
+    if candidate.size > MAX_IMAGE_BYTES:
+        return Decoded(candidate).fail(f"file too large ({candidate.size:,} bytes, limit {MAX_IMAGE_BYTES:,}); "
+                                       f"not read as an image", FailureCode.TOO_LARGE)
+    data, out = read_file(candidate)
+    if data is None or same_content(out):
+        return out
+    try:
+        image = open_image(data, name=str(candidate.path), draft_size=draft_size)
+    except MediaError as exc:
+        out.failure = exc
+        return out
+    out.width, out.height = image.info["full_size"]
+    out.payload = transform(image)
+    return out
+
+
+def image_record(decoded: Decoded) -> ImageRecord:
+    return ImageRecord(**stored_fields(decoded), width=decoded.width, height=decoded.height)
+
+
+@dataclass(frozen=True)
+class ImageHandler:
+    kind: MediaKind = MediaKind.IMAGE
+    extensions: frozenset[str] = frozenset(IMAGE_EXTENSIONS)
+
+    def index(self, run: IndexRun, todo: list[Candidate]) -> None:
+        encoder, options = run.encoder, run.options
+
+        def decode(c: Candidate) -> Decoded:
+            return decode_image(c, encoder.preprocess, encoder.image_size)
+
+        for batch in batched(decoded_in_order(decode, todo, options.batch_size, options.workers), options.batch_size):
+            ok = [d for d in batch if d.payload is not None]
+            if ok:
+                for decoded, vector in zip(ok, encoder.encode_images([d.payload for d in ok]), strict=True):
+                    decoded.vectors = vector.reshape(1, -1)
+            commit(run, batch, image_record)
+            run.progress.advance(len(batch))
+
+
+IMAGES = ImageHandler()
