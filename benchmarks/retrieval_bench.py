@@ -12,10 +12,10 @@ import datetime as dt
 import json
 import platform
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -25,8 +25,15 @@ from retrieval.encoders import Encoder
 from retrieval.errors import JrsearchError, MediaError
 from retrieval.imageio import open_image
 from retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory, gpu_count
-from retrieval.metrics import (DEFAULT_KS, CrossModalRanks, RankSummary, cross_modal_ranks, mean_summary,
-                               ranks_from_hits, split_folds)
+from retrieval.metrics import (
+    DEFAULT_KS,
+    CrossModalRanks,
+    RankSummary,
+    cross_modal_ranks,
+    mean_summary,
+    ranks_from_hits,
+    split_folds,
+)
 
 REFERENCE_FILE = Path(__file__).with_name("reference_figures.json")
 TITLES = {"coco": "COCO", "flickr30k": "Flickr30K"}
@@ -91,7 +98,7 @@ class TableRow:
 
     @classmethod
     def from_summaries(cls, model: str, ranked_by: str, i2t: RankSummary, t2i: RankSummary,
-                       partial: bool, language: str = "") -> "TableRow":
+                       partial: bool, language: str = "") -> TableRow:
         return cls(model, ranked_by, _cells(i2t), _cells(t2i), partial, language=language)
 
     def to_json(self) -> dict:
@@ -162,7 +169,7 @@ class BenchReport:
         lines = [f"# {self.title} cross-modal retrieval — {model_label(self.model, self.pretrained)}", ""]
         if self.partial:
             lines += [f"**PARTIAL — not comparable to published figures:** {self.counts_line()}.", ""]
-        lines += markdown_table(self.rows) + [""]
+        lines += [*markdown_table(self.rows), ""]
         folds = f"mean of {len({f.fold for f in self.folds})} folds of {self.options.fold_size:,} images" \
             if self.options.fold_size else "all images at once"
         lines += [f"- {self.counts_line()}; {folds}.",
@@ -191,8 +198,8 @@ def markdown_table(rows: list[TableRow]) -> list[str]:
     body = [[r.language] * languages + [("PARTIAL " if r.partial else "") + r.model, r.ranked_by]
             + [_fmt(r.image_to_text.get(c)) for c in COLUMNS] + [_fmt(r.text_to_image.get(c)) for c in COLUMNS]
             for r in rows]
-    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in body]
 
 
@@ -329,7 +336,8 @@ def _search_ranks(queries: np.ndarray, gallery: np.ndarray, query_labels: np.nda
         ranks[rows] = ranks_from_hits(hits, query_labels[rows], gallery_labels)
         # Not within a full first page: the index may hold more for these queries, so ask for everything.
         # (A page with empty slots is all an approximate index would return: those stay unfound.)
-        again = rows[(ranks[rows] > len(gallery)) & (hits[:, -1] >= 0)] if INDEX_DEPTH < len(gallery) else []
+        again = (rows[(ranks[rows] > len(gallery)) & (hits[:, -1] >= 0)] if len(gallery) > INDEX_DEPTH
+                 else np.empty(0, dtype=np.int64))
         for block in range(0, len(again), FULL_DEPTH_BLOCK):
             retry = again[block:block + FULL_DEPTH_BLOCK]
             hits = index.search(queries[retry], len(gallery))[1]
@@ -364,11 +372,11 @@ def embed_images(encoder: Encoder, paths: list[Path], cache: EmbeddingCache, opt
             if b + 1 < len(batches):
                 ahead = pool.map(decode, batches[b + 1])
             problems += [d for d in decoded if isinstance(d, ImageProblem)]
-            ok = [(p, d) for p, d in zip(batch, decoded) if not isinstance(d, ImageProblem)]
+            ok = [(p, d) for p, d in zip(batch, decoded, strict=True) if not isinstance(d, ImageProblem)]
             if ok:
                 embedded = encoder.encode_images([d for _, d in ok])
                 cache.put([keys[str(p)] for p, _ in ok], embedded)
-                vectors.update({str(p): v for (p, _), v in zip(ok, embedded)})
+                vectors.update({str(p): v for (p, _), v in zip(ok, embedded, strict=True)})
             progress("images", len(vectors) + len(problems), len(paths))
     return vectors, problems
 

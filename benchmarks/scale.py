@@ -235,13 +235,16 @@ def flat_twin(index, source):
     index._writable()  # lists read into RAM (kept alive by `index`)
     ivf = faiss.extract_index_ivf(index.index)
     lists = ivf.invlists
+    assert lists is not None
     twin = faiss.IndexIVFFlat(ivf.quantizer, ivf.d, ivf.nlist, faiss.METRIC_INNER_PRODUCT)
+    twin_lists = twin.invlists
+    assert twin_lists is not None
     for list_no in range(ivf.nlist):
         size = lists.list_size(list_no)
         if size:
             ids = faiss.rev_swig_ptr(lists.get_ids(list_no), size).copy()
             rows = np.ascontiguousarray(source.get(ids), dtype=np.float32)
-            twin.invlists.add_entries(list_no, size, faiss.swig_ptr(ids), faiss.swig_ptr(rows.view(np.uint8)))
+            twin_lists.add_entries(list_no, size, faiss.swig_ptr(ids), faiss.swig_ptr(rows.view(np.uint8)))
     twin.ntotal = ivf.ntotal
     twin.is_trained = True
     return twin

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
-from cli.common import (AddressOpt, AllowPartialOpt, BackendOpt, CheckpointOpt, DeviceOpt, IndexOpt, JsonOpt,
-                        LibraryOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail, handles_errors, resolve_model)
+from cli.common import (
+    AddressOpt,
+    AllowPartialOpt,
+    BackendOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    IndexOpt,
+    JsonOpt,
+    LibraryOpt,
+    ModelOpt,
+    PrecisionOpt,
+    PretrainedOpt,
+    fail,
+    handles_errors,
+    resolve_model,
+)
 from retrieval.types import MediaKind
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -19,7 +33,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 @app.command()
 @handles_errors
 def index(
-    paths: Annotated[List[Path], typer.Argument(help="Folders or files: images, videos, audio, or text corpora "
+    paths: Annotated[list[Path], typer.Argument(help="Folders or files: images, videos, audio, or text corpora "
                                                      "(.txt one per line, .jsonl, .tsv).")],
     library: LibraryOpt = None,
     model: ModelOpt = None,
@@ -31,7 +45,7 @@ def index(
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     include_hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
-    audio_model: Annotated[Optional[Path], typer.Option(
+    audio_model: Annotated[Path | None, typer.Option(
         "--audio-model", help="Audio tower checkpoint (`jrsearch train audio`) for sound files and video "
                               "soundtracks; the library remembers it.")] = None,
     video_fps: Annotated[float, typer.Option("--video-fps", min=0.01, help="Video frames sampled per second "
@@ -71,15 +85,15 @@ def index(
 @app.command()
 @handles_errors
 def query(
-    text: Annotated[Optional[str], typer.Argument(help="What to search for, in words.")] = None,
-    image: Annotated[Optional[Path], typer.Option("--image", help="Search with an image instead.")] = None,
-    audio: Annotated[Optional[Path], typer.Option("--audio", help="Search with a sound (wav, flac, mp3, ...).")] = None,
+    text: Annotated[str | None, typer.Argument(help="What to search for, in words.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Search with an image instead.")] = None,
+    audio: Annotated[Path | None, typer.Option("--audio", help="Search with a sound (wav, flac, mp3, ...).")] = None,
     kind: Annotated[MediaKind, typer.Option("--kind", help="What to find.")] = MediaKind.IMAGE,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
-    under: Annotated[Optional[Path], typer.Option("--under", help="Only results under this folder.")] = None,
-    glob: Annotated[Optional[str], typer.Option("--glob", help="Only paths (or names) matching this glob.")] = None,
-    nprobe: Annotated[Optional[int], typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
-    rerank: Annotated[Optional[int], typer.Option(
+    under: Annotated[Path | None, typer.Option("--under", help="Only results under this folder.")] = None,
+    glob: Annotated[str | None, typer.Option("--glob", help="Only paths (or names) matching this glob.")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
+    rerank: Annotated[int | None, typer.Option(
         "--rerank", min=0, help="Candidates re-scored on the exact vectors (SQ8/PQ indexes; 0: none).")] = None,
     library: LibraryOpt = None,
     model: ModelOpt = None,
@@ -100,7 +114,8 @@ def query(
         from cli.cluster import query_index
 
         return query_index(index, text, image, top_k, under, glob, nprobe, address, allow_partial, as_json)
-    if text is not None and not (model or pretrained or checkpoint or device) and (precision, backend) == ("auto", "auto"):
+    overridden = model or pretrained or checkpoint or device or (precision, backend) != ("auto", "auto")
+    if text is not None and not overridden:
         from cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
         if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json, rerank=rerank):
@@ -125,7 +140,8 @@ def query(
     if text is not None:
         from cli.quick import print_language_hint
 
-        print_language_hint(text, lib.model()[0].name if lib.model() else None)
+        stored = lib.model()
+        print_language_hint(text, stored[0].name if stored else None)
 
 
 @app.command()
@@ -148,16 +164,20 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
 
 
 from cli.serve import serve  # noqa: E402
+
 app.command()(serve)
 
 from cli.bench import bench_app  # noqa: E402
+
 app.add_typer(bench_app, name="bench")
 
 
 from cli.train import train_app  # noqa: E402
+
 app.add_typer(train_app, name="train")
 
 from cli.cluster import cluster_app  # noqa: E402
+
 app.add_typer(cluster_app, name="cluster")
 
 

@@ -11,6 +11,8 @@ from retrieval.paths import display_path
 from retrieval.types import SearchResult
 
 if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` must not pay for it
+    from rich.progress import TaskID
+
     from indexer.pipeline import IndexReport
 
 out = Console()
@@ -34,7 +36,7 @@ class RichProgress:
         self._bar = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                              TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                              TimeRemainingColumn(), console=err, disable=not enabled, transient=False)
-        self._task = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> RichProgress:
         self._bar.__enter__()
@@ -47,6 +49,7 @@ class RichProgress:
         self._task = self._bar.add_task("index", total=total, rate="")
 
     def advance(self, n: int = 1) -> None:
+        assert self._task is not None, "start() comes first"
         self._bar.advance(self._task, n)
         task = self._bar.tasks[0]
         if task.speed:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from indexer.changes import plan
 from indexer.kinds import KIND_HANDLERS
-from indexer.run import IndexOptions, IndexReport, IndexRun, Progress
+from indexer.run import IndexOptions, IndexReport, IndexRun, NoProgress, Progress
 from indexer.video import add_missing_soundtracks
 from indexer.walk import content_kind, walk
 from retrieval.diskspace import is_disk_full, no_space_as_error
@@ -26,7 +26,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
     """Index `roots` into `library`. `encoder` may be a `LazyEncoder`: it is touched (and so loaded)
     only when some file needs embedding, so a re-run over unchanged files opens no model."""
     options = options or IndexOptions()
-    progress = progress or Progress()
+    progress = progress or NoProgress()
     started = time.perf_counter()
     for root in roots:
         if not root.exists():

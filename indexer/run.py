@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from retrieval.encoders import Encoder
 from retrieval.library import Library
@@ -28,12 +28,22 @@ class IndexReport:
                 "seconds": round(self.seconds, 3), "notes": self.notes}
 
 
-class Progress:
+class Progress(Protocol):
     """What the pipeline tells its caller; the CLI draws it as a bar with rate and ETA."""
 
     def start(self, total: int) -> None: ...
 
     def advance(self, n: int = 1) -> None: ...
+
+
+class NoProgress:
+    """A `Progress` that shows nothing (library callers, tests, benchmarks)."""
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
 
 
 @dataclass

@@ -7,13 +7,20 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
 from retrieval.encoders import Encoder, load_encoder
 from retrieval.errors import QueryError
 from retrieval.library import Library
 from retrieval.ranking import ranked_search
 from retrieval.types import MediaKind, ModelSpec, SearchResult
+
+if TYPE_CHECKING:
+    from retrieval.encoders.audio import AudioEncoder
+    from retrieval.hf_text_tower import HfTextTower
+    from retrieval.query_model import TextTower
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class PathFilter:
     glob: str | None = None
 
     @classmethod
-    def make(cls, under: str | Path | None = None, glob: str | None = None) -> "PathFilter | None":
+    def make(cls, under: str | Path | None = None, glob: str | None = None) -> PathFilter | None:
         if under is None and glob is None:
             return None
         return cls(os.path.join(os.path.abspath(os.path.expanduser(under)), "") if under else None, glob)
@@ -32,9 +39,7 @@ class PathFilter:
     def __call__(self, path: str) -> bool:
         if self.under and not path.startswith(self.under):
             return False
-        if self.glob and not (fnmatch.fnmatch(path, self.glob) or fnmatch.fnmatch(os.path.basename(path), self.glob)):
-            return False
-        return True
+        return not self.glob or fnmatch.fnmatch(path, self.glob) or fnmatch.fnmatch(os.path.basename(path), self.glob)
 
 
 class SearchEngine:
@@ -55,8 +60,8 @@ class SearchEngine:
         self._precision = precision
         self._device = device
         self._backend = backend
-        self._audio_encoder = None  # the library's audio tower, loaded by the first audio query
-        self._text_tower = None  # the exported numpy text tower; False once known to be absent
+        self._audio_encoder: AudioEncoder | None = None  # the library's audio tower, loaded by the first audio query
+        self._text_tower: TextTower | HfTextTower | bool | None = None  # numpy text tower; False once known absent
 
     @property
     def encoder(self) -> Encoder:
@@ -75,7 +80,8 @@ class SearchEngine:
         if self._text_tower is None:
             from retrieval.hf_text_tower import load_query_tower
 
-            self._text_tower = load_query_tower(self.library.root, self.spec, self.library.model()[1]) or False
+            stored = self.library.model()
+            self._text_tower = (load_query_tower(self.library.root, self.spec, stored[1]) if stored else None) or False
         return self._text_tower or None
 
     def modalities(self) -> tuple[str, ...]:
@@ -86,7 +92,7 @@ class SearchEngine:
         has_audio = self._audio_encoder is not None or recorded_audio_model(self.library) is not None
         return ("text", "image", "audio") if has_audio else ("text", "image")
 
-    def embed(self, modality: str, query: "str | Path") -> np.ndarray:
+    def embed(self, modality: str, query: str | Path) -> np.ndarray:
         """One query vector: `modality` is one of `modalities()`; text is a string, the others a file."""
         embedders = {"text": self.embed_text, "image": self.embed_image, "audio": self.embed_audio}
         if modality not in self.modalities():

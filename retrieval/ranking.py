@@ -6,7 +6,7 @@ pooled connection, or the cold path's own read-only one) and rank them here, ide
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -37,11 +37,11 @@ def ranked_search(index, query: np.ndarray, top_k: int, path_filter: Callable[[s
 def rank_hits(scores: np.ndarray, ids: np.ndarray, fetch_rows: RowFetcher,
               path_filter: Callable[[str], bool] | None, top_k: int) -> list[SearchResult]:
     """Hits in faiss order -> results: filtered, one per item/text, ids deleted since skipped."""
-    hits = [(float(s), int(i)) for s, i in zip(scores, ids) if i >= 0]
+    hits = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if i >= 0]
     by_id = {}
     for start in range(0, len(hits), JOIN_CHUNK):
-        for row in fetch_rows([i for _, i in hits[start:start + JOIN_CHUNK]]):
-            by_id[row[0]] = row
+        for fetched in fetch_rows([i for _, i in hits[start:start + JOIN_CHUNK]]):
+            by_id[fetched[0]] = fetched
     results: list[SearchResult] = []
     seen: set[tuple[int, int | None]] = set()
     for score, vid in hits:

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_image
 from typer.testing import CliRunner
 
 from cli.main import app
-from conftest import make_image
 
 runner = CliRunner()
 

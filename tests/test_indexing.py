@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image, require_coco_images
 from PIL import Image
 
-from conftest import make_image, require_coco_images
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.engine import PathFilter, SearchEngine
 from retrieval.library import Library
@@ -118,7 +118,7 @@ def test_bad_files_are_recorded_and_never_stop_the_run(tmp_path, tiny_encoder, m
     monkeypatch.setattr("indexer.images.MAX_IMAGE_BYTES", len(full) * 20)
 
     report = index(tmp_path / "lib", tiny_encoder, root)
-    failed = dict((Path(p).name, e) for p, e in report.failed)
+    failed = {Path(p).name: e for p, e in report.failed}
     assert report.indexed == 1
     assert set(failed) == {"empty.jpg", "random.png", "text-named.jpg", "truncated.jpg", "bomb.png", "huge.jpg"}
     assert "too large" in failed["huge.jpg"]
@@ -143,7 +143,7 @@ def test_image_modes_and_exif_orientation(tmp_path, tiny_encoder):
     make_image(root / "rgba.png", 2, mode="RGBA")
     make_image(root / "cmyk.jpg", 3, mode="CMYK")
     make_image(root / "grey.png", 4, mode="L")
-    Image.fromarray((np.arange(64 * 96, dtype=np.uint16).reshape(64, 96) * 10)).save(root / "deep.png")
+    Image.fromarray(np.arange(64 * 96, dtype=np.uint16).reshape(64, 96) * 10).save(root / "deep.png")
     assert Image.open(root / "deep.png").mode.startswith("I")
     rotated = Image.new("RGB", (300, 150), "red")  # big enough to be decoded at a reduced (draft) scale
     exif = Image.Exif()
@@ -240,7 +240,7 @@ def test_ivf_index_recall_against_exact_on_clustered_vectors(tmp_path):
     exact = VectorIndex.build(vectors, ids, dim, "IDMap,Flat")
     _, got = approx.search(queries, 10)
     _, want = exact.search(queries, 10)
-    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)])
+    recall = np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)])
     print(f"{factory} nprobe={approx.nprobe}: recall@10 vs exact = {recall:.3f}")
     assert recall >= 0.9
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import make_image
 from indexer.pipeline import run_index
 from retrieval.engine import SearchEngine
 from retrieval.library import Library, VideoRecord
@@ -143,7 +143,8 @@ def test_filters_under_and_glob(served):
 def test_image_to_text_results_carry_the_text(served):
     client, _, media = served
     upload = (media / "rotated.jpg").read_bytes()
-    body = client.post("/api/search/file", params={"kind": "text"}, files={"file": ("q.jpg", upload, "image/jpeg")}).json()
+    body = client.post("/api/search/file", params={"kind": "text"},
+                       files={"file": ("q.jpg", upload, "image/jpeg")}).json()
     assert {r["text"] for r in body["results"]} == {"a red square", "a dog on a beach", "blue sky over the sea"}
     assert all(r["thumbnail"] is None and r["line"] in (1, 2, 3) for r in body["results"])
 
@@ -184,7 +185,7 @@ def test_audio_upload_without_audio_support_is_refused_clearly(served, tiny_enco
 
 
 def test_audio_upload_goes_to_embed_audio(served, tiny_encoder):
-    _, library, media = served
+    _, library, _ = served
     target = np.asarray(tiny_encoder.encode_texts(["a dog on a beach"])[0])
     heard: list[bytes] = []
 
@@ -358,7 +359,8 @@ def test_changed_deleted_and_special_files_are_refused(small):
 
 def test_no_client_given_path_reaches_the_disk(served):
     client, _, _ = served
-    for url in ("/api/items/..%2F..%2Fetc%2Fpasswd/media", "/api/items/%2Fetc%2Fpasswd", "/static/%2e%2e/%2e%2e/etc/passwd",
+    for url in ("/api/items/..%2F..%2Fetc%2Fpasswd/media", "/api/items/%2Fetc%2Fpasswd",
+                "/static/%2e%2e/%2e%2e/etc/passwd",
                 "/static/..%2F..%2F..%2Fetc%2Fpasswd", "/api/items/1/media/../../../../etc/passwd"):
         response = client.get(url)
         assert response.status_code in (404, 422), url

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from avmedia import Scene, make_sound, make_video, picture, soundtrack, tone
 from conftest import make_image
+
 from indexer.pipeline import IndexOptions, run_index
 from retrieval.engine import SearchEngine
 from retrieval.library import Library
@@ -29,9 +29,13 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def make_tower(path: Path, image_model: ModelSpec = ModelSpec("tiny-test", ""), dim: int = 64) -> Path:
+TINY_SPEC = ModelSpec("tiny-test", "")
+
+
+def make_tower(path: Path, image_model: ModelSpec = TINY_SPEC, dim: int = 64) -> Path:
     """An untrained (seeded) audio tower checkpoint: enough to exercise every sound path."""
     import torch
+
     from retrieval.encoders.audio import AudioTowerConfig, build_tower, save_tower
 
     torch.manual_seed(0)
@@ -86,6 +90,7 @@ def item_of(lib: Library, path: Path):
 
 def test_frames_sampled_by_time_plus_scene_changes(media):
     import av
+
     from indexer.video import iter_frames
 
     with av.open(str(media / "videos" / "scenes.mp4")) as container:
@@ -97,6 +102,7 @@ def test_frames_sampled_by_time_plus_scene_changes(media):
 
 def test_variable_frame_rate_uses_timestamps(media):
     import av
+
     from indexer.video import iter_frames
 
     with av.open(str(media / "videos" / "vfr.mp4")) as container:
@@ -111,7 +117,8 @@ def test_frames_are_embedded_in_bounded_batches_as_they_decode(media):
 
     class Counting:  # an image tower that records the batches it is given
         dim, image_size = 4, 64
-        batches: list[int] = []
+        def __init__(self) -> None:
+            self.batches: list[int] = []
 
         def preprocess(self, image):
             return np.zeros((3, 8, 8), np.float32)
@@ -121,7 +128,7 @@ def test_frames_are_embedded_in_bounded_batches_as_they_decode(media):
             return np.ones((len(batch), self.dim), np.float32)
 
     tower = Counting()
-    vectors, times, size, duration = embed_frames(media / "videos" / "scenes.mp4", tower, 1.0, 4, [])
+    vectors, _, size, duration = embed_frames(media / "videos" / "scenes.mp4", tower, 1.0, 4, [])
     assert tower.batches == [4, 2] and len(vectors) == 6  # never more than a batch of frames held
     assert (size, duration) == ((64, 64), 6.0)
 

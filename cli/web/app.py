@@ -11,8 +11,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -178,7 +179,8 @@ def create_app(library: Library | None, engine: SearchEngine | None = None, *, t
         return response
 
     @app.get("/api/search", response_model=SearchOut, summary="Search by text")
-    def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="Words to search for.")],
+    def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS,
+                                            description="Words to search for.")],
                     options: Annotated[SearchOptions, Depends(search_options)]) -> SearchOut:
         started = time.perf_counter()
         out = run_search(searcher.embed_text(q), options, {"text": q}, started)

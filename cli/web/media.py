@@ -15,9 +15,10 @@ import os
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse

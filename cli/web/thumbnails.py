@@ -13,8 +13,9 @@ import io
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from retrieval.errors import MediaError
 from retrieval.imageio import open_image, upright_frame
