@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.index_speed import make_photos
+from jrsearch.benchmarks.index_speed import make_photos
 
 
 def load() -> float:
@@ -40,8 +40,8 @@ def synthetic(url: Path, n: int, dim: int, shards: int, seed: int = 0, centres: 
               noise: float = 0.5) -> None:
     """Clustered unit vectors (a Gaussian mixture of `centres` centres), written as `cluster embed`
     writes them: float16 shards and parquet metadata, each shard's paths `/data/sS/I.jpg`."""
-    from retrieval.cluster.dataset import DatasetPlan, DatasetWriter, item_id
-    from retrieval.encoders import TINY_TEST_MODEL
+    from jrsearch.retrieval.cluster.dataset import DatasetPlan, DatasetWriter, item_id
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL
 
     rng = np.random.default_rng(seed)
     per = n // shards
@@ -62,7 +62,7 @@ def _cli(args: list[str]) -> tuple[float, dict]:
     import sys
 
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args, "--json"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "jrsearch.cli.main", *args, "--json"], capture_output=True, text=True,
                           check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return time.perf_counter() - started, json.loads(done.stdout)
 
@@ -98,9 +98,9 @@ def bench_embed(work: Path, images: int, repeats: int, address: str) -> dict:
 
 
 def bench_build(work: Path, vectors: int, dim: int, factory: str, address: str) -> dict:
-    from indexer.cluster.build import BuildOptions, build_single, run_build
-    from retrieval.cluster.dataset import EmbeddingDataset
-    from retrieval.cluster.index_dir import IndexDir
+    from jrsearch.indexer.cluster.build import BuildOptions, build_single, run_build
+    from jrsearch.retrieval.cluster.dataset import EmbeddingDataset
+    from jrsearch.retrieval.cluster.index_dir import IndexDir
 
     data = work / "vectors"
     synthetic(data, vectors, dim, shards=2)
@@ -130,10 +130,10 @@ def _latencies(search, queries: np.ndarray, k: int = 10) -> list[float]:
 def bench_search(work: Path, factory: str, address: str, n_queries: int) -> dict:
     import faiss
 
-    from indexer.cluster.build import BuildOptions, run_build
-    from retrieval.cluster.dataset import EmbeddingDataset
-    from retrieval.cluster.index_dir import IndexDir
-    from retrieval.cluster.router import ShardRouter
+    from jrsearch.indexer.cluster.build import BuildOptions, run_build
+    from jrsearch.retrieval.cluster.dataset import EmbeddingDataset
+    from jrsearch.retrieval.cluster.index_dir import IndexDir
+    from jrsearch.retrieval.cluster.router import ShardRouter
 
     faiss.omp_set_num_threads(1)  # as `jrsearch serve` searches: one query row, one thread
     run_build(str(work / "vectors"), work / "sharded", BuildOptions(factory=factory, serving_shards=2, address=address))

@@ -34,8 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = REPO.parent / "shared" / "data" / "coco-karpathy-test" / "captions.tsv"
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
-WITH_CONFIGS = ("import sys; from pathlib import Path; from retrieval.encoders.openclip import register_model_configs; "
-                f"register_model_configs(Path({str(MODEL_CONFIGS)!r})); from cli.main import main; "
+WITH_CONFIGS = ("import sys; from pathlib import Path; "
+                "from jrsearch.retrieval.encoders.openclip import register_model_configs; "
+                f"register_model_configs(Path({str(MODEL_CONFIGS)!r})); from jrsearch.cli.main import main; "
                 "sys.argv[0] = 'jrsearch'; main()")
 QUERIES = ["a dog on a beach", "two people riding bikes down a street", "a plate of food on a table",
            "a red double decker bus", "a cat sleeping on a laptop keyboard"]
@@ -50,7 +51,7 @@ def captions(count: int) -> list[str]:
 
 def cli(*args: str, configs: bool = False) -> subprocess.CompletedProcess:
     """`jrsearch ARGS` in a fresh process; `configs` registers benchmarks/model_configs first (imports torch)."""
-    command = ["-c", WITH_CONFIGS] if configs else ["-m", "cli.main"]
+    command = ["-c", WITH_CONFIGS] if configs else ["-m", "jrsearch.cli.main"]
     return subprocess.run([sys.executable, *command, *args], cwd=REPO, capture_output=True, text=True, check=True)
 
 

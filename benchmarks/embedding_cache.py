@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.encoders import Encoder
+from jrsearch.retrieval.encoders import Encoder
 
 
 def default_cache_dir() -> Path:

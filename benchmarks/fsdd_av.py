@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.encoders.audio import AudioTowerConfig
-from retrieval.training.avid import TrainConfig
+from jrsearch.retrieval.encoders.audio import AudioTowerConfig
+from jrsearch.retrieval.training.avid import TrainConfig
 
 FSDD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd" / "recordings"
 NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
@@ -45,7 +45,7 @@ DEFAULT_TEST_SPEAKERS = ("theo", "yweweler")
 
 def load_fsdd(root: Path, sample_rate: int, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(windows (n, window) float32, digits (n,), speakers (n,)): each recording's first window."""
-    from retrieval.audioio import read_audio
+    from jrsearch.retrieval.audioio import read_audio
 
     files = sorted(p for p in root.iterdir() if NAME.match(p.name))
     windows = np.zeros((len(files), window), dtype=np.float32)
@@ -77,7 +77,7 @@ def tiny_clip_embeddings(images: np.ndarray) -> np.ndarray:
     """The random-weight `tiny-test` open_clip tower on the digit images (for the purity comparison)."""
     from PIL import Image
 
-    from retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
 
     encoder = load_encoder(TINY_TEST_MODEL, device="cpu")
     pixels = (images / 16.0 * 255).astype(np.uint8)
@@ -161,9 +161,9 @@ def evaluate(data: Data, train: np.ndarray, queries: np.ndarray, seed: int, meth
              tower: AudioTowerConfig = TOWER, base: TrainConfig = TRAIN) -> dict:
     """Train each method on the recordings in `train` (each paired with a random pair image of its
     digit) and rank the gallery for the recordings in `queries`."""
-    from retrieval.encoders.audio import load_audio_encoder
-    from retrieval.training.avid import PairSet, train_audio_tower
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.encoders.audio import load_audio_encoder
+    from jrsearch.retrieval.training.avid import PairSet, train_audio_tower
+    from jrsearch.retrieval.types import ModelSpec
 
     rng = np.random.default_rng(seed)
     pick = np.array([rng.choice(np.flatnonzero(data.pair_labels == d)) for d in data.digits[train]])

@@ -44,8 +44,8 @@ def recall_at_10(got: np.ndarray, want: np.ndarray) -> float:
 def index_check(n: int, n_queries: int, factory: str) -> dict:
     import faiss
 
-    from benchmarks.scale import VectorSet
-    from retrieval.index import ArraySource, VectorIndex
+    from jrsearch.benchmarks.scale import VectorSet
+    from jrsearch.retrieval.index import ArraySource, VectorIndex
 
     vectors = VectorSet("clustered", 512, 10_000, 0.6)
     data = np.concatenate(list(vectors.chunks(n)))
@@ -81,11 +81,11 @@ def index_check(n: int, n_queries: int, factory: str) -> dict:
 def indexing_speed(images: int, batch_size: int, workers: int) -> dict:
     import torch
 
-    from benchmarks.index_speed import make_photos, model_only
-    from indexer.pipeline import IndexOptions, run_index
-    from retrieval.encoders import load_encoder
-    from retrieval.library import Library
-    from retrieval.types import ModelSpec
+    from jrsearch.benchmarks.index_speed import make_photos, model_only
+    from jrsearch.indexer.pipeline import IndexOptions, run_index
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.library import Library
+    from jrsearch.retrieval.types import ModelSpec
 
     spec = ModelSpec("ViT-B-32", "")
     with tempfile.TemporaryDirectory() as work:

@@ -33,8 +33,8 @@ QUERIES = ["ein Hund am Strand", "海滩上的狗", "собака на пляж�
 NUMPY_RUN = """
 import sys, time, numpy as np
 from pathlib import Path
-from retrieval.hf_text_tower import HfTextTower
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.hf_text_tower import HfTextTower
+from jrsearch.retrieval.types import ModelSpec
 tower = HfTextTower.load(Path(sys.argv[1]), ModelSpec(sys.argv[2], ""), int(sys.argv[3]))
 np.save(sys.argv[5], tower.encode_texts([sys.argv[4]])[0])
 """
@@ -43,7 +43,7 @@ ONNX_RUN = """
 import sys, numpy as np
 from pathlib import Path
 import onnxruntime
-from retrieval.hf_tokenizer import HfTokenizer
+from jrsearch.retrieval.hf_tokenizer import HfTokenizer
 import json
 meta = json.loads((Path(sys.argv[1]) / "query_model" / "meta.json").read_text())
 ids = HfTokenizer(Path(sys.argv[1]) / "query_model" / "tokenizer.json", meta["context_length"])([sys.argv[4]])[0]
@@ -58,9 +58,9 @@ def export_onnx(model_name: str, path: Path) -> None:
     """The model's text tower, `encode_text(normalize=True)`, as ONNX with a dynamic token count."""
     import torch
 
-    from retrieval.encoders import load_encoder
-    from retrieval.encoders.openclip import register_model_configs
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.encoders.openclip import register_model_configs
+    from jrsearch.retrieval.types import ModelSpec
 
     register_model_configs(MODEL_CONFIGS)
     encoder: Any = load_encoder(ModelSpec(model_name, ""), device="cpu")

@@ -57,7 +57,7 @@ def make_photos(root: Path, count: int, size=(640, 480), seed: int = 0) -> list[
 
 def model_only(encoder, paths: list[Path], batch_size: int) -> float:
     """Images/s of `encode_images` alone, on inputs decoded and preprocessed beforehand (the ceiling)."""
-    from retrieval.imageio import open_image
+    from jrsearch.retrieval.imageio import open_image
 
     inputs = [encoder.preprocess(open_image(p, draft_size=encoder.image_size)) for p in paths]
     batches = [np.stack(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
@@ -92,8 +92,8 @@ def one_round(photos: Path, count: int, model_args: list[str], queries: int) -> 
 
 
 def main() -> None:
-    from retrieval.encoders import load_encoder
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.types import ModelSpec
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=512, help="JPEGs to generate (without --photos)")
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5, help="cold queries per round (median)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
-    from retrieval.encoders.openclip import register_model_configs
+    from jrsearch.retrieval.encoders.openclip import register_model_configs
 
     register_model_configs(Path(__file__).resolve().parent / "model_configs")  # benchmark-only model configs
     pretrained = (str(args.checkpoint.resolve()) if args.checkpoint

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.index_speed import make_photos, model_only
+from jrsearch.benchmarks.index_speed import make_photos, model_only
 
 SUBJECTS = ["a dog", "a red car", "two children", "an old man", "a cat", "a bicycle", "a sailing boat", "a horse"]
 PLACES = ["on a beach", "in a kitchen", "at night", "in the snow", "next to a building", "in a green field"]
@@ -48,9 +48,9 @@ def overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
-    from retrieval.encoders import load_encoder
-    from retrieval.imageio import open_image
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.imageio import open_image
+    from jrsearch.retrieval.types import ModelSpec
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=300)

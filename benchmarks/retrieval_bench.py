@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.embedding_cache import EmbeddingCache, file_key, text_part
-from benchmarks.splits import RetrievalSplit
-from retrieval.encoders import Encoder
-from retrieval.errors import JrsearchError, MediaError
-from retrieval.imageio import open_image
-from retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory, gpu_count
-from retrieval.metrics import (
+from jrsearch.benchmarks.embedding_cache import EmbeddingCache, file_key, text_part
+from jrsearch.benchmarks.splits import RetrievalSplit
+from jrsearch.retrieval.encoders import Encoder
+from jrsearch.retrieval.errors import JrsearchError, MediaError
+from jrsearch.retrieval.imageio import open_image
+from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex, choose_factory, gpu_count
+from jrsearch.retrieval.metrics import (
     DEFAULT_KS,
     CrossModalRanks,
     RankSummary,

@@ -43,7 +43,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # shared cores: spinning Op
 
 import numpy as np
 
-from benchmarks.serve_latency import free_port, percentiles, prepare_text_path, queries, start_server, wait_ready
+from jrsearch.benchmarks.serve_latency import (
+    free_port,
+    percentiles,
+    prepare_text_path,
+    queries,
+    start_server,
+    wait_ready,
+)
 
 MODEL, DIM = "ViT-B-32", 512
 CHUNK = 50_000  # vectors generated at a time
@@ -71,8 +78,8 @@ class VectorSet:
 
 
 def write_library(root: Path, vectors: VectorSet, n: int, batch: int) -> dict:
-    from retrieval.library import FileRecord, Library
-    from retrieval.types import ItemStatus, MediaKind, ModelSpec
+    from jrsearch.retrieval.library import FileRecord, Library
+    from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
 
     library = Library.open(root, create=True)
     library.adopt_model(ModelSpec(MODEL, ""), DIM)
@@ -93,7 +100,7 @@ def write_library(root: Path, vectors: VectorSet, n: int, batch: int) -> dict:
 
 
 def build_index(root: Path) -> dict:
-    from retrieval.library import Library
+    from jrsearch.retrieval.library import Library
 
     library = Library.open(root)
     started = time.perf_counter()
@@ -192,7 +199,7 @@ def exact_top(source, queries_: np.ndarray, k: int) -> np.ndarray:
 
 
 def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int | None, rerank: int | None) -> dict:
-    from retrieval.library import Library
+    from jrsearch.retrieval.library import Library
 
     library = Library.open(root)
     if nprobe:
@@ -252,8 +259,8 @@ def flat_twin(index, source):
 
 def compare_flat(root: Path, vectors: VectorSet, n_queries: int) -> dict:
     """The chosen index against its IVF-Flat twin, back to back in one process: p50/p95, recall@10."""
-    from retrieval.index import VectorIndex
-    from retrieval.library import Library
+    from jrsearch.retrieval.index import VectorIndex
+    from jrsearch.retrieval.library import Library
 
     library = Library.open(root)
     index = library.index("image")

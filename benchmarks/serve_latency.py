@@ -57,8 +57,8 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 def build_library(root: Path, n: int, model: str, dim: int) -> dict:
     """A library of n random unit vectors (reused when it already holds exactly n)."""
-    from retrieval.library import FileRecord, Library
-    from retrieval.types import ItemStatus, MediaKind, ModelSpec
+    from jrsearch.retrieval.library import FileRecord, Library
+    from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
 
     if (root / "library.db").exists():
         library = Library.open(root)
@@ -90,13 +90,13 @@ def prepare_text_path(root: Path, model: str, text_path: str) -> None:
     """`tower`: export the numpy text tower as `jrsearch index` does; `torch`: remove any export."""
     import shutil
 
-    from retrieval.query_model import EXPORT_DIR, export_text_tower
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.query_model import EXPORT_DIR, export_text_tower
+    from jrsearch.retrieval.types import ModelSpec
 
     if text_path == "torch":
         shutil.rmtree(root / EXPORT_DIR, ignore_errors=True)
         return
-    from retrieval.encoders import load_encoder
+    from jrsearch.retrieval.encoders import load_encoder
 
     if not export_text_tower(load_encoder(ModelSpec(model, ""), device="cpu", backend="torch"), root):
         raise SystemExit(f"{model} has no numpy text tower export; pass --text-path torch")
@@ -110,7 +110,8 @@ def free_port() -> int:
 
 def start_server(library: Path, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--library", str(library), "--port", str(port)],
+    return subprocess.Popen([sys.executable, "-m", "jrsearch.cli.main", "serve", "--library", str(library),
+                             "--port", str(port)],
                             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 

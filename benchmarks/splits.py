@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.errors import JrsearchError
+from jrsearch.retrieval.errors import JrsearchError
 
 CAPTIONS_PER_IMAGE = 5  # the 1K/5K literature keeps the first five captions of every image
 COCO_FILENAME = "COCO_val2014_{:012d}.jpg"  # every Karpathy val/test image is in val2014

@@ -28,8 +28,8 @@ WRITE_BATCH = 5000
 
 
 def measure(n: int, dim: int, workdir: Path) -> dict:
-    from retrieval.library import FileRecord, Library
-    from retrieval.types import ItemStatus, MediaKind, ModelSpec
+    from jrsearch.retrieval.library import FileRecord, Library
+    from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
 
     workdir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(dir=workdir))

@@ -13,8 +13,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.embedding_cache import EmbeddingCache
-from benchmarks.retrieval_bench import (
+from jrsearch.benchmarks.embedding_cache import EmbeddingCache
+from jrsearch.benchmarks.retrieval_bench import (
     BenchOptions,
     BenchReport,
     Progress,
@@ -25,10 +25,10 @@ from benchmarks.retrieval_bench import (
     run_benchmark,
     software_versions,
 )
-from benchmarks.splits import XTD10_FILES, XTD10_IMAGES, load_xtd10
-from retrieval.encoders import Encoder
-from retrieval.errors import JrsearchError
-from retrieval.metrics import mean_summary
+from jrsearch.benchmarks.splits import XTD10_FILES, XTD10_IMAGES, load_xtd10
+from jrsearch.retrieval.encoders import Encoder
+from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.metrics import mean_summary
 
 BENCHMARK = "xtd10"
 MEAN = "mean"

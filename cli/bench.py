@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import (
+from jrsearch.cli.common import (
     CheckpointOpt,
     DeviceOpt,
     JsonOpt,
@@ -22,8 +22,8 @@ from cli.common import (
 )
 
 if TYPE_CHECKING:  # imported inside the commands, so that --help stays fast
-    from benchmarks.retrieval_bench import BenchOptions
-    from benchmarks.splits import RetrievalSplit
+    from jrsearch.benchmarks.retrieval_bench import BenchOptions
+    from jrsearch.benchmarks.splits import RetrievalSplit
 
 bench_app = typer.Typer(no_args_is_help=True, help="Retrieval benchmarks: Recall@K and median/mean rank tables.")
 
@@ -70,8 +70,8 @@ def coco(
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
 ) -> None:
     """COCO Karpathy test: image-to-text and text-to-image R@1/5/10, median and mean rank."""
-    from benchmarks.retrieval_bench import BenchOptions
-    from benchmarks.splits import find_split_file, load_split
+    from jrsearch.benchmarks.retrieval_bench import BenchOptions
+    from jrsearch.benchmarks.splits import find_split_file, load_split
 
     source = captions or find_split_file(images, ("dataset_coco.json", "captions.tsv"))
     options = BenchOptions("coco", split.value, 1000 if split is CocoSplit.ONE_K else None, allow_partial,
@@ -92,8 +92,8 @@ def flickr30k(
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
 ) -> None:
     """Flickr30K Karpathy 1K test: the same table and code path as COCO."""
-    from benchmarks.retrieval_bench import BenchOptions
-    from benchmarks.splits import find_split_file, load_split
+    from jrsearch.benchmarks.retrieval_bench import BenchOptions
+    from jrsearch.benchmarks.splits import find_split_file, load_split
 
     source = captions or find_split_file(images, ("dataset_flickr30k.json",))
     options = BenchOptions("flickr30k", "1k", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
@@ -121,9 +121,9 @@ def xtd10(
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
 ) -> None:
     """XTD10: per language, image-to-text and text-to-image R@1/5/10 and ranks over 1,000 images, and the mean."""
-    from benchmarks.retrieval_bench import BenchOptions
-    from benchmarks.splits import load_xtd10
-    from benchmarks.xtd10_bench import parse_languages, run_xtd10
+    from jrsearch.benchmarks.retrieval_bench import BenchOptions
+    from jrsearch.benchmarks.splits import load_xtd10
+    from jrsearch.benchmarks.xtd10_bench import parse_languages, run_xtd10
 
     languages = parse_languages(lang)
     images = images.resolve()
@@ -138,7 +138,7 @@ def _run(split: RetrievalSplit, images: Path, options: BenchOptions, model: str 
          checkpoint: Path | None, precision: str, device: str | None, out: Path, cache_dir: Path | None,
          as_json: bool) -> None:
     """Check the images, load the model, run, print the table and write Markdown + JSON."""
-    from benchmarks.retrieval_bench import run_benchmark
+    from jrsearch.benchmarks.retrieval_bench import run_benchmark
 
     images = images.resolve()
     _check_images(split, images, options.allow_partial)
@@ -149,7 +149,7 @@ def _run(split: RetrievalSplit, images: Path, options: BenchOptions, model: str 
 
 def _check_images(split: RetrievalSplit, images: Path, allow_partial: bool) -> None:
     """Refuse missing images before spending seconds on loading the model."""
-    from benchmarks.retrieval_bench import refuse_partial
+    from jrsearch.benchmarks.retrieval_bench import refuse_partial
 
     missing = [image for image in split.images if not image.locate(images).is_file()]
     if missing and not allow_partial:
@@ -161,9 +161,9 @@ def _run_report(run: Callable, model: str | None, pretrained: str | None, checkp
     """Load the model and cache, `run(encoder, cache, progress)` under a progress bar, print and write the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-    from benchmarks.embedding_cache import EmbeddingCache, default_cache_dir, model_setting
-    from cli.render import err
-    from retrieval.encoders import load_encoder
+    from jrsearch.benchmarks.embedding_cache import EmbeddingCache, default_cache_dir, model_setting
+    from jrsearch.cli.render import err
+    from jrsearch.retrieval.encoders import load_encoder
 
     encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision)
     cache = EmbeddingCache(cache_dir or default_cache_dir(), model_setting(encoder, precision))

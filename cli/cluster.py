@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail, handles_errors
+from jrsearch.cli.common import JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail, handles_errors
 
 cluster_app = typer.Typer(no_args_is_help=True, help="Embed, index and serve across a Ray cluster "
                                                      "(pip install 'jrsearch\\[cluster]').")
@@ -24,7 +24,7 @@ CpusOpt = Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs of 
 
 def _progress_printer(enabled: bool):
     """A one-line progress report on stderr: shards done of total, items, items/s."""
-    from cli.render import err
+    from jrsearch.cli.render import err
 
     last = [0.0]
 
@@ -56,8 +56,8 @@ def embed(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed images on a Ray cluster into float16 .npy shards + parquet metadata; reruns resume."""
-    from cli.common import resolve_model
-    from indexer.cluster.embed import EmbedOptions, run_embed
+    from jrsearch.cli.common import resolve_model
+    from jrsearch.indexer.cluster.embed import EmbedOptions, run_embed
 
     spec = resolve_model(None, model, pretrained, None)
     options = EmbedOptions(shard_size=shard_size, address=address, num_cpus=num_cpus, actors=actors,
@@ -90,7 +90,7 @@ def build(
     as_json: JsonOpt = False,
 ) -> None:
     """Train IVF-PQ on a sample, add the shards in parallel, merge into on-disk serving shards."""
-    from indexer.cluster.build import BuildOptions, build_single, run_build
+    from jrsearch.indexer.cluster.build import BuildOptions, build_single, run_build
 
     options = BuildOptions(factory=factory, serving_shards=shards, nprobe=nprobe, address=address, num_cpus=num_cpus)
     report = build_single(dataset, out, options) if single else run_build(dataset, out, options)
@@ -105,9 +105,9 @@ def query_index(index: Path, text: str | None, image: Path | None, top_k: int, u
                 glob: str | None, nprobe: int | None, address: str | None, allow_partial: bool,
                 as_json: bool) -> None:
     """`jrsearch query --index INDEXDIR`: one search over a cluster-built index."""
-    from cli.render import print_results
-    from retrieval.cluster.search import ClusterSearch
-    from retrieval.engine import PathFilter
+    from jrsearch.cli.render import print_results
+    from jrsearch.retrieval.cluster.search import ClusterSearch
+    from jrsearch.retrieval.engine import PathFilter
 
     search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
     if text is not None:
@@ -131,9 +131,9 @@ def query_index(index: Path, text: str | None, image: Path | None, top_k: int, u
 
 def serve_index(index: Path, address: str | None, allow_partial: bool, nprobe: int | None, **app_options):
     """The web app over an INDEXDIR (`jrsearch serve --index`)."""
-    from cli.web.app import create_app
-    from cli.web.index_searcher import IndexSearcher
-    from retrieval.cluster.search import ClusterSearch
+    from jrsearch.cli.web.app import create_app
+    from jrsearch.cli.web.index_searcher import IndexSearcher
+    from jrsearch.retrieval.cluster.search import ClusterSearch
 
     search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
     return create_app(None, searcher=IndexSearcher(search), thumbnail_dir=index / "thumbnails", **app_options)

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from retrieval.diskspace import disk_full_error, is_disk_full
-from retrieval.errors import JrsearchError
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.diskspace import disk_full_error, is_disk_full
+from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:  # the library pulls in SQLAlchemy: too slow to import for `--help`
-    from retrieval.library import Library
+    from jrsearch.retrieval.library import Library
 
 LibraryOpt = Annotated[Path | None, typer.Option(
     "--library", envvar="JRSEARCH_LIBRARY", help="Library folder (default: the user data dir).", show_default=False)]
@@ -68,7 +68,7 @@ def handles_errors(command: Callable) -> Callable:
         except Exception as exc:  # a full disk met where no step gave it a size: still one line
             if not is_disk_full(exc):
                 raise
-            from retrieval.paths import default_library_dir
+            from jrsearch.retrieval.paths import default_library_dir
 
             fail(str(disk_full_error(kwargs.get("library") or default_library_dir(), f"`jrsearch {command.__name__}`")))
 
@@ -78,7 +78,7 @@ def handles_errors(command: Callable) -> Callable:
 def resolve_model(library: Library | None, model: str | None, pretrained: str | None,
                   checkpoint: Path | None) -> ModelSpec:
     """The model a command uses: explicit options first, then the library's, then the default."""
-    from retrieval.encoders import DEFAULT_MODEL, SHIPPED_MODELS
+    from jrsearch.retrieval.encoders import DEFAULT_MODEL, SHIPPED_MODELS
 
     stored = library.model() if library is not None else None
     built = stored[0] if stored else None

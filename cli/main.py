@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import (
+from jrsearch.cli.common import (
     AddressOpt,
     AllowPartialOpt,
     BackendOpt,
@@ -24,7 +24,7 @@ from cli.common import (
     handles_errors,
     resolve_model,
 )
-from retrieval.types import MediaKind
+from jrsearch.retrieval.types import MediaKind
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cross-modal search over your photos, texts, videos and sounds.")
@@ -55,10 +55,10 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed every media file under PATHS; unchanged files are skipped, deleted ones forgotten."""
-    from cli.render import RichProgress, print_index_report
-    from indexer.pipeline import IndexOptions, run_index
-    from retrieval.encoders import LazyEncoder, load_encoder
-    from retrieval.library import Library
+    from jrsearch.cli.render import RichProgress, print_index_report
+    from jrsearch.indexer.pipeline import IndexOptions, run_index
+    from jrsearch.retrieval.encoders import LazyEncoder, load_encoder
+    from jrsearch.retrieval.library import Library
 
     for path in paths:
         if not path.exists():
@@ -111,18 +111,18 @@ def query(
     if sum(q is not None for q in (text, image, audio)) != 1:
         fail("give one of a TEXT query, --image PATH or --audio PATH")
     if index is not None:  # an INDEXDIR from `jrsearch cluster build`
-        from cli.cluster import query_index
+        from jrsearch.cli.cluster import query_index
 
         return query_index(index, text, image, top_k, under, glob, nprobe, address, allow_partial, as_json)
     overridden = model or pretrained or checkpoint or device or (precision, backend) != ("auto", "auto")
     if text is not None and not overridden:
-        from cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
+        from jrsearch.cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
         if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json, rerank=rerank):
             return
-    from cli.render import print_results
-    from retrieval.engine import PathFilter, SearchEngine
-    from retrieval.library import Library
+    from jrsearch.cli.render import print_results
+    from jrsearch.retrieval.engine import PathFilter, SearchEngine
+    from jrsearch.retrieval.library import Library
 
     lib = Library.open(library)
     if nprobe:
@@ -138,7 +138,7 @@ def query(
     else:
         print_results(results)
     if text is not None:
-        from cli.quick import print_language_hint
+        from jrsearch.cli.quick import print_language_hint
 
         stored = lib.model()
         print_language_hint(text, stored[0].name if stored else None)
@@ -149,9 +149,9 @@ def query(
 def status(library: LibraryOpt = None, as_json: JsonOpt = False,
            failures: Annotated[bool, typer.Option("--failures", help="List failed files and why.")] = False) -> None:
     """What is indexed, with which model and index type, and its size on disk."""
-    from cli.render import print_status
-    from retrieval.library import Library
-    from retrieval.paths import display_path
+    from jrsearch.cli.render import print_status
+    from jrsearch.retrieval.library import Library
+    from jrsearch.retrieval.paths import display_path
 
     lib = Library.open(library)
     info = lib.status()
@@ -163,20 +163,20 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
         print_status(info)
 
 
-from cli.serve import serve  # noqa: E402
+from jrsearch.cli.serve import serve  # noqa: E402
 
 app.command()(serve)
 
-from cli.bench import bench_app  # noqa: E402
+from jrsearch.cli.bench import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
 
 
-from cli.train import train_app  # noqa: E402
+from jrsearch.cli.train import train_app  # noqa: E402
 
 app.add_typer(train_app, name="train")
 
-from cli.cluster import cluster_app  # noqa: E402
+from jrsearch.cli.cluster import cluster_app  # noqa: E402
 
 app.add_typer(cluster_app, name="cluster")
 

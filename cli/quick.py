@@ -11,19 +11,19 @@ from pathlib import Path
 
 import typer
 
-from retrieval.types import MediaKind
+from jrsearch.retrieval.types import MediaKind
 
 
 def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob: str | None, nprobe: int | None,
                 library: Path | None, as_json: bool, rerank: int | None = None) -> bool:
     """Answer a text query on the lean path and print it as `query` does; False where it cannot."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one query row: BLAS threads only contend (9x here)
-    from retrieval.paths import default_library_dir
-    from retrieval.quick_search import quick_text_search
+    from jrsearch.retrieval.paths import default_library_dir
+    from jrsearch.retrieval.quick_search import quick_text_search
 
     path_filter = None
     if under is not None or glob is not None:
-        from retrieval.engine import PathFilter  # imports SQLAlchemy; still no torch
+        from jrsearch.retrieval.engine import PathFilter  # imports SQLAlchemy; still no torch
 
         path_filter = PathFilter.make(under, glob)
     results = quick_text_search(library or default_library_dir(), text, kind, top_k, nprobe, path_filter,
@@ -33,11 +33,11 @@ def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
-        from cli.render import print_results
+        from jrsearch.cli.render import print_results
 
         print_results(results)
     if not text.isascii():
-        from retrieval.quick_search import library_model_name
+        from jrsearch.retrieval.quick_search import library_model_name
 
         print_language_hint(text, library_model_name(library or default_library_dir()))
     return True
@@ -45,7 +45,7 @@ def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob
 
 def print_language_hint(text: str, model_name: str | None) -> None:
     """One line on stderr where an English-only model's library was asked in another script."""
-    from retrieval.query_language import english_only_hint
+    from jrsearch.retrieval.query_language import english_only_hint
 
     hint = english_only_hint(text, model_name) if model_name else None
     if hint:

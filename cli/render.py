@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from retrieval.paths import display_path
-from retrieval.types import SearchResult
+from jrsearch.retrieval.paths import display_path
+from jrsearch.retrieval.types import SearchResult
 
 if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` must not pay for it
     from rich.progress import TaskID
 
-    from indexer.pipeline import IndexReport
+    from jrsearch.indexer.pipeline import IndexReport
 
 out = Console()
 err = Console(stderr=True)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import (
+from jrsearch.cli.common import (
     AddressOpt,
     AllowPartialOpt,
     BackendOpt,
@@ -49,16 +49,16 @@ def serve(
     # 10k flat search took 36 ms on 2 threads, 2 ms on 1). The numpy text tower keeps BLAS's threads:
     # on an idle 2-core machine they cut a 100k-library query's p50 from 49 ms to 36 ms
     # (OPENBLAS_NUM_THREADS=1 trades that for throughput under many concurrent clients).
-    from retrieval.extras import require
+    from jrsearch.retrieval.extras import require
 
     for module in ("fastapi", "python_multipart", "uvicorn"):
         require(module, "serve", "jrsearch serve")
     import uvicorn
 
-    from cli.web.app import create_app
-    from cli.web.security import LOOPBACK_NAMES, is_loopback, load_token
-    from retrieval.engine import SearchEngine
-    from retrieval.library import Library
+    from jrsearch.cli.web.app import create_app
+    from jrsearch.cli.web.security import LOOPBACK_NAMES, is_loopback, load_token
+    from jrsearch.retrieval.engine import SearchEngine
+    from jrsearch.retrieval.library import Library
 
     token = load_token(token_file)
     loopback = is_loopback(host)
@@ -69,7 +69,7 @@ def serve(
                    "max_upload_bytes": max_upload_mb * 2**20, "search_threads": 1}
     shown = f"[{host}]" if ":" in host else host
     if index is not None:  # an INDEXDIR from `jrsearch cluster build`, its shards here or on Ray actors
-        from cli.cluster import serve_index
+        from jrsearch.cli.cluster import serve_index
 
         typer.echo(f"loading the index {index} ...", err=True)
         app = serve_index(index, address, allow_partial, nprobe, **options)

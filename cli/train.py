@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import (
+from jrsearch.cli.common import (
     CheckpointOpt,
     DeviceOpt,
     JsonOpt,
@@ -54,15 +54,15 @@ def audio(
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from indexer.video import video_pairs
-    from indexer.walk import walk
-    from retrieval.encoders import load_encoder
-    from retrieval.encoders.audio import AudioTowerConfig
-    from retrieval.errors import JrsearchError, MediaError
-    from retrieval.extras import require
-    from retrieval.library import Library
-    from retrieval.training.avid import PairSet, TrainConfig, save_loss_curve, train_audio_tower
-    from retrieval.types import MediaKind
+    from jrsearch.indexer.video import video_pairs
+    from jrsearch.indexer.walk import walk
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.encoders.audio import AudioTowerConfig
+    from jrsearch.retrieval.errors import JrsearchError, MediaError
+    from jrsearch.retrieval.extras import require
+    from jrsearch.retrieval.library import Library
+    from jrsearch.retrieval.training.avid import PairSet, TrainConfig, save_loss_curve, train_audio_tower
+    from jrsearch.retrieval.types import MediaKind
 
     require("matplotlib", "train", "jrsearch train audio (its loss curve)")  # before hours of training, not after
     try:

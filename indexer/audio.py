@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.changes import Candidate, hash_stream
-from indexer.commit import commit, stored_fields
-from indexer.decode import Decoded, failed, same_content
-from indexer.run import IndexRun
-from indexer.walk import AUDIO_EXTENSIONS
-from retrieval.audioio import iter_audio
-from retrieval.encoders.audio import AudioEncoder, pool
-from retrieval.errors import FailureCode, MediaError
-from retrieval.library import SoundRecord
-from retrieval.types import MediaKind
+from jrsearch.indexer.changes import Candidate, hash_stream
+from jrsearch.indexer.commit import commit, stored_fields
+from jrsearch.indexer.decode import Decoded, failed, same_content
+from jrsearch.indexer.run import IndexRun
+from jrsearch.indexer.walk import AUDIO_EXTENSIONS
+from jrsearch.retrieval.audioio import iter_audio
+from jrsearch.retrieval.encoders.audio import AudioEncoder, pool
+from jrsearch.retrieval.errors import FailureCode, MediaError
+from jrsearch.retrieval.library import SoundRecord
+from jrsearch.retrieval.types import MediaKind
 
 COMMIT_EVERY = 32  # sound files per store transaction
 NO_TOWER_NOTE = ("{n} {what} skipped: no audio tower; train one with `jrsearch train audio DIR --out tower.pt` "
@@ -104,7 +104,7 @@ class SoundHandler:
     extensions: frozenset[str] = frozenset(AUDIO_EXTENSIONS)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
-        from retrieval.audiomodel import library_audio_encoder
+        from jrsearch.retrieval.audiomodel import library_audio_encoder
 
         audio = library_audio_encoder(run.library, run.options.audio_model)
         if audio is None:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from retrieval.library import KnownFile
-from retrieval.types import ItemStatus, MediaKind
+from jrsearch.retrieval.library import KnownFile
+from jrsearch.retrieval.types import ItemStatus, MediaKind
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from typing import TypedDict
 
 import numpy as np
 
-from indexer.decode import Decoded
-from indexer.run import IndexRun
-from retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
-from retrieval.library import FileRecord, RowDetails
-from retrieval.types import ItemStatus
+from jrsearch.indexer.decode import Decoded
+from jrsearch.indexer.run import IndexRun
+from jrsearch.retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
+from jrsearch.retrieval.library import FileRecord, RowDetails
+from jrsearch.retrieval.types import ItemStatus
 
 
 class StoredFields(TypedDict):

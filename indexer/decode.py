@@ -10,9 +10,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.changes import Candidate, content_hash
-from retrieval.errors import FailureCode, MediaError
-from retrieval.types import ItemStatus
+from jrsearch.indexer.changes import Candidate, content_hash
+from jrsearch.retrieval.errors import FailureCode, MediaError
+from jrsearch.retrieval.types import ItemStatus
 
 
 @dataclass

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from indexer.changes import Candidate
-from indexer.commit import commit, stored_fields
-from indexer.decode import Decoded, batched, decoded_in_order, read_file, same_content
-from indexer.run import IndexRun
-from indexer.walk import IMAGE_EXTENSIONS
-from retrieval.errors import FailureCode, MediaError
-from retrieval.imageio import open_image
-from retrieval.library import ImageRecord
-from retrieval.types import MediaKind
+from jrsearch.indexer.changes import Candidate
+from jrsearch.indexer.commit import commit, stored_fields
+from jrsearch.indexer.decode import Decoded, batched, decoded_in_order, read_file, same_content
+from jrsearch.indexer.run import IndexRun
+from jrsearch.indexer.walk import IMAGE_EXTENSIONS
+from jrsearch.retrieval.errors import FailureCode, MediaError
+from jrsearch.retrieval.imageio import open_image
+from jrsearch.retrieval.library import ImageRecord
+from jrsearch.retrieval.types import MediaKind
 
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # the largest real photos (RAW-sized TIFFs) stay well below
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from indexer.audio import SOUNDS
-from indexer.changes import Candidate
-from indexer.images import IMAGES
-from indexer.run import IndexRun
-from indexer.texts import TEXTS
-from indexer.video import VIDEOS
-from retrieval.types import MediaKind
+from jrsearch.indexer.audio import SOUNDS
+from jrsearch.indexer.changes import Candidate
+from jrsearch.indexer.images import IMAGES
+from jrsearch.indexer.run import IndexRun
+from jrsearch.indexer.texts import TEXTS
+from jrsearch.indexer.video import VIDEOS
+from jrsearch.retrieval.types import MediaKind
 
 
 class KindHandler(Protocol):

@@ -7,16 +7,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from indexer.changes import plan
-from indexer.kinds import KIND_HANDLERS
-from indexer.run import IndexOptions, IndexReport, IndexRun, NoProgress, Progress
-from indexer.video import add_missing_soundtracks
-from indexer.walk import content_kind, walk
-from retrieval.diskspace import is_disk_full, no_space_as_error
-from retrieval.encoders import Encoder
-from retrieval.errors import JrsearchError
-from retrieval.library import Library
-from retrieval.types import MediaKind
+from jrsearch.indexer.changes import plan
+from jrsearch.indexer.kinds import KIND_HANDLERS
+from jrsearch.indexer.run import IndexOptions, IndexReport, IndexRun, NoProgress, Progress
+from jrsearch.indexer.video import add_missing_soundtracks
+from jrsearch.indexer.walk import content_kind, walk
+from jrsearch.retrieval.diskspace import is_disk_full, no_space_as_error
+from jrsearch.retrieval.encoders import Encoder
+from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.types import MediaKind
 
 __all__ = ["KIND_HANDLERS", "IndexOptions", "IndexReport", "Progress", "run_index"]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from retrieval.encoders import Encoder
-from retrieval.library import Library
+from jrsearch.retrieval.encoders import Encoder
+from jrsearch.retrieval.library import Library
 
 
 @dataclass

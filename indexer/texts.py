@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.changes import Candidate
-from indexer.commit import commit, stored_fields
-from indexer.decode import Decoded, decoded_in_order, read_file, same_content
-from indexer.run import IndexRun
-from indexer.walk import TEXT_EXTENSIONS
-from retrieval.errors import FailureCode
-from retrieval.library import TextRecord
-from retrieval.types import MediaKind
+from jrsearch.indexer.changes import Candidate
+from jrsearch.indexer.commit import commit, stored_fields
+from jrsearch.indexer.decode import Decoded, decoded_in_order, read_file, same_content
+from jrsearch.indexer.run import IndexRun
+from jrsearch.indexer.walk import TEXT_EXTENSIONS
+from jrsearch.retrieval.errors import FailureCode
+from jrsearch.retrieval.library import TextRecord
+from jrsearch.retrieval.types import MediaKind
 
 MAX_TEXT_BYTES = 512 * 1024 * 1024
 MAX_TEXT_CHARS = 2000  # a document longer than this is cut; CLIP reads ~77 tokens anyway

@@ -26,18 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.audio import NO_TOWER_NOTE, SoundVectors, decode_streamed, embed_sound, with_pooled
-from indexer.changes import Candidate, Plan
-from indexer.commit import commit, stored_fields
-from indexer.decode import Decoded
-from indexer.run import IndexRun
-from indexer.walk import VIDEO_EXTENSIONS
-from retrieval.encoders.audio import AudioEncoder, pool
-from retrieval.errors import FailureCode, MediaError
-from retrieval.imageio import upright_frame
-from retrieval.library import VideoRecord
-from retrieval.sniff import picture_streams
-from retrieval.types import MediaKind
+from jrsearch.indexer.audio import NO_TOWER_NOTE, SoundVectors, decode_streamed, embed_sound, with_pooled
+from jrsearch.indexer.changes import Candidate, Plan
+from jrsearch.indexer.commit import commit, stored_fields
+from jrsearch.indexer.decode import Decoded
+from jrsearch.indexer.run import IndexRun
+from jrsearch.indexer.walk import VIDEO_EXTENSIONS
+from jrsearch.retrieval.encoders.audio import AudioEncoder, pool
+from jrsearch.retrieval.errors import FailureCode, MediaError
+from jrsearch.retrieval.imageio import upright_frame
+from jrsearch.retrieval.library import VideoRecord
+from jrsearch.retrieval.sniff import picture_streams
+from jrsearch.retrieval.types import MediaKind
 
 DEFAULT_FPS = 1.0
 SCENE_THRESHOLD = 0.12  # mean absolute change of a 16x16 grey thumbnail (0..1) that marks a cut
@@ -229,7 +229,7 @@ class VideoHandler:
     extensions: frozenset[str] = frozenset(VIDEO_EXTENSIONS)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
-        from retrieval.audiomodel import library_audio_encoder
+        from jrsearch.retrieval.audiomodel import library_audio_encoder
 
         options = run.options
         audio = library_audio_encoder(run.library, options.audio_model)
@@ -246,7 +246,7 @@ VIDEOS = VideoHandler()
 
 def windows_at(path: Path, times: list[float], sample_rate: int, window: int) -> np.ndarray:
     """(len(times), window) soundtrack windows centred on `times`, streamed (zeros past the ends)."""
-    from retrieval.audioio import iter_audio
+    from jrsearch.retrieval.audioio import iter_audio
 
     out = np.zeros((len(times), window), dtype=np.float32)
     starts = np.round(np.asarray(times) * sample_rate).astype(np.int64) - window // 2
@@ -264,7 +264,7 @@ def video_pairs(path: Path, encoder, sample_rate: int, window: int, fps: float =
     """Training pairs from one video: (soundtrack windows centred on sampled frames, the frames'
     image-tower vectors). A video without sound or frames gives none; one that cannot be opened
     raises `MediaError`."""
-    from retrieval.audioio import has_audio
+    from jrsearch.retrieval.audioio import has_audio
 
     none = np.zeros((0, window), np.float32), np.zeros((0, encoder.dim), np.float32)
     if not has_audio(path):
@@ -281,8 +281,8 @@ def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, Medi
     (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`),
     and retry sound-only ones that failed for want of a tower. Videos with no audio stream are
     probed (headers only) and left alone."""
-    from retrieval.audioio import has_audio
-    from retrieval.audiomodel import recorded_audio_model
+    from jrsearch.retrieval.audioio import has_audio
+    from jrsearch.retrieval.audiomodel import recorded_audio_model
 
     if audio_model is None and recorded_audio_model(library) is None:
         return planned

@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from retrieval.sniff import probe_kind
-from retrieval.types import MediaKind
+from jrsearch.retrieval.sniff import probe_kind
+from jrsearch.retrieval.types import MediaKind
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
                     ".jfif", ".jpe", ".ico", ".tga", ".heic", ".avif"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.errors import MediaError
+from jrsearch.retrieval.errors import MediaError
 
 CHUNK_S = 30.0  # seconds of samples per yielded chunk: bounds memory on hour-long files
 MAX_QUERY_S = 600.0  # an audio query longer than this is cut

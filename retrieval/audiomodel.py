@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.encoders.audio import AudioEncoder, file_digest, load_audio_encoder
-from retrieval.errors import ModelMismatchError, ModelUnavailableError
-from retrieval.library import AudioModelRecord, Library
+from jrsearch.retrieval.encoders.audio import AudioEncoder, file_digest, load_audio_encoder
+from jrsearch.retrieval.errors import ModelMismatchError, ModelUnavailableError
+from jrsearch.retrieval.library import AudioModelRecord, Library
 
 
 def recorded_audio_model(library: Library) -> AudioModelRecord | None:

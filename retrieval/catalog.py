@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.paths import path_from_db
+from jrsearch.retrieval.paths import path_from_db
 
 SCHEMA_VERSION = 2  # 1: vectors as float32 blobs in SQLite, text paths; 2: float16 shards, byte paths
 WAL_SUFFIX = "-wal"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from retrieval.errors import DiskFullError
+from jrsearch.retrieval.errors import DiskFullError
 
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 NO_SPACE_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded")

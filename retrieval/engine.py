@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retrieval.encoders import Encoder, load_encoder
-from retrieval.errors import QueryError
-from retrieval.library import Library
-from retrieval.ranking import ranked_search
-from retrieval.types import MediaKind, ModelSpec, SearchResult
+from jrsearch.retrieval.encoders import Encoder, load_encoder
+from jrsearch.retrieval.errors import QueryError
+from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.ranking import ranked_search
+from jrsearch.retrieval.types import MediaKind, ModelSpec, SearchResult
 
 if TYPE_CHECKING:
-    from retrieval.encoders.audio import AudioEncoder
-    from retrieval.hf_text_tower import HfTextTower
-    from retrieval.query_model import TextTower
+    from jrsearch.retrieval.encoders.audio import AudioEncoder
+    from jrsearch.retrieval.hf_text_tower import HfTextTower
+    from jrsearch.retrieval.query_model import TextTower
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class SearchEngine:
         ViT-B-32 text query takes ~30-45 ms instead of ~100 ms on two cores, same vector to 1e-5.
         """
         if self._text_tower is None:
-            from retrieval.hf_text_tower import load_query_tower
+            from jrsearch.retrieval.hf_text_tower import load_query_tower
 
             stored = self.library.model()
             self._text_tower = (load_query_tower(self.library.root, self.spec, stored[1]) if stored else None) or False
@@ -87,7 +87,7 @@ class SearchEngine:
     def modalities(self) -> tuple[str, ...]:
         """What a query can be here: text and images (the joint model), sound where the library
         has an audio tower (it maps into the same space)."""
-        from retrieval.audiomodel import recorded_audio_model
+        from jrsearch.retrieval.audiomodel import recorded_audio_model
 
         has_audio = self._audio_encoder is not None or recorded_audio_model(self.library) is not None
         return ("text", "image", "audio") if has_audio else ("text", "image")
@@ -110,7 +110,7 @@ class SearchEngine:
         return self.encoder.encode_texts([text])[0]
 
     def embed_image(self, path: Path) -> np.ndarray:
-        from retrieval.imageio import open_image
+        from jrsearch.retrieval.imageio import open_image
 
         if not path.is_file():
             raise QueryError(f"query image {path} does not exist")
@@ -119,9 +119,9 @@ class SearchEngine:
 
     def embed_audio(self, path: Path) -> np.ndarray:
         """A sound file as one query vector: the pooled windows of the library's audio tower."""
-        from retrieval.audioio import read_audio
-        from retrieval.audiomodel import library_audio_encoder
-        from retrieval.errors import MediaError
+        from jrsearch.retrieval.audioio import read_audio
+        from jrsearch.retrieval.audiomodel import library_audio_encoder
+        from jrsearch.retrieval.errors import MediaError
 
         if not path.is_file():
             raise QueryError(f"query sound {path} does not exist")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from retrieval.errors import MissingExtraError
+from jrsearch.retrieval.errors import MissingExtraError
 
 
 def require(module: str, extra: str, purpose: str) -> ModuleType:

@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrieval.diskspace import disk_full_error, out_of_space
-from retrieval.errors import LibraryError
-from retrieval.hf_tokenizer import HfTokenizer
-from retrieval.query_model import EXPORT_DIR, TextTower, _checkpoint_stamp, _erf, _layer_norm, _read_meta
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
+from jrsearch.retrieval.errors import LibraryError
+from jrsearch.retrieval.hf_tokenizer import HfTokenizer
+from jrsearch.retrieval.query_model import EXPORT_DIR, TextTower, _checkpoint_stamp, _erf, _layer_norm, _read_meta
+from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from retrieval.encoders import Encoder
+    from jrsearch.retrieval.encoders import Encoder
 
 FORMAT = "hf-1"
 ARCHITECTURES = ("xlm-roberta", "roberta")
@@ -231,7 +231,7 @@ class HfTextTower:
 def load_query_tower(library_root: Path, spec: ModelSpec, dim: int) -> TextTower | HfTextTower | None:
     """Whichever text-tower export there is for `spec` (CLIP or HF): the one shared in the model
     cache (`encoders/model_cache.py`), else the one an older jrsearch wrote into the library; or None."""
-    from retrieval.encoders import model_cache
+    from jrsearch.retrieval.encoders import model_cache
 
     shared = model_cache.find(spec)
     for folder in ([shared] if shared is not None else []) + [library_root]:

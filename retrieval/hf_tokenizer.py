@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
-from retrieval.tokenizer import _is_plain
+from jrsearch.retrieval.tokenizer import _is_plain
 
 
 def clean_whitespace(text: str) -> str:

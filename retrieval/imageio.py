@@ -6,7 +6,7 @@ import io
 import warnings
 from pathlib import Path
 
-from retrieval.errors import MediaError
+from jrsearch.retrieval.errors import MediaError
 
 MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
 

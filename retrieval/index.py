@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from retrieval.extras import require
+from jrsearch.retrieval.extras import require
 
 EXACT_MAX = 50_000  # exact search over 50k x 512 floats takes a few ms on two cores
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of index in RAM; JRSEARCH_INDEX_MEMORY (e.g. "4G") overrides

@@ -27,15 +27,15 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
-from retrieval import migrations
-from retrieval.catalog import Catalog, connect, is_locked, open_readable, sqlite_connection
-from retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
-from retrieval.errors import LibraryError, ModelMismatchError
-from retrieval.index import DEFAULT_NPROBE, VectorIndex
-from retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_from_db, path_to_db
-from retrieval.store import SCHEMA_VERSION, AudioModel, IndexState, Item, Manifest, Text, Vector, utcnow
-from retrieval.types import ItemStatus, MediaKind, ModelSpec
-from retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
+from jrsearch.retrieval import migrations
+from jrsearch.retrieval.catalog import Catalog, connect, is_locked, open_readable, sqlite_connection
+from jrsearch.retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
+from jrsearch.retrieval.errors import LibraryError, ModelMismatchError
+from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
+from jrsearch.retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_from_db, path_to_db
+from jrsearch.retrieval.store import SCHEMA_VERSION, AudioModel, IndexState, Item, Manifest, Text, Vector, utcnow
+from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
+from jrsearch.retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
 
 LOCK_NAME = "write.lock"
 ID_CHUNK = 10_000  # values per IN (...) list (SQLite allows 32,766)
@@ -402,7 +402,7 @@ class Library:
 
     def _footprint(self, kind: str, factory: str, n: int) -> dict:
         """The index's RAM once warm and its file, and the kind's shards on disk (`jrsearch status`)."""
-        from retrieval.index import footprint
+        from jrsearch.retrieval.index import footprint
 
         model = self.model()
         if not factory or model is None:

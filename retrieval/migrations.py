@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from retrieval.catalog import schema_version, sqlite_connection
-from retrieval.paths import VECTORS_DIR
-from retrieval.store import SCHEMA_VERSION, Base
+from jrsearch.retrieval.catalog import schema_version, sqlite_connection
+from jrsearch.retrieval.paths import VECTORS_DIR
+from jrsearch.retrieval.store import SCHEMA_VERSION, Base
 
 MIGRATION_BATCH = 1 << 16
 SLOTS = "migration_v2_slots"  # vector id -> (shard, row) while 1 -> 2 runs
@@ -77,8 +77,8 @@ def upgrade(engine: Engine, root: Path, version: int) -> None:
 def _v1_to_v2(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
     from sqlalchemy.schema import CreateIndex, CreateTable
 
-    from retrieval.library import _count_rows, _tail
-    from retrieval.vectors import SHARD_ROWS, ShardSet
+    from jrsearch.retrieval.library import _count_rows, _tail
+    from jrsearch.retrieval.vectors import SHARD_ROWS, ShardSet
 
     # a. where each moved vector went, in a table of its own: the version-1 tables stay untouched
     con.execute(f"CREATE TABLE IF NOT EXISTS {SLOTS} (id INTEGER PRIMARY KEY, shard INTEGER NOT NULL, "

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retrieval.diskspace import disk_full_error, out_of_space
-from retrieval.errors import LibraryError
-from retrieval.tokenizer import ClipTokenizer
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
+from jrsearch.retrieval.errors import LibraryError
+from jrsearch.retrieval.tokenizer import ClipTokenizer
+from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from retrieval.encoders import Encoder
+    from jrsearch.retrieval.encoders import Encoder
 
 EXPORT_DIR = "query_model"
 FORMAT = 1
@@ -69,7 +69,7 @@ _CLEAN_PROBES = ("  A Dog&amp;amp;\tON the  Beach!  ", "Caf\u00e9 \u201cQUOTED\u
 
 
 def _cleans_like_ours(clean_fn) -> bool:
-    from retrieval.tokenizer import clean
+    from jrsearch.retrieval.tokenizer import clean
 
     return all(clean_fn(text) == clean(text) for text in _CLEAN_PROBES)
 
@@ -150,7 +150,7 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
     if model is None or config is None:
-        from retrieval.hf_text_tower import export_hf_text_tower  # multilingual models' HF text towers
+        from jrsearch.retrieval.hf_text_tower import export_hf_text_tower  # multilingual models' HF text towers
 
         return export_hf_text_tower(encoder, library_root)
     spec: ModelSpec = encoder.spec

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from retrieval.catalog import SCHEMA_VERSION, Catalog, open_readable, schema_version
-from retrieval.hf_text_tower import load_query_tower
-from retrieval.paths import DB_NAME, VECTORS_DIR
-from retrieval.ranking import ranked_search
-from retrieval.types import MediaKind, ModelSpec, SearchResult
+from jrsearch.retrieval.catalog import SCHEMA_VERSION, Catalog, open_readable, schema_version
+from jrsearch.retrieval.hf_text_tower import load_query_tower
+from jrsearch.retrieval.paths import DB_NAME, VECTORS_DIR
+from jrsearch.retrieval.ranking import ranked_search
+from jrsearch.retrieval.types import MediaKind, ModelSpec, SearchResult
 
 
 def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
@@ -52,8 +52,8 @@ def library_model_name(root: Path) -> str | None:
 
 def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int, nprobe: int | None,
             rerank: int | None, path_filter: Callable[[str], bool] | None) -> list[SearchResult] | None:
-    from retrieval.index import DEFAULT_NPROBE, VectorIndex
-    from retrieval.vectors import ShardSet, ShardSource
+    from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
+    from jrsearch.retrieval.vectors import ShardSet, ShardSource
 
     if schema_version(catalog.con) != SCHEMA_VERSION:
         return None  # the normal path migrates or refuses

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from retrieval.types import MediaKind, SearchResult
+from jrsearch.retrieval.types import MediaKind, SearchResult
 
 # What `fetch_rows(vector_ids)` returns per vector, in this order.
 ROW_COLUMNS = ("vector_id", "item_id", "text_id", "start_s", "end_s", "path", "kind", "text", "line")

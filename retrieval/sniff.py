@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.types import MediaKind
+from jrsearch.retrieval.types import MediaKind
 
 HEAD_BYTES = 16
 

@@ -17,7 +17,7 @@ from sqlalchemy import ForeignKey, Index, LargeBinary, String
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from retrieval.catalog import SCHEMA_VERSION
+from jrsearch.retrieval.catalog import SCHEMA_VERSION
 
 
 def utcnow() -> datetime:

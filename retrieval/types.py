@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from retrieval.paths import display_path
+from jrsearch.retrieval.paths import display_path
 
 
 class MediaKind(str, enum.Enum):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.catalog import Catalog
+from jrsearch.retrieval.catalog import Catalog
 
 SHARD_ROWS = 1 << 20  # 1,048,576 rows: 1 GiB per shard at 512-d
 DTYPE = np.dtype("<f2")

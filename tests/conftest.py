@@ -23,14 +23,14 @@ FSDD_DIR = SHARED_DATA / "fsdd" / "recordings"
 @pytest.fixture(scope="session")
 def tiny_encoder():
     """The tiny model in torch (tests reach into `.model`); `tiny_onnx_encoder` is the ORT one."""
-    from retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
 
     return load_encoder(TINY_TEST_MODEL, device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx_encoder():
-    from retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
 
     encoder = load_encoder(TINY_TEST_MODEL, backend="onnx")
     assert encoder.backend == "onnx", encoder.notes

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.embedding_cache import EmbeddingCache
-from benchmarks.retrieval_bench import COLUMNS, BenchOptions, index_ranks, run_benchmark
-from benchmarks.splits import load_caption_tsv, load_karpathy_json, load_split
-from cli.bench import bench_app
-from retrieval.errors import JrsearchError
-from retrieval.metrics import cross_modal_ranks
+from jrsearch.benchmarks.embedding_cache import EmbeddingCache
+from jrsearch.benchmarks.retrieval_bench import COLUMNS, BenchOptions, index_ranks, run_benchmark
+from jrsearch.benchmarks.splits import load_caption_tsv, load_karpathy_json, load_split
+from jrsearch.cli.bench import bench_app
+from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.metrics import cross_modal_ranks
 from tests.conftest import COCO_DIR, make_image, require_coco_images
 
 REAL_IDS = ["60623", "165547", "354533", "386164", "562207", "579664"]

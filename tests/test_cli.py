@@ -14,7 +14,7 @@ import pytest
 from conftest import make_image
 from typer.testing import CliRunner
 
-from cli.main import app
+from jrsearch.cli.main import app
 
 runner = CliRunner()
 
@@ -120,7 +120,8 @@ def test_kill_9_mid_run_then_resume(tmp_path):
     for i in range(400):
         make_image(root / f"{i:03d}.png", seed=i, size=(24, 16))
     lib = tmp_path / "lib"
-    command = [sys.executable, "-m", "cli.main", "index", str(root), "--model", "tiny-test", "--library", str(lib),
+    command = [sys.executable, "-m", "jrsearch.cli.main", "index", str(root), "--model", "tiny-test",
+               "--library", str(lib),
                "--batch-size", "1", "--workers", "1"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             cwd=Path(__file__).parents[1])

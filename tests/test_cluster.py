@@ -15,12 +15,12 @@ from tests.conftest import make_image
 
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
-from benchmarks.cluster import synthetic  # noqa: E402
-from indexer.cluster.build import BuildOptions, build_single, run_build  # noqa: E402
-from indexer.cluster.embed import EmbedOptions, run_embed  # noqa: E402
-from retrieval.cluster.dataset import EmbeddingDataset, item_id  # noqa: E402
-from retrieval.cluster.index_dir import IndexDir  # noqa: E402
-from retrieval.encoders import TINY_TEST_MODEL  # noqa: E402
+from jrsearch.benchmarks.cluster import synthetic  # noqa: E402
+from jrsearch.indexer.cluster.build import BuildOptions, build_single, run_build  # noqa: E402
+from jrsearch.indexer.cluster.embed import EmbedOptions, run_embed  # noqa: E402
+from jrsearch.retrieval.cluster.dataset import EmbeddingDataset, item_id  # noqa: E402
+from jrsearch.retrieval.cluster.index_dir import IndexDir  # noqa: E402
+from jrsearch.retrieval.encoders import TINY_TEST_MODEL  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FACTORY = "IVF128,PQ16"  # small enough to train in seconds on two busy cores
@@ -54,9 +54,9 @@ def test_single_machine_commands_do_not_import_ray():
 
 
 def test_embed_matches_single_process_index_and_resumes(tmp_path, local_cluster, tiny_encoder):
-    from indexer.pipeline import run_index
-    from retrieval.engine import SearchEngine
-    from retrieval.library import Library
+    from jrsearch.indexer.pipeline import run_index
+    from jrsearch.retrieval.engine import SearchEngine
+    from jrsearch.retrieval.library import Library
 
     photos = make_photos(tmp_path / "photos", 100)
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
@@ -141,9 +141,9 @@ def _search_page(client, text: str) -> list[tuple[float, int, str]]:
 def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_cluster):
     from fastapi.testclient import TestClient
 
-    from cli.web.app import create_app
-    from cli.web.index_searcher import IndexSearcher
-    from retrieval.cluster.search import ClusterSearch
+    from jrsearch.cli.web.app import create_app
+    from jrsearch.cli.web.index_searcher import IndexSearcher
+    from jrsearch.retrieval.cluster.search import ClusterSearch
 
     synthetic_dataset(tmp_path / "vectors", 8_000, 64, 4, seed=3)
     run_build(str(tmp_path / "vectors"), tmp_path / "merged", BuildOptions(factory="IVF64,PQ16", serving_shards=1))
@@ -190,7 +190,8 @@ def test_embed_survives_losing_a_node(tmp_path):
     worker = cluster.add_node(num_cpus=2, object_store_memory=150 * 2**20)
     out = tmp_path / "dataset"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    job = subprocess.Popen([sys.executable, "-m", "cli.main", "cluster", "embed", str(photos), "--out", str(out),
+    job = subprocess.Popen([sys.executable, "-m", "jrsearch.cli.main", "cluster", "embed", str(photos),
+                            "--out", str(out),
                             "--model", "tiny-test", "--shard-size", "20", "--address", cluster.address, "--json"],
                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -12,9 +12,9 @@ from avmedia import Scene, make_sound, make_video, tone
 from conftest import make_image
 from PIL import Image
 
-from indexer.pipeline import run_index
-from retrieval.library import Library
-from retrieval.types import MediaKind
+from jrsearch.indexer.pipeline import run_index
+from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.types import MediaKind
 
 
 def write_rotated_video(path: Path, rotation: int, seconds: int = 2, fps: int = 8) -> Path:
@@ -54,7 +54,7 @@ ROTATIONS = [(90, "bottom"), (-90, "top"), (180, "right"), (0, "left")]
 def test_video_frames_are_sampled_upright(tmp_path, rotation, white):
     import av
 
-    from indexer.video import iter_frames
+    from jrsearch.indexer.video import iter_frames
 
     path = write_rotated_video(tmp_path / "phone.mp4", rotation)
     with av.open(str(path)) as container:
@@ -89,7 +89,7 @@ def test_a_rotated_video_is_stored_and_thumbnailed_upright(tmp_path, tiny_encode
 
 
 def test_files_are_classified_by_content_not_name(tmp_path):
-    from indexer.walk import content_kind
+    from jrsearch.indexer.walk import content_kind
 
     jpeg = make_image(tmp_path / "photo.mp4", seed=1, fmt="JPEG")
     png = make_image(tmp_path / "photo.wav", seed=2, fmt="PNG")
@@ -110,7 +110,7 @@ def test_files_are_classified_by_content_not_name(tmp_path):
 def test_a_jpeg_named_mp4_is_indexed_and_served_as_an_image(tmp_path, tiny_encoder):
     from test_serve_api import item_id, make_client
 
-    from retrieval.engine import SearchEngine
+    from jrsearch.retrieval.engine import SearchEngine
 
     media = tmp_path / "media"
     fake = make_image(media / "holiday.mp4", seed=3, fmt="JPEG")
@@ -145,8 +145,8 @@ def test_a_sound_only_file_stored_as_a_video_gets_a_clear_404_thumbnail(tmp_path
 
 
 def test_every_kind_has_a_handler_whose_extensions_name_it():
-    from indexer.kinds import KIND_HANDLERS
-    from indexer.walk import classify
+    from jrsearch.indexer.kinds import KIND_HANDLERS
+    from jrsearch.indexer.walk import classify
 
     assert set(KIND_HANDLERS) == set(MediaKind)
     for kind, handler in KIND_HANDLERS.items():

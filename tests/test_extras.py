@@ -7,7 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from cli.main import app
+from jrsearch.cli.main import app
 
 
 @pytest.mark.parametrize("module", ["uvicorn", "fastapi"])

@@ -17,7 +17,7 @@ from conftest import make_image
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.main import app
+from jrsearch.cli.main import app
 
 runner = CliRunner()
 SQLITE_FULL = "database or disk is full"
@@ -45,7 +45,7 @@ def stored_items(lib: Path) -> int:
 def test_the_ways_a_full_disk_is_spelled_are_recognised():
     import sqlalchemy.exc
 
-    from retrieval.diskspace import human_bytes, is_disk_full
+    from jrsearch.retrieval.diskspace import human_bytes, is_disk_full
 
     wrapped = sqlalchemy.exc.OperationalError("INSERT INTO items ...", {}, sqlite3.OperationalError(SQLITE_FULL))
     assert is_disk_full(wrapped) and is_disk_full(RuntimeError(FAISS_FULL))
@@ -66,7 +66,7 @@ def test_index_on_a_full_disk_is_one_line_naming_the_library_and_the_space(tmp_p
     import faiss
     import sqlalchemy.exc
 
-    from retrieval.library import Library
+    from jrsearch.retrieval.library import Library
 
     lib = tmp_path / "lib"
     assert index(str(photos), "--batch-size", "4", lib=lib).exit_code == 0
@@ -109,12 +109,12 @@ def test_index_writes_that_fail_for_want_of_space_say_the_index_size(tmp_path, p
 def test_a_library_that_cannot_even_be_created_is_one_line(tmp_path, photos, monkeypatch):
     import sqlalchemy.exc
 
-    import retrieval.migrations
+    import jrsearch.retrieval.migrations
 
     def full(*args, **kwargs):
         raise sqlalchemy.exc.OperationalError("CREATE TABLE items ...", {}, sqlite3.OperationalError(SQLITE_FULL))
 
-    monkeypatch.setattr(retrieval.migrations, "create", full)  # the new library's schema, made under the lock
+    monkeypatch.setattr(jrsearch.retrieval.migrations, "create", full)  # the new library's schema, made under the lock
     line = one_error_line(index(str(photos), lib=tmp_path / "lib"))
     assert f"no space left on the disk holding library {tmp_path / 'lib'}" in line and "free some space" in line
 
@@ -126,7 +126,7 @@ def _notes(result) -> list[str]:
 
 def test_a_failed_text_tower_export_is_reported_and_the_next_run_retries_it(tmp_path, photos, monkeypatch):
     """The export lives in the model cache now: a failure is a note, never a failed index run."""
-    import retrieval.query_model as query_model
+    import jrsearch.retrieval.query_model as query_model
 
     lib, cache = tmp_path / "lib", tmp_path / "cache"
     monkeypatch.setenv("JRSEARCH_CACHE", str(cache))
@@ -150,7 +150,7 @@ def test_a_failed_text_tower_export_is_reported_and_the_next_run_retries_it(tmp_
 def test_thumbnails_are_served_uncached_when_the_cache_cannot_be_written(tmp_path, tiny_encoder, monkeypatch):
     from test_serve_api import build_library, item_id, make_client
 
-    import cli.web.thumbnails as thumbnails
+    import jrsearch.cli.web.thumbnails as thumbnails
 
     library, media = build_library(tmp_path, tiny_encoder, n_images=3)
     client = make_client(library, tiny_encoder, warm=False)
@@ -171,8 +171,8 @@ def test_thumbnails_are_served_uncached_when_the_cache_cannot_be_written(tmp_pat
 
 
 def test_a_short_write_with_too_little_space_left_is_a_full_disk(tmp_path, photos, monkeypatch):
-    import retrieval.diskspace as diskspace
-    import retrieval.query_model as query_model
+    import jrsearch.retrieval.diskspace as diskspace
+    import jrsearch.retrieval.query_model as query_model
 
     def short_write(*args, **kwargs):  # what numpy's np.save raised on a really full tmpfs: no errno
         raise OSError("3162112 requested and 625632 written")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.index import ArraySource, Layout, VectorIndex, choose_factory, choose_nlist, footprint, memory_budget
+from jrsearch.retrieval.index import (
+    ArraySource,
+    Layout,
+    VectorIndex,
+    choose_factory,
+    choose_nlist,
+    footprint,
+    memory_budget,
+)
 
 
 def clustered(n: int, dim: int, centres: int, seed: int = 0, spread: float = 0.35) -> np.ndarray:

@@ -9,7 +9,7 @@ from test_cli import jrsearch
 
 
 def test_lossy_index_is_reranked_and_status_shows_its_footprint(tmp_path: Path, photos: Path, monkeypatch):
-    monkeypatch.setattr("retrieval.index.EXACT_MAX", 4)
+    monkeypatch.setattr("jrsearch.retrieval.index.EXACT_MAX", 4)
     monkeypatch.setenv("JRSEARCH_INDEX_MEMORY", "2000")  # 12 tiny vectors: SQ8 fits, float32 does not
     lib = tmp_path / "lib"
     jrsearch("index", str(photos), "--model", "tiny-test", lib=lib)

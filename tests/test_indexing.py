@@ -12,10 +12,10 @@ import pytest
 from conftest import make_image, require_coco_images
 from PIL import Image
 
-from indexer.pipeline import IndexOptions, run_index
-from retrieval.engine import PathFilter, SearchEngine
-from retrieval.library import Library
-from retrieval.types import MediaKind
+from jrsearch.indexer.pipeline import IndexOptions, run_index
+from jrsearch.retrieval.engine import PathFilter, SearchEngine
+from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.types import MediaKind
 
 
 def index(lib_dir: Path, encoder, *roots: Path, **options):
@@ -113,9 +113,9 @@ def test_bad_files_are_recorded_and_never_stop_the_run(tmp_path, tiny_encoder, m
     full = (root / "good.jpg").read_bytes()
     (root / "truncated.jpg").write_bytes(full[: len(full) // 2])
     make_image(root / "bomb.png", seed=2, size=(240, 240))
-    monkeypatch.setattr("retrieval.imageio.MAX_PIXELS", 200 * 200)
+    monkeypatch.setattr("jrsearch.retrieval.imageio.MAX_PIXELS", 200 * 200)
     (root / "huge.jpg").write_bytes(full * 40)
-    monkeypatch.setattr("indexer.images.MAX_IMAGE_BYTES", len(full) * 20)
+    monkeypatch.setattr("jrsearch.indexer.images.MAX_IMAGE_BYTES", len(full) * 20)
 
     report = index(tmp_path / "lib", tiny_encoder, root)
     failed = {Path(p).name: e for p, e in report.failed}
@@ -131,7 +131,7 @@ def test_bad_files_are_recorded_and_never_stop_the_run(tmp_path, tiny_encoder, m
     assert library.status()["items"]["image"] == {"indexed": 1, "failed": 6}
     again = run_index(library, tiny_encoder, [root])  # failures are remembered, not retried
     assert (again.indexed, again.unchanged, len(again.failed)) == (0, 7, 0)
-    monkeypatch.setattr("retrieval.imageio.MAX_PIXELS", 10**9)  # the limit raised: the bomb now opens
+    monkeypatch.setattr("jrsearch.retrieval.imageio.MAX_PIXELS", 10**9)  # the limit raised: the bomb now opens
     retried = run_index(library, tiny_encoder, [root], IndexOptions(retry_failed=True))
     assert (retried.indexed, retried.unchanged, len(retried.failed)) == (1, 1, 5)
     assert library.status()["items"]["image"] == {"indexed": 2, "failed": 5}
@@ -224,7 +224,7 @@ def test_stale_index_file_is_rebuilt_from_the_store(tmp_path, photos, tiny_encod
 
 
 def test_ivf_index_recall_against_exact_on_clustered_vectors(tmp_path):
-    from retrieval.index import VectorIndex, choose_factory
+    from jrsearch.retrieval.index import VectorIndex, choose_factory
 
     rng = np.random.default_rng(0)
     dim, n, clusters = 64, 60_000, 200
@@ -250,7 +250,7 @@ def test_ivf_index_recall_against_exact_on_clustered_vectors(tmp_path):
 
 
 def test_index_type_follows_collection_size(tmp_path, photos, tiny_encoder, monkeypatch):
-    monkeypatch.setattr("retrieval.index.EXACT_MAX", 8)
+    monkeypatch.setattr("jrsearch.retrieval.index.EXACT_MAX", 8)
     lib = tmp_path / "lib"
     (photos / "sub").rename(tmp_path / "later")  # index 8 first: exact
     index(lib, tiny_encoder, photos)
@@ -274,8 +274,8 @@ def test_real_coco_images_find_themselves_first(tmp_path, tiny_encoder):
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_int8_precision_embeds_images_and_texts_close_to_fp32(tiny_encoder, photos, backend):
-    from retrieval.encoders import TINY_TEST_MODEL, load_encoder
-    from retrieval.imageio import open_image
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.imageio import open_image
 
     int8 = load_encoder(TINY_TEST_MODEL, device="cpu", precision="int8", backend=backend)
     assert int8.backend == backend
@@ -290,7 +290,7 @@ def test_int8_precision_embeds_images_and_texts_close_to_fp32(tiny_encoder, phot
 
 
 def test_engine_prefers_the_exported_numpy_text_tower(tmp_path, photos, tiny_encoder, monkeypatch):
-    from retrieval.query_model import export_text_tower
+    from jrsearch.retrieval.query_model import export_text_tower
 
     lib = tmp_path / "lib"
     index(lib, tiny_encoder, photos)

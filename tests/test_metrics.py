@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retrieval.metrics import (
+from jrsearch.retrieval.metrics import (
     RankSummary,
     cross_modal_ranks,
     first_relevant_ranks,

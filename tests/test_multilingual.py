@@ -12,7 +12,7 @@ from conftest import SHARED_DATA, make_image
 from tiny_multilingual import OWN_CORPUS, write_hf_tower
 from typer.testing import CliRunner
 
-from cli.main import app
+from jrsearch.cli.main import app
 
 XTD10_DIR = SHARED_DATA / "xtd10"
 runner = CliRunner()
@@ -21,7 +21,7 @@ QUERIES = ["ein Hund am Strand", "海滩上的狗", "собака на пляж�
 
 
 def xtd10_captions(language: str) -> list[str]:
-    from benchmarks.splits import load_xtd10
+    from jrsearch.benchmarks.splits import load_xtd10
 
     if not (XTD10_DIR / "XTD10").is_dir():
         pytest.skip(f"XTD10 captions not found at {XTD10_DIR} (the shared data folder is absent)")
@@ -30,7 +30,7 @@ def xtd10_captions(language: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def multilingual_encoder():
-    from retrieval.encoders import TINY_MULTILINGUAL_MODEL, load_encoder
+    from jrsearch.retrieval.encoders import TINY_MULTILINGUAL_MODEL, load_encoder
 
     return load_encoder(TINY_MULTILINGUAL_MODEL, device="cpu")
 
@@ -42,10 +42,10 @@ def xtd10_encoder(tmp_path_factory):
     Trained into a temp dir at test time: the XTD10 licence is noncommercial, so nothing derived from
     it is shipped with jrsearch.
     """
-    from benchmarks.splits import XTD10_FILES
-    from retrieval.encoders import load_encoder
-    from retrieval.encoders.openclip import register_model_configs
-    from retrieval.types import ModelSpec
+    from jrsearch.benchmarks.splits import XTD10_FILES
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.encoders.openclip import register_model_configs
+    from jrsearch.retrieval.types import ModelSpec
 
     captions = [c for lang in XTD10_FILES for c in xtd10_captions(lang)]
     folder = tmp_path_factory.mktemp("xtd10-tower")
@@ -60,8 +60,8 @@ def xtd10_encoder(tmp_path_factory):
 
 def _agreement(encoder, root: Path, texts: list[str]) -> float:
     """The smallest cosine between the exported numpy tower's vectors and open_clip's, with equal token ids."""
-    from retrieval.hf_text_tower import HfTextTower
-    from retrieval.query_model import export_text_tower
+    from jrsearch.retrieval.hf_text_tower import HfTextTower
+    from jrsearch.retrieval.query_model import export_text_tower
 
     assert export_text_tower(encoder, root)
     tower = HfTextTower.load(root, encoder.spec, encoder.dim)
@@ -80,7 +80,7 @@ def test_hf_tower_matches_open_clip_on_own_texts(multilingual_encoder, tmp_path)
 
 @pytest.mark.parametrize("tokenizer", ["shipped byte-level BPE", "unigram trained on XTD10"])
 def test_hf_tower_matches_open_clip_in_all_11_xtd10_languages(tokenizer, multilingual_encoder, request, tmp_path):
-    from benchmarks.splits import XTD10_FILES
+    from jrsearch.benchmarks.splits import XTD10_FILES
 
     texts = {lang: xtd10_captions(lang) for lang in XTD10_FILES}
     encoder = multilingual_encoder if tokenizer.startswith("shipped") else request.getfixturevalue("xtd10_encoder")
@@ -89,9 +89,9 @@ def test_hf_tower_matches_open_clip_in_all_11_xtd10_languages(tokenizer, multili
 
 
 def test_stale_or_unsupported_hf_exports_are_not_used(multilingual_encoder, tmp_path):
-    from retrieval.hf_text_tower import HfTextTower, load_query_tower
-    from retrieval.query_model import EXPORT_DIR, TextTower
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.hf_text_tower import HfTextTower, load_query_tower
+    from jrsearch.retrieval.query_model import EXPORT_DIR, TextTower
+    from jrsearch.retrieval.types import ModelSpec
 
     spec, dim = multilingual_encoder.spec, multilingual_encoder.dim
     _agreement(multilingual_encoder, tmp_path, QUERIES[:2])
@@ -103,7 +103,7 @@ def test_stale_or_unsupported_hf_exports_are_not_used(multilingual_encoder, tmp_
 
     import torch
 
-    from retrieval.hf_text_tower import export_hf_text_tower
+    from jrsearch.retrieval.hf_text_tower import export_hf_text_tower
 
     text = multilingual_encoder.model.text
     pooler = text.pooler
@@ -115,9 +115,9 @@ def test_stale_or_unsupported_hf_exports_are_not_used(multilingual_encoder, tmp_
 
 
 def test_real_multilingual_models_fail_offline_with_a_remedy(monkeypatch):
-    from retrieval.encoders import load_encoder
-    from retrieval.errors import MissingExtraError, ModelUnavailableError
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.errors import MissingExtraError, ModelUnavailableError
+    from jrsearch.retrieval.types import ModelSpec
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match=r"xlm-roberta-base.*tiny-multilingual"):
@@ -136,13 +136,13 @@ def test_real_multilingual_models_fail_offline_with_a_remedy(monkeypatch):
     ("dog собака 狗", ["Cyrillic", "Han (CJK)"]),
 ])
 def test_scripts_come_from_unicode_names(text, scripts):
-    from retrieval.query_language import non_latin_scripts
+    from jrsearch.retrieval.query_language import non_latin_scripts
 
     assert non_latin_scripts(text) == scripts
 
 
 def test_hint_only_for_english_only_models_and_other_scripts():
-    from retrieval.query_language import english_only_hint
+    from jrsearch.retrieval.query_language import english_only_hint
 
     hint = english_only_hint("собака на пляже", "ViT-B-32")
     assert hint and "ViT-B-32 is an English-only model" in hint and "Cyrillic" in hint
@@ -183,8 +183,8 @@ def test_other_script_on_an_english_only_library_answers_with_one_note(tmp_path,
 def test_multilingual_library_end_to_end_without_torch(tmp_path):
     lib = tmp_path / "lib"
     _index(lib, tmp_path, "tiny-multilingual")
-    from retrieval.encoders import model_cache
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.encoders import model_cache
+    from jrsearch.retrieval.types import ModelSpec
 
     shared = model_cache.find(ModelSpec("tiny-multilingual", ""))  # the export is shared per model now
     assert shared is not None
@@ -202,8 +202,8 @@ def test_multilingual_library_end_to_end_without_torch(tmp_path):
 def test_serve_shows_the_hint(tmp_path):
     from fastapi.testclient import TestClient
 
-    from cli.web.app import create_app
-    from retrieval.library import Library
+    from jrsearch.cli.web.app import create_app
+    from jrsearch.retrieval.library import Library
 
     _index(tmp_path / "lib", tmp_path, "tiny-test")
     client = TestClient(create_app(Library.open(tmp_path / "lib"), warm=False))
@@ -215,9 +215,9 @@ def test_serve_shows_the_hint(tmp_path):
 # -- bench xtd10 ----------------------------------------------------------------------------------
 
 def test_xtd10_caption_counts_are_checked(tmp_path):
-    from benchmarks.splits import load_xtd10
-    from benchmarks.xtd10_bench import parse_languages
-    from retrieval.errors import JrsearchError
+    from jrsearch.benchmarks.splits import load_xtd10
+    from jrsearch.benchmarks.xtd10_bench import parse_languages
+    from jrsearch.retrieval.errors import JrsearchError
 
     (tmp_path / "XTD10").mkdir()
     names = [f"COCO_train2014_{i:012d}.jpg" for i in range(1000)]
@@ -255,7 +255,7 @@ def _bench(*args: str) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_bench_xtd10_structural_run_gives_all_11_languages(standin_images, tmp_path):
-    from benchmarks.splits import XTD10_FILES
+    from jrsearch.benchmarks.splits import XTD10_FILES
 
     code, output = _bench("--images", str(standin_images), "--out", str(tmp_path / "out"),
                           "--cache-dir", str(tmp_path / "cache"))

@@ -29,7 +29,7 @@ def _image(mode: str, size: tuple[int, int], seed: int) -> Image.Image:
 def test_numpy_preprocessing_equals_open_clip_transform(mode, size):
     import open_clip
 
-    from retrieval.encoders.preprocess import ImagePreprocess
+    from jrsearch.retrieval.encoders.preprocess import ImagePreprocess
 
     image = _image(mode, size, seed=size[0] * 7 + size[1])
     for cfg in ({"size": 224}, {"size": 256, "interpolation": "bilinear", "mean": (0.5,), "std": (0.5,)},
@@ -44,7 +44,7 @@ def test_numpy_preprocessing_equals_open_clip_transform(mode, size):
 
 
 def test_onnx_and_torch_vectors_are_interchangeable(tiny_encoder, tiny_onnx_encoder, photos):
-    from retrieval.imageio import open_image
+    from jrsearch.retrieval.imageio import open_image
 
     assert tiny_onnx_encoder.backend == "onnx" and tiny_encoder.backend == "torch"
     images = [open_image(p) for p in sorted(photos.rglob("*.jpg"))] + [_image("RGB", (300, 40), 1)]
@@ -69,9 +69,9 @@ def test_a_cached_export_opens_without_torch(tiny_onnx_encoder):
 
 def test_libraries_indexed_with_one_backend_are_queried_with_the_other(tmp_path, photos, tiny_encoder,
                                                                         tiny_onnx_encoder):
-    from indexer.pipeline import run_index
-    from retrieval.engine import SearchEngine
-    from retrieval.library import Library
+    from jrsearch.indexer.pipeline import run_index
+    from jrsearch.retrieval.engine import SearchEngine
+    from jrsearch.retrieval.library import Library
 
     paths = sorted(photos.rglob("*.jpg"))
     for built, asked in ((tiny_encoder, tiny_onnx_encoder), (tiny_onnx_encoder, tiny_encoder)):
@@ -115,7 +115,7 @@ def test_a_rerun_with_nothing_to_embed_opens_no_model(tmp_path, photos):
 def test_failed_exports_fall_back_to_torch_with_a_note(tmp_path, monkeypatch):
     import errno
 
-    from retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
 
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")  # a cache that cannot be created (as a read-only one, even for root)
@@ -132,7 +132,7 @@ def test_failed_exports_fall_back_to_torch_with_a_note(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr("retrieval.encoders.onnx.session", no_space)  # fails part way through the export
+        patch.setattr("jrsearch.retrieval.encoders.onnx.session", no_space)  # fails part way through the export
         encoder = load_encoder(TINY_TEST_MODEL)
     assert encoder.backend == "torch" and any("No space left on device" in n for n in encoder.notes)
     leftovers = [p.name for p in (tmp_path / "full" / "models").glob("tiny-test-*/*")]
@@ -142,7 +142,7 @@ def test_failed_exports_fall_back_to_torch_with_a_note(tmp_path, monkeypatch):
 def test_unexportable_or_mismatching_models_fall_back_to_torch(tmp_path, monkeypatch):
     import torch
 
-    from retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
 
     monkeypatch.setenv("JRSEARCH_CACHE", str(tmp_path / "cache"))
 
@@ -155,7 +155,7 @@ def test_unexportable_or_mismatching_models_fall_back_to_torch(tmp_path, monkeyp
     assert encoder.backend == "torch" and any("did not export to ONNX" in n for n in encoder.notes)
 
     with monkeypatch.context() as patch:
-        patch.setattr("retrieval.encoders.onnx.PROBE_COSINE", 1.1)  # no export can match this
+        patch.setattr("jrsearch.retrieval.encoders.onnx.PROBE_COSINE", 1.1)  # no export can match this
         encoder = load_encoder(TINY_TEST_MODEL)
     assert encoder.backend == "torch" and any("differs from torch" in n for n in encoder.notes)
     assert load_encoder(TINY_TEST_MODEL).backend == "onnx"  # nothing stale was left behind
@@ -164,8 +164,8 @@ def test_unexportable_or_mismatching_models_fall_back_to_torch(tmp_path, monkeyp
 def test_the_cache_is_keyed_by_the_weights(tmp_path, monkeypatch, tiny_encoder):
     import torch
 
-    from retrieval.encoders import load_encoder
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.types import ModelSpec
 
     monkeypatch.setenv("JRSEARCH_CACHE", str(tmp_path / "cache"))
     checkpoint = tmp_path / "tiny.pt"

@@ -36,7 +36,7 @@ def coco_captions() -> list[str]:
 def clip_tokenizer():
     from open_clip.tokenizer import default_bpe
 
-    from retrieval.tokenizer import ClipTokenizer
+    from jrsearch.retrieval.tokenizer import ClipTokenizer
 
     return ClipTokenizer.from_bpe_file(Path(default_bpe()))
 
@@ -45,7 +45,7 @@ def clip_tokenizer():
 def test_tokenizer_matches_open_clip_token_for_token(clip_tokenizer, texts, tmp_path):
     from open_clip.tokenizer import SimpleTokenizer
 
-    from retrieval.tokenizer import ClipTokenizer
+    from jrsearch.retrieval.tokenizer import ClipTokenizer
 
     batch = TRICKY if texts == "tricky" else coco_captions()
     if texts == "coco":
@@ -60,7 +60,7 @@ def test_tokenizer_matches_open_clip_token_for_token(clip_tokenizer, texts, tmp_
 def test_plain_texts_skip_ftfy_only_where_it_changes_nothing():
     import ftfy
 
-    from retrieval.tokenizer import _is_plain
+    from jrsearch.retrieval.tokenizer import _is_plain
 
     assert not _is_plain("a &amp; b") and not _is_plain("\x1b[0m") and not _is_plain("café")
     for text in ("a dog on a beach", "tab\tand\r\nnewlines", "C++ <tag> 100% $5 ~ `x` {y} [z] |"):
@@ -68,7 +68,7 @@ def test_plain_texts_skip_ftfy_only_where_it_changes_nothing():
 
 
 def _tower_agrees(encoder, root: Path, texts: list[str]) -> float:
-    from retrieval.query_model import TextTower, export_text_tower
+    from jrsearch.retrieval.query_model import TextTower, export_text_tower
 
     assert export_text_tower(encoder, root)
     tower = TextTower.load(root, encoder.spec, encoder.dim)
@@ -86,8 +86,8 @@ def test_numpy_text_tower_matches_open_clip_tiny(tiny_encoder, tmp_path):
 
 def test_numpy_text_tower_matches_open_clip_vit_b_32(tmp_path):
     """The default-size tower (random init: no weights offline); gelu, 12 layers, 77 tokens."""
-    from retrieval.encoders import load_encoder
-    from retrieval.types import ModelSpec
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.types import ModelSpec
 
     encoder = load_encoder(ModelSpec("ViT-B-32", ""), device="cpu", backend="torch")
     assert _tower_agrees(encoder, tmp_path, TRICKY[:12] + QUERIES) >= 0.9999
@@ -96,7 +96,7 @@ def test_numpy_text_tower_matches_open_clip_vit_b_32(tmp_path):
 def test_quick_gelu_towers_are_exported_with_their_activation(tiny_encoder, tmp_path):
     import open_clip
 
-    from retrieval.query_model import TextTower
+    from jrsearch.retrieval.query_model import TextTower
 
     mlps = [block.mlp for block in tiny_encoder.model.transformer.resblocks]
     gelus = [mlp.gelu for mlp in mlps]
@@ -113,7 +113,7 @@ def test_quick_gelu_towers_are_exported_with_their_activation(tiny_encoder, tmp_
 
 
 def test_other_text_towers_are_not_exported(tiny_encoder, tmp_path):
-    from retrieval.query_model import EXPORT_DIR, export_text_tower
+    from jrsearch.retrieval.query_model import EXPORT_DIR, export_text_tower
 
     model = tiny_encoder.model
     try:
@@ -129,9 +129,9 @@ def test_other_text_towers_are_not_exported(tiny_encoder, tmp_path):
 def library(tmp_path_factory, tiny_encoder):
     from conftest import make_image
 
-    from indexer.pipeline import run_index
-    from retrieval.library import Library
-    from retrieval.query_model import export_text_tower
+    from jrsearch.indexer.pipeline import run_index
+    from jrsearch.retrieval.library import Library
+    from jrsearch.retrieval.query_model import export_text_tower
 
     base = tmp_path_factory.mktemp("quick")
     for i in range(12):
@@ -150,10 +150,10 @@ def library(tmp_path_factory, tiny_encoder):
 
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_quick_search_equals_search_engine(library, tiny_encoder, kind):
-    from retrieval.engine import PathFilter, SearchEngine
-    from retrieval.query_model import TextTower
-    from retrieval.quick_search import quick_text_search
-    from retrieval.types import MediaKind
+    from jrsearch.retrieval.engine import PathFilter, SearchEngine
+    from jrsearch.retrieval.query_model import TextTower
+    from jrsearch.retrieval.quick_search import quick_text_search
+    from jrsearch.retrieval.types import MediaKind
 
     engine = SearchEngine(library, encoder=tiny_encoder)
     tower = TextTower.load(library.root, tiny_encoder.spec, tiny_encoder.dim)
@@ -175,8 +175,8 @@ def test_quick_search_equals_search_engine(library, tiny_encoder, kind):
 def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tiny_encoder, tmp_path, monkeypatch):
     import shutil
 
-    from retrieval.quick_search import quick_text_search
-    from retrieval.types import MediaKind
+    from jrsearch.retrieval.quick_search import quick_text_search
+    from jrsearch.retrieval.types import MediaKind
 
     root = library.root
     assert quick_text_search(root, "a dog") is not None

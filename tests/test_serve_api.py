@@ -14,10 +14,10 @@ from conftest import make_image
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from indexer.pipeline import run_index
-from retrieval.engine import SearchEngine
-from retrieval.library import Library, VideoRecord
-from retrieval.types import ItemStatus, MediaKind
+from jrsearch.indexer.pipeline import run_index
+from jrsearch.retrieval.engine import SearchEngine
+from jrsearch.retrieval.library import Library, VideoRecord
+from jrsearch.retrieval.types import ItemStatus, MediaKind
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -66,7 +66,7 @@ def build_library(root: Path, encoder, n_images: int = 12) -> tuple[Library, Pat
 
 
 def make_client(library: Library, encoder, **kwargs) -> TestClient:
-    from cli.web.app import create_app
+    from jrsearch.cli.web.app import create_app
 
     engine = kwargs.pop("engine", None) or SearchEngine(library, encoder=encoder)
     return TestClient(create_app(library, engine, **kwargs), raise_server_exceptions=False)
@@ -102,7 +102,7 @@ def test_text_search_ranks_like_the_engine(served, tiny_encoder):
 
 
 def test_text_queries_use_the_exported_text_tower_when_there_is_one(small, tiny_encoder):
-    from retrieval.query_model import export_text_tower
+    from jrsearch.retrieval.query_model import export_text_tower
 
     _, library, _ = small
     assert export_text_tower(tiny_encoder, library.root)  # as `jrsearch index` does
@@ -434,7 +434,7 @@ def test_token_in_the_url_works_once_and_becomes_a_cookie(served, tiny_encoder):
 
 
 def test_loopback_server_answers_loopback_host_names_only(served, tiny_encoder):
-    from cli.web.security import LOOPBACK_NAMES
+    from jrsearch.cli.web.security import LOOPBACK_NAMES
 
     _, library, _ = served
     client = make_client(library, tiny_encoder, allowed_hosts=LOOPBACK_NAMES)
@@ -447,8 +447,8 @@ def test_loopback_server_answers_loopback_host_names_only(served, tiny_encoder):
 def test_serve_refuses_other_hosts_without_a_token(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from cli.main import app
-    from cli.web.security import is_loopback
+    from jrsearch.cli.main import app
+    from jrsearch.cli.web.security import is_loopback
 
     monkeypatch.delenv("JRSEARCH_TOKEN", raising=False)
     runner = CliRunner()
@@ -466,7 +466,7 @@ def test_serve_builds_the_app_it_promises(served, tmp_path, monkeypatch):
     import uvicorn
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from jrsearch.cli.main import app
 
     _, library, _ = served
     started: list[tuple] = []
@@ -506,7 +506,7 @@ def test_new_commits_are_seen_and_concurrent_requests_stay_correct(small, tiny_e
     def index() -> None:
         try:
             with writer.writing():
-                from indexer.pipeline import IndexOptions
+                from jrsearch.indexer.pipeline import IndexOptions
 
                 run_index(writer, tiny_encoder, [media], IndexOptions(batch_size=8))
         finally:
@@ -526,7 +526,7 @@ def test_new_commits_are_seen_and_concurrent_requests_stay_correct(small, tiny_e
 
 
 def test_a_slow_index_load_is_not_repeated_for_every_commit(small, tiny_encoder):
-    from cli.web.searcher import Searcher
+    from jrsearch.cli.web.searcher import Searcher
 
     _, library, media = small
     searcher = Searcher(library, SearchEngine(library, encoder=tiny_encoder))
@@ -580,7 +580,7 @@ def test_the_largest_id_sqlite_holds_is_a_plain_404(served):
     ("evil.com", 403), ("127.0.0.1.evil.com:80", 403), ("[::2]:8765", 403), ("localhost.evil.com", 403),
 ])
 def test_host_header_is_parsed_like_a_web_server_does(served, tiny_encoder, host, code):
-    from cli.web.security import LOOPBACK_NAMES
+    from jrsearch.cli.web.security import LOOPBACK_NAMES
 
     _, library, _ = served
     client = make_client(library, tiny_encoder, allowed_hosts=LOOPBACK_NAMES, warm=False)

@@ -16,9 +16,9 @@ import pytest
 from conftest import make_image
 from test_serve_api import add_video, write_video
 
-from indexer.pipeline import run_index
-from retrieval.engine import SearchEngine
-from retrieval.library import Library
+from jrsearch.indexer.pipeline import run_index
+from jrsearch.retrieval.engine import SearchEngine
+from jrsearch.retrieval.library import Library
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -75,8 +75,8 @@ def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from cli.web.app import create_app
-    from cli.web.security import LOOPBACK_NAMES
+    from jrsearch.cli.web.app import create_app
+    from jrsearch.cli.web.security import LOOPBACK_NAMES
 
     media = tmp_path / "media"
     for i in range(6):

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import library as library_module
-from retrieval import migrations
-from retrieval.errors import LibraryError
-from retrieval.library import FileRecord, Library
-from retrieval.types import ItemStatus, MediaKind, ModelSpec
+from jrsearch.retrieval import library as library_module
+from jrsearch.retrieval import migrations
+from jrsearch.retrieval.errors import LibraryError
+from jrsearch.retrieval.library import FileRecord, Library
+from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[1]
@@ -165,8 +165,8 @@ WRITER = textwrap.dedent("""
     import sys
     import numpy as np
     from pathlib import Path
-    from retrieval.library import FileRecord, Library
-    from retrieval.types import ItemStatus, MediaKind, ModelSpec
+    from jrsearch.retrieval.library import FileRecord, Library
+    from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
 
     root, start = Path(sys.argv[1]), int(sys.argv[2])
     library = Library.open(root, create=True)
@@ -305,8 +305,8 @@ def test_library_from_a_newer_jrsearch_is_refused(tmp_path):
 RACER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from retrieval.errors import JrsearchError
-    from retrieval.library import Library
+    from jrsearch.retrieval.errors import JrsearchError
+    from jrsearch.retrieval.library import Library
 
     root, at = Path(sys.argv[1]), float(sys.argv[2])
     time.sleep(max(0.0, at - time.time()))
@@ -423,7 +423,8 @@ def test_a_really_full_disk(tmp_path):
         ids, _ = reader.stored_vectors("image")
         assert len(ids) == written
         reader.close()
-        status = subprocess.run([sys.executable, "-m", "cli.main", "status", "--json", "--library", str(disk / "lib")],
+        status = subprocess.run([sys.executable, "-m", "jrsearch.cli.main", "status", "--json",
+                                 "--library", str(disk / "lib")],
                                 cwd=REPO, capture_output=True, text=True)
         assert status.returncode == 0, status.stderr
     finally:
@@ -436,8 +437,8 @@ def test_a_really_full_disk(tmp_path):
 def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
     from conftest import make_image
 
-    from indexer.pipeline import IndexOptions, run_index
-    from retrieval.engine import SearchEngine
+    from jrsearch.indexer.pipeline import IndexOptions, run_index
+    from jrsearch.retrieval.engine import SearchEngine
 
     root = tmp_path / "archive"
     make_image(root / "good.png", seed=1)
@@ -457,7 +458,7 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
 
     from fastapi.testclient import TestClient
 
-    from cli.web.app import create_app
+    from jrsearch.cli.web.app import create_app
 
     client = TestClient(create_app(library, engine), raise_server_exceptions=False)
     item = client.get(f"/api/items/{best.item_id}")
@@ -489,7 +490,7 @@ def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
     disk = tmpfs(tmp_path / "disk", "24m")  # room for the tiny model's ~14 MiB text-tower export once freed
     try:
         lib = disk / "lib"
-        command = [sys.executable, "-m", "cli.main", "index", str(photos), "--model", "tiny-test", "--library",
+        command = [sys.executable, "-m", "jrsearch.cli.main", "index", str(photos), "--model", "tiny-test", "--library",
                    str(lib), "--batch-size", "4", "--json"]
         filler = disk / "filler"
         with open(filler, "wb") as handle:  # leave about 120 KB
@@ -501,7 +502,7 @@ def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
         filler.unlink()
         again = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         assert again.returncode == 0, again.stderr
-        status = subprocess.run([sys.executable, "-m", "cli.main", "status", "--json", "--library", str(lib)],
+        status = subprocess.run([sys.executable, "-m", "jrsearch.cli.main", "status", "--json", "--library", str(lib)],
                                 cwd=REPO, capture_output=True, text=True)
         assert '"indexed": 40' in status.stdout
     finally:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from avmedia import Scene, make_video, picture, tone
 
-from retrieval.encoders.audio import AudioTowerConfig, load_audio_encoder
-from retrieval.errors import ModelMismatchError, ModelUnavailableError
-from retrieval.training.avid import (
+from jrsearch.retrieval.encoders.audio import AudioTowerConfig, load_audio_encoder
+from jrsearch.retrieval.errors import ModelMismatchError, ModelUnavailableError
+from jrsearch.retrieval.training.avid import (
     PairSet,
     TrainConfig,
     cma_positives,
@@ -21,7 +21,7 @@ from retrieval.training.avid import (
     save_loss_curve,
     train_audio_tower,
 )
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.types import ModelSpec
 
 TINY = ModelSpec("tiny-test", "")
 TONES = [300.0, 500.0, 800.0, 1200.0, 1800.0, 2500.0, 3500.0, 5000.0]
@@ -114,7 +114,7 @@ def test_seeded_runs_match_and_resume_continues_exactly(tmp_path, class_images, 
     a = torch.load(tmp_path / "whole.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "cut.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[name], b[name]) for name in a)
-    from retrieval.errors import JrsearchError
+    from jrsearch.retrieval.errors import JrsearchError
 
     with pytest.raises(JrsearchError, match="other settings"):
         train_audio_tower(pairs, config, TINY, TrainConfig(epochs=3, seed=6), tmp_path / "cut.pt", resume=True)
@@ -140,7 +140,7 @@ def test_liftering_keeps_the_envelope_and_drops_the_pitch():
     two are much closer than plain log-mel ones."""
     from scipy.signal import lfilter
 
-    from retrieval.encoders.audio import log_mel
+    from jrsearch.retrieval.encoders.audio import log_mel
 
     rate = 16000
 
@@ -189,7 +189,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path, class_images):
 def test_cli_train_audio_from_videos_and_resume(tmp_path):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from jrsearch.cli.main import app
 
     for k in range(3):
         make_video(tmp_path / "videos" / f"v{k}.mp4", [Scene(2.0, 20 + k, TONES[k]), Scene(2.0, 30 + k, TONES[k + 3])],
@@ -220,7 +220,7 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
 
 
 def test_benchmark_metrics_on_a_known_ranking():
-    from benchmarks.fsdd_av import retrieval_metrics
+    from jrsearch.benchmarks.fsdd_av import retrieval_metrics
 
     scores = np.array([[0.9, 0.8, 0.1], [0.1, 0.9, 0.8]])
     metrics = retrieval_metrics(scores, np.array([0, 1]), np.array([1, 0, 1]))
@@ -234,7 +234,7 @@ def test_fsdd_recordings_load_as_windows(tmp_path):
 
     if not FSDD_DIR.is_dir():
         pytest.skip(f"FSDD recordings not found at {FSDD_DIR} (the shared data folder is absent)")
-    from benchmarks.fsdd_av import load_fsdd
+    from jrsearch.benchmarks.fsdd_av import load_fsdd
 
     sample = tmp_path / "fsdd"
     sample.mkdir()

@@ -11,10 +11,10 @@ import pytest
 from avmedia import Scene, make_sound, make_video, picture, soundtrack, tone
 from conftest import make_image
 
-from indexer.pipeline import IndexOptions, run_index
-from retrieval.engine import SearchEngine
-from retrieval.library import Library
-from retrieval.types import MediaKind, ModelSpec
+from jrsearch.indexer.pipeline import IndexOptions, run_index
+from jrsearch.retrieval.engine import SearchEngine
+from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.types import MediaKind, ModelSpec
 
 SCENES = [Scene(3.0, 1, 440.0), Scene(3.0, 2, 1200.0)]
 
@@ -36,7 +36,7 @@ def make_tower(path: Path, image_model: ModelSpec = TINY_SPEC, dim: int = 64) ->
     """An untrained (seeded) audio tower checkpoint: enough to exercise every sound path."""
     import torch
 
-    from retrieval.encoders.audio import AudioTowerConfig, build_tower, save_tower
+    from jrsearch.retrieval.encoders.audio import AudioTowerConfig, build_tower, save_tower
 
     torch.manual_seed(0)
     config = AudioTowerConfig(dim=dim)
@@ -91,7 +91,7 @@ def item_of(lib: Library, path: Path):
 def test_frames_sampled_by_time_plus_scene_changes(media):
     import av
 
-    from indexer.video import iter_frames
+    from jrsearch.indexer.video import iter_frames
 
     with av.open(str(media / "videos" / "scenes.mp4")) as container:
         frames = list(iter_frames(container, fps=0.4))
@@ -103,7 +103,7 @@ def test_frames_sampled_by_time_plus_scene_changes(media):
 def test_variable_frame_rate_uses_timestamps(media):
     import av
 
-    from indexer.video import iter_frames
+    from jrsearch.indexer.video import iter_frames
 
     with av.open(str(media / "videos" / "vfr.mp4")) as container:
         times = [f.time_s for f in iter_frames(container, fps=1.0) if not f.scene_change]
@@ -113,7 +113,7 @@ def test_variable_frame_rate_uses_timestamps(media):
 
 
 def test_frames_are_embedded_in_bounded_batches_as_they_decode(media):
-    from indexer.video import embed_frames
+    from jrsearch.indexer.video import embed_frames
 
     class Counting:  # an image tower that records the batches it is given
         dim, image_size = 4, 64
@@ -134,7 +134,7 @@ def test_frames_are_embedded_in_bounded_batches_as_they_decode(media):
 
 
 def test_audio_is_streamed_in_chunks_at_the_asked_rate(media):
-    from retrieval.audioio import iter_audio
+    from jrsearch.retrieval.audioio import iter_audio
 
     chunks = list(iter_audio(media / "sounds" / "a.wav", 8000, chunk_s=1.0))
     assert [c.start_s for c in chunks] == [0.0, 1.0, 2.0, 3.0]
@@ -212,7 +212,7 @@ def test_index_everything_with_audio_tower_and_bad_files(media, tmp_path, tiny_e
     # a second run changes nothing; another tower is refused
     again = run_index(lib, tiny_encoder, [media], IndexOptions())
     assert again.indexed == 0 and again.unchanged == 11 + 4
-    from retrieval.errors import ModelMismatchError
+    from jrsearch.retrieval.errors import ModelMismatchError
 
     other = make_tower(tmp_path / "other.pt")
     other.write_bytes(other.read_bytes() + b"\0")  # same weights, other bytes: another checkpoint
@@ -233,7 +233,7 @@ def test_index_everything_with_audio_tower_and_bad_files(media, tmp_path, tiny_e
     same = engine.search(engine.embed_audio(media / "sounds" / "b.flac"), kind=MediaKind.AUDIO, top_k=2)
     assert same[0].path == str(media / "sounds" / "b.flac") and same[0].score > 0.99
     assert engine.search(engine.embed_audio(clip), kind=MediaKind.IMAGE) == []  # no images indexed: empty
-    from retrieval.errors import QueryError
+    from jrsearch.retrieval.errors import QueryError
 
     with pytest.raises(QueryError, match="cannot use"):
         engine.embed_audio(media / "bad" / "garbage.wav")
@@ -241,7 +241,7 @@ def test_index_everything_with_audio_tower_and_bad_files(media, tmp_path, tiny_e
 
 
 def test_audio_to_image_and_query_without_tower(tmp_path, tiny_encoder, tower):
-    from retrieval.errors import QueryError
+    from jrsearch.retrieval.errors import QueryError
 
     lib = Library.open(tmp_path / "lib", create=True)
     make_image(tmp_path / "photos" / "x.png", seed=1)
@@ -264,7 +264,7 @@ def test_audio_to_image_and_query_without_tower(tmp_path, tiny_encoder, tower):
 def test_cli_audio_query_and_options(media, tmp_path, tower):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from jrsearch.cli.main import app
 
     runner = CliRunner()
     lib = str(tmp_path / "lib")
@@ -286,8 +286,8 @@ def test_cli_audio_query_and_options(media, tmp_path, tower):
 
 
 def test_a_video_without_pictures_or_tower_fails_with_a_retryable_code(media, tiny_encoder):
-    from indexer.video import embed_video
-    from retrieval.errors import FailureCode, MediaError
+    from jrsearch.indexer.video import embed_video
+    from jrsearch.retrieval.errors import FailureCode, MediaError
 
     with pytest.raises(MediaError) as caught:
         embed_video(media / "videos" / "soundonly.mp4", tiny_encoder, audio=None)

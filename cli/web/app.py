@@ -23,17 +23,17 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from cli.web.media import file_response, open_item, sniff_upload
-from cli.web.searcher import Searcher
-from cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
-from cli.web.thumbnails import SIZES, NoPicture, ThumbnailCache
-from retrieval.diskspace import is_disk_full
-from retrieval.engine import PathFilter, SearchEngine
-from retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
-from retrieval.library import ItemRecord, Library
-from retrieval.paths import display_path
-from retrieval.query_language import english_only_hint
-from retrieval.types import MediaKind, SearchResult
+from jrsearch.cli.web.media import file_response, open_item, sniff_upload
+from jrsearch.cli.web.searcher import Searcher
+from jrsearch.cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
+from jrsearch.cli.web.thumbnails import SIZES, NoPicture, ThumbnailCache
+from jrsearch.retrieval.diskspace import is_disk_full
+from jrsearch.retrieval.engine import PathFilter, SearchEngine
+from jrsearch.retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
+from jrsearch.retrieval.library import ItemRecord, Library
+from jrsearch.retrieval.paths import display_path
+from jrsearch.retrieval.query_language import english_only_hint
+from jrsearch.retrieval.types import MediaKind, SearchResult
 
 log = logging.getLogger("jrsearch.serve")
 STATIC_DIR = Path(__file__).parent / "static"

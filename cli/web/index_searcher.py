@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from fastapi import HTTPException
 
-from retrieval.cluster.search import CatalogItem, ClusterSearch
-from retrieval.types import MediaKind, SearchResult
+from jrsearch.retrieval.cluster.search import CatalogItem, ClusterSearch
+from jrsearch.retrieval.types import MediaKind, SearchResult
 
 
 class PartialResults(list):

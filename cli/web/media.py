@@ -23,10 +23,10 @@ from typing import BinaryIO
 from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse
 
-from indexer.changes import hash_stream
-from retrieval.library import ItemRecord
-from retrieval.paths import display_path
-from retrieval.sniff import HEAD_BYTES, Signature, sniff
+from jrsearch.indexer.changes import hash_stream
+from jrsearch.retrieval.library import ItemRecord
+from jrsearch.retrieval.paths import display_path
+from jrsearch.retrieval.sniff import HEAD_BYTES, Signature, sniff
 
 CHUNK = 256 * 1024
 VERIFY_MAX_BYTES = 256 * 2**20  # hashed before serving, once per file version: 64 MiB took 0.22 s (busy 2-core VM)

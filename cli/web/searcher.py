@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from fastapi import HTTPException
 
-from retrieval.engine import PathFilter, SearchEngine
-from retrieval.errors import QueryError
-from retrieval.library import Library
-from retrieval.types import MediaKind, SearchResult
+from jrsearch.retrieval.engine import PathFilter, SearchEngine
+from jrsearch.retrieval.errors import QueryError
+from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.types import MediaKind, SearchResult
 
 TEXT_CACHE = 256  # query texts whose vectors are kept
 SLOW_RELOAD_S = 0.5  # an index load this long or longer ...

@@ -22,8 +22,8 @@ from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import MutableHeaders
 
-from retrieval.diskspace import human_bytes
-from retrieval.errors import JrsearchError
+from jrsearch.retrieval.diskspace import human_bytes
+from jrsearch.retrieval.errors import JrsearchError
 
 COOKIE = "token"
 TOKEN_ENV = "JRSEARCH_TOKEN"

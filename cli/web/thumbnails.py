@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from retrieval.errors import MediaError
-from retrieval.imageio import open_image, upright_frame
-from retrieval.library import ItemRecord
-from retrieval.sniff import picture_streams
-from retrieval.types import MediaKind
+from jrsearch.retrieval.errors import MediaError
+from jrsearch.retrieval.imageio import open_image, upright_frame
+from jrsearch.retrieval.library import ItemRecord
+from jrsearch.retrieval.sniff import picture_streams
+from jrsearch.retrieval.types import MediaKind
 
 SIZES = (128, 256, 512)
 QUALITY = 82

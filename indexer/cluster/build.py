@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.cluster.dataset import EmbeddingDataset, write_bytes_atomically
-from retrieval.cluster.index_dir import MANIFEST, IndexManifest, ServingShard
-from retrieval.cluster.session import connect, ray_module
-from retrieval.index import DEFAULT_NPROBE
+from jrsearch.retrieval.cluster.dataset import EmbeddingDataset, write_bytes_atomically
+from jrsearch.retrieval.cluster.index_dir import MANIFEST, IndexManifest, ServingShard
+from jrsearch.retrieval.cluster.session import connect, ray_module
+from jrsearch.retrieval.index import DEFAULT_NPROBE
 
 ADD_CHUNK = 100_000  # vectors converted to float32 at a time while adding
 TRAIN_POINTS_PER_LIST = 64

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from indexer.cluster.sources import plan_sources
-from retrieval.cluster.dataset import META_COLUMNS, DatasetError, DatasetPlan, DatasetWriter
-from retrieval.cluster.model import load_model
-from retrieval.cluster.session import ClusterInfo, connect, ray_module
-from retrieval.types import ModelSpec
+from jrsearch.indexer.cluster.sources import plan_sources
+from jrsearch.retrieval.cluster.dataset import META_COLUMNS, DatasetError, DatasetPlan, DatasetWriter
+from jrsearch.retrieval.cluster.model import load_model
+from jrsearch.retrieval.cluster.session import ClusterInfo, connect, ray_module
+from jrsearch.retrieval.types import ModelSpec
 
 GPU_BATCH, CPU_BATCH = 256, 64
 
@@ -103,7 +103,7 @@ def run_embed(sources: list[str], out: str, spec: ModelSpec, options: EmbedOptio
 def _pipeline(chunks: list[dict], transform: Any, image_size: int, spec: ModelSpec, info: ClusterInfo,
               options: EmbedOptions, report: EmbedReport):
     ray = ray_module()
-    from indexer.cluster.sources import decode_chunk
+    from jrsearch.indexer.cluster.sources import decode_chunk
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the CLI draws its own: shards done, items/s

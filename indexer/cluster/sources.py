@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.cluster.dataset import DatasetError, item_id
-from retrieval.errors import MediaError
-from retrieval.imageio import open_image
+from jrsearch.retrieval.cluster.dataset import DatasetError, item_id
+from jrsearch.retrieval.errors import MediaError
+from jrsearch.retrieval.imageio import open_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 LIST_SUFFIXES = {".txt", ".lst"}

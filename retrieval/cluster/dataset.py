@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.errors import JrsearchError
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.types import ModelSpec
 
 MANIFEST = "dataset.json"
 EMB_DIR, META_DIR, STATS_DIR = "img_emb", "metadata", "stats"

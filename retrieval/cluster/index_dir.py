@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.errors import JrsearchError, LibraryError
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.errors import JrsearchError, LibraryError
+from jrsearch.retrieval.types import ModelSpec
 
 MANIFEST = "index.json"
 

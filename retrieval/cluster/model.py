@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.types import ModelSpec
 
 
 @dataclass
@@ -56,6 +56,6 @@ class PixelTransform:
 
 def load_model(spec: ModelSpec, device: str | None = None, precision: str = "auto") -> ClusterModel:
     """Load the joint model named by `spec` for a cluster job (GPU actors pass device='cuda')."""
-    from retrieval.encoders import load_encoder
+    from jrsearch.retrieval.encoders import load_encoder
 
     return ClusterModel(load_encoder(spec, device=device, precision=precision))

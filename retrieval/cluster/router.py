@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.cluster.index_dir import (
+from jrsearch.retrieval.cluster.index_dir import (
     IndexManifest,
     ServingShard,
     ShardUnavailableError,
@@ -23,7 +23,7 @@ from retrieval.cluster.index_dir import (
     read_shard,
     search_shard,
 )
-from retrieval.cluster.session import ray_module
+from jrsearch.retrieval.cluster.session import ray_module
 
 DEFAULT_TIMEOUT_S = 10.0
 

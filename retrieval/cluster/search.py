@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.cluster.dataset import EmbeddingDataset
-from retrieval.cluster.index_dir import IndexDir, IndexManifest
-from retrieval.cluster.model import ClusterModel, load_model
-from retrieval.errors import QueryError
-from retrieval.ranking import ranked_search
-from retrieval.types import ItemStatus, MediaKind, ModelSpec, SearchResult
+from jrsearch.retrieval.cluster.dataset import EmbeddingDataset
+from jrsearch.retrieval.cluster.index_dir import IndexDir, IndexManifest
+from jrsearch.retrieval.cluster.model import ClusterModel, load_model
+from jrsearch.retrieval.errors import QueryError
+from jrsearch.retrieval.ranking import ranked_search
+from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec, SearchResult
 
 
 @dataclass
@@ -46,8 +46,8 @@ class ClusterSearch:
         self.manifest = IndexManifest.read(root)
         self.dataset = EmbeddingDataset.open(self.manifest.dataset)
         if address is not None:
-            from retrieval.cluster.router import ShardRouter
-            from retrieval.cluster.session import connect
+            from jrsearch.retrieval.cluster.router import ShardRouter
+            from jrsearch.retrieval.cluster.session import connect
 
             connect(address)
             self.index: IndexDir | ShardRouter = ShardRouter(root, nprobe, allow_partial)
@@ -78,7 +78,7 @@ class ClusterSearch:
         return self.model.embed_texts([text])[0]
 
     def embed_image(self, path: Path) -> np.ndarray:
-        from retrieval.imageio import open_image
+        from jrsearch.retrieval.imageio import open_image
 
         if not path.is_file():
             raise QueryError(f"query image {path} does not exist")

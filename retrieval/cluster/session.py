@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from retrieval.extras import require
+from jrsearch.retrieval.extras import require
 
 LOCAL = ("", "local")
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.types import ModelSpec
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
 TINY_TEST_MODEL = ModelSpec("tiny-test", "")
@@ -42,7 +42,7 @@ class Encoder(Protocol):
 
 
 def _open_clip(spec: ModelSpec, device: str | None, precision: str, backend: str) -> Encoder:
-    from retrieval.encoders.backend import load_open_clip
+    from jrsearch.retrieval.encoders.backend import load_open_clip
 
     return load_open_clip(spec, device=device, precision=precision, backend=backend)
 

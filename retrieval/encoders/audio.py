@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.errors import ModelMismatchError, ModelUnavailableError
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.errors import ModelMismatchError, ModelUnavailableError
+from jrsearch.retrieval.types import ModelSpec
 
 CHECKPOINT_FORMAT = "jrsearch-audio-tower"
 CHECKPOINT_VERSION = 1

@@ -15,9 +15,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from retrieval.encoders import model_cache
-from retrieval.errors import ModelUnavailableError
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.encoders import model_cache
+from jrsearch.retrieval.errors import ModelUnavailableError
+from jrsearch.retrieval.types import ModelSpec
 
 BACKENDS = ("auto", "onnx", "torch")
 ONNX_DIR = "onnx"
@@ -37,7 +37,7 @@ def _wants_gpu(device: str | None) -> bool:
 
 
 def load_open_clip(spec: ModelSpec, device: str | None = None, precision: str = "auto", backend: str = "auto"):
-    from retrieval.encoders.onnx import ONNX_PRECISIONS
+    from jrsearch.retrieval.encoders.onnx import ONNX_PRECISIONS
 
     if backend not in BACKENDS:
         raise ModelUnavailableError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
@@ -54,7 +54,7 @@ def load_open_clip(spec: ModelSpec, device: str | None = None, precision: str = 
 
 
 def _torch(spec: ModelSpec, device: str | None, precision: str):
-    from retrieval.encoders.openclip import OpenClipEncoder
+    from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
     encoder = OpenClipEncoder.load(spec, device=device, precision=precision)
     share_text_tower(encoder)
@@ -62,8 +62,8 @@ def _torch(spec: ModelSpec, device: str | None, precision: str):
 
 
 def _onnx(spec: ModelSpec, precision: str):
-    from retrieval.encoders.onnx import ExportError, OnnxClipEncoder, export_model
-    from retrieval.encoders.openclip import OpenClipEncoder
+    from jrsearch.retrieval.encoders.onnx import ExportError, OnnxClipEncoder, export_model
+    from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
     folder = model_cache.find(spec)
     if folder is not None:
@@ -101,7 +101,7 @@ def _fallback(encoder, why: str):
 
 def prepare_folder(encoder) -> Path:
     """The model's cache folder (made and recorded in refs.json); raises OSError where it cannot be."""
-    from retrieval.encoders.onnx import ExportError
+    from jrsearch.retrieval.encoders.onnx import ExportError
 
     spec = encoder.spec
     if spec.pretrained and encoder.weights is None:
@@ -118,8 +118,8 @@ def prepare_folder(encoder) -> Path:
 def share_text_tower(encoder) -> Path | None:
     """Write the numpy text tower into the model's cache folder unless it is there. A failure
     (a full disk, a read-only cache) becomes a note: text queries then take the slower path."""
-    from retrieval.errors import JrsearchError
-    from retrieval.query_model import EXPORT_DIR, export_text_tower
+    from jrsearch.retrieval.errors import JrsearchError
+    from jrsearch.retrieval.query_model import EXPORT_DIR, export_text_tower
 
     try:
         folder = model_cache.find(encoder.spec) or prepare_folder(encoder)

@@ -25,7 +25,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.types import ModelSpec
 
 CACHE_ENV = "JRSEARCH_CACHE"
 REFS = "refs.json"

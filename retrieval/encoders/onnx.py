@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from retrieval.encoders import model_cache
-from retrieval.encoders.preprocess import ImagePreprocess, stack
-from retrieval.errors import JrsearchError
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.encoders import model_cache
+from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
+from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from retrieval.encoders.openclip import OpenClipEncoder
+    from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
 FORMAT = 1
 PROBE_COSINE = 0.9999
@@ -74,7 +74,7 @@ class OnnxClipEncoder:
 
     def __init__(self, spec: ModelSpec, folder: Path, meta: dict, precision: str = "fp32",
                  batch_size: int = 32) -> None:
-        from retrieval.tokenizer import ClipTokenizer
+        from jrsearch.retrieval.tokenizer import ClipTokenizer
 
         self.spec = spec
         self.folder = folder
@@ -159,7 +159,7 @@ def supported(encoder: OpenClipEncoder) -> str | None:
     import open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
-    from retrieval.encoders.preprocess import ImagePreprocess
+    from jrsearch.retrieval.encoders.preprocess import ImagePreprocess
 
     if not isinstance(encoder.model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
         return f"{type(encoder.model).__name__} models are not exported"
@@ -196,7 +196,7 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
     import torch
     from open_clip.tokenizer import default_bpe
 
-    from retrieval.tokenizer import ClipTokenizer
+    from jrsearch.retrieval.tokenizer import ClipTokenizer
 
     model = encoder.model
     preprocess = encoder.preprocess

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.encoders.preprocess import ImagePreprocess, stack
-from retrieval.errors import ModelUnavailableError
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
+from jrsearch.retrieval.errors import ModelUnavailableError
+from jrsearch.retrieval.types import ModelSpec
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -125,7 +125,7 @@ def _local_file(weights: str | None, spec: ModelSpec) -> Path | None:
 
 def _check_hf_text_tower(spec: ModelSpec, hf_name: str) -> None:
     """A Hugging Face text tower needs transformers and its config + tokenizer files (local or cached)."""
-    from retrieval.extras import require
+    from jrsearch.retrieval.extras import require
 
     require("transformers", "multilingual", f"model '{spec.name}' (its Hugging Face text tower {hf_name})")
     if Path(hf_name).is_dir():

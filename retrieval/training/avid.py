@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.encoders.audio import AudioTowerConfig, build_tower, log_mel, read_checkpoint, save_tower
-from retrieval.errors import JrsearchError
-from retrieval.types import ModelSpec
+from jrsearch.retrieval.encoders.audio import AudioTowerConfig, build_tower, log_mel, read_checkpoint, save_tower
+from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.types import ModelSpec
 
 OBJECTIVES = ("avid", "within")
 FEATURE_BATCH = 256
@@ -252,7 +252,7 @@ def _restore(out: Path, model, ema, optimizer, pairs: PairSet, config: TrainConf
 
 def save_loss_curve(losses: list[float], path: Path, title: str = "audio tower training") -> None:
     """The mean loss per epoch as a PNG."""
-    from retrieval.extras import require
+    from jrsearch.retrieval.extras import require
 
     matplotlib = require("matplotlib", "train", "the training loss curve")
     matplotlib.use("Agg")
