@@ -11,14 +11,13 @@ the same model at once: the one that finishes last writes its view; a lost entry
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from jrsearch.retrieval.encoders import Encoder
+from jrsearch.retrieval.fileio import write_atomic
 
 
 def default_cache_dir() -> Path:
@@ -79,16 +78,11 @@ class EmbeddingCache:
     def save(self) -> None:
         if not self._dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = list(self._vectors)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:  # a handle: np.savez would add ".npz" to a bare temp name
                 np.savez(handle, keys=np.array(keys, dtype=str), vectors=np.stack([self._vectors[k] for k in keys]))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        write_atomic(self.path, write)
         self._dirty = False

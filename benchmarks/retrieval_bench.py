@@ -361,7 +361,9 @@ def embed_images(encoder: Encoder, paths: list[Path], cache: EmbeddingCache, opt
     def decode(path: Path):
         try:
             return encoder.preprocess(open_image(path, draft_size=encoder.image_size))
-        except (MediaError, OSError) as exc:
+        except MediaError as exc:
+            return ImageProblem(str(path), exc.reason)
+        except OSError as exc:
             return ImageProblem(str(path), str(exc).split(": ", 1)[-1])
 
     batches = [todo[i:i + options.batch_size] for i in range(0, len(todo), options.batch_size)]

@@ -16,6 +16,7 @@ from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:  # the library pulls in SQLAlchemy: too slow to import for `--help`
+    from jrsearch.retrieval.engine import SearchEngine
     from jrsearch.retrieval.library import Library
 
 LibraryOpt = Annotated[Path | None, typer.Option(
@@ -97,3 +98,18 @@ def resolve_model(library: Library | None, model: str | None, pretrained: str | 
     if name in SHIPPED_MODELS:
         return SHIPPED_MODELS[name]
     raise JrsearchError(f"pass --pretrained TAG (or --checkpoint PATH) for model '{name}'")
+
+
+def open_engine(library: Path | None, model: str | None, pretrained: str | None, checkpoint: Path | None,
+                precision: str, device: str | None, backend: str, nprobe: int | None = None,
+                rerank: int | None = None) -> tuple[Library, SearchEngine]:
+    """Open a library and the engine that searches it, as `query` and `serve` take them from their options."""
+    from jrsearch.retrieval.engine import SearchEngine
+    from jrsearch.retrieval.library import Library
+
+    lib = Library.open(library)
+    if nprobe:
+        lib.nprobe = nprobe
+    lib.rerank = rerank
+    explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
+    return lib, SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)

@@ -22,6 +22,7 @@ from jrsearch.cli.common import (
     PretrainedOpt,
     fail,
     handles_errors,
+    open_engine,
     resolve_model,
 )
 from jrsearch.retrieval.types import MediaKind
@@ -121,15 +122,9 @@ def query(
         if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json, rerank=rerank):
             return
     from jrsearch.cli.render import print_results
-    from jrsearch.retrieval.engine import PathFilter, SearchEngine
-    from jrsearch.retrieval.library import Library
+    from jrsearch.retrieval.engine import PathFilter
 
-    lib = Library.open(library)
-    if nprobe:
-        lib.nprobe = nprobe
-    lib.rerank = rerank
-    explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    engine = SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
+    lib, engine = open_engine(library, model, pretrained, checkpoint, precision, device, backend, nprobe, rerank)
     modality, what = next((m, q) for m, q in (("text", text), ("image", image), ("audio", audio)) if q is not None)
     vector = engine.embed(modality, what)
     results = engine.search(vector, kind=kind, top_k=top_k, path_filter=PathFilter.make(under, glob))

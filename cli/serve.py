@@ -20,7 +20,7 @@ from jrsearch.cli.common import (
     PretrainedOpt,
     fail,
     handles_errors,
-    resolve_model,
+    open_engine,
 )
 
 
@@ -57,8 +57,6 @@ def serve(
 
     from jrsearch.cli.web.app import create_app
     from jrsearch.cli.web.security import LOOPBACK_NAMES, is_loopback, load_token
-    from jrsearch.retrieval.engine import SearchEngine
-    from jrsearch.retrieval.library import Library
 
     token = load_token(token_file)
     loopback = is_loopback(host)
@@ -77,11 +75,7 @@ def serve(
         typer.echo(f"serving on http://{shown}:{port}  (API docs: {docs})", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
         return
-    lib = Library.open(library)
-    if nprobe:
-        lib.nprobe = nprobe
-    explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    engine = SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
+    lib, engine = open_engine(library, model, pretrained, checkpoint, precision, device, backend, nprobe)
     typer.echo(f"loading {engine.spec.label()} and the indexes of {lib.root} ...", err=True)
     app = create_app(lib, engine, **options)
     typer.echo(f"serving on http://{shown}:{port}  (API docs: /docs{', token required' if token else ''})", err=True)

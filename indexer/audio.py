@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jrsearch.indexer.changes import Candidate, hash_stream
+from jrsearch.indexer.changes import Candidate
 from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded, failed, same_content
 from jrsearch.indexer.run import IndexRun
@@ -22,6 +22,7 @@ from jrsearch.indexer.walk import AUDIO_EXTENSIONS
 from jrsearch.retrieval.audioio import iter_audio
 from jrsearch.retrieval.encoders.audio import AudioEncoder, pool
 from jrsearch.retrieval.errors import FailureCode, MediaError
+from jrsearch.retrieval.hashing import hash_stream
 from jrsearch.retrieval.library import SoundRecord
 from jrsearch.retrieval.types import MediaKind
 

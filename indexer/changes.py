@@ -3,11 +3,9 @@ ones to forget."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from jrsearch.retrieval.library import KnownFile
 from jrsearch.retrieval.types import ItemStatus, MediaKind
@@ -56,13 +54,3 @@ def plan(found: list[tuple[Path, MediaKind]], known: dict[str, KnownFile], roots
     return result
 
 
-def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
-
-
-def hash_stream(handle: BinaryIO) -> str:
-    """`content_hash` of what `handle` holds, read in blocks (bounded memory)."""
-    digest = hashlib.blake2b(digest_size=20)
-    for block in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()

@@ -10,8 +10,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from jrsearch.indexer.changes import Candidate, content_hash
+from jrsearch.indexer.changes import Candidate
 from jrsearch.retrieval.errors import FailureCode, MediaError
+from jrsearch.retrieval.hashing import content_hash
 from jrsearch.retrieval.types import ItemStatus
 
 

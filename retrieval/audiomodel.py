@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jrsearch.retrieval.encoders.audio import AudioEncoder, file_digest, load_audio_encoder
+from jrsearch.retrieval.encoders.audio import AudioEncoder, load_audio_encoder
 from jrsearch.retrieval.errors import ModelMismatchError, ModelUnavailableError
+from jrsearch.retrieval.hashing import file_hash
 from jrsearch.retrieval.library import AudioModelRecord, Library
 
 
@@ -36,7 +37,7 @@ def library_audio_encoder(library: Library, explicit: Path | None = None, device
         return load_audio_encoder(path, spec, dim, device=device)
     path = Path(explicit).expanduser().resolve()
     encoder = load_audio_encoder(path, spec, dim, device=device)
-    digest = file_digest(path)
+    digest = file_hash(path)  # the checkpoint's content hash: notices a tower swapped under its name
     if recorded is not None and recorded.content_hash != digest:
         raise ModelMismatchError(
             f"library {library.root} holds sound vectors from audio tower {recorded.path}, not {path}; "

@@ -32,6 +32,7 @@ import numpy as np
 
 from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
 from jrsearch.retrieval.errors import LibraryError
+from jrsearch.retrieval.fileio import fsync_folder
 from jrsearch.retrieval.hf_tokenizer import HfTokenizer
 from jrsearch.retrieval.query_model import EXPORT_DIR, TextTower, _checkpoint_stamp, _erf, _layer_norm, _read_meta
 from jrsearch.retrieval.types import ModelSpec
@@ -157,9 +158,11 @@ def _write(arrays: dict[str, np.ndarray], tokenizer_json: str, meta: dict, targe
             np.save(tmp / f"{name}.npy", array)
         (tmp / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        # A whole folder is swapped, which write_atomic (one file) does not cover: rename, then fsync the parent.
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        fsync_folder(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from jrsearch.retrieval.extras import require
+from jrsearch.retrieval.fileio import write_atomic
 
 EXACT_MAX = 50_000  # exact search over 50k x 512 floats takes a few ms on two cores
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of index in RAM; JRSEARCH_INDEX_MEMORY (e.g. "4G") overrides
@@ -413,17 +413,7 @@ class VectorIndex:
         faiss = _faiss()
 
         self._writable()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
 
     @classmethod
     def load(cls, path: Path, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0,

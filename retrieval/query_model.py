@@ -32,6 +32,7 @@ import numpy as np
 
 from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
 from jrsearch.retrieval.errors import LibraryError
+from jrsearch.retrieval.fileio import fsync_folder
 from jrsearch.retrieval.tokenizer import ClipTokenizer
 from jrsearch.retrieval.types import ModelSpec
 
@@ -183,9 +184,11 @@ def _write(arrays: dict[str, np.ndarray], meta: dict, target: Path) -> None:
             np.save(tmp / f"{name}.npy", array)
         ClipTokenizer.from_bpe_file(Path(default_bpe()), meta["context_length"]).save(tmp / "merges.npy")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        # A whole folder is swapped, which write_atomic (one file) does not cover: rename, then fsync the parent.
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        fsync_folder(target.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -150,7 +150,7 @@ def test_a_failed_text_tower_export_is_reported_and_the_next_run_retries_it(tmp_
 def test_thumbnails_are_served_uncached_when_the_cache_cannot_be_written(tmp_path, tiny_encoder, monkeypatch):
     from test_serve_api import build_library, item_id, make_client
 
-    import jrsearch.cli.web.thumbnails as thumbnails
+    import jrsearch.retrieval.fileio as fileio  # the thumbnail cache writes through it
 
     library, media = build_library(tmp_path, tiny_encoder, n_images=3)
     client = make_client(library, tiny_encoder, warm=False)
@@ -158,7 +158,7 @@ def test_thumbnails_are_served_uncached_when_the_cache_cannot_be_written(tmp_pat
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(thumbnails.tempfile, "mkstemp", no_space)
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", no_space)
     for path, params in ((media / "rotated.jpg", {"size": 128}), (media / "clip.mp4", {"t": 2.0})):
         response = client.get(f"/api/items/{item_id(library, path)}/thumbnail", params=params)
         assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg", response.text

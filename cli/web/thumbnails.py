@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from jrsearch.retrieval.errors import MediaError
+from jrsearch.retrieval.fileio import write_bytes_atomic
 from jrsearch.retrieval.imageio import open_image, upright_frame
 from jrsearch.retrieval.library import ItemRecord
 from jrsearch.retrieval.sniff import picture_streams
@@ -56,7 +55,7 @@ class ThumbnailCache:
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=QUALITY)
         try:
-            _write_atomically(path, out.getvalue())
+            write_bytes_atomic(path, out.getvalue())
         except OSError as exc:
             log.warning("thumbnail served without caching: cannot write %s (%s)", path, exc.strerror or exc)
         return out.getvalue()
@@ -92,13 +91,3 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip() or type(exc).__name__).splitlines()[0][:160]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -31,6 +31,7 @@ import numpy as np
 from jrsearch.retrieval.cluster.dataset import EmbeddingDataset, write_bytes_atomically
 from jrsearch.retrieval.cluster.index_dir import MANIFEST, IndexManifest, ServingShard
 from jrsearch.retrieval.cluster.session import connect, ray_module
+from jrsearch.retrieval.fileio import write_atomic
 from jrsearch.retrieval.index import DEFAULT_NPROBE
 
 ADD_CHUNK = 100_000  # vectors converted to float32 at a time while adding
@@ -142,9 +143,7 @@ def merge_parts(trained: bytes, parts: list[str], out: Path, name: str) -> Servi
 def _write_index(index, path: str) -> None:
     import faiss
 
-    tmp = f"{path}.tmp"
-    faiss.write_index(index, tmp)
-    os.replace(tmp, path)
+    write_atomic(Path(path), lambda tmp: faiss.write_index(index, str(tmp)))
 
 
 def _groups(n_parts: int, k: int) -> list[list[int]]:

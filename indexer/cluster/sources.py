@@ -140,7 +140,7 @@ def _row(shard: int, position: int, expected: int, path: str, caption: str | Non
                 width, height = image.info["full_size"]
                 pixels = transform(image)
             except MediaError as exc:
-                error = str(exc).split(": ", 1)[-1]
+                error = exc.reason
     return {"shard": shard, "pos": position, "expected": expected, "id": item_id(shard, position),
             "image_path": path, "caption": caption or "", "size": len(data) if data is not None else 0,
             "width": width, "height": height, "mtime_ns": mtime_ns if mtime_ns is not None else -1,

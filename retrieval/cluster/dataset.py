@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import posixpath
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.fileio import write_bytes_atomic
 from jrsearch.retrieval.types import ModelSpec
 
 MANIFEST = "dataset.json"
@@ -83,14 +84,10 @@ class DatasetPlan:
 
 def write_bytes_atomically(fs, path: str, data: bytes) -> None:
     """A reader sees the old file or the new one: write beside it, then rename."""
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     if getattr(fs, "protocol", None) in ("file", ("file", "local")) or type(fs).__name__ == "LocalFileSystem":
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_bytes_atomic(Path(path), data)
         return
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
     with fs.open(tmp, "wb") as handle:  # object stores: a put is atomic, the move is a copy
         handle.write(data)
     fs.mv(tmp, path)

@@ -12,7 +12,6 @@ distilled into OpenAI CLIP ViT-B/32's space, 512-d) into the same `AudioEncoder`
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -271,10 +270,3 @@ def load_wav2clip(path: Path, payload: dict | None = None, device: str = "cpu",
     return AudioEncoder(module, lambda w: np.asarray(w, dtype=np.float32), info, device=device)
 
 
-def file_digest(path: Path) -> str:
-    """A checkpoint's content hash: a library records it to notice a tower swapped under its name."""
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from jrsearch.retrieval.encoders import model_cache
 from jrsearch.retrieval.errors import ModelUnavailableError
+from jrsearch.retrieval.fileio import write_json_atomic
 from jrsearch.retrieval.types import ModelSpec
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -110,7 +111,7 @@ def prepare_folder(encoder) -> Path:
     folder = model_cache.folder_for(key, spec)
     folder.mkdir(parents=True, exist_ok=True)
     if model_cache.read_meta(folder) is None:
-        model_cache.write_json_atomic(folder / "meta.json", {"model": spec.name, "key": key})
+        write_json_atomic(folder / "meta.json", {"model": spec.name, "key": key})
     model_cache.remember(spec, encoder.weights, key)
     return folder
 

@@ -21,10 +21,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from jrsearch.retrieval.fileio import write_json_atomic
+from jrsearch.retrieval.hashing import file_hash
 from jrsearch.retrieval.types import ModelSpec
 
 CACHE_ENV = "JRSEARCH_CACHE"
@@ -77,17 +78,9 @@ def _random_init_id(spec: ModelSpec) -> str:
     return f"random-seed0|open_clip {_version('open_clip_torch')}|torch {_version('torch')}|{shipped}"
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_key(spec: ModelSpec, weights: Path | None) -> str:
     """The cache key of `spec` loaded from `weights` (None: random init). Hashes the file once."""
-    identity = _random_init_id(spec) if weights is None else file_digest(weights)
+    identity = _random_init_id(spec) if weights is None else file_hash(weights)
     return hashlib.sha256(f"{spec.name}\n{identity}".encode()).hexdigest()[:20]
 
 
@@ -134,18 +127,6 @@ def remember(spec: ModelSpec, weights: Path | None, key: str) -> None:
     refs = _read_refs()
     refs[_ref_name(spec)] = ref
     write_json_atomic(cache_root() / REFS, refs)
-
-
-def write_json_atomic(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(value, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_meta(folder: Path) -> dict | None:

@@ -24,6 +24,7 @@ import numpy as np
 from jrsearch.retrieval.encoders import model_cache
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.fileio import fsync_folder, write_atomic, write_json_atomic
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
@@ -139,15 +140,16 @@ def ensure_quantized(folder: Path, precision: str) -> None:
         target = folder / tower_file(tower, precision)
         if target.is_file():
             continue
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".onnx", dir=folder)
-        os.close(fd)
+        source = folder / tower_file(tower, "fp32")
+
+        def quantise(tmp: Path, source: Path = source) -> None:
+            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"MatMulConstBOnly": True})
+
         try:
-            quantize_dynamic(str(folder / tower_file(tower, "fp32")), tmp, weight_type=QuantType.QInt8,
-                             per_channel=True, extra_options={"MatMulConstBOnly": True})
-            os.replace(tmp, target)
+            write_atomic(target, quantise, suffix=".onnx")
         except Exception as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise ExportError(f"could not quantise {folder / tower_file(tower, 'fp32')} to {precision} "
+            raise ExportError(f"could not quantise {source} to {precision} "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
 
 
@@ -183,10 +185,12 @@ def export_model(encoder: OpenClipEncoder, folder: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
         meta = _export_into(encoder, tmp)
-        model_cache.write_json_atomic(tmp / "meta.json", meta)
+        write_json_atomic(tmp / "meta.json", meta)
+        # A whole folder is swapped, which write_atomic (one file) does not cover: rename, then fsync the parent.
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
+        fsync_folder(folder.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -1,0 +1,51 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one, even after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomic(path: Path, write: Callable[[Path], object], suffix: str = ".tmp") -> None:
+    """Have `write` fill a temp file beside `path`, fsync it, rename it over `path`, fsync the folder.
+
+    `write` gets the temp path (so np.save, faiss.write_index or a plain open all fit); the temp
+    file is removed when anything fails.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_folder(path.parent)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json_atomic(path: Path, value: object) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(value, indent=1)))
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` durable (a no-op where folders cannot be opened, as on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
