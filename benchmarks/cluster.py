@@ -1,6 +1,6 @@
 """Scale-out overheads on a local Ray cluster, each against its single-process baseline.
 
-    python -m benchmarks.cluster --images 2000 --vectors 1000000
+    python -m jrsearch.benchmarks.cluster --images 2000 --vectors 1000000
 
 Back to back, on the same files and vectors:
   * embed: `jrsearch cluster embed --address` (Ray Data, CPU actors) vs single-process

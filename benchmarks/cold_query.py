@@ -1,11 +1,11 @@
 """Cold `jrsearch query "TEXT"` latency: fresh processes back to back, torch-free path vs the torch path.
 
-    python -m benchmarks.cold_query --runs 15 --normal-runs 5
-    python -m benchmarks.cold_query --models ViT-B-32,xlm-roberta-base-ViT-B-32-shape --normal-runs 0
+    python -m jrsearch.benchmarks.cold_query --runs 15 --normal-runs 5
+    python -m jrsearch.benchmarks.cold_query --models ViT-B-32,xlm-roberta-base-ViT-B-32-shape --normal-runs 0
 
 Builds one library per model with `jrsearch index --pretrained none` (random weights cost the
 same as trained ones) over captions and a few images, then times whole processes of
-`python -m cli.main query TEXT --library L` (the fast path) and the same with `--device cpu`
+`python -m jrsearch.cli.main query TEXT --library L` (the fast path) and the same with `--device cpu`
 (an override, so the unchanged torch path). One warm-up run each first: "cold" means a fresh
 process with the library already indexed and its files in the page cache. Prints and saves
 JSON (median, p95, every run, the load average) under --out.

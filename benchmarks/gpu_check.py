@@ -1,6 +1,6 @@
 """GPU check, under 5 minutes on one GPU: faiss-gpu IVF-PQ against the CPU build, and fp16 indexing speed.
 
-    python -m benchmarks.gpu_check                 # needs faiss-gpu (pip install -e ".[gpu]") and CUDA torch
+    python -m jrsearch.benchmarks.gpu_check                 # needs faiss-gpu (pip install -e ".[gpu]") and CUDA torch
 
 1. The same 1M clustered 512-d unit vectors (benchmarks/scale.py's set), indexed as
    `OPQ64,IVF4096,PQ64` twice through `VectorIndex.build_from`: on the CPU, and with k-means and

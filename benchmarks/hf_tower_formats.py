@@ -2,9 +2,9 @@
 
 Needs `pip install onnx onnxruntime` besides `.[dev]` (only this comparison uses them).
 
-    python -m benchmarks.hf_tower_formats --library L --model xlm-roberta-base-ViT-B-32-shape --runs 11
+    python -m jrsearch.benchmarks.hf_tower_formats --library L --model xlm-roberta-base-ViT-B-32-shape --runs 11
 
-L is a library indexed with that model (e.g. the one `python -m benchmarks.cold_query --work DIR
+L is a library indexed with that model (e.g. the one `python -m jrsearch.benchmarks.cold_query --work DIR
 --models xlm-roberta-base-ViT-B-32-shape` builds; its export is in L/query_model). The same
 text tower is exported once to ONNX (torch.onnx, opset 17), then fresh processes are timed back to
 back, from process start to the query's vector: the numpy tower (`retrieval/hf_text_tower.py`, as

@@ -1,7 +1,7 @@
 """`jrsearch index` from a fresh process against the ONNX Runtime forward-only ceiling.
 
-    python -m benchmarks.index_speed --images 512 --model ViT-B-32 --pretrained none
-    python -m benchmarks.index_speed --photos /tmp/corpus/images --model ViT-B-32-256 --checkpoint ck.pt
+    python -m jrsearch.benchmarks.index_speed --images 512 --model ViT-B-32 --pretrained none
+    python -m jrsearch.benchmarks.index_speed --photos /tmp/corpus/images --model ViT-B-32-256 --checkpoint ck.pt
 
 Uses `--photos DIR` or generates N photo-sized JPEGs, loads the model once (so the one-time
 ONNX export into the model cache is not timed), then, back to back and `--repeats` times:

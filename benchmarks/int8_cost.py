@@ -1,7 +1,7 @@
 """What `--precision int8` costs against fp32 through ONNX Runtime, and what it buys.
 
-    python -m benchmarks.int8_cost --model ViT-B-32 --pretrained none --images 300
-    python -m benchmarks.int8_cost --model ViT-B-32-256 --checkpoint ck.pt --photos /tmp/corpus/images
+    python -m jrsearch.benchmarks.int8_cost --model ViT-B-32 --pretrained none --images 300
+    python -m jrsearch.benchmarks.int8_cost --model ViT-B-32-256 --checkpoint ck.pt --photos /tmp/corpus/images
 
 On a generated corpus (photo-like JPEGs and short captions from a word grid), both precisions
 embed everything; reported are the mean and minimum cosine between a file's fp32 and int8

@@ -1,8 +1,8 @@
 """A library of N synthetic 512-d vectors, end to end: write, build, disk, serve RSS, latency, recall.
 
-    python -m benchmarks.scale --vectors 1000000 --set clustered
-    python -m benchmarks.scale --vectors 1000000 --set uniform
-    python -m benchmarks.scale --vectors 1000000 --set clustered --reuse --compare-flat   # vs IVF-Flat
+    python -m jrsearch.benchmarks.scale --vectors 1000000 --set clustered
+    python -m jrsearch.benchmarks.scale --vectors 1000000 --set uniform
+    python -m jrsearch.benchmarks.scale --vectors 1000000 --set clustered --reuse --compare-flat   # vs IVF-Flat
 
 Vector sets (unit-normalised, generated chunk by chunk so N never sits in RAM):
 - clustered: a Gaussian mixture of `--centres` (10,000) centres, closer to real CLIP embeddings;

@@ -11,8 +11,8 @@ free loopback port in its own process, then measures from this process over HTTP
 The default model is ViT-B-32 (the default model's architecture and 512-d vectors) with random
 weights, so no download is needed and the text tower costs what the real one costs.
 
-    python -m benchmarks.serve_latency                       # 10k and 100k vectors
-    python -m benchmarks.serve_latency --sizes 10000 --requests 100 --seconds 5
+    python -m jrsearch.benchmarks.serve_latency                       # 10k and 100k vectors
+    python -m jrsearch.benchmarks.serve_latency --sizes 10000 --requests 100 --seconds 5
 
 Writes results/serve_latency.json (and prints it).
 """

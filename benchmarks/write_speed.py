@@ -5,7 +5,7 @@ one-vector files). Wall clock and the writer's CPU time are both reported: on a 
 the CPU time is the steadier figure. To compare with another version of jrsearch, run the same
 file with that version first on the path:
 
-    python -m benchmarks.write_speed --vectors 1000000
+    python -m jrsearch.benchmarks.write_speed --vectors 1000000
     git archive 64e21f4 retrieval | tar -x -C /tmp/old && PYTHONPATH=/tmp/old python benchmarks/write_speed.py
 
 Writes results/write_speed.json (and prints it). The library is made in a temporary folder under
