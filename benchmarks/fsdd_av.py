@@ -16,9 +16,9 @@ Methods: AVID (cross-modal NCE), AVID+CMA (positives expanded by cross-modal agr
 within-modal baseline (audio-only instance discrimination, then a ridge map into the image space
 fitted on the same training pairs).
 
-    python -m jrsearch.benchmarks.fsdd_av [--out results/fsdd_av.json]           # train 4 speakers, test theo + yweweler
-    python -m jrsearch.benchmarks.fsdd_av --validate --methods AVID+CMA           # choose settings: test speakers unused
-    python -m jrsearch.benchmarks.fsdd_av --folds --jobs 2 --out results/fsdd_av_folds.json   # each speaker pair held out
+    python -m jrsearch.benchmarks.fsdd_av [--out results/fsdd_av.json]  # train 4 speakers, test theo + yweweler
+    python -m jrsearch.benchmarks.fsdd_av --validate --methods AVID+CMA  # choose settings: test speakers unused
+    python -m jrsearch.benchmarks.fsdd_av --folds --jobs 2 --out results/fsdd_av_folds.json  # each pair held out
 """
 
 from __future__ import annotations

@@ -152,3 +152,21 @@ class Catalog:
 
 ID_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
 
+
+# Vector shard bookkeeping, shared by the library's writer and the 1 -> 2 migration.
+
+def shard_tail(con: sqlite3.Connection, kind: str) -> tuple[int, int]:
+    """(shard, committed rows) where the next vector of `kind` goes."""
+    row = con.execute("SELECT shard, rows, dead FROM vector_shards WHERE kind = ? ORDER BY shard DESC LIMIT 1",
+                      (kind,)).fetchone()
+    if row is None:
+        return 0, 0
+    return (row[0] + 1, 0) if row[2] else (row[0], row[1])
+
+
+def count_shard_rows(con: sqlite3.Connection, kind: str, shards: np.ndarray) -> None:
+    """Record rows appended to shards (committed with the rows that point at them)."""
+    numbers, counts = np.unique(shards, return_counts=True)
+    con.executemany("INSERT INTO vector_shards (kind, shard, rows, live, dead) VALUES (?, ?, ?, ?, 0) "
+                    "ON CONFLICT (kind, shard) DO UPDATE SET rows = rows + excluded.rows, live = live + excluded.live",
+                    [(kind, int(s), int(c), int(c)) for s, c in zip(numbers, counts, strict=True)])

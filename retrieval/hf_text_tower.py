@@ -34,7 +34,15 @@ from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
 from jrsearch.retrieval.errors import LibraryError
 from jrsearch.retrieval.fileio import fsync_folder
 from jrsearch.retrieval.hf_tokenizer import HfTokenizer
-from jrsearch.retrieval.query_model import EXPORT_DIR, TextTower, _checkpoint_stamp, _erf, _layer_norm, _read_meta
+from jrsearch.retrieval.query_model import (
+    EXPORT_DIR,
+    TextTower,
+    _checkpoint_stamp,
+    _erf,
+    _layer_norm,
+    _read_meta,
+    export_text_tower,
+)
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
@@ -229,6 +237,12 @@ class HfTextTower:
             out = _gelu(out @ a["text_proj_0"]) @ a["text_proj_1"]
         out = np.asarray(out, dtype=np.float32)
         return out / max(float(np.linalg.norm(out)), 1e-12)
+
+
+def export_query_tower(encoder: Encoder, root: Path) -> bool:
+    """Write ROOT/query_model for `encoder`'s text tower, a standard CLIP one or an HF (XLM-R) one;
+    False where neither export covers the model (its text queries then load the model)."""
+    return export_text_tower(encoder, root) or export_hf_text_tower(encoder, root)
 
 
 def load_query_tower(library_root: Path, spec: ModelSpec, dim: int) -> TextTower | HfTextTower | None:

@@ -28,7 +28,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from jrsearch.retrieval import migrations
-from jrsearch.retrieval.catalog import Catalog, connect, is_locked, open_readable, sqlite_connection
+from jrsearch.retrieval.catalog import (
+    Catalog,
+    connect,
+    count_shard_rows,
+    is_locked,
+    open_readable,
+    shard_tail,
+    sqlite_connection,
+)
 from jrsearch.retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
 from jrsearch.retrieval.errors import LibraryError, ModelMismatchError
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
@@ -479,14 +487,14 @@ class Library:
                 vectors = np.concatenate(arrays, dtype=np.float32).reshape(len(kind_rows), dim)
                 ids = np.arange(next_vector, next_vector + len(vectors), dtype=np.int64)
                 next_vector += len(vectors)
-                shards, slots = self._shard_set(kind).append(vectors, _tail(con, kind), SHARD_ROWS)
+                shards, slots = self._shard_set(kind).append(vectors, shard_tail(con, kind), SHARD_ROWS)
                 con.executemany(
                     "INSERT INTO vectors (id, item_id, text_id, modality, start_s, end_s, kind, shard, row) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(vid, *row, kind, shard, slot)
                      for vid, row, shard, slot in zip(ids.tolist(), kind_rows, shards.tolist(),
                                                                   slots.tolist(), strict=True)])
-                _count_rows(con, kind, shards)
+                count_shard_rows(con, kind, shards)
                 added[kind] = (vectors, ids)
             _bump(con, set(added) | set(removed))
         self._apply(added, {kind: [vid for vid, _ in pairs] for kind, pairs in removed.items()})
@@ -596,7 +604,7 @@ class Library:
         with self._disk_errors(), self.sessions.begin() as session:
             con = _dbapi(session)
             con.execute("UPDATE vector_shards SET dead = 1 WHERE kind = ? AND shard = ?", (kind, shard))
-            tail = _tail(con, kind)  # after the mark: the last shard compacts into a new one
+            tail = shard_tail(con, kind)  # after the mark: the last shard compacts into a new one
             live = con.execute("SELECT id, row FROM vectors WHERE kind = ? AND shard = ? ORDER BY row",
                                (kind, shard)).fetchall()
             ids = [vid for vid, _ in live]
@@ -606,7 +614,7 @@ class Library:
             con.executemany("UPDATE vectors SET shard = ?, row = ? WHERE id = ?",
                             zip(new_shards.tolist(), new_rows.tolist(), ids, strict=True))
             con.execute("UPDATE vector_shards SET live = 0 WHERE kind = ? AND shard = ?", (kind, shard))
-            _count_rows(con, kind, new_shards)
+            count_shard_rows(con, kind, new_shards)
         shards.unlink(shard)
 
     # -- indexes ---------------------------------------------------------------------------
@@ -738,25 +746,8 @@ def _dbapi(session: Session) -> sqlite3.Connection:
     return sqlite_connection(session.connection().connection)
 
 
-def _tail(con: sqlite3.Connection, kind: str) -> tuple[int, int]:
-    """(shard, committed rows) where the next vector of `kind` goes."""
-    row = con.execute("SELECT shard, rows, dead FROM vector_shards WHERE kind = ? ORDER BY shard DESC LIMIT 1",
-                      (kind,)).fetchone()
-    if row is None:
-        return 0, 0
-    return (row[0] + 1, 0) if row[2] else (row[0], row[1])
-
-
 def _next_id(con: sqlite3.Connection, table: str) -> int:
     return int(con.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
-
-
-def _count_rows(con: sqlite3.Connection, kind: str, shards: np.ndarray) -> None:
-    """Record rows appended to shards (committed with the rows that point at them)."""
-    numbers, counts = np.unique(shards, return_counts=True)
-    con.executemany("INSERT INTO vector_shards (kind, shard, rows, live, dead) VALUES (?, ?, ?, ?, 0) "
-                    "ON CONFLICT (kind, shard) DO UPDATE SET rows = rows + excluded.rows, live = live + excluded.live",
-                    [(kind, int(s), int(c), int(c)) for s, c in zip(numbers, counts, strict=True)])
 
 
 def _bump(con: sqlite3.Connection, kinds: set[str]) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from jrsearch.retrieval.catalog import schema_version, sqlite_connection
+from jrsearch.retrieval.catalog import count_shard_rows, schema_version, shard_tail, sqlite_connection
 from jrsearch.retrieval.paths import VECTORS_DIR
 from jrsearch.retrieval.store import SCHEMA_VERSION, Base
 
@@ -77,7 +77,6 @@ def upgrade(engine: Engine, root: Path, version: int) -> None:
 def _v1_to_v2(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
     from sqlalchemy.schema import CreateIndex, CreateTable
 
-    from jrsearch.retrieval.library import _count_rows, _tail
     from jrsearch.retrieval.vectors import SHARD_ROWS, ShardSet
 
     # a. where each moved vector went, in a table of its own: the version-1 tables stay untouched
@@ -104,10 +103,10 @@ def _v1_to_v2(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
         for kind, rows in by_kind.items():
             shards = shard_sets.setdefault(kind, ShardSet(root / VECTORS_DIR / kind, int(manifest[0])))
             vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), -1)
-            numbers, slots = shards.append(vectors, _tail(con, kind), SHARD_ROWS)
+            numbers, slots = shards.append(vectors, shard_tail(con, kind), SHARD_ROWS)
             con.executemany(f"INSERT INTO {SLOTS} (id, shard, row) VALUES (?, ?, ?)",
                             zip([vid for vid, _ in rows], numbers.tolist(), slots.tolist(), strict=True))
-            _count_rows(con, kind, numbers)
+            count_shard_rows(con, kind, numbers)
         con.commit()
 
     # c. one commit: the new vectors table from the old one's metadata and the slots, byte paths,

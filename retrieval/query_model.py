@@ -142,7 +142,8 @@ def _read_meta(folder: Path) -> dict | None:
 
 
 def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
-    """Write ROOT/query_model for `encoder` unless an up-to-date one is there; False where unsupported.
+    """Write ROOT/query_model for a standard CLIP text tower unless an up-to-date one is there; False
+    for any other model (`hf_text_tower.export_query_tower` tries the HF towers next).
 
     ROOT is the model's cache folder (`encoders/backend.share_text_tower`). Cheap when the export
     is current: it compares a digest of a few small tensors. A write that fails (a full disk, no
@@ -151,9 +152,7 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     model, tokenizer = getattr(encoder, "model", None), getattr(encoder, "tokenizer", None)
     config = _describe(model, tokenizer) if model is not None else None
     if model is None or config is None:
-        from jrsearch.retrieval.hf_text_tower import export_hf_text_tower  # multilingual models' HF text towers
-
-        return export_hf_text_tower(encoder, library_root)
+        return False
     spec: ModelSpec = encoder.spec
     dim = int(model.text_projection.shape[1] if not hasattr(model.text_projection, "weight")
               else model.text_projection.weight.shape[0])

@@ -60,10 +60,9 @@ def xtd10_encoder(tmp_path_factory):
 
 def _agreement(encoder, root: Path, texts: list[str]) -> float:
     """The smallest cosine between the exported numpy tower's vectors and open_clip's, with equal token ids."""
-    from jrsearch.retrieval.hf_text_tower import HfTextTower
-    from jrsearch.retrieval.query_model import export_text_tower
+    from jrsearch.retrieval.hf_text_tower import HfTextTower, export_query_tower
 
-    assert export_text_tower(encoder, root)
+    assert export_query_tower(encoder, root)
     tower = HfTextTower.load(root, encoder.spec, encoder.dim)
     assert tower is not None
     pad = encoder.model.text.config.pad_token_id

@@ -144,7 +144,7 @@ def test_uncommitted_shard_tail_is_ignored_and_truncated(tmp_path, monkeypatch):
     def die_before_commit(con, kind, shards):
         raise KeyboardInterrupt  # as if killed after the shard bytes were fsynced, before the commit
 
-    monkeypatch.setattr(library_module, "_count_rows", die_before_commit)
+    monkeypatch.setattr(library_module, "count_shard_rows", die_before_commit)
     with pytest.raises(KeyboardInterrupt):
         library.write(images([f"/p/{i}.jpg" for i in range(20, 30)], vectors[20:]))
     monkeypatch.undo()

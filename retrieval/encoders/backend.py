@@ -120,12 +120,13 @@ def share_text_tower(encoder) -> Path | None:
     """Write the numpy text tower into the model's cache folder unless it is there. A failure
     (a full disk, a read-only cache) becomes a note: text queries then take the slower path."""
     from jrsearch.retrieval.errors import JrsearchError
-    from jrsearch.retrieval.query_model import EXPORT_DIR, export_text_tower
+    from jrsearch.retrieval.hf_text_tower import export_query_tower
+    from jrsearch.retrieval.query_model import EXPORT_DIR
 
     try:
         folder = model_cache.find(encoder.spec) or prepare_folder(encoder)
         if not (folder / EXPORT_DIR / "meta.json").is_file():
-            export_text_tower(encoder, folder)
+            export_query_tower(encoder, folder)
     except JrsearchError as exc:  # ExportError, DiskFullError, LibraryError: each says what happened
         encoder.notes.append(str(exc))
         return None
