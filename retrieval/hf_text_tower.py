@@ -46,7 +46,7 @@ from jrsearch.retrieval.query_model import (
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from jrsearch.retrieval.encoders import Encoder
+    from jrsearch.retrieval.encoders.protocol import Encoder
 
 FORMAT = "hf-1"
 ARCHITECTURES = ("xlm-roberta", "roberta")
@@ -247,8 +247,8 @@ def export_query_tower(encoder: Encoder, root: Path) -> bool:
 
 def load_query_tower(library_root: Path, spec: ModelSpec, dim: int) -> TextTower | HfTextTower | None:
     """Whichever text-tower export there is for `spec` (CLIP or HF): the one shared in the model
-    cache (`encoders/model_cache.py`), else the one an older jrsearch wrote into the library; or None."""
-    from jrsearch.retrieval.encoders import model_cache
+    cache (`model_cache.py`), else the one an older jrsearch wrote into the library; or None."""
+    from jrsearch.retrieval import model_cache
 
     shared = model_cache.find(spec)
     for folder in ([shared] if shared is not None else []) + [library_root]:

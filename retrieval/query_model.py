@@ -37,7 +37,7 @@ from jrsearch.retrieval.tokenizer import ClipTokenizer
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
-    from jrsearch.retrieval.encoders import Encoder
+    from jrsearch.retrieval.encoders.protocol import Encoder
 
 EXPORT_DIR = "query_model"
 FORMAT = 1

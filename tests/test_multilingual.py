@@ -182,7 +182,7 @@ def test_other_script_on_an_english_only_library_answers_with_one_note(tmp_path,
 def test_multilingual_library_end_to_end_without_torch(tmp_path):
     lib = tmp_path / "lib"
     _index(lib, tmp_path, "tiny-multilingual")
-    from jrsearch.retrieval.encoders import model_cache
+    from jrsearch.retrieval import model_cache
     from jrsearch.retrieval.types import ModelSpec
 
     shared = model_cache.find(ModelSpec("tiny-multilingual", ""))  # the export is shared per model now

@@ -8,11 +8,9 @@ inside `encode_images`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
-import numpy as np
-
+from jrsearch.retrieval.encoders.protocol import Encoder
 from jrsearch.retrieval.types import ModelSpec
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
@@ -20,25 +18,8 @@ TINY_TEST_MODEL = ModelSpec("tiny-test", "")
 TINY_MULTILINGUAL_MODEL = ModelSpec("tiny-multilingual", "")  # a 2-layer XLM-R text tower, random weights
 SHIPPED_MODELS = {spec.name: spec for spec in (TINY_TEST_MODEL, TINY_MULTILINGUAL_MODEL)}
 
-
-class Encoder(Protocol):
-    """Maps media into the joint space; every output row is L2-normalised float32."""
-
-    spec: ModelSpec
-    dim: int
-    device: str
-    backend: str  # "onnx" or "torch"
-    image_size: int  # the square side the image tower reads
-    notes: list[str]  # what a person should know about how it was loaded (e.g. a fallback to torch)
-
-    def preprocess(self, image) -> np.ndarray:
-        """PIL image -> (3, h, w) float32 model input (runs in decode workers, thread-safe)."""
-
-    def encode_images(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """`preprocess` outputs (a list, or stacked) -> (n, dim) float32; batches internally."""
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Strings -> (n, dim) float32."""
+__all__ = ["DEFAULT_MODEL", "ENCODER_FACTORIES", "SHIPPED_MODELS", "TINY_MULTILINGUAL_MODEL", "TINY_TEST_MODEL",
+           "Encoder", "load_encoder"]
 
 
 def _open_clip(spec: ModelSpec, device: str | None, precision: str, backend: str) -> Encoder:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from jrsearch.retrieval.encoders import model_cache
+from jrsearch.retrieval import model_cache
 from jrsearch.retrieval.errors import ModelUnavailableError
 from jrsearch.retrieval.fileio import write_json_atomic
 from jrsearch.retrieval.types import ModelSpec

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jrsearch.retrieval.encoders import model_cache
+from jrsearch.retrieval import model_cache
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.fileio import fsync_folder, write_atomic, write_json_atomic

@@ -30,7 +30,7 @@ from jrsearch.retrieval.types import ModelSpec
 
 CACHE_ENV = "JRSEARCH_CACHE"
 REFS = "refs.json"
-SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
+SHIPPED_CONFIGS = Path(__file__).parent / "encoders" / "model_configs"
 
 
 def cache_root() -> Path:
