@@ -53,6 +53,7 @@ def test_single_machine_commands_do_not_import_ray():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_embed_matches_single_process_index_and_resumes(tmp_path, local_cluster, tiny_encoder):
     from jrsearch.indexer.pipeline import run_index
     from jrsearch.retrieval.engine import SearchEngine
@@ -116,6 +117,7 @@ def test_embed_reads_webdataset_tars_and_parquet_lists(tmp_path, local_cluster):
     assert rows[3]["image_path"].endswith("shard-000.tar#00000.jpg")
 
 
+@pytest.mark.slow
 def test_distributed_build_equals_single_process_build(tmp_path, local_cluster):
     dataset = synthetic_dataset(tmp_path / "vectors", 50_000, 64, 4)
     options = BuildOptions(factory=FACTORY, serving_shards=1, address=local_cluster)
@@ -138,6 +140,7 @@ def _search_page(client, text: str) -> list[tuple[float, int, str]]:
     return sorted((-round(r["score"], 5), r["item_id"], r["path"]) for r in body["results"])
 
 
+@pytest.mark.slow
 def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_cluster):
     from fastapi.testclient import TestClient
 

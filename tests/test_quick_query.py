@@ -84,6 +84,7 @@ def test_numpy_text_tower_matches_open_clip_tiny(tiny_encoder, tmp_path):
     assert _tower_agrees(tiny_encoder, tmp_path, texts) >= 0.9999
 
 
+@pytest.mark.slow
 def test_numpy_text_tower_matches_open_clip_vit_b_32(tmp_path):
     """The default-size tower (random init: no weights offline); gelu, 12 layers, 77 tokens."""
     from jrsearch.retrieval.encoders import load_encoder

@@ -320,6 +320,7 @@ RACER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_writers_racing_on_a_new_library_never_crash(tmp_path):
     for attempt in range(4):
         root = tmp_path / f"lib{attempt}"
