@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,22 @@ def write_atomic(path: Path, write: Callable[[Path], object], suffix: str = ".tm
     finally:
         tmp.unlink(missing_ok=True)
     fsync_folder(path.parent)
+
+
+def write_folder_atomic(target: Path, fill: Callable[[Path], object]) -> None:
+    """Have `fill` write a temp folder beside `target`, then swap it in for `target` and fsync the
+    parent: a reader sees the whole old folder or the whole new one. The temp folder is removed when
+    anything fails. (The swap is an rmtree then a rename, so a crash between them leaves no folder:
+    fine for exports, which are rewritten when absent.)"""
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        fill(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        fsync_folder(target.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

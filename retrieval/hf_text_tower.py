@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +29,7 @@ import numpy as np
 
 from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
 from jrsearch.retrieval.errors import LibraryError
-from jrsearch.retrieval.fileio import fsync_folder
+from jrsearch.retrieval.fileio import write_folder_atomic
 from jrsearch.retrieval.hf_tokenizer import HfTokenizer
 from jrsearch.retrieval.query_model import (
     EXPORT_DIR,
@@ -160,19 +157,13 @@ def export_hf_text_tower(encoder: Encoder, library_root: Path) -> bool:
 
 def _write(arrays: dict[str, np.ndarray], tokenizer_json: str, meta: dict, target: Path) -> None:
     """Write into a temp folder beside `target`, then swap it in: a reader sees a whole export or none."""
-    tmp = Path(tempfile.mkdtemp(prefix=EXPORT_DIR + ".", dir=target.parent))
-    try:
+    def fill(tmp: Path) -> None:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
         (tmp / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        # A whole folder is swapped, which write_atomic (one file) does not cover: rename, then fsync the parent.
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        fsync_folder(target.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder_atomic(target, fill)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:

@@ -13,8 +13,6 @@ quantised per batch), made from the fp32 ONNX on first use, also without torch.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +22,7 @@ import numpy as np
 from jrsearch.retrieval import model_cache
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import JrsearchError
-from jrsearch.retrieval.fileio import fsync_folder, write_atomic, write_json_atomic
+from jrsearch.retrieval.fileio import write_atomic, write_folder_atomic, write_json_atomic
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
@@ -182,17 +180,7 @@ def export_model(encoder: OpenClipEncoder, folder: Path) -> Path:
     if why:
         raise ExportError(f"{encoder.spec.label()} cannot run on ONNX Runtime: {why}")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        meta = _export_into(encoder, tmp)
-        write_json_atomic(tmp / "meta.json", meta)
-        # A whole folder is swapped, which write_atomic (one file) does not cover: rename, then fsync the parent.
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-        fsync_folder(folder.parent)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_folder_atomic(folder, lambda tmp: write_json_atomic(tmp / "meta.json", _export_into(encoder, tmp)))
     return folder
 
 
