@@ -223,7 +223,7 @@ def test_structural_run_over_the_real_split(tmp_path: Path):
 
     result = runner.invoke(bench_app, [*args, "--allow-partial", "--split", "5k", "--json"])
     assert result.exit_code == 0, result.output
-    five_k = json.loads(result.output)
+    five_k = json.loads(result.stdout)
     assert five_k["fold_size"] is None and len(five_k["folds"]) == 1
     assert five_k["seconds"]["embed_images"] < 5  # all six images came from the cache
     published = [row for row in five_k["rows"] if row["ranked_by"] == "published"]
@@ -244,7 +244,7 @@ def test_flickr30k_command_finds_its_split_file_next_to_the_images(tmp_path: Pat
                                             "tiny-test", "--cache-dir", str(tmp_path / "cache"), "--out",
                                             str(tmp_path / "out"), "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert (report["benchmark"], report["split"], report["partial"]) == ("flickr30k", "1k", False)
     assert (report["images"]["evaluated"], report["captions"]["evaluated"]) == (3, 15)
     assert report["rows"][0]["model"] == "tiny-test" and report["rows"][0]["partial"] is False

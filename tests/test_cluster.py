@@ -26,9 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 FACTORY = "IVF128,PQ16"  # small enough to train in seconds on two busy cores
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_cluster():
-    """One local Ray cluster for the session, as `jrsearch cluster` starts without --address."""
+    """One local Ray cluster for this module's tests, as `jrsearch cluster` starts without --address.
+    It stops with the module, so that its raylet's warnings (a nearly full disk, say) never reach the
+    output of later tests."""
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, object_store_memory=300 * 2**20)
     yield ray.get_runtime_context().gcs_address

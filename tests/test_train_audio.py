@@ -202,7 +202,7 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
             "--lifter", "13", "--json"]
     result = CliRunner().invoke(app, [*args, "--epochs", "2"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["pairs"] == 3 * 8 and summary["epochs"] == 2 and summary["image_model"] == "tiny-test"
     assert (summary["videos"], summary["videos_used"]) == (5, 3)  # the silent and the broken one teach nothing
     assert len(summary["skipped"]) == 1 and "broken.mp4" in summary["skipped"][0]
@@ -215,7 +215,7 @@ def test_cli_train_audio_from_videos_and_resume(tmp_path):
 
     result = CliRunner().invoke(app, [*args, "--epochs", "3", "--resume"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["resumed_from"], summary["epochs"]) == (2, 3)
 
 

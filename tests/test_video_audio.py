@@ -275,11 +275,11 @@ def test_cli_audio_query_and_options(media, tmp_path, tower):
     result = runner.invoke(app, ["index", str(media / "videos" / "scenes.mp4"), "--library", lib, "--model",
                                  "tiny-test", "--audio-model", str(tower), "--video-fps", "0.5", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["indexed"] == 1
+    assert json.loads(result.stdout)["indexed"] == 1
     query = make_sound(tmp_path / "q.wav", tone(1200.0, 3.0, seed=1)[:16000])
     result = runner.invoke(app, ["query", "--audio", str(query), "--kind", "video", "--library", lib, "--json"])
     assert result.exit_code == 0, result.output
-    top = json.loads(result.output)[0]
+    top = json.loads(result.stdout)[0]
     assert top["path"].endswith("scenes.mp4") and (top["start_s"], top["end_s"]) == (3.0, 4.0)
     result = runner.invoke(app, ["query", "words", "--audio", str(query), "--library", lib])
     assert result.exit_code == 1 and "give one of" in result.output
