@@ -137,11 +137,17 @@ def disk_usage(root: Path, n: int) -> dict:
             "bytes_per_vector_by_part": {k: round(v / n, 1) for k, v in sorted(groups.items())}}
 
 
-def vm_rss_mb(pid: int) -> float:
+def vm_rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory in MB: VmRSS, or its RssAnon (own memory) / RssFile (mapped files,
+    which the kernel can drop and re-read) parts."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
+
+
+def rss_parts(pid: int) -> dict:
+    return {field: vm_rss_mb(pid, field) for field in ("VmRSS", "RssAnon", "RssFile")}
 
 
 def serve_rss(root: Path, warm_queries: int) -> dict:
@@ -165,14 +171,16 @@ def serve_rss(root: Path, warm_queries: int) -> dict:
             started = time.perf_counter()
             wait_ready(client, server, log)
             loaded = time.perf_counter() - started
-            after_load = vm_rss_mb(server.pid)
+            after_load = rss_parts(server.pid)
             latencies = []
             for text in queries(warm_queries, seed=1):
                 t = time.perf_counter()
                 client.get("/api/search", params={"q": text, "top_k": 10}).raise_for_status()
                 latencies.append((time.perf_counter() - t) * 1000)
-            return {"serve_ready_s": round(loaded, 1), "serve_rss_after_load_mb": after_load,
+            return {"serve_ready_s": round(loaded, 1), "serve_rss_after_load_mb": after_load["VmRSS"],
                     "serve_rss_after_warm_queries_mb": vm_rss_mb(server.pid),
+                    "serve_rss_parts_after_load_mb": after_load,
+                    "serve_rss_parts_after_warm_queries_mb": rss_parts(server.pid),
                     "serve_http_text_query": percentiles(latencies[len(latencies) // 4:])}
     finally:
         server.terminate()
@@ -216,7 +224,8 @@ def exact_top(source, queries_: np.ndarray, k: int) -> np.ndarray:
     return best_ids
 
 
-def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int | None, rerank: int | None) -> dict:
+def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int | None, rerank: int | None,
+                   sweep: tuple[int, ...] = ()) -> dict:
     from jrsearch.retrieval.library import Library
 
     library = Library.open(root)
@@ -227,8 +236,13 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
     if rerank is not None:
         index.rerank = rerank
     sample = vectors.draw(n_queries, np.random.default_rng([vectors.seed, 999_999]))
+    cached = root.parent / f"{root.name}-exact-top10-{n_queries}q.npy"  # the brute force costs minutes at 10M
     started = time.perf_counter()
-    want = exact_top(library.vectors("image"), sample, 10)
+    if cached.exists():
+        want = np.load(cached)
+    else:
+        want = exact_top(library.vectors("image"), sample, 10)
+        np.save(cached, want)
     exact_s = time.perf_counter() - started
     got = np.full_like(want, -1)
     latencies: list[float] = []
@@ -242,14 +256,20 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
     result = {"nprobe": index.nprobe, "rerank": index.rerank_depth(), "recall_at_10": round(recall, 4),
               "search_k10": percentiles(latencies), "exact_bruteforce_s": round(exact_s, 1)}
     if index.rerank_depth():
-        latencies.clear()
-        for query in sample[:300]:
-            t = time.perf_counter()
-            index.search(query[None, :], 10, rerank=0)
-            latencies.append((time.perf_counter() - t) * 1000)
-        result["search_k10_without_rerank"] = percentiles(latencies)
+        result["rerank_sweep"] = [rerank_point(index, sample, want, depth) for depth in (0, *sweep)]
     library.close()
     return result
+
+
+def rerank_point(index, sample: np.ndarray, want: np.ndarray, depth: int) -> dict:
+    """Recall@10 and warm latency at one re-rank depth (0: the codes' own order)."""
+    got, latencies = np.full_like(want, -1), []
+    for i, query in enumerate(sample):
+        t = time.perf_counter()
+        got[i] = index.search(query[None, :], 10, rerank=depth)[1][0]
+        latencies.append((time.perf_counter() - t) * 1000)
+    recall = float(np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)]))
+    return {"rerank": depth, "recall_at_10": round(recall, 4), "search_k10": percentiles(latencies)}
 
 
 def flat_twin(index, source):
@@ -318,6 +338,8 @@ def main() -> None:
     parser.add_argument("--index-memory", help="Index RAM budget (JRSEARCH_INDEX_MEMORY), e.g. 4G for IVF-Flat at 1M.")
     parser.add_argument("--nprobe", type=int)
     parser.add_argument("--rerank", type=int)
+    parser.add_argument("--rerank-sweep", default="",
+                        help="Also measure recall and latency at these re-rank depths, e.g. 250,500,1000 (and 0).")
     parser.add_argument("--warm-queries", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=Path("results/scale-work"))
     parser.add_argument("--reuse", action="store_true", help="Reuse the written library (skip the write).")
@@ -355,7 +377,8 @@ def main() -> None:
         print(json.dumps(report), flush=True)
     report.update(disk_usage(root, args.vectors))
     report.update(open_rss(root))
-    report.update(search_quality(root, vectors, args.queries, args.nprobe, args.rerank))
+    report.update(search_quality(root, vectors, args.queries, args.nprobe, args.rerank,
+                                 tuple(int(d) for d in args.rerank_sweep.split(",") if d)))
     print(json.dumps(report), flush=True)
     if not args.skip_serve:
         report.update(serve_rss(root, args.warm_queries))
