@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jrsearch.retrieval import model_cache
+from jrsearch.retrieval.encoders.joint import JointTowers
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.fileio import write_atomic, write_folder_atomic, write_json_atomic
@@ -65,7 +66,7 @@ def session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxClipEncoder:
+class OnnxClipEncoder(JointTowers):
     """An exported open_clip model on ONNX Runtime: numpy in, L2-normalised float32 numpy out."""
 
     backend = "onnx"
