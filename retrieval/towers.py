@@ -53,8 +53,8 @@ class LibraryTowers:
         spec = next((s for s in self.specs() if modality in modalities_of(s)), None)
         if spec is None:
             raise QueryError(f"library {self.library.root} has no {modality} tower, so it takes only "
-                             f"{', '.join(self.modalities()) or 'nothing yet'}; index sound or video with --audio-model "
-                             f"PATH first (train one with `jrsearch train audio DIR`)")
+                             f"{', '.join(self.modalities()) or 'nothing yet'}; index sound or video with "
+                             f"--audio-model PATH first (train one with `jrsearch train audio DIR`)")
         if spec not in self._loaded:
             self._loaded[spec] = self._joint() if spec == self.specs()[0] else self._load_audio(spec)
         return self._loaded[spec]

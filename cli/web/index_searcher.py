@@ -38,7 +38,8 @@ class IndexSearcher:
 
     def embed_file(self, path: Path, what: str) -> np.ndarray:
         if what not in self.engine.modalities():
-            raise HTTPException(415, f"this index holds images only: search it by {' or '.join(self.engine.modalities())}")
+            takes = " or ".join(self.engine.modalities())
+            raise HTTPException(415, f"this index holds images only: search it by {takes}")
         with self._model_lock:
             return self.engine.embed_image(path)
 
