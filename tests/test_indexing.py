@@ -194,7 +194,7 @@ def test_interrupted_run_keeps_committed_batches_and_resumes(tmp_path, tiny_enco
     real = tiny_encoder.encode_images
 
     def flaky(batch):
-        calls["n"] += 1
+        calls["n"] += len(batch) > 1  # the warm-up's one blank image is not a batch
         if calls["n"] == 3:
             raise KeyboardInterrupt
         return real(batch)

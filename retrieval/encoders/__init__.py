@@ -11,6 +11,7 @@ batched inside `encode`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,21 +92,24 @@ def load_audio_tower(spec: ModelSpec, device: str | None = None) -> AudioTower:
 
 
 class LazyEncoder:
-    """An encoder that loads on first use: a run with nothing to embed never opens a model."""
+    """An encoder that loads on first use: a run with nothing to embed never opens a model.
+    Thread-safe: the decode workers that first touch it wait for one load."""
 
     def __init__(self, spec: ModelSpec, load: Callable[[], Encoder]) -> None:
         self.spec = spec
         self._load = load
         self._encoder: Encoder | None = None
+        self._lock = threading.Lock()
 
     @property
     def loaded(self) -> Encoder | None:
         return self._encoder
 
     def get(self) -> Encoder:
-        if self._encoder is None:
-            self._encoder = self._load()
-        return self._encoder
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = self._load()
+            return self._encoder
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
