@@ -132,7 +132,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def ensure_quantized(folder: Path, precision: str) -> None:
     """Write the int8 copies of both towers beside the fp32 ones, once (no torch needed).
 
-    Dynamic quantisation, not static: a static QDQ copy of the ViT-B-32 image tower (calibrated
+    Dynamic quantisation, not static: a static QDQ copy of the ViT-B-32-256 image tower (calibrated
     on 64 photos) ran 1.0-1.16x as fast as this one, moved vectors twice as far from fp32 (cosine
     0.99975 against 0.99986) with a lower top-10 overlap (0.985 against 0.988), and clips inputs
     unlike its calibration images; dynamic measures each batch's range
