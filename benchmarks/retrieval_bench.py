@@ -122,6 +122,7 @@ class BenchReport:
     pretrained: str
     precision: str
     device: str
+    backend: str  # "onnx" or "torch": what ran the model
     images_evaluated: int
     captions_evaluated: int
     missing: list[str]
@@ -154,7 +155,7 @@ class BenchReport:
         return {
             "benchmark": self.options.benchmark, "split": self.options.split_label, "split_name": self.split.name,
             "split_file": str(self.split.source), "model": self.model, "pretrained": self.pretrained,
-            "precision": self.precision, "device": self.device, "partial": self.partial,
+            "precision": self.precision, "device": self.device, "backend": self.backend, "partial": self.partial,
             "images": {"in_split": len(self.split.images), "evaluated": self.images_evaluated,
                        "missing": self.missing, "unreadable": [vars(p) for p in self.unreadable]},
             "captions": {"in_split": len(self.split.captions), "evaluated": self.captions_evaluated},
@@ -175,7 +176,7 @@ class BenchReport:
         lines += [f"- {self.counts_line()}; {folds}.",
                   f"- Split: `{self.split.name}` from `{self.split.source}`.",
                   "- Ranks are 1-based; a tie with a wrong item counts against the model; Med r is floored.",
-                  f"- Run {self.date}, {self.precision} on {self.device}; "
+                  f"- Run {self.date}, {self.precision} on {self.device} ({self.backend}); "
                   + ", ".join(f"{k} {v}" for k, v in self.versions.items()) + "."]
         lines += [f"- Published: {source['title']} ({source['url']}). {source.get('note', '')}".rstrip()
                   for source in self.sources.values()]
@@ -280,6 +281,7 @@ def run_benchmark(split: RetrievalSplit, images_dir: Path, encoder: Encoder, cac
                                             mean_summary([r.text_to_image for r in mine]), bool(missing or unreadable)))
     published, sources = published_rows(options.benchmark, options.split_label)
     return BenchReport(options, split, encoder.spec.name, encoder.spec.pretrained, precision, encoder.device,
+                       encoder.backend,
                        len(image_rows), len(caption_rows), missing, unreadable, rows + published, results,
                        sources, seconds)
 

@@ -77,6 +77,7 @@ class Xtd10Report:
         first = self.first
         return {"benchmark": BENCHMARK, "languages": self.languages, "model": first.model,
                 "pretrained": first.pretrained, "precision": first.precision, "device": first.device,
+                "backend": first.backend,
                 "partial": self.partial, "counts": self.counts(), "rows": [row.to_json() for row in self.rows],
                 "per_language": {lang: report.to_json() for lang, report in self.reports.items()},
                 "published_sources": self.sources, "date": self.date, "versions": self.versions}
@@ -96,7 +97,7 @@ class Xtd10Report:
                   f"- Captions: `{first.split.source.parent.parent}`; images: "
                   f"{first.images_evaluated:,} of {len(first.split.images):,} found.",
                   "- Ranks are 1-based; a tie with a wrong item counts against the model; Med r is floored.",
-                  f"- Run {self.date}, {first.precision} on {first.device}; "
+                  f"- Run {self.date}, {first.precision} on {first.device} ({first.backend}); "
                   + ", ".join(f"{k} {v}" for k, v in self.versions.items()) + "."]
         lines += [f"- Published: {source['title']} ({source['url']}). {source.get('note', '')}".rstrip()
                   for source in self.sources.values()]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from jrsearch.cli.common import (
+    BackendOpt,
     CheckpointOpt,
     DeviceOpt,
     JsonOpt,
@@ -64,7 +66,7 @@ def coco(
         "--ids", help="With captions_val2014.json: the split's COCO image ids, one per line, in order.",
         exists=True, dir_okay=False)] = None,
     model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -76,8 +78,8 @@ def coco(
     source = captions or find_split_file(images, ("dataset_coco.json", "captions.tsv"))
     options = BenchOptions("coco", split.value, 1000 if split is CocoSplit.ONE_K else None, allow_partial,
                            index, index_factory, nprobe, batch_size, workers)
-    _run(load_split(source, ids), images, options, model, pretrained, checkpoint, precision, device, out,
-         cache_dir, as_json)
+    choice = ModelChoice(model, pretrained, checkpoint, precision, device, backend)
+    _run(load_split(source, ids), images, options, choice, out, cache_dir, as_json)
 
 
 @bench_app.command()
@@ -86,7 +88,7 @@ def flickr30k(
     images: ImagesOpt,
     captions: CaptionsOpt = None,
     model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -97,8 +99,8 @@ def flickr30k(
 
     source = captions or find_split_file(images, ("dataset_flickr30k.json",))
     options = BenchOptions("flickr30k", "1k", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
-    _run(load_split(source), images, options, model, pretrained, checkpoint, precision, device, out,
-         cache_dir, as_json)
+    choice = ModelChoice(model, pretrained, checkpoint, precision, device, backend)
+    _run(load_split(source), images, options, choice, out, cache_dir, as_json)
 
 
 XTD10_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xtd10"
@@ -115,7 +117,7 @@ def xtd10(
     lang: Annotated[str, typer.Option("--lang", help="all, or a comma-separated list of en,de,fr,es,it,jp,ko,pl,ru,"
                                                      "tr,zh.")] = "all",
     model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -131,20 +133,31 @@ def xtd10(
     options = BenchOptions("xtd10", "", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
     _run_report(lambda encoder, cache, progress: run_xtd10(captions, languages, images, encoder, cache, options,
                                                            progress, precision),
-                model, pretrained, checkpoint, precision, device, out, cache_dir, as_json)
+                ModelChoice(model, pretrained, checkpoint, precision, device, backend), out, cache_dir, as_json)
 
 
-def _run(split: RetrievalSplit, images: Path, options: BenchOptions, model: str | None, pretrained: str | None,
-         checkpoint: Path | None, precision: str, device: str | None, out: Path, cache_dir: Path | None,
-         as_json: bool) -> None:
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model options every benchmark command takes."""
+
+    model: str | None
+    pretrained: str | None
+    checkpoint: Path | None
+    precision: str
+    device: str | None
+    backend: str
+
+
+def _run(split: RetrievalSplit, images: Path, options: BenchOptions, choice: ModelChoice, out: Path,
+         cache_dir: Path | None, as_json: bool) -> None:
     """Check the images, load the model, run, print the table and write Markdown + JSON."""
     from jrsearch.benchmarks.retrieval_bench import run_benchmark
 
     images = images.resolve()
     _check_images(split, images, options.allow_partial)
     _run_report(lambda encoder, cache, progress: run_benchmark(split, images, encoder, cache, options, progress,
-                                                               precision),
-                model, pretrained, checkpoint, precision, device, out, cache_dir, as_json)
+                                                               choice.precision),
+                choice, out, cache_dir, as_json)
 
 
 def _check_images(split: RetrievalSplit, images: Path, allow_partial: bool) -> None:
@@ -156,8 +169,7 @@ def _check_images(split: RetrievalSplit, images: Path, allow_partial: bool) -> N
         refuse_partial(split, images, [str(m.locate(images)) for m in missing], [])
 
 
-def _run_report(run: Callable, model: str | None, pretrained: str | None, checkpoint: Path | None, precision: str,
-                device: str | None, out: Path, cache_dir: Path | None, as_json: bool) -> None:
+def _run_report(run: Callable, choice: ModelChoice, out: Path, cache_dir: Path | None, as_json: bool) -> None:
     """Load the model and cache, `run(encoder, cache, progress)` under a progress bar, print and write the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
@@ -165,8 +177,11 @@ def _run_report(run: Callable, model: str | None, pretrained: str | None, checkp
     from jrsearch.cli.render import err
     from jrsearch.retrieval.encoders import load_encoder
 
-    encoder = load_encoder(resolve_model(None, model, pretrained, checkpoint), device=device, precision=precision)
-    cache = EmbeddingCache(cache_dir or default_cache_dir(), model_setting(encoder, precision))
+    spec = resolve_model(None, choice.model, choice.pretrained, choice.checkpoint)
+    encoder = load_encoder(spec, device=choice.device, precision=choice.precision, backend=choice.backend)
+    for note in encoder.notes:
+        err.print(f"note: {note}")
+    cache = EmbeddingCache(cache_dir or default_cache_dir(), model_setting(encoder, choice.precision))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=as_json, transient=True) as bar:
         tasks: dict[str, TaskID] = {}

@@ -20,7 +20,8 @@ from jrsearch.indexer.decode import Decoded, failed, same_content
 from jrsearch.indexer.run import IndexRun
 from jrsearch.indexer.walk import AUDIO_EXTENSIONS
 from jrsearch.retrieval.audioio import iter_audio
-from jrsearch.retrieval.encoders.audio import AudioEncoder, pool
+from jrsearch.retrieval.encoders import AudioTower
+from jrsearch.retrieval.encoders.audio import pool
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.hashing import hash_stream
 from jrsearch.retrieval.library import SoundRecord
@@ -49,13 +50,13 @@ def hashed(candidate: Candidate) -> Decoded:
         return failed(candidate, f"cannot read: {exc.strerror}", FailureCode.UNREADABLE)
 
 
-def embed_sound(path: Path, audio: AudioEncoder) -> SoundVectors:
+def embed_sound(path: Path, audio: AudioTower) -> SoundVectors:
     """Stream `path`'s first audio stream through the tower, window by window."""
     chunk_s = audio.window_samples / audio.sample_rate * 30  # whole windows per chunk
     vectors, segments, samples = [], [], 0
     for chunk in iter_audio(path, audio.sample_rate, chunk_s=chunk_s):
         windows, spans = audio.windows(chunk.samples, chunk.start_s)
-        vectors.append(audio.encode_windows(windows))
+        vectors.append(audio.encode("audio", windows))
         segments.extend(spans)
         samples += len(chunk.samples)
     return SoundVectors(np.concatenate(vectors), segments, samples / audio.sample_rate)
@@ -82,7 +83,7 @@ def decode_streamed(candidate: Candidate, embed: Callable[[Path, Decoded], None]
     return out
 
 
-def decode_sound_file(candidate: Candidate, audio: AudioEncoder) -> Decoded:
+def decode_sound_file(candidate: Candidate, audio: AudioTower) -> Decoded:
     def embed(path: Path, out: Decoded) -> None:
         sound = with_pooled(embed_sound(path, audio))
         out.vectors, out.duration_s = sound.vectors, sound.duration_s
@@ -105,9 +106,7 @@ class SoundHandler:
     extensions: frozenset[str] = frozenset(AUDIO_EXTENSIONS)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
-        from jrsearch.retrieval.audiomodel import library_audio_encoder
-
-        audio = library_audio_encoder(run.library, run.options.audio_model)
+        audio = run.towers.audio()
         if audio is None:
             run.report.skipped += len(todo)
             run.report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="sound files"))

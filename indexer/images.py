@@ -3,6 +3,8 @@ image tower; one vector per file, modality "image"."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +13,7 @@ from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded, batched, decoded_in_order, read_file, same_content
 from jrsearch.indexer.run import IndexRun
 from jrsearch.indexer.walk import IMAGE_EXTENSIONS
+from jrsearch.retrieval.encoders import Encoder
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.imageio import open_image
 from jrsearch.retrieval.library import ImageRecord
@@ -36,6 +39,16 @@ def decode_image(candidate: Candidate, transform: Callable, draft_size: int) -> 
     return out
 
 
+def warm_up(encoder: Encoder) -> None:
+    """Load the model and run one blank image, so that its start-up (an ONNX Runtime session takes
+    1-3 s to open) overlaps the decoding of the first batch instead of following it. A failure
+    here is left for the first real batch to raise."""
+    from PIL import Image
+
+    with contextlib.suppress(Exception):  # raised again, in the run's own thread, by the first batch
+        encoder.encode_images([encoder.preprocess(Image.new("RGB", (encoder.image_size,) * 2))])
+
+
 def image_record(decoded: Decoded) -> ImageRecord:
     return ImageRecord(**stored_fields(decoded), width=decoded.width, height=decoded.height)
 
@@ -51,13 +64,19 @@ class ImageHandler:
         def decode(c: Candidate) -> Decoded:
             return decode_image(c, encoder.preprocess, encoder.image_size)
 
-        for batch in batched(decoded_in_order(decode, todo, options.batch_size, options.workers), options.batch_size):
-            ok = [d for d in batch if d.payload is not None]
-            if ok:
-                for decoded, vector in zip(ok, encoder.encode_images([d.payload for d in ok]), strict=True):
-                    decoded.vectors = vector.reshape(1, -1)
-            commit(run, batch, image_record)
-            run.progress.advance(len(batch))
+        decoded = decoded_in_order(decode, todo, options.batch_size, options.workers)
+        warming = threading.Thread(target=warm_up, args=(encoder,), name="warm-up")
+        warming.start()
+        try:
+            for batch in batched(decoded, options.batch_size):
+                ok = [d for d in batch if d.payload is not None]
+                if ok:
+                    for item, vector in zip(ok, encoder.encode_images([d.payload for d in ok]), strict=True):
+                        item.vectors = vector.reshape(1, -1)
+                commit(run, batch, image_record)
+                run.progress.advance(len(batch))
+        finally:
+            warming.join()
 
 
 IMAGES = ImageHandler()

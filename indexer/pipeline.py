@@ -16,6 +16,7 @@ from jrsearch.retrieval.diskspace import is_disk_full, no_space_as_error
 from jrsearch.retrieval.encoders import Encoder
 from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.towers import LibraryTowers
 from jrsearch.retrieval.types import MediaKind
 
 __all__ = ["KIND_HANDLERS", "IndexOptions", "IndexReport", "Progress", "run_index"]
@@ -37,7 +38,8 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
         library.load_indexes()
         found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
         todo = plan(found, library.known_files(), roots, options.retry_failed)
-        todo = add_missing_soundtracks(library, todo, found, options.audio_model)
+        towers = LibraryTowers(library, lambda: encoder, options.audio_model)
+        todo = add_missing_soundtracks(library, todo, found, towers)
         todo.todo = [replace(c, kind=content_kind(c.path, c.kind)) for c in todo.todo]
         report.unchanged = todo.unchanged
         try:
@@ -47,7 +49,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
             progress.start(len(handled))
             if handled and library.model() is None:
                 library.adopt_model(encoder.spec, encoder.dim)
-            run = IndexRun(library, encoder, options, report, progress)
+            run = IndexRun(library, encoder, options, report, progress, towers)
             for kind, handler in KIND_HANDLERS.items():
                 batch = [c for c in handled if c.kind == kind]
                 if batch:

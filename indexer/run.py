@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from jrsearch.retrieval.encoders import Encoder
 from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.towers import LibraryTowers
 
 
 @dataclass
@@ -65,3 +66,4 @@ class IndexRun:
     options: IndexOptions
     report: IndexReport
     progress: Progress
+    towers: LibraryTowers  # the library's towers by modality (`encoder` is its joint one)

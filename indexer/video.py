@@ -32,11 +32,13 @@ from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded
 from jrsearch.indexer.run import IndexRun
 from jrsearch.indexer.walk import VIDEO_EXTENSIONS
-from jrsearch.retrieval.encoders.audio import AudioEncoder, pool
+from jrsearch.retrieval.encoders import AudioTower
+from jrsearch.retrieval.encoders.audio import pool
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.imageio import upright_frame
 from jrsearch.retrieval.library import VideoRecord
 from jrsearch.retrieval.sniff import picture_streams
+from jrsearch.retrieval.towers import LibraryTowers
 from jrsearch.retrieval.types import MediaKind
 
 DEFAULT_FPS = 1.0
@@ -175,7 +177,7 @@ def frame_segments(times: list[float], duration: float) -> list[tuple[float, flo
     return [(round(t, 3), round(e, 3)) for t, e in zip(times, ends, strict=True)]
 
 
-def embed_video(path: Path, encoder, audio: AudioEncoder | None, fps: float = DEFAULT_FPS,
+def embed_video(path: Path, encoder, audio: AudioTower | None, fps: float = DEFAULT_FPS,
                 batch_size: int = 64) -> VideoVectors:
     """Every vector one video stores (see the module docstring); `MediaError` when nothing decodes."""
     notes: list[str] = []
@@ -207,7 +209,7 @@ def embed_video(path: Path, encoder, audio: AudioEncoder | None, fps: float = DE
                         size[0] if size else None, size[1] if size else None, notes)
 
 
-def decode_video(candidate: Candidate, encoder, audio: AudioEncoder | None, fps: float, batch_size: int) -> Decoded:
+def decode_video(candidate: Candidate, encoder, audio: AudioTower | None, fps: float, batch_size: int) -> Decoded:
     def embed(path: Path, out: Decoded) -> None:
         video = embed_video(path, encoder, audio, fps, batch_size)
         out.vectors, out.width, out.height = video.vectors, video.width, video.height
@@ -229,10 +231,8 @@ class VideoHandler:
     extensions: frozenset[str] = frozenset(VIDEO_EXTENSIONS)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
-        from jrsearch.retrieval.audiomodel import library_audio_encoder
-
         options = run.options
-        audio = library_audio_encoder(run.library, options.audio_model)
+        audio = run.towers.audio()
         if audio is None:
             run.report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="video soundtracks"))
         for candidate in todo:
@@ -275,16 +275,15 @@ def video_pairs(path: Path, encoder, sample_rate: int, window: int, fps: float =
     return windows_at(path, times, sample_rate, window), frames
 
 
-def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, MediaKind]],
-                            audio_model: Path | None) -> Plan:
+def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, MediaKind]], towers: LibraryTowers
+                            ) -> Plan:
     """Re-embed unchanged videos that were indexed without sound, once an audio tower is there
     (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`),
     and retry sound-only ones that failed for want of a tower. Videos with no audio stream are
     probed (headers only) and left alone."""
     from jrsearch.retrieval.audioio import has_audio
-    from jrsearch.retrieval.audiomodel import recorded_audio_model
 
-    if audio_model is None and recorded_audio_model(library) is None:
+    if "audio" not in towers.modalities():
         return planned
     queued = {str(c.path) for c in planned.todo}
     videos = {str(p) for p, kind in found if kind == MediaKind.VIDEO} - queued

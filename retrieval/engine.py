@@ -15,10 +15,10 @@ from jrsearch.retrieval.encoders import Encoder, load_encoder
 from jrsearch.retrieval.errors import QueryError
 from jrsearch.retrieval.library import Library
 from jrsearch.retrieval.ranking import ranked_search
+from jrsearch.retrieval.towers import LibraryTowers
 from jrsearch.retrieval.types import MediaKind, ModelSpec, SearchResult
 
 if TYPE_CHECKING:
-    from jrsearch.retrieval.encoders.audio import AudioEncoder
     from jrsearch.retrieval.hf_text_tower import HfTextTower
     from jrsearch.retrieval.query_model import TextTower
 
@@ -43,7 +43,7 @@ class PathFilter:
 
 
 class SearchEngine:
-    """A library plus the model that built it, loaded on first use."""
+    """A library plus the towers that built it (`LibraryTowers`), each loaded on first use."""
 
     def __init__(self, library: Library, model: ModelSpec | None = None, encoder: Encoder | None = None,
                  precision: str = "auto", device: str | None = None, backend: str = "auto") -> None:
@@ -60,7 +60,7 @@ class SearchEngine:
         self._precision = precision
         self._device = device
         self._backend = backend
-        self._audio_encoder: AudioEncoder | None = None  # the library's audio tower, loaded by the first audio query
+        self.towers = LibraryTowers(library, lambda: self.encoder, device=device)
         self._text_tower: TextTower | HfTextTower | bool | None = None  # numpy text tower; False once known absent
 
     @property
@@ -85,56 +85,23 @@ class SearchEngine:
         return self._text_tower or None
 
     def modalities(self) -> tuple[str, ...]:
-        """What a query can be here: text and images (the joint model), sound where the library
-        has an audio tower (it maps into the same space)."""
-        from jrsearch.retrieval.audiomodel import recorded_audio_model
-
-        has_audio = self._audio_encoder is not None or recorded_audio_model(self.library) is not None
-        return ("text", "image", "audio") if has_audio else ("text", "image")
+        """What a query can be here: the library's towers' modalities (text and image from the
+        joint model, audio where the library has an audio tower), known without loading any."""
+        return self.towers.modalities()
 
     def embed(self, modality: str, query: str | Path) -> np.ndarray:
-        """One query vector: `modality` is one of `modalities()`; text is a string, the others a file."""
-        embedders = {"text": self.embed_text, "image": self.embed_image, "audio": self.embed_audio}
-        if modality not in self.modalities():
-            raise QueryError(f"library {self.library.root} cannot be searched by {modality}; it takes "
-                             f"{', '.join(self.modalities())} (sound needs --audio-model PATH at index time)")
-        return embedders[modality](query)  # type: ignore[operator]
+        """One query vector: `modality` is one of `modalities()`; text is a string, the others a file.
+        Text goes through `embed_text` (the numpy text tower answers a cold query fastest)."""
+        if modality == "text":
+            return self.embed_text(str(query))
+        return self.towers.get(modality).embed_query(modality, query)
 
     def embed_text(self, text: str) -> np.ndarray:
-        if not text.strip():
-            raise QueryError("empty query text; pass words to search for, or --image PATH")
         asked_for_model = (self._encoder is not None or self._device is not None
                            or (self._precision, self._backend) != ("auto", "auto"))
-        if not asked_for_model and self.text_tower is not None:
+        if not asked_for_model and text.strip() and self.text_tower is not None:
             return self.text_tower.encode_texts([text])[0]
-        return self.encoder.encode_texts([text])[0]
-
-    def embed_image(self, path: Path) -> np.ndarray:
-        from jrsearch.retrieval.imageio import open_image
-
-        if not path.is_file():
-            raise QueryError(f"query image {path} does not exist")
-        image = open_image(path, name=str(path))
-        return self.encoder.encode_images([self.encoder.preprocess(image)])[0]
-
-    def embed_audio(self, path: Path) -> np.ndarray:
-        """A sound file as one query vector: the pooled windows of the library's audio tower."""
-        from jrsearch.retrieval.audioio import read_audio
-        from jrsearch.retrieval.audiomodel import library_audio_encoder
-        from jrsearch.retrieval.errors import MediaError
-
-        if not path.is_file():
-            raise QueryError(f"query sound {path} does not exist")
-        if self._audio_encoder is None:
-            self._audio_encoder = library_audio_encoder(self.library, device=self._device or "cpu")
-        if self._audio_encoder is None:
-            raise QueryError(f"library {self.library.root} has no audio tower; index sound or video with "
-                             f"--audio-model PATH first (train one with `jrsearch train audio DIR`)")
-        try:
-            samples = read_audio(path, self._audio_encoder.sample_rate)
-        except MediaError as exc:
-            raise QueryError(f"cannot use {path} as a query: {str(exc).split(': ', 1)[-1]}") from None
-        return self._audio_encoder.embed_clip(samples)
+        return self.towers.get("text").embed_query("text", text)
 
     def search(self, query: np.ndarray, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
                path_filter: PathFilter | None = None) -> list[SearchResult]:

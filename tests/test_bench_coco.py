@@ -231,8 +231,8 @@ def test_structural_run_over_the_real_split(tmp_path: Path):
     assert all(row["partial"] is False and row["source"] for row in published)
 
 
-def test_flickr30k_command_finds_its_split_file_next_to_the_images(tmp_path: Path):
-    root = tmp_path / "flickr30k"
+def make_flickr30k(root: Path) -> Path:
+    """Three images in flickr30k-images/ with five captions each, and the Karpathy file beside them."""
     names = [f"{1000 + n}.jpg" for n in range(3)]
     for n, name in enumerate(names):
         make_image(root / "flickr30k-images" / name, seed=n)
@@ -240,13 +240,40 @@ def test_flickr30k_command_finds_its_split_file_next_to_the_images(tmp_path: Pat
                                                                    for k in range(5)]}
                for n, name in enumerate(names)]
     (root / "dataset_flickr30k.json").write_text(json.dumps({"dataset": "flickr30k", "images": entries}))
-    result = CliRunner().invoke(bench_app, ["flickr30k", "--images", str(root / "flickr30k-images"), "--model",
-                                            "tiny-test", "--cache-dir", str(tmp_path / "cache"), "--out",
-                                            str(tmp_path / "out"), "--json"])
+    return root / "flickr30k-images"
+
+
+def run_flickr30k(tmp_path: Path, *options: str) -> dict:
+    result = CliRunner().invoke(bench_app, ["flickr30k", "--images", str(make_flickr30k(tmp_path / "flickr30k")),
+                                            "--model", "tiny-test", "--cache-dir", str(tmp_path / "cache"), "--out",
+                                            str(tmp_path / "out"), "--json", *options])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+def test_flickr30k_command_finds_its_split_file_next_to_the_images(tmp_path: Path):
+    report = run_flickr30k(tmp_path)
     assert (report["benchmark"], report["split"], report["partial"]) == ("flickr30k", "1k", False)
     assert (report["images"]["evaluated"], report["captions"]["evaluated"]) == (3, 15)
     assert report["rows"][0]["model"] == "tiny-test" and report["rows"][0]["partial"] is False
     assert any(row["ranked_by"] == "published" for row in report["rows"])
     assert (tmp_path / "out" / "flickr30k-1k-tiny-test.md").is_file()
+    assert report["backend"] == "onnx"  # auto: ONNX Runtime on a CPU
+
+
+@pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("onnx", "int8")])
+def test_bench_runs_the_model_on_the_backend_and_precision_asked_for(tmp_path: Path, backend: str, precision: str):
+    from jrsearch.benchmarks import retrieval_bench
+
+    loaded = []
+    real = retrieval_bench.run_benchmark
+
+    def spy(split, images, encoder, *args, **kwargs):
+        loaded.append(encoder)
+        return real(split, images, encoder, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrieval_bench, "run_benchmark", spy)
+        report = run_flickr30k(tmp_path, "--backend", backend, "--precision", precision)
+    assert (loaded[0].backend, report["backend"], report["precision"]) == (backend, backend, precision)
+    assert getattr(loaded[0], "precision", "fp32") == precision  # the ONNX encoder's own: int8 ran int8

@@ -122,8 +122,8 @@ def test_a_jpeg_named_mp4_is_indexed_and_served_as_an_image(tmp_path, tiny_encod
     assert item is not None
     assert (item.kind, item.width, item.height) == ("image", 96, 64)
     engine = SearchEngine(library, encoder=tiny_encoder)
-    assert engine.search(engine.embed_image(fake), kind=MediaKind.IMAGE, top_k=1)[0].path == str(fake)
-    assert not engine.search(engine.embed_image(fake), kind=MediaKind.VIDEO, top_k=5)
+    assert engine.search(engine.embed("image", fake), kind=MediaKind.IMAGE, top_k=1)[0].path == str(fake)
+    assert not engine.search(engine.embed("image", fake), kind=MediaKind.VIDEO, top_k=5)
     client = make_client(library, tiny_encoder, engine=engine, warm=False)
     media_response = client.get(f"/api/items/{item_id(library, fake)}/media")
     assert media_response.status_code == 200 and media_response.headers["content-type"] == "image/jpeg"

@@ -79,7 +79,7 @@ def test_libraries_indexed_with_one_backend_are_queried_with_the_other(tmp_path,
         assert run_index(library, built, [photos]).indexed == len(paths)
         engine = SearchEngine(library, encoder=asked)
         for path in paths:
-            hit = engine.search(engine.embed_image(path), top_k=1)[0]
+            hit = engine.search(engine.embed("image", path), top_k=1)[0]
             assert hit.path == str(path) and hit.score >= 0.9999
         library.close()
 

@@ -184,7 +184,7 @@ def test_audio_upload_without_audio_support_is_refused_clearly(served, tiny_enco
     assert response.json()["detail"].startswith("audio search needs an audio tower")
 
 
-def test_audio_upload_goes_to_embed_audio(served, tiny_encoder):
+def test_audio_upload_goes_to_the_audio_tower(served, tiny_encoder):
     _, library, _ = served
     target = np.asarray(tiny_encoder.encode_texts(["a dog on a beach"])[0])
     heard: list[bytes] = []
@@ -193,8 +193,9 @@ def test_audio_upload_goes_to_embed_audio(served, tiny_encoder):
         def modalities(self) -> tuple[str, ...]:
             return ("text", "image", "audio")
 
-        def embed_audio(self, path: Path) -> np.ndarray:
-            heard.append(Path(path).read_bytes())
+        def embed(self, modality: str, query) -> np.ndarray:
+            assert modality == "audio"
+            heard.append(Path(query).read_bytes())
             return target
 
     client = make_client(library, tiny_encoder, engine=AudioEngine(library, encoder=tiny_encoder))
@@ -593,14 +594,25 @@ def test_host_header_is_parsed_like_a_web_server_does(served, tiny_encoder, host
 def test_a_bad_audio_upload_names_the_upload_not_a_server_path(served, tiny_encoder):
     _, library, _ = served
 
-    class FakeTower:  # the real SearchEngine.embed_audio runs: read_audio fails on the bytes first
-        sample_rate = 16000
+    from jrsearch.retrieval.encoders.audio import AudioEncoder, AudioTowerInfo
+    from jrsearch.retrieval.towers import LibraryTowers
+
+    class FakeTower(AudioEncoder):  # the real AudioEncoder.embed_query runs: read_audio fails on the bytes first
+        def __init__(self) -> None:
+            self.info = AudioTowerInfo("t.pt", "jrsearch", tiny_encoder.spec, tiny_encoder.dim, 16000, 1.0)
 
         def embed_clip(self, samples):
             raise AssertionError("not reached")
 
+    class FakeTowers(LibraryTowers):
+        def modalities(self) -> tuple[str, ...]:
+            return ("text", "image", "audio")
+
+        def get(self, modality: str):
+            return FakeTower()
+
     engine = SearchEngine(library, encoder=tiny_encoder)
-    engine._audio_encoder = FakeTower()
+    engine.towers = FakeTowers(library, lambda: tiny_encoder)
     client = make_client(library, tiny_encoder, engine=engine, warm=False)
     for name, data in (("my recording.wav", WAV), ("cut.flac", b"fLaC" + bytes(40))):
         response = client.post("/api/search/file", files={"file": (name, data, "audio/wav")})

@@ -488,7 +488,7 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
     library = Library.open(lib)
     assert set(library.known_files()) == {str(root / "good.png"), bad}
     engine = SearchEngine(library, encoder=tiny_encoder)
-    best = engine.search(engine.embed_image(Path(bad)), MediaKind.IMAGE, top_k=1)[0]
+    best = engine.search(engine.embed("image", Path(bad)), MediaKind.IMAGE, top_k=1)[0]
     assert best.path == bad and os.fsencode(best.path) == bytes(root) + b"/bad_\xff.png"
     assert best.to_json()["path"].endswith("bad_\\xff.png")  # readable, JSON-safe
 

@@ -66,7 +66,7 @@ def test_training_loss_falls_and_retrieval_beats_chance(tmp_path, class_images):
 
     encoder = load_audio_encoder(tmp_path / "t.pt", TINY, config.dim)
     test_waves, test_labels = clips(4, seed=1)  # new recordings
-    found = (encoder.encode_windows(test_waves) @ class_images.T).argmax(axis=1)
+    found = (encoder.encode("audio", test_waves) @ class_images.T).argmax(axis=1)
     assert (found == test_labels).mean() >= 0.6  # chance: 1/8
 
 
@@ -164,10 +164,10 @@ def test_checkpoint_round_trip_and_refusals(tmp_path, class_images):
     train_audio_tower(PairSet.from_windows(waves, class_images[labels], config), config, TINY,
                       TrainConfig(epochs=1, batch_size=8), out)
     encoder = load_audio_encoder(out, TINY, config.dim)
-    vectors = encoder.encode_windows(waves)
+    vectors = encoder.encode("audio", waves)
     assert vectors.shape == (len(waves), config.dim) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert np.allclose(load_audio_encoder(out).encode_windows(waves), vectors, atol=1e-6)  # same tower again
+    assert np.allclose(load_audio_encoder(out).encode("audio", waves), vectors, atol=1e-6)  # same tower again
     assert encoder.info.image_model == TINY and encoder.info.kind == "jrsearch"
 
     with pytest.raises(ModelMismatchError, match="aligned to tiny-test"):

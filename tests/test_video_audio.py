@@ -162,7 +162,7 @@ def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_pat
     from PIL import Image
 
     Image.fromarray(picture(2)).save(query)
-    best = engine.search(engine.embed_image(query), kind=MediaKind.VIDEO, top_k=5)
+    best = engine.search(engine.embed("image", query), kind=MediaKind.VIDEO, top_k=5)
     assert best[0].path == str(media / "videos" / "scenes.mp4")
     assert best[0].start_s >= 3.0 and best[0].end_s <= 6.0  # the moment of the matching scene
     by_text = engine.search(engine.embed_text("a red square"), kind=MediaKind.VIDEO, top_k=10)
@@ -225,18 +225,18 @@ def test_index_everything_with_audio_tower_and_bad_files(media, tmp_path, tiny_e
 
     engine = SearchEngine(lib, encoder=tiny_encoder)
     clip = make_sound(tmp_path / "q.wav", soundtrack(SCENES))  # the sound of scenes.mp4
-    hits = engine.search(engine.embed_audio(clip), kind=MediaKind.VIDEO, top_k=3)
+    hits = engine.search(engine.embed("audio", clip), kind=MediaKind.VIDEO, top_k=3)
     assert hits[0].path == str(media / "videos" / "scenes.mp4") and hits[0].score > 0.98
     moment = make_sound(tmp_path / "moment.wav", tone(1200.0, 3.0, seed=1)[:16000])  # 3-4 s of its sound
-    hit = engine.search(engine.embed_audio(moment), kind=MediaKind.VIDEO, top_k=1)[0]
+    hit = engine.search(engine.embed("audio", moment), kind=MediaKind.VIDEO, top_k=1)[0]
     assert (hit.path, hit.start_s, hit.end_s) == (str(media / "videos" / "scenes.mp4"), 3.0, 4.0)
-    same = engine.search(engine.embed_audio(media / "sounds" / "b.flac"), kind=MediaKind.AUDIO, top_k=2)
+    same = engine.search(engine.embed("audio", media / "sounds" / "b.flac"), kind=MediaKind.AUDIO, top_k=2)
     assert same[0].path == str(media / "sounds" / "b.flac") and same[0].score > 0.99
-    assert engine.search(engine.embed_audio(clip), kind=MediaKind.IMAGE) == []  # no images indexed: empty
+    assert engine.search(engine.embed("audio", clip), kind=MediaKind.IMAGE) == []  # no images indexed: empty
     from jrsearch.retrieval.errors import QueryError
 
     with pytest.raises(QueryError, match="cannot use"):
-        engine.embed_audio(media / "bad" / "garbage.wav")
+        engine.embed("audio", media / "bad" / "garbage.wav")
     lib.close()
 
 
@@ -249,12 +249,12 @@ def test_audio_to_image_and_query_without_tower(tmp_path, tiny_encoder, tower):
     clip = make_sound(tmp_path / "q.wav", tone(440.0, 1.0))
     engine = SearchEngine(lib, encoder=tiny_encoder)
     with pytest.raises(QueryError, match="no audio tower"):
-        engine.embed_audio(clip)
+        engine.embed("audio", clip)
     run_index(lib, tiny_encoder, [clip], IndexOptions(audio_model=tower))  # sound indexed: the tower is recorded
     engine = SearchEngine(lib, encoder=tiny_encoder)
-    hits = engine.search(engine.embed_audio(clip), kind=MediaKind.IMAGE)
+    hits = engine.search(engine.embed("audio", clip), kind=MediaKind.IMAGE)
     assert [h.path for h in hits] == [str(tmp_path / "photos" / "x.png")]
-    assert engine.search(engine.embed_audio(clip), kind=MediaKind.AUDIO)[0].score > 0.99
+    assert engine.search(engine.embed("audio", clip), kind=MediaKind.AUDIO)[0].score > 0.99
     lib.close()
 
 
@@ -296,3 +296,44 @@ def test_a_video_without_pictures_or_tower_fails_with_a_retryable_code(media, ti
     assert failure.reason == "no video stream (and no audio tower to index its sound)"  # the stored text, unchanged
     assert failure.reason.endswith(FailureCode.NEEDS_AUDIO_TOWER.stored_mark)  # what a run with a tower looks for
     assert str(failure) == f"{media / 'videos' / 'soundonly.mp4'}: {failure.reason}"
+
+
+def test_the_audio_tower_is_a_registry_tower_like_the_joint_model(tmp_path, tiny_encoder, tower):
+    import torch
+
+    from jrsearch.retrieval.encoders import audio_spec, load_audio_tower, load_encoder, load_tower, modalities_of
+    from jrsearch.retrieval.encoders.audio import AudioTowerConfig, log_mel, pool
+    from jrsearch.retrieval.errors import ModelUnavailableError
+
+    assert modalities_of(TINY_SPEC) == ("text", "image") and modalities_of(audio_spec(tower)) == ("audio",)
+    audio = load_tower(audio_spec(tower))
+    assert audio.modalities == ("audio",) and audio.spec == audio_spec(tower) and audio.dim == tiny_encoder.dim
+    waves = np.random.default_rng(0).normal(0, 0.1, (5, audio.window_samples)).astype(np.float32)
+    audio.batch_size = 2  # batching is the tower's own business: three batches, the same rows
+    rows = audio.encode("audio", waves)
+    assert rows.dtype == np.float32 and rows.shape == (5, audio.dim)
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    config = AudioTowerConfig(dim=64)
+    with torch.inference_mode():  # what the tower's module gives on the log-mel features, normalised by hand
+        raw = audio.module(torch.from_numpy(log_mel(waves, config))).numpy()
+    assert np.allclose(rows, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
+    with pytest.raises(ModelUnavailableError, match="not images"):
+        load_encoder(audio_spec(tower))
+    with pytest.raises(ModelUnavailableError, match="not an audio tower"):
+        load_audio_tower(TINY_SPEC)
+
+    lib = Library.open(tmp_path / "lib", create=True)
+    make_image(tmp_path / "photos" / "x.png", seed=1)
+    run_index(lib, tiny_encoder, [tmp_path / "photos"], IndexOptions())
+    assert SearchEngine(lib, encoder=tiny_encoder).modalities() == ("text", "image")
+    clip = make_sound(tmp_path / "q.wav", tone(440.0, 1.0))
+    run_index(lib, tiny_encoder, [clip], IndexOptions(audio_model=tower))
+    engine = SearchEngine(lib, encoder=tiny_encoder)
+    assert engine.modalities() == ("text", "image", "audio")  # asked of the registry: nothing loaded
+    assert not engine.towers._loaded
+    from jrsearch.retrieval.audioio import read_audio
+
+    windows, _ = audio.windows(read_audio(clip, audio.sample_rate))
+    assert np.allclose(engine.embed("audio", clip), pool(audio.encode("audio", windows)), atol=1e-6)
+    assert engine.towers.get("audio").spec == audio_spec(tower.resolve())
+    lib.close()

@@ -25,7 +25,7 @@ class PartialResults(list):
 
 class IndexSearcher:
     def __init__(self, search: ClusterSearch) -> None:
-        self.engine = search  # the app reads engine.spec; an INDEXDIR has no audio tower
+        self.engine = search  # the app reads engine.spec and engine.modalities()
         self.text_tower = None
         self._model_lock = threading.Lock()
 
@@ -37,8 +37,9 @@ class IndexSearcher:
             return self.engine.embed_text(text)
 
     def embed_file(self, path: Path, what: str) -> np.ndarray:
-        if what == "audio":
-            raise HTTPException(415, "this index holds images only: search it by text or with an image")
+        if what not in self.engine.modalities():
+            takes = " or ".join(self.engine.modalities())
+            raise HTTPException(415, f"this index holds images only: search it by {takes}")
         with self._model_lock:
             return self.engine.embed_image(path)
 

@@ -5,6 +5,10 @@ through a small CNN and projects them to the image model's dimension, L2-normali
 trained against a frozen image tower (`retrieval/training/avid.py`), so its checkpoint records
 that image model: loading it for a library built with another model is a `ModelMismatchError`.
 
+The tower is a model family of the encoder registry (`encoders.ENCODER_FACTORIES`, spec
+`audio_spec(checkpoint)`, modality "audio"): `AudioEncoder` is a `Tower` like the joint model,
+numpy windows in (`windows` cuts them), batched inside, unit float32 rows out.
+
 Pretrained audio models plug in at `load_audio_encoder`: a checkpoint is recognised by its
 content, and `load_wav2clip` turns Wav2CLIP's released checkpoint (a ResNet over raw 16 kHz audio,
 distilled into OpenAI CLIP ViT-B/32's space, 512-d) into the same `AudioEncoder`.
@@ -15,18 +19,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from jrsearch.retrieval.errors import ModelMismatchError, ModelUnavailableError
+from jrsearch.retrieval.errors import MediaError, ModelMismatchError, ModelUnavailableError, QueryError
 from jrsearch.retrieval.types import ModelSpec
 
+AUDIO_FAMILY = "audio"  # the registry's family of sound towers: ModelSpec("audio", checkpoint path)
 CHECKPOINT_FORMAT = "jrsearch-audio-tower"
 CHECKPOINT_VERSION = 1
 WAV2CLIP_IMAGE_MODEL = ModelSpec("ViT-B-32", "openai")  # the CLIP model Wav2CLIP was distilled from
 WAV2CLIP_SAMPLE_RATE = 16000
 TOP_DB = 80.0  # log-mel floor below each window's peak
 MIN_WINDOW_FRACTION = 0.1  # a trailing piece shorter than this share of a window is dropped
+
+
+def audio_spec(checkpoint: str | Path) -> ModelSpec:
+    """The registry's name for the audio tower in `checkpoint` (`jrsearch train audio` or Wav2CLIP)."""
+    return ModelSpec(AUDIO_FAMILY, str(checkpoint))
 
 
 @dataclass(frozen=True)
@@ -114,19 +125,29 @@ class AudioTowerInfo:
 
 
 class AudioEncoder:
-    """Sound -> the joint space. `frontend` turns waveforms into the module's input."""
+    """Sound -> the joint space, a `Tower` of modality "audio". `frontend` turns waveforms into the
+    module's input."""
+
+    modalities: tuple[str, ...] = ("audio",)
+    backend = "torch"
 
     def __init__(self, module, frontend: Callable[[np.ndarray], np.ndarray], info: AudioTowerInfo,
                  device: str = "cpu", batch_size: int = 64) -> None:
         self.module = module.eval().to(device)
         self.frontend = frontend
         self.info = info
+        self.spec = audio_spec(info.source)
         self.device = device
         self.batch_size = batch_size
+        self.notes: list[str] = []
 
     @property
     def dim(self) -> int:
         return self.info.dim
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
 
     @property
     def sample_rate(self) -> int:
@@ -143,17 +164,30 @@ class AudioEncoder:
                 f"not {spec.label()} (dim {dim}); train one for this model with `jrsearch train audio DIR "
                 f"--model {spec.name}` or use a library built with {self.info.image_model.label()}")
 
-    def encode_windows(self, windows: np.ndarray) -> np.ndarray:
-        """(n, window_samples) waveforms -> (n, dim) L2-normalised float32."""
+    def encode(self, modality: str, batch: Any) -> np.ndarray:
+        """(n, window_samples) waveforms -> (n, dim) L2-normalised float32 (`modality` is "audio")."""
         import torch
 
-        windows = np.asarray(windows, dtype=np.float32).reshape(len(windows), -1)
+        windows = np.asarray(batch, dtype=np.float32).reshape(len(batch), -1)
         out = []
         with torch.inference_mode():
             for start in range(0, len(windows), self.batch_size):
                 x = torch.from_numpy(self.frontend(windows[start:start + self.batch_size])).to(self.device)
                 out.append(torch.nn.functional.normalize(self.module(x).float(), dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+    def embed_query(self, modality: str, query: str | Path) -> np.ndarray:
+        """A sound file as one query vector: the pooled vectors of its windows."""
+        from jrsearch.retrieval.audioio import read_audio
+
+        path = Path(query)
+        if not path.is_file():
+            raise QueryError(f"query sound {path} does not exist")
+        try:
+            samples = read_audio(path, self.sample_rate)
+        except MediaError as exc:
+            raise QueryError(f"cannot use {path} as a query: {str(exc).split(': ', 1)[-1]}") from None
+        return self.embed_clip(samples)
 
     def windows(self, samples: np.ndarray, offset_s: float = 0.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
         """Cut a waveform into consecutive windows (the last one zero-padded) with their times."""
@@ -173,7 +207,7 @@ class AudioEncoder:
     def embed_clip(self, samples: np.ndarray) -> np.ndarray:
         """One vector for a whole sound: the normalised mean of its window vectors."""
         windows, _ = self.windows(samples)
-        return pool(self.encode_windows(windows))
+        return pool(self.encode("audio", windows))
 
 
 def pool(vectors: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jrsearch.retrieval.encoders.joint import JointTowers
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import ModelUnavailableError
 from jrsearch.retrieval.types import ModelSpec
@@ -151,7 +152,7 @@ def _pick_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class OpenClipEncoder:
+class OpenClipEncoder(JointTowers):
     """An open_clip model in inference mode: numpy in, batched, normalised float32 numpy out."""
 
     backend = "torch"
