@@ -109,7 +109,8 @@ def query_index(index: Path, text: str | None, image: Path | None, top_k: int, u
     from jrsearch.retrieval.cluster.search import ClusterSearch
     from jrsearch.retrieval.engine import PathFilter
 
-    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
+    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial,
+                           compiled=False)  # one query: compiling the fan-out graph would cost more than it saves
     if text is not None:
         vector = search.embed_text(text)
     elif image is not None:

@@ -155,30 +155,78 @@ def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_clu
     run_build(str(tmp_path / "vectors"), tmp_path / "sharded", BuildOptions(factory="IVF64,PQ16", serving_shards=2))
     assert {p.name for p in (tmp_path / "sharded").glob("*.ivfdata")} == {"shard_000.ivfdata", "shard_001.ivfdata"}
 
+    opened: list[ClusterSearch] = []  # closed at the end: live shard actors hold the cluster's CPUs
+
     def app(root: Path, **kwargs):
         search = ClusterSearch(root, **kwargs)
+        opened.append(search)
         return search, TestClient(create_app(None, searcher=IndexSearcher(search), thumbnail_dir=tmp_path / "t"))
 
-    _, merged = app(tmp_path / "merged")
-    sharded_search, sharded = app(tmp_path / "sharded", address=local_cluster)
-    queries = ["a dog", "red square", "blue", "a photo of a cat", "x"]
-    for q in queries:
-        want = _search_page(merged, q)
-        assert len(want) == 8 and want == _search_page(sharded, q)
-    first = merged.get("/api/search", params={"q": "a dog"}).json()["results"][0]
-    item = merged.get(f"/api/items/{first['item_id']}").json()
-    assert item["path"] == first["path"] and item["kind"] == "image"
-    assert merged.get("/api/status").json()["indexes"]["image"]["vectors"] == 8_000
+    try:
+        _, merged = app(tmp_path / "merged")
+        sharded_search, sharded = app(tmp_path / "sharded", address=local_cluster)
+        queries = ["a dog", "red square", "blue", "a photo of a cat", "x"]
+        for q in queries:
+            want = _search_page(merged, q)
+            assert len(want) == 8 and want == _search_page(sharded, q)
+        first = merged.get("/api/search", params={"q": "a dog"}).json()["results"][0]
+        item = merged.get(f"/api/items/{first['item_id']}").json()
+        assert item["path"] == first["path"] and item["kind"] == "image"
+        assert merged.get("/api/status").json()["indexes"]["image"]["vectors"] == 8_000
 
-    sharded_search.index.kill_shard(1)
-    lost = sharded.get("/api/search", params={"q": "a dog"})
-    assert lost.status_code == 503 and "shard_001.index" in lost.json()["detail"]
+        sharded_search.index.kill_shard(1)
+        lost = sharded.get("/api/search", params={"q": "a dog"})
+        assert lost.status_code == 503 and "shard_001.index" in lost.json()["detail"]
+        sharded_search.close()
 
-    partial_search, partial = app(tmp_path / "sharded", address=local_cluster, allow_partial=True)
-    partial_search.index.kill_shard(0)
-    body = partial.get("/api/search", params={"q": "a dog", "top_k": 8}).json()
-    assert body["partial"] == {"missing_shards": ["shard_000.index"], "vectors_missing": 4_000}
-    assert body["results"] and all(r["item_id"] >= 4_000 for r in body["results"])  # only shard 1's rows
+        partial_search, partial = app(tmp_path / "sharded", address=local_cluster, allow_partial=True)
+        partial_search.index.kill_shard(0)
+        body = partial.get("/api/search", params={"q": "a dog", "top_k": 8}).json()
+        assert body["partial"] == {"missing_shards": ["shard_000.index"], "vectors_missing": 4_000}
+        assert body["results"] and all(r["item_id"] >= 4_000 for r in body["results"])  # only shard 1's rows
+    finally:
+        for search in opened:
+            search.close()
+
+
+def test_compiled_router_equals_plain_calls_and_names_a_lost_shard(tmp_path, local_cluster):
+    """The compiled-graph fan-out answers what plain actor calls answer, for one query and a batch
+    larger than a channel's first buffer; once a shard dies it falls back to the calls, which name it."""
+    from jrsearch.retrieval.cluster.index_dir import ShardUnavailableError
+    from jrsearch.retrieval.cluster.router import ShardRouter
+
+    dataset = synthetic_dataset(tmp_path / "vectors", 6_000, 64, 2, seed=5)
+    run_build(str(tmp_path / "vectors"), tmp_path / "sharded", BuildOptions(factory="IVF64,PQ16", serving_shards=2))
+    queries = dataset.sample(5_000, seed=6)  # 1.3 MB of float32: more than one default channel buffer
+    plain = ShardRouter(tmp_path / "sharded", compiled=False)
+    try:
+        want = [plain.search(batch, 10) for batch in (queries[:1], queries[1:4], queries)]
+    finally:
+        plain.close()
+    compiled = ShardRouter(tmp_path / "sharded")
+    try:
+        assert compiled.compiled and not plain.compiled
+        for batch, (scores, ids) in zip((queries[:1], queries[1:4], queries), want, strict=True):
+            got = compiled.search(batch, 10)
+            assert np.array_equal(got[1], ids) and np.allclose(got[0], scores)
+        assert compiled.compiled  # still on the compiled path after every search
+
+        compiled.kill_shard(0)
+        with pytest.raises(ShardUnavailableError, match="shard_000.index"):
+            compiled.search(queries[:1], 10)
+        assert not compiled.compiled and compiled.missing == [0]
+        with pytest.raises(ShardUnavailableError, match="shard_000.index"):  # and it stays an error
+            compiled.search(queries[:1], 10)
+    finally:
+        compiled.close()
+
+    partial = ShardRouter(tmp_path / "sharded", allow_partial=True)
+    try:
+        partial.kill_shard(1)
+        scores, ids = partial.search(queries[:3], 10)
+        assert partial.missing == [1] and (ids < 3_000).all() and (ids >= 0).all()  # only shard 0's rows, flagged
+    finally:
+        partial.close()
 
 
 @pytest.mark.slow
