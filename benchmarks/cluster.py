@@ -182,8 +182,8 @@ def bench_search(work: Path, factory: str | None, address: str, n_queries: int, 
     for name, cores in idle.items():
         figures[name]["idle_actor_cores"] = statistics.median(cores)
     base = figures["merged"]["p50_ms"]
-    return {"queries": n_queries, "k": 10, "rounds": rounds, "factory": IndexDir(work / "merged").manifest.factory,
-            **figures, **{f"ratio_{name}": round(figures[name]["p50_ms"] / base, 3) for name in times if name != "merged"},
+    ratios = {f"ratio_{name}": round(figures[name]["p50_ms"] / base, 3) for name in times if name != "merged"}
+    return {"queries": n_queries, "k": 10, "rounds": rounds, "factory": merged.manifest.factory, **figures, **ratios,
             "target_ratio": 2.0, "same_ids_as_merged": same, "load": load()}
 
 

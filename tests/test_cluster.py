@@ -189,6 +189,26 @@ def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_clu
             search.close()
 
 
+def test_cluster_build_chooses_its_index_as_the_library_does(tmp_path, local_cluster):
+    """One way to choose an index: the library's chooser, with the serving nodes' RAM as the budget
+    and inverted lists at any size (they are merged and sharded); the default build uses it."""
+    from jrsearch.indexer.cluster.build import SERVING_SHARD_BYTES, auto_serving_shards, choose_cluster_factory
+    from jrsearch.retrieval.index import EXACT_MAX, choose_factory
+
+    for n, dim in ((EXACT_MAX + 1, 512), (1_000_000, 512), (10**8, 512), (10**9, 512), (10**9, 768)):
+        assert choose_cluster_factory(n, dim) == choose_factory(n, dim, SERVING_SHARD_BYTES)
+    assert choose_cluster_factory(1_000, 64).startswith("IVF")  # the library would search 1k vectors exactly
+    big = choose_cluster_factory(10**9, 512, 512 * 2**30)  # more serving RAM: richer codes, split over nodes
+    assert big != choose_cluster_factory(10**9, 512) and auto_serving_shards(10**9, 512, big) > 1
+
+    dataset = synthetic_dataset(tmp_path / "vectors", 4_000, 64, 2, seed=7)
+    report = run_build(str(tmp_path / "vectors"), tmp_path / "index", BuildOptions())
+    assert report.factory == choose_cluster_factory(4_000, 64) and report.serving_shards == 1
+    queries = dataset.vectors(1)[:200].astype(np.float32)
+    _, ids = IndexDir(tmp_path / "index").search(queries, 1)
+    assert (ids[:, 0] == np.arange(2_000, 2_200)).mean() > 0.95  # exact codes: each vector finds itself
+
+
 def test_compiled_router_equals_plain_calls_and_names_a_lost_shard(tmp_path, local_cluster):
     """The compiled-graph fan-out answers what plain actor calls answer, for one query and a batch
     larger than a channel's first buffer; once a shard dies it falls back to the calls, which name it."""
@@ -212,10 +232,10 @@ def test_compiled_router_equals_plain_calls_and_names_a_lost_shard(tmp_path, loc
         assert compiled.compiled  # still on the compiled path after every search
 
         compiled.kill_shard(0)
-        with pytest.raises(ShardUnavailableError, match="shard_000.index"):
+        with pytest.raises(ShardUnavailableError, match=r"shard_000\.index"):
             compiled.search(queries[:1], 10)
         assert not compiled.compiled and compiled.missing == [0]
-        with pytest.raises(ShardUnavailableError, match="shard_000.index"):  # and it stays an error
+        with pytest.raises(ShardUnavailableError, match=r"shard_000\.index"):  # and it stays an error
             compiled.search(queries[:1], 10)
     finally:
         compiled.close()
