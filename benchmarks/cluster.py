@@ -144,7 +144,8 @@ def _idle_cpu(router, seconds: float = 3.0) -> float:
     return round((sum(_cpu_seconds(pid) for pid in pids) - before) / seconds, 2)
 
 
-def bench_search(work: Path, factory: str | None, address: str, n_queries: int, rounds: int) -> dict:
+def bench_search(work: Path, vectors: int, dim: int, factory: str | None, address: str, n_queries: int,
+                 rounds: int) -> dict:
     """Merged in process, 2 shards in process, and 2 shards as Ray actors behind the router, both
     through the compiled graph and through plain actor calls; the variants take turns in each round
     (one router alive at a time: compiled-graph actors poll, which would slow the others)."""
@@ -155,6 +156,10 @@ def bench_search(work: Path, factory: str | None, address: str, n_queries: int, 
     from jrsearch.retrieval.cluster.index_dir import IndexDir
     from jrsearch.retrieval.cluster.router import ShardRouter
 
+    if not (work / "merged").is_dir():  # the build part did not run: build the merged index alone
+        synthetic(work / "vectors", vectors, dim, shards=2)
+        run_build(str(work / "vectors"), work / "merged", BuildOptions(factory=factory, serving_shards=1,
+                                                                       address=address, threads=2))
     faiss.omp_set_num_threads(1)  # as `jrsearch serve` searches: one query row, one thread
     run_build(str(work / "vectors"), work / "sharded", BuildOptions(factory=factory, serving_shards=2, address=address))
     queries = EmbeddingDataset.open(str(work / "vectors")).sample(n_queries, seed=2)
@@ -177,13 +182,14 @@ def bench_search(work: Path, factory: str | None, address: str, n_queries: int, 
                 same[name] = bool(np.array_equal(merged.search(queries, 10)[1], router.search(queries, 10)[1]))
             finally:
                 router.close()
-    figures = {name: {"p50_ms": round(statistics.median(t), 3), "p50_ms_per_round": [round(x, 3) for x in t]}
-               for name, t in times.items()}
+    p50 = {name: round(statistics.median(t), 3) for name, t in times.items()}
+    figures: dict[str, dict] = {name: {"p50_ms": p50[name], "p50_ms_per_round": [round(x, 3) for x in t]}
+                                for name, t in times.items()}
     for name, cores in idle.items():
         figures[name]["idle_actor_cores"] = statistics.median(cores)
-    base = figures["merged"]["p50_ms"]
-    ratios = {f"ratio_{name}": round(figures[name]["p50_ms"] / base, 3) for name in times if name != "merged"}
-    return {"queries": n_queries, "k": 10, "rounds": rounds, "factory": merged.manifest.factory, **figures, **ratios,
+    ratios = {f"ratio_{name}": round(p50[name] / p50["merged"], 3) for name in times if name != "merged"}
+    return {"vectors": vectors, "dim": dim, "queries": n_queries, "k": 10, "rounds": rounds,
+            "factory": merged.manifest.factory, **figures, **ratios,
             "target_ratio": 2.0, "same_ids_as_merged": same, "load": load()}
 
 
@@ -215,11 +221,12 @@ def main() -> None:
         if "embed" in parts:
             result["embed"] = bench_embed(work, args.images, args.repeats, address)
             print(json.dumps(result["embed"]), flush=True)
-        if "build" in parts or "search" in parts:
+        if "build" in parts:
             result["build"] = bench_build(work, args.vectors, args.dim, args.factory, address)
             print(json.dumps(result["build"]), flush=True)
         if "search" in parts:
-            result["search"] = bench_search(work, args.factory, address, args.queries, args.repeats)
+            result["search"] = bench_search(work, args.vectors, args.dim, args.factory, address, args.queries,
+                                            args.repeats)
             print(json.dumps(result["search"]), flush=True)
     ray.shutdown()
     args.out.parent.mkdir(parents=True, exist_ok=True)

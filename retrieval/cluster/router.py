@@ -98,24 +98,24 @@ class ShardRouter:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         with self._lock:
             if self._graph is not None:
-                parts = self._search_compiled(queries, k)
+                parts = self._search_compiled(self._graph, queries, k)
                 if parts is not None:
                     self.missing = []
                     return merge_topk(parts, k)
             return self._search_calls(queries, k)
 
-    def _search_compiled(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    def _search_compiled(self, graph, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """All shards' answers through the compiled graph, or None when it failed (the caller then
         asks each actor in turn, which names the lost shards)."""
         ray = ray_module()
         from ray.exceptions import RayError, RayTaskError
 
         try:
-            return ray.get(self._graph.execute(queries, k), timeout=self.timeout_s)
+            return ray.get(graph.execute(queries, k), timeout=self.timeout_s)
         except RayTaskError:
             return None  # a search raised: the graph is still usable
         except RayError:  # an actor died, a channel closed or timed out: the graph is shut down or unusable
-            graph, self._graph = self._graph, None
+            self._graph = None
             with contextlib.suppress(Exception):
                 graph.teardown()
             return None
