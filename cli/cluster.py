@@ -118,8 +118,7 @@ def query_index(index: Path, text: str | None, image: Path | None, top_k: int, u
     from jrsearch.retrieval.cluster.search import ClusterSearch
     from jrsearch.retrieval.engine import PathFilter
 
-    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial,
-                           compiled=False)  # one query: compiling the fan-out graph would cost more than it saves
+    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
     if text is not None:
         vector = search.embed_text(text)
     elif image is not None:
@@ -139,11 +138,12 @@ def query_index(index: Path, text: str | None, image: Path | None, top_k: int, u
         typer.echo(f"warning: partial results: shard(s) {', '.join(shards)} did not answer", err=True)
 
 
-def serve_index(index: Path, address: str | None, allow_partial: bool, nprobe: int | None, **app_options):
+def serve_index(index: Path, address: str | None, allow_partial: bool, nprobe: int | None, compiled: bool = False,
+                **app_options):
     """The web app over an INDEXDIR (`jrsearch serve --index`)."""
     from jrsearch.cli.web.app import create_app
     from jrsearch.cli.web.index_searcher import IndexSearcher
     from jrsearch.retrieval.cluster.search import ClusterSearch
 
-    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
+    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial, compiled=compiled)
     return create_app(None, searcher=IndexSearcher(search), thumbnail_dir=index / "thumbnails", **app_options)

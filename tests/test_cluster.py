@@ -32,7 +32,8 @@ def local_cluster():
     It stops with the module, so that its raylet's warnings (a nearly full disk, say) never reach the
     output of later tests."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, object_store_memory=300 * 2**20)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
+                 object_store_memory=300 * 2**20)  # "local": never join another cluster running on this machine
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -179,7 +180,7 @@ def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_clu
         assert lost.status_code == 503 and "shard_001.index" in lost.json()["detail"]
         sharded_search.close()
 
-        partial_search, partial = app(tmp_path / "sharded", address=local_cluster, allow_partial=True)
+        partial_search, partial = app(tmp_path / "sharded", address=local_cluster, allow_partial=True, compiled=True)
         partial_search.index.kill_shard(0)
         body = partial.get("/api/search", params={"q": "a dog", "top_k": 8}).json()
         assert body["partial"] == {"missing_shards": ["shard_000.index"], "vectors_missing": 4_000}
@@ -223,13 +224,13 @@ def test_compiled_router_equals_plain_calls_and_names_a_lost_shard(tmp_path, loc
         want = [plain.search(batch, 10) for batch in (queries[:1], queries[1:4], queries)]
     finally:
         plain.close()
-    compiled = ShardRouter(tmp_path / "sharded")
+    compiled = ShardRouter(tmp_path / "sharded", compiled=True)
     try:
         assert compiled.compiled and not plain.compiled
         for batch, (scores, ids) in zip((queries[:1], queries[1:4], queries), want, strict=True):
             got = compiled.search(batch, 10)
             assert np.array_equal(got[1], ids) and np.allclose(got[0], scores)
-        assert compiled.compiled  # still on the compiled path after every search
+        assert compiled.compiled, compiled.graph_dropped  # still on the compiled path after every search
 
         compiled.kill_shard(0)
         with pytest.raises(ShardUnavailableError, match=r"shard_000\.index"):
@@ -240,7 +241,7 @@ def test_compiled_router_equals_plain_calls_and_names_a_lost_shard(tmp_path, loc
     finally:
         compiled.close()
 
-    partial = ShardRouter(tmp_path / "sharded", allow_partial=True)
+    partial = ShardRouter(tmp_path / "sharded", allow_partial=True, compiled=True)
     try:
         partial.kill_shard(1)
         scores, ids = partial.search(queries[:3], 10)

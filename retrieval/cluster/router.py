@@ -7,12 +7,15 @@ node died, its actor crashed) is never silently skipped: the router raises
 `ShardUnavailableError`, or, when built with `allow_partial=True`, answers from the other shards
 and lists the missing ones in `missing` (the web API returns them as `partial`).
 
-The fan-out is a Ray Compiled Graph (`compiled=True`, the default): one DAG, input -> every
-shard's `search` -> all outputs, compiled once, so a query travels through pre-allocated
-shared-memory channels instead of a task submission and an object-store round trip per shard
-(~0.5-0.8 ms instead of ~2 ms for two shards on a busy 2-core machine; see docs/scale-out.md).
-A compiled graph shuts itself down when one of its actors dies; the router then drops it and
-answers this query and every later one through plain actor calls, which tell which shard is gone.
+By default each query is one `search.remote` per actor and one `ray.get` for all. With
+`compiled=True` (experimental; `serve --compiled-fanout`) the fan-out is a Ray Compiled Graph:
+one DAG, input -> every shard's `search` -> all outputs, compiled once, so a query travels
+through pre-allocated shared-memory channels instead of a task submission per shard. It cut the
+Ray part of the latency on one node, but each actor then polls its channel (~0.5 core while
+idle), and on a 2-node `ray.cluster_utils.Cluster` (Ray 2.60) its executions hung and a raylet
+crashed: not the default until that works (docs/scale-out.md has the figures). A compiled graph
+shuts itself down when one of its actors dies; the router then drops it and answers this query
+and every later one through plain actor calls, which tell which shard is gone.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from jrsearch.retrieval.cluster.index_dir import (
 from jrsearch.retrieval.cluster.session import ray_module
 
 DEFAULT_TIMEOUT_S = 10.0
+COMPILE_TIMEOUT_S = 120.0  # the compiled graph's first execution
 
 
 class ShardActor:
@@ -62,7 +66,7 @@ class ShardRouter:
     """The `IndexDir` search interface over shard actors on the connected Ray cluster."""
 
     def __init__(self, root: Path, nprobe: int | None = None, allow_partial: bool = False,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, compiled: bool = True) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, compiled: bool = False) -> None:
         ray = ray_module()
         self.root = root
         self.manifest = IndexManifest.read(root)
@@ -75,14 +79,22 @@ class ShardRouter:
         ray.get([actor.ready.remote() for actor in self.actors])
         self.missing: list[int] = []  # shards the last search could not reach
         self._lock = threading.Lock()  # a compiled graph is not thread-safe; the serve app searches from threads
-        self._graph = self._compile() if compiled else None
+        self._graph = None
+        self.graph_dropped: str | None = None  # why the compiled graph was given up, if it was
+        if compiled:
+            self._graph = self._compile()
 
     def _compile(self):
+        """The compiled fan-out, run once: its first execution sets the channels up, which took 12 s
+        on a loaded 2-core machine, longer than a query may wait."""
+        ray = ray_module()
         from ray.dag import InputNode, MultiOutputNode
 
         with InputNode() as query:  # execute(queries, k)
             fan_out = MultiOutputNode([actor.search.bind(query[0], query[1], self.nprobe) for actor in self.actors])
-        return fan_out.experimental_compile()
+        graph = fan_out.experimental_compile()
+        ray.get(graph.execute(np.zeros((1, self.manifest.dim), np.float32), 1), timeout=COMPILE_TIMEOUT_S)
+        return graph
 
     @property
     def compiled(self) -> bool:
@@ -114,8 +126,8 @@ class ShardRouter:
             return ray.get(graph.execute(queries, k), timeout=self.timeout_s)
         except RayTaskError:
             return None  # a search raised: the graph is still usable
-        except RayError:  # an actor died, a channel closed or timed out: the graph is shut down or unusable
-            self._graph = None
+        except RayError as error:  # an actor died, a channel closed or timed out: the graph is shut down or unusable
+            self._graph, self.graph_dropped = None, f"{type(error).__name__}: {str(error)[:300]}"
             with contextlib.suppress(Exception):
                 graph.teardown()
             return None

@@ -40,12 +40,12 @@ class CatalogItem:
 class ClusterSearch:
     """An INDEXDIR, its dataset and its model; `address` spreads the shards over a Ray cluster.
 
-    `compiled` (with `address`): fan queries out through a Ray Compiled Graph, for a server that
-    answers many queries; a one-off query is quicker without compiling one (see `router`)."""
+    `compiled` (with `address`): fan queries out through a Ray Compiled Graph (experimental, see
+    `router`): lower latency on one node, for a server that answers many queries."""
 
     def __init__(self, root: Path, address: str | None = None, nprobe: int | None = None,
                  allow_partial: bool = False, device: str | None = None, precision: str = "auto",
-                 compiled: bool = True) -> None:
+                 compiled: bool = False) -> None:
         self.root = root
         self.manifest = IndexManifest.read(root)
         self.dataset = EmbeddingDataset.open(self.manifest.dataset)
