@@ -210,6 +210,16 @@ def test_cluster_build_chooses_its_index_as_the_library_does(tmp_path, local_clu
     assert (ids[:, 0] == np.arange(2_000, 2_200)).mean() > 0.95  # exact codes: each vector finds itself
 
 
+def test_cluster_build_refuses_an_unreadable_memory_size(tmp_path):
+    from typer.testing import CliRunner
+
+    from jrsearch.cli.main import app
+
+    result = CliRunner().invoke(app, ["cluster", "build", str(tmp_path), "--out", str(tmp_path / "i"),
+                                      "--memory", "lots"])
+    assert result.exit_code == 1 and "--memory 'lots' is not a size" in result.stderr
+
+
 def test_compiled_router_equals_plain_calls_and_names_a_lost_shard(tmp_path, local_cluster):
     """The compiled-graph fan-out answers what plain actor calls answer, for one query and a batch
     larger than a channel's first buffer; once a shard dies it falls back to the calls, which name it."""
