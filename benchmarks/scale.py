@@ -12,7 +12,7 @@ Measured:
 - write: vectors/s through `Library.write` (one file record per vector, `--batch` records per call,
   as the indexer writes);
 - build: `Library.save_indexes()` from the stored vectors (train on a sample, add in batches),
-  seconds and this process's peak RSS;
+  wall and CPU seconds (CPU time is the figure that survives a shared machine) and peak RSS;
 - disk: bytes per vector over every file of the library;
 - serve: VmRSS of a fresh `jrsearch serve` once it answers /api/status, and again after 200 warm
   HTTP text queries (the ViT-B-32 text tower with random weights: the default model's compute);
@@ -46,7 +46,6 @@ import numpy as np
 from jrsearch.benchmarks.serve_latency import (
     free_port,
     percentiles,
-    prepare_text_path,
     queries,
     start_server,
     wait_ready,
@@ -83,33 +82,44 @@ def write_library(root: Path, vectors: VectorSet, n: int, batch: int) -> dict:
 
     library = Library.open(root, create=True)
     library.adopt_model(ModelSpec(MODEL, ""), DIM)
-    written, seconds = 0, 0.0
+    written, seconds, cpu_seconds = 0, 0.0, 0.0
     for chunk in vectors.chunks(n):
         for first in range(0, len(chunk), batch):
             part = chunk[first:first + batch]
             records = [FileRecord(path=f"/scale/{written + i:08d}.jpg", kind=MediaKind.IMAGE, size=1, mtime_ns=0,
                                   content_hash=None, status=ItemStatus.INDEXED, vectors=part[i:i + 1])
                        for i in range(len(part))]
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             with library.writing():
                 library.write(records)
             seconds += time.perf_counter() - started
+            cpu_seconds += time.process_time() - cpu_started
             written += len(part)
     library.close()
-    return {"write_s": round(seconds, 1), "write_vectors_per_s": round(n / seconds)}
+    return {"write_s": round(seconds, 1), "write_vectors_per_s": round(n / seconds),
+            "write_cpu_s": round(cpu_seconds, 1), "write_vectors_per_cpu_s": round(n / cpu_seconds)}
 
 
 def build_index(root: Path) -> dict:
     from jrsearch.retrieval.library import Library
 
     library = Library.open(root)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     library.save_indexes()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    library.close()
+    return {"build_s": round(seconds, 1), "build_cpu_s": round(cpu_seconds, 1), **index_info(root),
+            "build_peak_rss_mb": _peak_rss_mb()}
+
+
+def index_info(root: Path) -> dict:
+    from jrsearch.retrieval.library import Library
+
+    library = Library.open(root)
     info = library.status()["indexes"]["image"]
     library.close()
-    return {"build_s": round(seconds, 1), "factory": info["factory"], "trained_on": info.get("trained_on"),
-            "index_memory_bytes": info.get("memory_bytes"), "build_peak_rss_mb": _peak_rss_mb()}
+    return {"factory": info["factory"], "trained_on": info.get("trained_on"),
+            "index_memory_bytes": info.get("memory_bytes")}
 
 
 def _peak_rss_mb() -> int:
@@ -127,18 +137,32 @@ def disk_usage(root: Path, n: int) -> dict:
             "bytes_per_vector_by_part": {k: round(v / n, 1) for k, v in sorted(groups.items())}}
 
 
-def vm_rss_mb(pid: int) -> float:
+def vm_rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory in MB: VmRSS, or its RssAnon (own memory) / RssFile (mapped files,
+    which the kernel can drop and re-read) parts."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
     return float("nan")
 
 
+def rss_parts(pid: int) -> dict:
+    return {field: vm_rss_mb(pid, field) for field in ("VmRSS", "RssAnon", "RssFile")}
+
+
 def serve_rss(root: Path, warm_queries: int) -> dict:
-    """VmRSS of a fresh `jrsearch serve` after it answers /api/status, then after warm queries."""
+    """VmRSS of a fresh `jrsearch serve` after it answers /api/status, then after warm queries.
+
+    The model's exports are made in the user cache first, as the `jrsearch index` run that filled a
+    real library would have made them, so serve opens ONNX Runtime sessions and the numpy text
+    tower without importing torch.
+    """
     import httpx
 
-    prepare_text_path(root, MODEL, "tower")
+    from jrsearch.retrieval.encoders import load_encoder
+    from jrsearch.retrieval.types import ModelSpec
+
+    load_encoder(ModelSpec(MODEL, ""), device="cpu")
     port = free_port()
     log = root.parent / f"{root.name}-serve.log"
     server = start_server(root, port, log)
@@ -147,14 +171,16 @@ def serve_rss(root: Path, warm_queries: int) -> dict:
             started = time.perf_counter()
             wait_ready(client, server, log)
             loaded = time.perf_counter() - started
-            after_load = vm_rss_mb(server.pid)
+            after_load = rss_parts(server.pid)
             latencies = []
             for text in queries(warm_queries, seed=1):
                 t = time.perf_counter()
                 client.get("/api/search", params={"q": text, "top_k": 10}).raise_for_status()
                 latencies.append((time.perf_counter() - t) * 1000)
-            return {"serve_ready_s": round(loaded, 1), "serve_rss_after_load_mb": after_load,
+            return {"serve_ready_s": round(loaded, 1), "serve_rss_after_load_mb": after_load["VmRSS"],
                     "serve_rss_after_warm_queries_mb": vm_rss_mb(server.pid),
+                    "serve_rss_parts_after_load_mb": after_load,
+                    "serve_rss_parts_after_warm_queries_mb": rss_parts(server.pid),
                     "serve_http_text_query": percentiles(latencies[len(latencies) // 4:])}
     finally:
         server.terminate()
@@ -198,7 +224,8 @@ def exact_top(source, queries_: np.ndarray, k: int) -> np.ndarray:
     return best_ids
 
 
-def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int | None, rerank: int | None) -> dict:
+def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int | None, rerank: int | None,
+                   sweep: tuple[int, ...] = ()) -> dict:
     from jrsearch.retrieval.library import Library
 
     library = Library.open(root)
@@ -209,8 +236,13 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
     if rerank is not None:
         index.rerank = rerank
     sample = vectors.draw(n_queries, np.random.default_rng([vectors.seed, 999_999]))
+    cached = root.parent / f"{root.name}-exact-top10-{n_queries}q.npy"  # the brute force costs minutes at 10M
     started = time.perf_counter()
-    want = exact_top(library.vectors("image"), sample, 10)
+    if cached.exists():
+        want = np.load(cached)
+    else:
+        want = exact_top(library.vectors("image"), sample, 10)
+        np.save(cached, want)
     exact_s = time.perf_counter() - started
     got = np.full_like(want, -1)
     latencies: list[float] = []
@@ -224,14 +256,20 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
     result = {"nprobe": index.nprobe, "rerank": index.rerank_depth(), "recall_at_10": round(recall, 4),
               "search_k10": percentiles(latencies), "exact_bruteforce_s": round(exact_s, 1)}
     if index.rerank_depth():
-        latencies.clear()
-        for query in sample[:300]:
-            t = time.perf_counter()
-            index.search(query[None, :], 10, rerank=0)
-            latencies.append((time.perf_counter() - t) * 1000)
-        result["search_k10_without_rerank"] = percentiles(latencies)
+        result["rerank_sweep"] = [rerank_point(index, sample, want, depth) for depth in (0, *sweep)]
     library.close()
     return result
+
+
+def rerank_point(index, sample: np.ndarray, want: np.ndarray, depth: int) -> dict:
+    """Recall@10 and warm latency at one re-rank depth (0: the codes' own order)."""
+    got, latencies = np.full_like(want, -1), []
+    for i, query in enumerate(sample):
+        t = time.perf_counter()
+        got[i] = index.search(query[None, :], 10, rerank=depth)[1][0]
+        latencies.append((time.perf_counter() - t) * 1000)
+    recall = float(np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)]))
+    return {"rerank": depth, "recall_at_10": round(recall, 4), "search_k10": percentiles(latencies)}
 
 
 def flat_twin(index, source):
@@ -300,9 +338,13 @@ def main() -> None:
     parser.add_argument("--index-memory", help="Index RAM budget (JRSEARCH_INDEX_MEMORY), e.g. 4G for IVF-Flat at 1M.")
     parser.add_argument("--nprobe", type=int)
     parser.add_argument("--rerank", type=int)
+    parser.add_argument("--rerank-sweep", default="",
+                        help="Also measure recall and latency at these re-rank depths, e.g. 250,500,1000 (and 0).")
     parser.add_argument("--warm-queries", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=Path("results/scale-work"))
     parser.add_argument("--reuse", action="store_true", help="Reuse the written library (skip the write).")
+    parser.add_argument("--skip-build", action="store_true",
+                        help="With --reuse: measure the index the library already has (no rebuild).")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--compare-flat", action="store_true",
                         help="Only time the index against its IVF-Flat twin (same lists), back to back.")
@@ -328,11 +370,15 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
         report.update(write_library(root, vectors, args.vectors, args.batch))
         print(json.dumps(report), flush=True)
-    report.update(build_index(root))
-    print(json.dumps(report), flush=True)
+    if args.reuse and args.skip_build:
+        report.update(index_info(root))
+    else:
+        report.update(build_index(root))
+        print(json.dumps(report), flush=True)
     report.update(disk_usage(root, args.vectors))
     report.update(open_rss(root))
-    report.update(search_quality(root, vectors, args.queries, args.nprobe, args.rerank))
+    report.update(search_quality(root, vectors, args.queries, args.nprobe, args.rerank,
+                                 tuple(int(d) for d in args.rerank_sweep.split(",") if d)))
     print(json.dumps(report), flush=True)
     if not args.skip_serve:
         report.update(serve_rss(root, args.warm_queries))

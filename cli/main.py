@@ -95,7 +95,8 @@ def query(
     glob: Annotated[str | None, typer.Option("--glob", help="Only paths (or names) matching this glob.")] = None,
     nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
     rerank: Annotated[int | None, typer.Option(
-        "--rerank", min=0, help="Candidates re-scored on the exact vectors (SQ8/PQ indexes; 0: none).")] = None,
+        "--rerank", min=0,
+        help="Candidates re-scored on the exact vectors (default: 100 for SQ8, 1000 for PQ indexes; 0: none).")] = None,
     library: LibraryOpt = None,
     model: ModelOpt = None,
     pretrained: PretrainedOpt = None,

@@ -40,10 +40,18 @@ from jrsearch.retrieval.catalog import (
 from jrsearch.retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
 from jrsearch.retrieval.errors import LibraryError, ModelMismatchError
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
-from jrsearch.retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_from_db, path_to_db
+from jrsearch.retrieval.paths import (
+    DB_NAME,
+    INDEX_DIR,
+    VECTORS_DIR,
+    default_library_dir,
+    path_from_db,
+    path_to_db,
+    slot_runs_path,
+)
 from jrsearch.retrieval.store import SCHEMA_VERSION, AudioModel, IndexState, Item, Manifest, Text, Vector, utcnow
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
-from jrsearch.retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
+from jrsearch.retrieval.vectors import SHARD_ROWS, SLOT_BATCH, ShardSet, ShardSource, SlotRuns
 
 LOCK_NAME = "write.lock"
 ID_CHUNK = 10_000  # values per IN (...) list (SQLite allows 32,766)
@@ -569,7 +577,7 @@ class Library:
 
     def vectors(self, kind: str) -> ShardSource:
         """A kind's stored vectors as an index's `VectorSource` (streamed, memory-mapped)."""
-        return ShardSource(self.catalog, self._shard_set(kind), kind)
+        return ShardSource(self.catalog, self._shard_set(kind), kind, self.runs_path(kind))
 
     def _recover(self) -> None:
         """Truncate shard bytes past the last commit; unlink shards a compaction left dead."""
@@ -620,7 +628,10 @@ class Library:
     # -- indexes ---------------------------------------------------------------------------
 
     def index_path(self, kind: str) -> Path:
-        return self.root / "index" / f"{kind}.faiss"
+        return self.root / INDEX_DIR / f"{kind}.faiss"
+
+    def runs_path(self, kind: str) -> Path:
+        return slot_runs_path(self.root, kind)
 
     def index(self, kind: MediaKind | str) -> VectorIndex | None:
         """The index for a kind, loaded from its file or rebuilt from the shards if stale."""
@@ -686,12 +697,14 @@ class Library:
                 "SELECT kind, generation, built_generation FROM index_state").fetchall()}
         for kind, (generation, built) in states.items():
             if generation == built and kind not in self._rebuild:
+                self._save_slot_runs(kind, generation, only_if_missing=True)  # libraries indexed before them
                 continue
             self._check_writable()
             index = self._indexes.get(kind)
             if index is None or kind in self._rebuild or index.outgrown(index.ntotal):
                 index = self._indexes[kind] = self._build(kind)
             index.save(self.index_path(kind))  # a full disk here: the caller knows the size to ask for
+            self._save_slot_runs(kind, generation)
             with self.sessions.begin() as session:
                 state = session.get(IndexState, kind)
                 if state is None or state.generation != generation:  # another write landed meanwhile: keep it stale
@@ -700,6 +713,16 @@ class Library:
                 state.factory = index.factory
                 state.trained_on = index.trained_on
                 state.built_at = utcnow()
+
+    def _save_slot_runs(self, kind: str, generation: int, only_if_missing: bool = False) -> None:
+        """Save where the kind's vectors live at `generation` (`vectors.SlotRuns`), for re-ranking."""
+        path = self.runs_path(kind)
+        if self.readonly or (only_if_missing and (SlotRuns.load(path) or SlotRuns.empty()).generation == generation):
+            return
+        with self.catalog() as catalog:
+            runs = SlotRuns.scan(catalog.iter_slots(kind, SLOT_BATCH), generation)
+        with self._disk_errors("saving where the vectors live"):
+            runs.save(path)
 
     # -- status ----------------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ from pathlib import Path
 
 DB_NAME = "library.db"
 VECTORS_DIR = "vectors"  # LIBRARY/vectors/KIND/*.f16, see retrieval/vectors.py
+INDEX_DIR = "index"  # LIBRARY/index/KIND.faiss and KIND.slots.npz (where its vectors live, vectors.SlotRuns)
+
+
+def slot_runs_path(root: Path, kind: str) -> Path:
+    return root / INDEX_DIR / f"{kind}.slots.npz"
 
 
 def default_library_dir() -> Path:

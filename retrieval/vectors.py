@@ -30,11 +30,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from jrsearch.retrieval.catalog import Catalog
+from jrsearch.retrieval.fileio import write_atomic
 
 SHARD_ROWS = 1 << 20  # 1,048,576 rows: 1 GiB per shard at 512-d
 DTYPE = np.dtype("<f2")
@@ -163,17 +165,92 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class SlotRuns:
+    """Where vectors live, as runs of consecutive ids stored in consecutive rows of one shard.
+
+    A library writes each batch of a kind as one such run, so a few thousand runs describe 10M
+    vectors: finding 1,000 re-rank candidates is a `searchsorted` here instead of 1,000 SQLite
+    lookups (8 ms at 10M). A deleted id ends a run, so every id a run covers is live. Saved beside
+    the index (`save`), and trusted only while the kind's generation is the one it was made at.
+    """
+
+    generation: int
+    first_id: np.ndarray
+    count: np.ndarray
+    shard: np.ndarray
+    first_row: np.ndarray
+
+    @classmethod
+    def scan(cls, slots: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], generation: int) -> SlotRuns:
+        """Runs from (ids, shards, rows) batches in id order (`Catalog.iter_slots`)."""
+        starts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        seen, last = 0, None
+        for ids, shards, rows in slots:
+            if not len(ids):
+                continue
+            begins = np.ones(len(ids), dtype=bool)
+            begins[1:] = (np.diff(ids) != 1) | (np.diff(shards) != 0) | (np.diff(rows) != 1)
+            if last is not None:
+                begins[0] = not (ids[0] == last[0] + 1 and shards[0] == last[1] and rows[0] == last[2] + 1)
+            at = np.flatnonzero(begins)
+            starts.append((at + seen, ids[at], shards[at], rows[at]))
+            seen, last = seen + len(ids), (ids[-1], shards[-1], rows[-1])
+        if not starts:
+            return cls.empty(generation)
+        position, first_id, shard, first_row = (np.concatenate(part) for part in zip(*starts, strict=True))
+        return cls(generation, first_id, np.diff(np.append(position, seen)), shard, first_row)
+
+    @classmethod
+    def empty(cls, generation: int = -1) -> SlotRuns:
+        nothing = np.zeros(0, dtype=np.int64)
+        return cls(generation, nothing, nothing, nothing, nothing)
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(covered mask, shards, rows) for `ids`; shards and rows are meaningful where covered."""
+        if not len(self.first_id):
+            nowhere = np.zeros(len(ids), dtype=np.int64)
+            return np.zeros(len(ids), dtype=bool), nowhere, nowhere
+        run = np.searchsorted(self.first_id, ids, side="right") - 1
+        inside = run >= 0
+        run = np.maximum(run, 0)
+        inside &= ids < self.first_id[run] + self.count[run]
+        return inside, self.shard[run], self.first_row[run] + ids - self.first_id[run]
+
+    def save(self, path: Path) -> None:
+        def fill(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, generation=np.int64(self.generation), first_id=self.first_id, count=self.count,
+                         shard=self.shard, first_row=self.first_row)
+
+        write_atomic(path, fill)
+
+    @classmethod
+    def load(cls, path: Path) -> SlotRuns | None:
+        try:
+            with np.load(path) as saved:
+                return cls(int(saved["generation"]), saved["first_id"], saved["count"], saved["shard"],
+                           saved["first_row"])
+        except (OSError, ValueError, KeyError):
+            return None  # absent or unreadable: SQLite says where each vector lives
+
+
 class ShardSource:
     """`index.VectorSource` over one kind's shards: the store says which rows are live and where.
 
     `catalog` opens a `Catalog` for the duration of one call (a pooled connection for the library,
-    the one read-only connection for the cold query path)."""
+    the one read-only connection for the cold query path). `runs_file` is the kind's saved
+    `SlotRuns`, used by `get` while its generation is current."""
 
-    def __init__(self, catalog: Callable[[], AbstractContextManager[Catalog]], shards: ShardSet, kind: str) -> None:
+    def __init__(self, catalog: Callable[[], AbstractContextManager[Catalog]], shards: ShardSet, kind: str,
+                 runs_file: Path | None = None) -> None:
         self._catalog = catalog
         self.shards = shards
         self.kind = kind
         self.dim = shards.dim
+        self.runs_file = runs_file
+        self._runs: SlotRuns | None = None
+        self._runs_key: tuple[int, int, int] | None = None  # (generation, mtime, size) _runs was checked at
 
     def __len__(self) -> int:
         with self._catalog() as catalog:
@@ -203,12 +280,38 @@ class ShardSource:
         ids = np.asarray(ids, dtype=np.int64)
         out = np.full((len(ids), self.dim), np.nan, dtype=np.float32)
         with self._catalog() as catalog:
-            found, shards, rows = catalog.vector_slots(self.kind, ids)
+            runs = self._current_runs(catalog)
+            if runs is None:
+                covered = np.zeros(len(ids), dtype=bool)
+                shards = rows = np.zeros(0, dtype=np.int64)
+            else:
+                covered, shards, rows = runs.locate(ids)
+                shards, rows = shards[covered], rows[covered]
+            found, more_shards, more_rows = catalog.vector_slots(self.kind, ids[~covered])
+        where = np.flatnonzero(covered)
         if len(found):
             position = {int(v): i for i, v in enumerate(ids)}
-            where = np.fromiter((position[int(v)] for v in found), dtype=np.int64, count=len(found))
+            where = np.append(where, np.fromiter((position[int(v)] for v in found), dtype=np.int64, count=len(found)))
+            shards, rows = np.append(shards, more_shards), np.append(rows, more_rows)
+        if len(where):
             out[where] = self.shards.read(shards, rows)
         return out
+
+    def _current_runs(self, catalog: Catalog) -> SlotRuns | None:
+        """The saved runs if they describe the kind's current generation (one SELECT, one stat)."""
+        if self.runs_file is None:
+            return None
+        state = catalog.index_state(self.kind)
+        try:
+            stat = self.runs_file.stat()
+        except OSError:
+            return None
+        key = (state.generation if state else -1, stat.st_mtime_ns, stat.st_size)
+        if key != self._runs_key:
+            runs = SlotRuns.load(self.runs_file)
+            self._runs = runs if runs is not None and state and runs.generation == state.generation else None
+            self._runs_key = key
+        return self._runs
 
     def _slots(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         with self._catalog() as catalog:

@@ -21,6 +21,7 @@ from jrsearch.retrieval import migrations
 from jrsearch.retrieval.errors import LibraryError
 from jrsearch.retrieval.library import FileRecord, Library
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
+from jrsearch.retrieval.vectors import ShardSource, SlotRuns
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parents[1]
@@ -106,6 +107,40 @@ def test_deleted_vectors_are_tombstoned_then_compacted(tmp_path, monkeypatch):
     np.testing.assert_allclose(reopened.stored_vectors("image")[1], vectors[30:], atol=1e-3)
     hits = reopened.index("image").search(vectors[77:78], 1)
     assert reopened.hits([int(hits[1][0, 0])])[0][5] == paths[77]
+
+
+def test_saved_slot_runs_find_the_same_rows_as_sqlite_and_step_aside_when_stale(tmp_path, monkeypatch):
+    monkeypatch.setattr(library_module, "SHARD_ROWS", 50)
+    rng = np.random.default_rng(3)
+    vectors = unit(rng, 160)
+    paths = [f"/p/{i:03d}.jpg" for i in range(160)]
+    library = new_library(tmp_path / "lib")
+    for first in range(0, 120, 40):  # three batches across three shards
+        library.write(images(paths[first:first + 40], vectors[first:first + 40]))
+    library.remove(paths[5:8] + paths[60:90])  # gaps in the ids; shard 1 mostly dead: compacted
+    library.save_indexes()
+    runs = SlotRuns.load(library.runs_path("image"))
+    assert runs is not None and 3 <= len(runs.first_id) <= 8  # a few runs, not one per vector
+
+    def both(ids):
+        return library.vectors("image").get(ids), ShardSource(library.catalog, library._shard_set("image"),
+                                                               "image").get(ids)  # SQLite only
+
+    ids = library.stored_vectors("image")[0]
+    asked = np.concatenate([ids[::-1], [6, 7, 8, 61, 10**9, -1]])  # live, deleted, unknown, in any order
+    with_runs, sqlite_only = both(asked)
+    np.testing.assert_array_equal(with_runs, sqlite_only)
+    assert np.isnan(with_runs[len(ids):]).all() and not np.isnan(with_runs[:len(ids)]).any()
+    covered, _, _ = runs.locate(ids)
+    assert covered.all()  # every live vector is found without SQLite
+
+    library.write(images(paths[120:], vectors[120:]))  # a newer generation: the runs no longer speak for it
+    library.remove(paths[:5])
+    ids = library.stored_vectors("image")[0]
+    with_runs, sqlite_only = both(np.concatenate([ids, [1, 2]]))
+    np.testing.assert_array_equal(with_runs, sqlite_only)
+    np.testing.assert_allclose(with_runs[-40 - 2:-2], vectors[120:], atol=1e-3)
+    assert np.isnan(with_runs[-2:]).all()  # removed after the runs were saved: not live, whatever the runs say
 
 
 def test_remove_returns_how_many_items_were_removed(tmp_path):
