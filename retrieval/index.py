@@ -144,12 +144,12 @@ def _codes(dim: int) -> list[tuple[str, int]]:
     return [("Flat", 4 * dim), ("SQ8", dim)] + [(f"PQ{m}", m) for m in sorted(set(pq), reverse=True)]
 
 
-def choose_factory(n: int, dim: int, budget: int | None = None, exact_max: int = EXACT_MAX) -> str:
+def choose_factory(n: int, dim: int, budget: int | None = None, exact_max: int | None = None) -> str:
     """The index_factory string for `n` vectors of `dim` whose index should fit `budget` bytes of RAM.
 
-    Up to `exact_max` vectors the index is exact (`IDMap,Flat`); callers that need inverted lists
-    whatever the size (the cluster build merges and shards them) pass 0."""
-    if n <= exact_max:
+    Up to `exact_max` (None: EXACT_MAX) vectors the index is exact (`IDMap,Flat`); callers that
+    need inverted lists whatever the size (the cluster build merges and shards them) pass 0."""
+    if n <= (EXACT_MAX if exact_max is None else exact_max):
         return "IDMap,Flat"
     budget = memory_budget() if budget is None else budget
     nlist = choose_nlist(n)
