@@ -9,8 +9,9 @@ Back to back, on the same files and vectors:
     on an already running local cluster, as on a real one; starting that cluster is reported apart;
   * build: `run_build` with 2 add workers vs `build_single` over the same synthetic clustered
     vectors; seconds, and whether both return the same ids for the same queries;
-  * search: p50/p95 of one-query searches, k=10, over 2 serving shards (in process, and one Ray
-    actor per shard) vs the merged on-disk index.
+  * search: p50 of one-query searches, k=10, over 2 serving shards (in process, and one Ray actor
+    per shard behind the router: compiled graph and plain calls) vs the merged on-disk index; the
+    variants take turns, `--repeats` rounds, median of the rounds' p50s.
 The machine may be shared: the 1-minute load average is recorded beside every figure.
 Prints and saves JSON to results/cluster.json.
 """
@@ -97,7 +98,7 @@ def bench_embed(work: Path, images: int, repeats: int, address: str) -> dict:
             "target_ratio": 0.8, "single_runs": single, "cluster_runs": cluster}
 
 
-def bench_build(work: Path, vectors: int, dim: int, factory: str, address: str) -> dict:
+def bench_build(work: Path, vectors: int, dim: int, factory: str | None, address: str) -> dict:
     from jrsearch.indexer.cluster.build import BuildOptions, build_single, run_build
     from jrsearch.retrieval.cluster.dataset import EmbeddingDataset
     from jrsearch.retrieval.cluster.index_dir import IndexDir
@@ -112,7 +113,7 @@ def bench_build(work: Path, vectors: int, dim: int, factory: str, address: str) 
     queries = EmbeddingDataset.open(str(data)).sample(1000, seed=1)
     same = bool(np.array_equal(IndexDir(work / "single").search(queries, 10)[1],
                                IndexDir(work / "merged").search(queries, 10)[1]))
-    return {"vectors": vectors, "dim": dim, "factory": factory, "add_workers": 2,
+    return {"vectors": vectors, "dim": dim, "factory": single.factory, "add_workers": 2,
             "single_seconds": single.seconds, "distributed_seconds": dist.seconds,
             "ratio": round(dist.seconds["total"] / single.seconds["total"], 3), "target_ratio": 1.3,
             "identical_results": same, "load_before_single": before, "load_before_distributed": middle}
@@ -127,7 +128,27 @@ def _latencies(search, queries: np.ndarray, k: int = 10) -> list[float]:
     return out
 
 
-def bench_search(work: Path, factory: str, address: str, n_queries: int) -> dict:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _idle_cpu(router, seconds: float = 3.0) -> float:
+    """CPU cores the router's shard actors use, together, while no query arrives."""
+    import ray
+
+    pids = ray.get([actor.pid.remote() for actor in router.actors])
+    before = sum(_cpu_seconds(pid) for pid in pids)
+    time.sleep(seconds)
+    return round((sum(_cpu_seconds(pid) for pid in pids) - before) / seconds, 2)
+
+
+def bench_search(work: Path, vectors: int, dim: int, factory: str | None, address: str, n_queries: int,
+                 rounds: int) -> dict:
+    """Merged in process, 2 shards in process, and 2 shards as Ray actors behind the router, both
+    through the compiled graph and through plain actor calls; the variants take turns in each round
+    (one router alive at a time: compiled-graph actors poll, which would slow the others)."""
     import faiss
 
     from jrsearch.indexer.cluster.build import BuildOptions, run_build
@@ -135,24 +156,41 @@ def bench_search(work: Path, factory: str, address: str, n_queries: int) -> dict
     from jrsearch.retrieval.cluster.index_dir import IndexDir
     from jrsearch.retrieval.cluster.router import ShardRouter
 
+    if not (work / "merged").is_dir():  # the build part did not run: build the merged index alone
+        synthetic(work / "vectors", vectors, dim, shards=2)
+        run_build(str(work / "vectors"), work / "merged", BuildOptions(factory=factory, serving_shards=1,
+                                                                       address=address, threads=2))
     faiss.omp_set_num_threads(1)  # as `jrsearch serve` searches: one query row, one thread
     run_build(str(work / "vectors"), work / "sharded", BuildOptions(factory=factory, serving_shards=2, address=address))
     queries = EmbeddingDataset.open(str(work / "vectors")).sample(n_queries, seed=2)
     merged, sharded = IndexDir(work / "merged"), IndexDir(work / "sharded")
-    router = ShardRouter(work / "sharded")
-    for index in (merged, sharded, router):
-        _latencies(index.search, queries[:20])  # warm: page in the lists the queries touch
-    figures = {}
-    for name, index in (("merged", merged), ("sharded_in_process", sharded), ("sharded_ray_actors", router)):
-        before = load()
-        times = _latencies(index.search, queries)
-        figures[name] = {"p50_ms": round(statistics.median(times), 3),
-                         "p95_ms": round(float(np.percentile(times, 95)), 3), "load": before}
-    same = bool(np.array_equal(merged.search(queries, 10)[1], router.search(queries, 10)[1]))
-    return {"queries": n_queries, "k": 10, **figures,
-            "ratio_in_process": round(figures["sharded_in_process"]["p50_ms"] / figures["merged"]["p50_ms"], 3),
-            "ratio_ray_actors": round(figures["sharded_ray_actors"]["p50_ms"] / figures["merged"]["p50_ms"], 3),
-            "target_ratio": 2.0, "same_ids_as_merged": same}
+    in_process = {"merged": merged.search, "sharded_in_process": sharded.search}
+    for search in in_process.values():
+        _latencies(search, queries[:50])  # warm: page in the lists the queries touch
+    times: dict[str, list[float]] = {}
+    idle: dict[str, list[float]] = {}
+    same: dict[str, bool] = {}
+    for _ in range(rounds):
+        for name, search in in_process.items():
+            times.setdefault(name, []).append(statistics.median(_latencies(search, queries)))
+        for name, compiled in (("sharded_ray_compiled", True), ("sharded_ray_calls", False)):
+            router = ShardRouter(work / "sharded", compiled=compiled)
+            try:
+                _latencies(router.search, queries[:50])
+                times.setdefault(name, []).append(statistics.median(_latencies(router.search, queries)))
+                idle.setdefault(name, []).append(_idle_cpu(router))
+                same[name] = bool(np.array_equal(merged.search(queries, 10)[1], router.search(queries, 10)[1]))
+            finally:
+                router.close()
+    p50 = {name: round(statistics.median(t), 3) for name, t in times.items()}
+    figures: dict[str, dict] = {name: {"p50_ms": p50[name], "p50_ms_per_round": [round(x, 3) for x in t]}
+                                for name, t in times.items()}
+    for name, cores in idle.items():
+        figures[name]["idle_actor_cores"] = statistics.median(cores)
+    ratios = {f"ratio_{name}": round(p50[name] / p50["merged"], 3) for name in times if name != "merged"}
+    return {"vectors": vectors, "dim": dim, "queries": n_queries, "k": 10, "rounds": rounds,
+            "factory": merged.manifest.factory, **figures, **ratios,
+            "target_ratio": 2.0, "same_ids_as_merged": same, "load": load()}
 
 
 def main() -> None:
@@ -161,7 +199,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64, help="synthetic vector dimension")
-    parser.add_argument("--factory", default="IVF1024,PQ16", help="index for the build and search parts")
+    parser.add_argument("--factory", default=None,
+                        help="index for the build and search parts (default: what `cluster build` chooses)")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--parts", default="embed,build,search")
     parser.add_argument("--out", type=Path, default=Path("results/cluster.json"))
@@ -171,7 +210,7 @@ def main() -> None:
     import ray
 
     started = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     address = ray.get_runtime_context().gcs_address
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "ray": ray.__version__, "note": "2-core machine shared with other jobs"},
@@ -182,11 +221,12 @@ def main() -> None:
         if "embed" in parts:
             result["embed"] = bench_embed(work, args.images, args.repeats, address)
             print(json.dumps(result["embed"]), flush=True)
-        if "build" in parts or "search" in parts:
+        if "build" in parts:
             result["build"] = bench_build(work, args.vectors, args.dim, args.factory, address)
             print(json.dumps(result["build"]), flush=True)
         if "search" in parts:
-            result["search"] = bench_search(work, args.factory, address, args.queries)
+            result["search"] = bench_search(work, args.vectors, args.dim, args.factory, address, args.queries,
+                                            args.repeats)
             print(json.dumps(result["search"]), flush=True)
     ray.shutdown()
     args.out.parent.mkdir(parents=True, exist_ok=True)

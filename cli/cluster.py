@@ -79,7 +79,11 @@ def build(
     dataset: Annotated[str, typer.Argument(help="Dataset folder or URL written by `jrsearch cluster embed`.")],
     out: Annotated[Path, typer.Option("--out", help="Index folder (INDEXDIR) to write.")],
     factory: Annotated[str | None, typer.Option(
-        "--factory", help="faiss index_factory string (an IVF index); default: chosen by size.")] = None,
+        "--factory", help="faiss index_factory string (an IVF index); default: the library's choice for the "
+                          "vectors, dimension and --memory.")] = None,
+    memory: Annotated[str, typer.Option(
+        "--memory", help="RAM the serving nodes give the index, together (e.g. 64G, 512G): picks the codes "
+                         "when --factory is not given.")] = "64G",
     shards: Annotated[int | None, typer.Option(
         "--shards", min=1, help="Serving shards: 1 merges into one on-disk index; default: by size "
                                 "(one per 64 GiB of codes).")] = None,
@@ -89,10 +93,15 @@ def build(
     num_cpus: CpusOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train IVF-PQ on a sample, add the shards in parallel, merge into on-disk serving shards."""
+    """Train an IVF index on a sample, add the shards in parallel, merge into on-disk serving shards."""
     from jrsearch.indexer.cluster.build import BuildOptions, build_single, run_build
+    from jrsearch.retrieval.index import parse_size
 
-    options = BuildOptions(factory=factory, serving_shards=shards, nprobe=nprobe, address=address, num_cpus=num_cpus)
+    budget = parse_size(memory)
+    if budget is None:
+        return fail(f"--memory {memory!r} is not a size; give bytes or a number with K, M, G or T (e.g. 64G)")
+    options = BuildOptions(factory=factory, memory_budget=budget, serving_shards=shards, nprobe=nprobe,
+                           address=address, num_cpus=num_cpus)
     report = build_single(dataset, out, options) if single else run_build(dataset, out, options)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
@@ -129,11 +138,12 @@ def query_index(index: Path, text: str | None, image: Path | None, top_k: int, u
         typer.echo(f"warning: partial results: shard(s) {', '.join(shards)} did not answer", err=True)
 
 
-def serve_index(index: Path, address: str | None, allow_partial: bool, nprobe: int | None, **app_options):
+def serve_index(index: Path, address: str | None, allow_partial: bool, nprobe: int | None, compiled: bool = False,
+                **app_options):
     """The web app over an INDEXDIR (`jrsearch serve --index`)."""
     from jrsearch.cli.web.app import create_app
     from jrsearch.cli.web.index_searcher import IndexSearcher
     from jrsearch.retrieval.cluster.search import ClusterSearch
 
-    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
+    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial, compiled=compiled)
     return create_app(None, searcher=IndexSearcher(search), thumbnail_dir=index / "thumbnails", **app_options)

@@ -39,6 +39,10 @@ AddressOpt = Annotated[str | None, typer.Option(
 AllowPartialOpt = Annotated[bool, typer.Option(
     "--allow-partial", help="With --index --address: answer when a shard is lost, flagged as partial "
                             "(default: an error).")]
+CompiledFanoutOpt = Annotated[bool, typer.Option(
+    "--compiled-fanout", help="With --index --address, experimental: fan queries out through a Ray Compiled "
+                              "Graph (lower latency on one node; each shard actor keeps polling, using CPU "
+                              "while idle; hung on a 2-node test cluster with Ray 2.60).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 

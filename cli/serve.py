@@ -12,6 +12,7 @@ from jrsearch.cli.common import (
     AllowPartialOpt,
     BackendOpt,
     CheckpointOpt,
+    CompiledFanoutOpt,
     DeviceOpt,
     IndexOpt,
     LibraryOpt,
@@ -43,6 +44,7 @@ def serve(
     index: IndexOpt = None,
     address: AddressOpt = None,
     allow_partial: AllowPartialOpt = False,
+    compiled_fanout: CompiledFanoutOpt = False,
 ) -> None:
     """Serve a search page with thumbnails and an HTTP API (OpenAPI at /docs)."""
     # faiss searches one query row on one thread (search_threads=1 below: on a busy 2-core machine a
@@ -70,7 +72,7 @@ def serve(
         from jrsearch.cli.cluster import serve_index
 
         typer.echo(f"loading the index {index} ...", err=True)
-        app = serve_index(index, address, allow_partial, nprobe, **options)
+        app = serve_index(index, address, allow_partial, nprobe, compiled_fanout, **options)
         docs = f"/docs{', token required' if token else ''}"
         typer.echo(f"serving on http://{shown}:{port}  (API docs: {docs})", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -121,10 +121,14 @@ def _faiss() -> Any:
 
 def memory_budget() -> int:
     """Bytes the index may hold in RAM: JRSEARCH_INDEX_MEMORY ("512M", "4G", bytes) or 1 GiB."""
-    text = os.environ.get("JRSEARCH_INDEX_MEMORY", "").strip().upper()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?", text)
+    return parse_size(os.environ.get("JRSEARCH_INDEX_MEMORY", "")) or DEFAULT_MEMORY_BUDGET
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes from "512M", "4G", "1.5T" or a plain number of bytes (binary units); None if unreadable."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?", text.strip().upper())
     if not match:
-        return DEFAULT_MEMORY_BUDGET
+        return None
     return int(float(match[1]) * 1024 ** " KMGT".index(match[2] or " "))
 
 
@@ -140,9 +144,12 @@ def _codes(dim: int) -> list[tuple[str, int]]:
     return [("Flat", 4 * dim), ("SQ8", dim)] + [(f"PQ{m}", m) for m in sorted(set(pq), reverse=True)]
 
 
-def choose_factory(n: int, dim: int, budget: int | None = None) -> str:
-    """The index_factory string for `n` vectors of `dim` whose index should fit `budget` bytes of RAM."""
-    if n <= EXACT_MAX:
+def choose_factory(n: int, dim: int, budget: int | None = None, exact_max: int | None = None) -> str:
+    """The index_factory string for `n` vectors of `dim` whose index should fit `budget` bytes of RAM.
+
+    Up to `exact_max` (None: EXACT_MAX) vectors the index is exact (`IDMap,Flat`); callers that
+    need inverted lists whatever the size (the cluster build merges and shards them) pass 0."""
+    if n <= (EXACT_MAX if exact_max is None else exact_max):
         return "IDMap,Flat"
     budget = memory_budget() if budget is None else budget
     nlist = choose_nlist(n)
@@ -284,7 +291,7 @@ class VectorIndex:
         index = faiss.index_factory(source.dim, factory, faiss.METRIC_INNER_PRODUCT)
         built = cls(index, factory, nprobe, source=source)
         if not index.is_trained:
-            built.train(source.sample(cls._train_size(index, len(source)), seed=seed), seed=seed, use_gpu=use_gpu)
+            built.train(source.sample(cls.train_size(index, len(source)), seed=seed), seed=seed, use_gpu=use_gpu)
         if assigner is None and use_gpu is not False and gpu_count() and built.layout.nlist:
             assigner = _gpu_assigner(built._centroids())
         for ids, vectors in source.batches(ADD_BATCH):
@@ -299,7 +306,8 @@ class VectorIndex:
                               factory, nprobe, seed=seed)
 
     @staticmethod
-    def _train_size(index: Any, n: int) -> int:
+    def train_size(index: Any, n: int) -> int:
+        """Vectors to train an empty `index` on, out of `n`."""
         faiss = _faiss()
 
         ivf = faiss.extract_index_ivf(index)

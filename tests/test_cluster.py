@@ -32,7 +32,8 @@ def local_cluster():
     It stops with the module, so that its raylet's warnings (a nearly full disk, say) never reach the
     output of later tests."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, object_store_memory=300 * 2**20)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False,
+                 object_store_memory=300 * 2**20)  # "local": never join another cluster running on this machine
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -155,30 +156,108 @@ def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_clu
     run_build(str(tmp_path / "vectors"), tmp_path / "sharded", BuildOptions(factory="IVF64,PQ16", serving_shards=2))
     assert {p.name for p in (tmp_path / "sharded").glob("*.ivfdata")} == {"shard_000.ivfdata", "shard_001.ivfdata"}
 
+    opened: list[ClusterSearch] = []  # closed at the end: live shard actors hold the cluster's CPUs
+
     def app(root: Path, **kwargs):
         search = ClusterSearch(root, **kwargs)
+        opened.append(search)
         return search, TestClient(create_app(None, searcher=IndexSearcher(search), thumbnail_dir=tmp_path / "t"))
 
-    _, merged = app(tmp_path / "merged")
-    sharded_search, sharded = app(tmp_path / "sharded", address=local_cluster)
-    queries = ["a dog", "red square", "blue", "a photo of a cat", "x"]
-    for q in queries:
-        want = _search_page(merged, q)
-        assert len(want) == 8 and want == _search_page(sharded, q)
-    first = merged.get("/api/search", params={"q": "a dog"}).json()["results"][0]
-    item = merged.get(f"/api/items/{first['item_id']}").json()
-    assert item["path"] == first["path"] and item["kind"] == "image"
-    assert merged.get("/api/status").json()["indexes"]["image"]["vectors"] == 8_000
+    try:
+        _, merged = app(tmp_path / "merged")
+        sharded_search, sharded = app(tmp_path / "sharded", address=local_cluster)
+        queries = ["a dog", "red square", "blue", "a photo of a cat", "x"]
+        for q in queries:
+            want = _search_page(merged, q)
+            assert len(want) == 8 and want == _search_page(sharded, q)
+        first = merged.get("/api/search", params={"q": "a dog"}).json()["results"][0]
+        item = merged.get(f"/api/items/{first['item_id']}").json()
+        assert item["path"] == first["path"] and item["kind"] == "image"
+        assert merged.get("/api/status").json()["indexes"]["image"]["vectors"] == 8_000
 
-    sharded_search.index.kill_shard(1)
-    lost = sharded.get("/api/search", params={"q": "a dog"})
-    assert lost.status_code == 503 and "shard_001.index" in lost.json()["detail"]
+        sharded_search.index.kill_shard(1)
+        lost = sharded.get("/api/search", params={"q": "a dog"})
+        assert lost.status_code == 503 and "shard_001.index" in lost.json()["detail"]
+        sharded_search.close()
 
-    partial_search, partial = app(tmp_path / "sharded", address=local_cluster, allow_partial=True)
-    partial_search.index.kill_shard(0)
-    body = partial.get("/api/search", params={"q": "a dog", "top_k": 8}).json()
-    assert body["partial"] == {"missing_shards": ["shard_000.index"], "vectors_missing": 4_000}
-    assert body["results"] and all(r["item_id"] >= 4_000 for r in body["results"])  # only shard 1's rows
+        partial_search, partial = app(tmp_path / "sharded", address=local_cluster, allow_partial=True, compiled=True)
+        partial_search.index.kill_shard(0)
+        body = partial.get("/api/search", params={"q": "a dog", "top_k": 8}).json()
+        assert body["partial"] == {"missing_shards": ["shard_000.index"], "vectors_missing": 4_000}
+        assert body["results"] and all(r["item_id"] >= 4_000 for r in body["results"])  # only shard 1's rows
+    finally:
+        for search in opened:
+            search.close()
+
+
+def test_cluster_build_chooses_its_index_as_the_library_does(tmp_path, local_cluster):
+    """One way to choose an index: the library's chooser, with the serving nodes' RAM as the budget
+    and inverted lists at any size (they are merged and sharded); the default build uses it."""
+    from jrsearch.indexer.cluster.build import SERVING_SHARD_BYTES, auto_serving_shards, choose_cluster_factory
+    from jrsearch.retrieval.index import EXACT_MAX, choose_factory
+
+    for n, dim in ((EXACT_MAX + 1, 512), (1_000_000, 512), (10**8, 512), (10**9, 512), (10**9, 768)):
+        assert choose_cluster_factory(n, dim) == choose_factory(n, dim, SERVING_SHARD_BYTES)
+    assert choose_cluster_factory(1_000, 64).startswith("IVF")  # the library would search 1k vectors exactly
+    big = choose_cluster_factory(10**9, 512, 512 * 2**30)  # more serving RAM: richer codes, split over nodes
+    assert big != choose_cluster_factory(10**9, 512) and auto_serving_shards(10**9, 512, big) > 1
+
+    dataset = synthetic_dataset(tmp_path / "vectors", 4_000, 64, 2, seed=7)
+    report = run_build(str(tmp_path / "vectors"), tmp_path / "index", BuildOptions())
+    assert report.factory == choose_cluster_factory(4_000, 64) and report.serving_shards == 1
+    queries = dataset.vectors(1)[:200].astype(np.float32)
+    _, ids = IndexDir(tmp_path / "index").search(queries, 1)
+    assert (ids[:, 0] == np.arange(2_000, 2_200)).mean() > 0.95  # exact codes: each vector finds itself
+
+
+def test_cluster_build_refuses_an_unreadable_memory_size(tmp_path):
+    from typer.testing import CliRunner
+
+    from jrsearch.cli.main import app
+
+    result = CliRunner().invoke(app, ["cluster", "build", str(tmp_path), "--out", str(tmp_path / "i"),
+                                      "--memory", "lots"])
+    assert result.exit_code == 1 and "--memory 'lots' is not a size" in result.stderr
+
+
+def test_compiled_router_equals_plain_calls_and_names_a_lost_shard(tmp_path, local_cluster):
+    """The compiled-graph fan-out answers what plain actor calls answer, for one query and a batch
+    larger than a channel's first buffer; once a shard dies it falls back to the calls, which name it."""
+    from jrsearch.retrieval.cluster.index_dir import ShardUnavailableError
+    from jrsearch.retrieval.cluster.router import ShardRouter
+
+    dataset = synthetic_dataset(tmp_path / "vectors", 6_000, 64, 2, seed=5)
+    run_build(str(tmp_path / "vectors"), tmp_path / "sharded", BuildOptions(factory="IVF64,PQ16", serving_shards=2))
+    queries = dataset.sample(5_000, seed=6)  # 1.3 MB of float32: more than one default channel buffer
+    plain = ShardRouter(tmp_path / "sharded", compiled=False)
+    try:
+        want = [plain.search(batch, 10) for batch in (queries[:1], queries[1:4], queries)]
+    finally:
+        plain.close()
+    compiled = ShardRouter(tmp_path / "sharded", compiled=True)
+    try:
+        assert compiled.compiled and not plain.compiled
+        for batch, (scores, ids) in zip((queries[:1], queries[1:4], queries), want, strict=True):
+            got = compiled.search(batch, 10)
+            assert np.array_equal(got[1], ids) and np.allclose(got[0], scores)
+        assert compiled.compiled, compiled.graph_dropped  # still on the compiled path after every search
+
+        compiled.kill_shard(0)
+        with pytest.raises(ShardUnavailableError, match=r"shard_000\.index"):
+            compiled.search(queries[:1], 10)
+        assert not compiled.compiled and compiled.missing == [0]
+        with pytest.raises(ShardUnavailableError, match=r"shard_000\.index"):  # and it stays an error
+            compiled.search(queries[:1], 10)
+    finally:
+        compiled.close()
+
+    partial = ShardRouter(tmp_path / "sharded", allow_partial=True, compiled=True)
+    try:
+        partial.kill_shard(1)
+        scores, ids = partial.search(queries[:3], 10)
+        assert partial.missing == [1] and (ids < 3_000).all() and (ids >= 0).all()  # only shard 0's rows, flagged
+    finally:
+        partial.close()
 
 
 @pytest.mark.slow

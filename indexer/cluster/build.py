@@ -21,10 +21,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,36 +30,28 @@ from jrsearch.retrieval.cluster.dataset import EmbeddingDataset, write_bytes_ato
 from jrsearch.retrieval.cluster.index_dir import MANIFEST, IndexManifest, ServingShard
 from jrsearch.retrieval.cluster.session import connect, ray_module
 from jrsearch.retrieval.fileio import write_atomic
-from jrsearch.retrieval.index import DEFAULT_NPROBE
+from jrsearch.retrieval.index import DEFAULT_NPROBE, ID_BYTES, Layout, VectorIndex, choose_factory
 
 ADD_CHUNK = 100_000  # vectors converted to float32 at a time while adding
-TRAIN_POINTS_PER_LIST = 64
-PQ_TRAIN_POINTS = 256 * 39
-OPQ_FROM = 1_000_000  # OPQ's rotation pays for its training time from this size on
-HNSW_QUANTIZER_FROM = 2**16  # lists: beyond this a flat coarse quantizer is slow to probe
 SERVING_SHARD_BYTES = 64 * 2**30  # one serving node's share of index bytes (the auto layout)
 
 
-def choose_cluster_factory(n: int, dim: int) -> str:
-    """An IVF-PQ index_factory string for `n` vectors: ~4 sqrt(n) lists (>= 39 training points
-    each), PQ with dim/8 one-byte codes (capped at 64 bytes), OPQ from 1M vectors on."""
-    nlist = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n))))
-    nlist = max(1, min(nlist, 2 ** int(math.log2(max(1, n // 39)))))
-    m = max(m for m in (4, 8, 16, 32, 48, 64) if dim % m == 0 and m <= max(4, dim // 8)) if dim % 4 == 0 else 1
-    coarse = f"IVF{nlist}_HNSW32" if nlist >= HNSW_QUANTIZER_FROM else f"IVF{nlist}"
-    return f"{f'OPQ{m},' if n >= OPQ_FROM and m > 1 else ''}{coarse},PQ{m}"
+def choose_cluster_factory(n: int, dim: int, budget: int = SERVING_SHARD_BYTES) -> str:
+    """The library's own choice (`retrieval.index.choose_factory`) for an index the serving nodes
+    give `budget` bytes of RAM, always with inverted lists: they are what is merged on disk and
+    split into serving shards."""
+    return choose_factory(n, dim, budget, exact_max=0)
 
 
-def auto_serving_shards(n: int, factory: str, budget_bytes: int = SERVING_SHARD_BYTES) -> int:
+def auto_serving_shards(n: int, dim: int, factory: str, budget_bytes: int = SERVING_SHARD_BYTES) -> int:
     """Serving shards so that each holds at most `budget_bytes` of codes and ids."""
-    code = int(factory.rsplit("PQ", 1)[1].split("x")[0]) if "PQ" in factory else 4 * 512
-    return max(1, math.ceil(n * (code + 8) / budget_bytes))
+    return max(1, math.ceil(n * (Layout.parse(factory).code_bytes(dim) + ID_BYTES) / budget_bytes))
 
 
 @dataclass
 class BuildOptions:
-    factory: str | None = None
-    factory_chooser: Callable[[int, int], str] = choose_cluster_factory
+    factory: str | None = None  # None: choose_cluster_factory(vectors, dim, memory_budget)
+    memory_budget: int = SERVING_SHARD_BYTES  # RAM the serving nodes give the index, together
     serving_shards: int | None = None  # None: by size (auto_serving_shards)
     nprobe: int = DEFAULT_NPROBE
     seed: int = 0
@@ -86,29 +76,22 @@ class BuildReport:
 
 
 def train_index(dataset_url: str, factory: str, seed: int, threads: int | None, gpu: bool = False) -> bytes:
-    """The trained, empty index (serialized), trained on a random sample of the dataset."""
+    """The trained, empty index (serialized), trained as the library trains one
+    (`VectorIndex.train`) on a uniform random sample of the dataset."""
     import faiss
 
     if threads:
         faiss.omp_set_num_threads(threads)
     dataset = EmbeddingDataset.open(dataset_url)
-    index = faiss.index_factory(dataset.dim, factory, faiss.METRIC_INNER_PRODUCT)
-    ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
-    if hasattr(ivf, "do_polysemous_training"):
-        ivf.do_polysemous_training = False  # polysemous codes are not used in search; training them is slow
-    sample = dataset.sample(max(ivf.nlist * TRAIN_POINTS_PER_LIST, PQ_TRAIN_POINTS), seed)
-    ivf.cp.seed = seed
-    if gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-        ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(dataset.dim))
-    index.train(sample)
-    return faiss.serialize_index(index).tobytes()
+    index = VectorIndex(faiss.index_factory(dataset.dim, factory, faiss.METRIC_INNER_PRODUCT), factory)
+    index.train(dataset.sample(_trained_count(dataset, factory), seed), seed=seed, use_gpu=gpu)
+    return faiss.serialize_index(index.index).tobytes()
 
 
 def _trained_count(dataset: EmbeddingDataset, factory: str) -> int:
     import faiss
 
-    ivf = faiss.extract_index_ivf(faiss.index_factory(dataset.dim, factory, faiss.METRIC_INNER_PRODUCT))
-    return min(dataset.ntotal, max(ivf.nlist * TRAIN_POINTS_PER_LIST, PQ_TRAIN_POINTS))
+    return VectorIndex.train_size(faiss.index_factory(dataset.dim, factory, faiss.METRIC_INNER_PRODUCT), dataset.ntotal)
 
 
 def add_shard(trained: bytes, dataset_url: str, shard: int, path: str, threads: int = 1) -> int:
@@ -159,7 +142,7 @@ def run_build(dataset_url: str, out: Path, options: BuildOptions | None = None) 
     ray = ray_module()
     started = time.perf_counter()
     dataset = EmbeddingDataset.open(dataset_url)
-    factory = options.factory or options.factory_chooser(dataset.ntotal, dataset.dim)
+    factory = options.factory or choose_cluster_factory(dataset.ntotal, dataset.dim, options.memory_budget)
     info = connect(options.address, options.num_cpus)
     out.mkdir(parents=True, exist_ok=True)
     (out / "parts").mkdir(exist_ok=True)
@@ -177,7 +160,7 @@ def run_build(dataset_url: str, out: Path, options: BuildOptions | None = None) 
     ray.get([add.remote(trained, dataset.url, s, parts[s]) for s in range(len(parts))])
     report.seconds["add"] = time.perf_counter() - started - report.seconds["train"]
 
-    k = options.serving_shards or auto_serving_shards(dataset.ntotal, factory)
+    k = options.serving_shards or auto_serving_shards(dataset.ntotal, dataset.dim, factory)
     merge = ray.remote(num_cpus=1, max_retries=3)(merge_parts)
     groups = _groups(len(parts), k)
     names = ["merged"] if len(groups) == 1 else [f"shard_{g:03d}" for g in range(len(groups))]
@@ -198,7 +181,7 @@ def build_single(dataset_url: str, out: Path, options: BuildOptions | None = Non
     options = options or BuildOptions()
     started = time.perf_counter()
     dataset = EmbeddingDataset.open(dataset_url)
-    factory = options.factory or options.factory_chooser(dataset.ntotal, dataset.dim)
+    factory = options.factory or choose_cluster_factory(dataset.ntotal, dataset.dim, options.memory_budget)
     report = BuildReport(factory=factory, vectors=dataset.ntotal, trained_on=_trained_count(dataset, factory))
     trained = train_index(dataset_url, factory, options.seed, options.threads)
     report.seconds["train"] = time.perf_counter() - started

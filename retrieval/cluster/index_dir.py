@@ -139,3 +139,6 @@ class IndexDir:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, min(k, self.ntotal))
         return merge_topk([search_shard(index, queries, k, self.nprobe) for index in self.indexes], k)
+
+    def close(self) -> None:
+        """Nothing to release: the shards are this process's memory maps (`ShardRouter.close` ends actors)."""

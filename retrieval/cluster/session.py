@@ -32,7 +32,8 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     one on this machine (or starts a local one when there is none)."""
     ray = ray_module()
     if not ray.is_initialized():
-        local = {"num_cpus": num_cpus, "include_dashboard": False, "configure_logging": False,
+        # address="local": a new cluster even when another one runs on this machine (plain ray.init() would join it)
+        local = {"address": "local", "num_cpus": num_cpus, "include_dashboard": False, "configure_logging": False,
                      "object_store_memory": object_store_mb * 2**20 if object_store_mb else None}
         if address in (None, *LOCAL):
             ray.init(**local)
