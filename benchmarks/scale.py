@@ -104,6 +104,7 @@ def build_index(root: Path) -> dict:
     from jrsearch.retrieval.library import Library
 
     library = Library.open(root)
+    library.retrain("image")  # from scratch, also when --reuse finds an index already built
     started, cpu_started = time.perf_counter(), time.process_time()
     library.save_indexes()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started

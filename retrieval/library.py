@@ -686,6 +686,10 @@ class Library:
             return np.zeros(0, dtype=np.int64), np.zeros((0, self._dim()), dtype=np.float32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+    def retrain(self, kind: str) -> None:
+        """Have the next `save_indexes` build `kind`'s index from scratch (train, then add)."""
+        self._rebuild.add(MediaKind(kind).value)
+
     def _build(self, kind: str) -> VectorIndex:
         self._rebuild.discard(kind)
         return VectorIndex.build_from(self.vectors(kind), nprobe=self.nprobe)
