@@ -50,6 +50,7 @@ from jrsearch.benchmarks.serve_latency import (
     start_server,
     wait_ready,
 )
+from jrsearch.retrieval.paths import index_path
 
 MODEL, DIM = "ViT-B-32", 512
 CHUNK = 50_000  # vectors generated at a time
@@ -108,17 +109,14 @@ def build_index(root: Path) -> dict:
     started, cpu_started = time.perf_counter(), time.process_time()
     library.save_indexes()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    info = index_info(library)
     library.close()
-    return {"build_s": round(seconds, 1), "build_cpu_s": round(cpu_seconds, 1), **index_info(root),
+    return {"build_s": round(seconds, 1), "build_cpu_s": round(cpu_seconds, 1), **info,
             "build_peak_rss_mb": _peak_rss_mb()}
 
 
-def index_info(root: Path) -> dict:
-    from jrsearch.retrieval.library import Library
-
-    library = Library.open(root)
+def index_info(library) -> dict:
     info = library.status()["indexes"]["image"]
-    library.close()
     return {"factory": info["factory"], "trained_on": info.get("trained_on"),
             "index_memory_bytes": info.get("memory_bytes")}
 
@@ -204,7 +202,7 @@ def open_rss(root: Path) -> dict:
     import subprocess
     import sys
 
-    path = str(root / "index" / "image.faiss")
+    path = str(index_path(root, "image"))
     return {f"index_open_rss_mb_{mode}": float(subprocess.run([sys.executable, "-c", OPEN_RSS, path, mode],
                                                               capture_output=True, text=True, check=True).stdout)
             for mode in ("mmap", "read")}
@@ -245,32 +243,25 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
         want = exact_top(library.vectors("image"), sample, 10)
         np.save(cached, want)
     exact_s = time.perf_counter() - started
-    got = np.full_like(want, -1)
-    latencies: list[float] = []
-    for _ in range(2):  # the first pass pages the lists in; the second is timed warm
-        latencies.clear()
-        for i, query in enumerate(sample):
-            t = time.perf_counter()
-            got[i] = index.search(query[None, :], 10)[1][0]
-            latencies.append((time.perf_counter() - t) * 1000)
-    recall = float(np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)]))
-    result = {"nprobe": index.nprobe, "rerank": index.rerank_depth(), "recall_at_10": round(recall, 4),
-              "search_k10": percentiles(latencies), "exact_bruteforce_s": round(exact_s, 1)}
+    rerank_point(index, sample, want)  # pages the lists in; the next pass is timed warm
+    default = rerank_point(index, sample, want)
+    result = {"nprobe": index.nprobe, "rerank": index.rerank_depth(), "recall_at_10": default["recall_at_10"],
+              "search_k10": default["search_k10"], "exact_bruteforce_s": round(exact_s, 1)}
     if index.rerank_depth():
         result["rerank_sweep"] = [rerank_point(index, sample, want, depth) for depth in (0, *sweep)]
     library.close()
     return result
 
 
-def rerank_point(index, sample: np.ndarray, want: np.ndarray, depth: int) -> dict:
-    """Recall@10 and warm latency at one re-rank depth (0: the codes' own order)."""
+def rerank_point(index, sample: np.ndarray, want: np.ndarray, depth: int | None = None) -> dict:
+    """Recall@10 and latency at one re-rank depth (0: the codes' own order; None: the index's default)."""
     got, latencies = np.full_like(want, -1), []
     for i, query in enumerate(sample):
         t = time.perf_counter()
         got[i] = index.search(query[None, :], 10, rerank=depth)[1][0]
         latencies.append((time.perf_counter() - t) * 1000)
     recall = float(np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want, strict=True)]))
-    return {"rerank": depth, "recall_at_10": round(recall, 4), "search_k10": percentiles(latencies)}
+    return {"rerank": index.rerank_depth(depth), "recall_at_10": round(recall, 4), "search_k10": percentiles(latencies)}
 
 
 def flat_twin(index, source):
@@ -372,7 +363,11 @@ def main() -> None:
         report.update(write_library(root, vectors, args.vectors, args.batch))
         print(json.dumps(report), flush=True)
     if args.reuse and args.skip_build:
-        report.update(index_info(root))
+        from jrsearch.retrieval.library import Library
+
+        library = Library.open(root)
+        report.update(index_info(library))
+        library.close()
     else:
         report.update(build_index(root))
         print(json.dumps(report), flush=True)

@@ -42,9 +42,9 @@ from jrsearch.retrieval.errors import LibraryError, ModelMismatchError
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
 from jrsearch.retrieval.paths import (
     DB_NAME,
-    INDEX_DIR,
     VECTORS_DIR,
     default_library_dir,
+    index_path,
     path_from_db,
     path_to_db,
     slot_runs_path,
@@ -628,7 +628,7 @@ class Library:
     # -- indexes ---------------------------------------------------------------------------
 
     def index_path(self, kind: str) -> Path:
-        return self.root / INDEX_DIR / f"{kind}.faiss"
+        return index_path(self.root, kind)
 
     def runs_path(self, kind: str) -> Path:
         return slot_runs_path(self.root, kind)
@@ -721,8 +721,12 @@ class Library:
     def _save_slot_runs(self, kind: str, generation: int, only_if_missing: bool = False) -> None:
         """Save where the kind's vectors live at `generation` (`vectors.SlotRuns`), for re-ranking."""
         path = self.runs_path(kind)
-        if self.readonly or (only_if_missing and (SlotRuns.load(path) or SlotRuns.empty()).generation == generation):
+        if self.readonly:
             return
+        if only_if_missing:
+            saved = SlotRuns.load(path)
+            if saved is not None and saved.generation == generation:
+                return
         with self.catalog() as catalog:
             runs = SlotRuns.scan(catalog.iter_slots(kind, SLOT_BATCH), generation)
         with self._disk_errors("saving where the vectors live"):

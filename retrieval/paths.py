@@ -10,6 +10,10 @@ VECTORS_DIR = "vectors"  # LIBRARY/vectors/KIND/*.f16, see retrieval/vectors.py
 INDEX_DIR = "index"  # LIBRARY/index/KIND.faiss and KIND.slots.npz (where its vectors live, vectors.SlotRuns)
 
 
+def index_path(root: Path, kind: str) -> Path:
+    return root / INDEX_DIR / f"{kind}.faiss"
+
+
 def slot_runs_path(root: Path, kind: str) -> Path:
     return root / INDEX_DIR / f"{kind}.slots.npz"
 

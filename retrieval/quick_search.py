@@ -18,7 +18,7 @@ from pathlib import Path
 
 from jrsearch.retrieval.catalog import SCHEMA_VERSION, Catalog, open_readable, schema_version
 from jrsearch.retrieval.hf_text_tower import load_query_tower
-from jrsearch.retrieval.paths import DB_NAME, INDEX_DIR, VECTORS_DIR, slot_runs_path
+from jrsearch.retrieval.paths import DB_NAME, VECTORS_DIR, index_path, slot_runs_path
 from jrsearch.retrieval.ranking import ranked_search
 from jrsearch.retrieval.types import MediaKind, ModelSpec, SearchResult
 
@@ -63,7 +63,7 @@ def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int
     state = catalog.index_state(kind.value)
     if state is None:
         return []
-    index_file = root / INDEX_DIR / f"{kind.value}.faiss"
+    index_file = index_path(root, kind.value)
     if state.built_generation != state.generation or not state.factory or not index_file.is_file():
         return None  # the normal path rebuilds the index from the shards
     tower = load_query_tower(root, ModelSpec(manifest[0], manifest[1]), manifest[2])

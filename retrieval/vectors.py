@@ -280,13 +280,8 @@ class ShardSource:
         ids = np.asarray(ids, dtype=np.int64)
         out = np.full((len(ids), self.dim), np.nan, dtype=np.float32)
         with self._catalog() as catalog:
-            runs = self._current_runs(catalog)
-            if runs is None:
-                covered = np.zeros(len(ids), dtype=bool)
-                shards = rows = np.zeros(0, dtype=np.int64)
-            else:
-                covered, shards, rows = runs.locate(ids)
-                shards, rows = shards[covered], rows[covered]
+            covered, shards, rows = (self._current_runs(catalog) or SlotRuns.empty()).locate(ids)
+            shards, rows = shards[covered], rows[covered]
             found, more_shards, more_rows = catalog.vector_slots(self.kind, ids[~covered])
         where = np.flatnonzero(covered)
         if len(found):
