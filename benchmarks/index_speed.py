@@ -5,8 +5,9 @@
 
 Uses `--photos DIR` or generates N photo-sized JPEGs, loads the model once (so the one-time
 ONNX export into the model cache is not timed), then, back to back and `--repeats` times:
-  * ceiling: the encoder's forward pass alone (ONNX Runtime unless `--backend torch`) over the
-    same images, decoded and preprocessed beforehand, batch `--batch-size`;
+  * ceilings: the forward pass alone over the same images, decoded and preprocessed beforehand,
+    batch `--batch-size`: ONNX Runtime fp32 (the issue's ceiling), and the runtime that `jrsearch
+    index` itself picks for `--precision`/`--backend` (OpenVINO for fp32 on a CPU);
   * index: the real `jrsearch index PHOTOS` command into a fresh library, in a fresh process:
     start-up, imports, model load, walk, hash, decode on threads, embed, commit, write indexes;
   * re-run: the same command again, nothing changed (walk and stat only; no model is opened);
@@ -120,13 +121,16 @@ def main() -> None:
         photos = args.photos or Path(tmp) / "photos"
         paths = sorted(photos.glob("*.jpg")) if args.photos else make_photos(photos, args.images)
         encoder = load_encoder(spec, device="cpu", precision=args.precision, backend=args.backend)  # exports once
+        onnxruntime = load_encoder(spec, device="cpu", precision="fp32", backend="onnx")
         rounds = []
         for _ in range(args.repeats):  # back to back, so machine noise hits both alike
             load = os.getloadavg()[0]
-            ceiling = model_only(encoder, paths, args.batch_size)
+            ceiling = model_only(onnxruntime, paths, args.batch_size)
+            own = model_only(encoder, paths, args.batch_size) if encoder.backend != "onnx" else ceiling
             measured = one_round(photos, len(paths), model_args, args.queries)
-            rounds.append({"ceiling_images_per_s": ceiling, **measured, "ratio": measured["images_per_s"] / ceiling,
-                           "loadavg_1min": load})
+            rounds.append({"ceiling_images_per_s": ceiling, f"{encoder.backend}_images_per_s": own, **measured,
+                           "ratio": measured["images_per_s"] / ceiling,
+                           f"ratio_to_{encoder.backend}": measured["images_per_s"] / own, "loadavg_1min": load})
             print(" | ".join(f"{k} {v:.3f}" for k, v in rounds[-1].items()), flush=True)
 
     def median(key: str) -> float:
@@ -134,7 +138,8 @@ def main() -> None:
 
     result = {
         "benchmark": "index_speed", "model": spec.label(), "precision": args.precision,
-        "backend": encoder.backend, "notes": encoder.notes, "images": len(paths),
+        "backend": encoder.backend, "ceiling": "ONNX Runtime fp32 forward-only", "notes": encoder.notes,
+        "images": len(paths),
         "ceiling_batch_size": args.batch_size, "repeats": args.repeats,
         **{f"median_{k}": median(k) for k in rounds[0]},
         "rounds": [{k: round(v, 3) for k, v in r.items()} for r in rounds],

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jrsearch.benchmarks.index_speed import make_photos
-from jrsearch.benchmarks.int8_cost import overlap, top_k
+from jrsearch.benchmarks.precision_cost import overlap, top_k
 
 
 def quantize_static(source: Path, target: Path, calibration: np.ndarray, method: str) -> float:

@@ -28,9 +28,10 @@ PretrainedOpt = Annotated[str | None, typer.Option(
 CheckpointOpt = Annotated[Path | None, typer.Option(
     "--checkpoint", help="Local open_clip checkpoint file for --model (instead of a pretrained tag).")]
 PrecisionOpt = Annotated[str, typer.Option(
-    "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16 (torch) or int8 (CPU).")]
+    "--precision", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 (GPU), bf16 or int8 (CPU).")]
 BackendOpt = Annotated[str, typer.Option(
-    "--backend", help="auto (ONNX Runtime on a CPU, torch on a GPU), onnx or torch.")]
+    "--backend", help="auto (the ONNX export on a CPU: OpenVINO for fp32/bf16, ONNX Runtime for int8; "
+                      "torch on a GPU), onnx (ONNX Runtime), openvino or torch.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present).")]
 IndexOpt = Annotated[Path | None, typer.Option(
     "--index", help="Search an INDEXDIR built by `jrsearch cluster build` instead of a library.")]

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-from importlib import metadata
 from pathlib import Path
 
 from jrsearch.retrieval.fileio import write_json_atomic
@@ -43,6 +42,8 @@ def cache_root() -> Path:
 
 
 def _version(package: str) -> str:
+    from importlib import metadata  # 8 ms: only when a model is exported, never on the cold query
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

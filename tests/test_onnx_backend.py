@@ -64,7 +64,7 @@ def test_a_cached_export_opens_without_torch(tiny_onnx_encoder):
              "e = load_encoder(TINY_TEST_MODEL)\nv = e.encode_texts(['a dog'])\n"
              "print(e.backend, 'torch' in sys.modules, 'open_clip' in sys.modules, v.shape[1])")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
-    assert out.stdout.split() == ["onnx", "False", "False", str(tiny_onnx_encoder.dim)]
+    assert out.stdout.split() == ["openvino", "False", "False", str(tiny_onnx_encoder.dim)]
 
 
 def test_libraries_indexed_with_one_backend_are_queried_with_the_other(tmp_path, photos, tiny_encoder,
@@ -86,7 +86,7 @@ def test_libraries_indexed_with_one_backend_are_queried_with_the_other(tmp_path,
 
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     probe = ("import sys, json\nfrom cli.main import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
-             "print(json.dumps(sorted(m for m in ('torch', 'open_clip', 'onnxruntime') if m in sys.modules)),"
+             "print(json.dumps(sorted(m for m in ('torch', 'open_clip', 'onnxruntime', 'openvino') if m in sys.modules)),"
              " file=sys.stderr)")
     return subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, **(env or {})}, check=True)
@@ -99,7 +99,7 @@ def test_a_rerun_with_nothing_to_embed_opens_no_model(tmp_path, photos):
     assert json.loads(first.stdout)["indexed"] == 12
     again = _run_cli("index", str(photos), "--library", library, "--json")
     assert json.loads(again.stdout)["unchanged"] == 12 and json.loads(again.stdout)["indexed"] == 0
-    assert json.loads(again.stderr.strip().splitlines()[-1]) == []  # no torch, no open_clip, no ORT session
+    assert json.loads(again.stderr.strip().splitlines()[-1]) == []  # no torch, no open_clip, no runtime
     empty = tmp_path / "empty"
     empty.mkdir()
     fresh = _run_cli("index", str(empty), "--library", str(tmp_path / "new"), "--model", "tiny-test", "--json")
@@ -109,7 +109,7 @@ def test_a_rerun_with_nothing_to_embed_opens_no_model(tmp_path, photos):
     changed = _run_cli("index", str(photos), "--library", library, "--json")
     report = json.loads(changed.stdout)
     assert (report["indexed"], report["removed"], report["unchanged"]) == (1, 1, 11)
-    assert "onnxruntime" in changed.stderr and "torch" not in changed.stderr  # the cached export, no torch
+    assert "openvino" in changed.stderr and "torch" not in changed.stderr  # the cached export, no torch
 
 
 def test_failed_exports_fall_back_to_torch_with_a_note(tmp_path, monkeypatch):
@@ -158,7 +158,7 @@ def test_unexportable_or_mismatching_models_fall_back_to_torch(tmp_path, monkeyp
         patch.setattr("jrsearch.retrieval.encoders.onnx.PROBE_COSINE", 1.1)  # no export can match this
         encoder = load_encoder(TINY_TEST_MODEL)
     assert encoder.backend == "torch" and any("differs from torch" in n for n in encoder.notes)
-    assert load_encoder(TINY_TEST_MODEL).backend == "onnx"  # nothing stale was left behind
+    assert load_encoder(TINY_TEST_MODEL).backend == "openvino"  # the export: nothing stale was left behind
 
 
 def test_the_cache_is_keyed_by_the_weights(tmp_path, monkeypatch, tiny_encoder):
@@ -172,7 +172,7 @@ def test_the_cache_is_keyed_by_the_weights(tmp_path, monkeypatch, tiny_encoder):
     torch.save(tiny_encoder.model.state_dict(), checkpoint)
     spec = ModelSpec("tiny-test", str(checkpoint))
     first = load_encoder(spec)
-    assert first.backend == "onnx"
+    assert first.backend == "openvino"
     text = first.encode_texts(["a dog"])
     state = {k: v.flip(0) if k == "text_projection" else v for k, v in tiny_encoder.model.state_dict().items()}
     torch.save(state, checkpoint)  # other weights behind the same path
@@ -180,3 +180,75 @@ def test_the_cache_is_keyed_by_the_weights(tmp_path, monkeypatch, tiny_encoder):
     assert second.folder != first.folder
     assert not np.allclose(second.encode_texts(["a dog"]), text)
     assert len(list((tmp_path / "cache" / "models").glob("tiny-test-*"))) == 2
+
+
+def test_openvino_runs_the_export_like_onnx_runtime(tiny_onnx_encoder, photos):
+    """`--backend auto` on a CPU runs fp32 on OpenVINO: the same vectors as ONNX Runtime, checked once."""
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.encoders.onnx import OPENVINO_CHECK
+    from jrsearch.retrieval.imageio import open_image
+
+    encoder = load_encoder(TINY_TEST_MODEL)
+    assert (encoder.backend, encoder.precision, encoder.notes) == ("openvino", "fp32", [])
+    inputs = [encoder.preprocess(open_image(p)) for p in sorted(photos.rglob("*.jpg"))]
+    for batch in (inputs, inputs[:1]):  # split across the streams, and a batch of one
+        got, expected = encoder.encode_images(batch), tiny_onnx_encoder.encode_images(batch)
+        assert got.shape == expected.shape and np.sum(got * expected, axis=1).min() >= 0.9999
+    texts = ["a dog on a beach", "", "x " * 100]
+    assert np.sum(encoder.encode_texts(texts) * tiny_onnx_encoder.encode_texts(texts), axis=1).min() >= 0.9999
+    checked = json.loads((encoder.folder / OPENVINO_CHECK).read_text())
+    assert min(checked["fp32"].values()) >= 0.9999
+
+
+def _bf16_unavailable() -> str | None:
+    from jrsearch.retrieval.encoders.openvino_runtime import RuntimeUnavailable, require
+
+    try:
+        require("bf16")
+    except RuntimeUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.skipif(_bf16_unavailable() is not None, reason=f"no bf16 here: {_bf16_unavailable()}")
+def test_bf16_vectors_match_fp32(tiny_onnx_encoder, photos):
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.imageio import open_image
+
+    encoder = load_encoder(TINY_TEST_MODEL, precision="bf16")
+    assert (encoder.backend, encoder.precision, encoder.notes) == ("openvino", "bf16", [])
+    inputs = [encoder.preprocess(open_image(p)) for p in sorted(photos.rglob("*.jpg"))]
+    assert np.sum(encoder.encode_images(inputs) * tiny_onnx_encoder.encode_images(inputs), axis=1).min() >= 0.9999
+
+
+def test_openvino_that_cannot_run_or_does_not_match_leaves_onnx_runtime(tiny_onnx_encoder, monkeypatch):
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder, onnx, openvino_runtime
+    from jrsearch.retrieval.errors import ModelUnavailableError
+
+    monkeypatch.setattr(onnx, "OPENVINO_CHECK", "openvino_check_strict.json")
+    monkeypatch.setattr(onnx, "PROBE_COSINE", 1.01)  # no runtime can match this
+    for precision in ("fp32", "bf16"):
+        encoder = load_encoder(TINY_TEST_MODEL, precision=precision)
+        assert (encoder.backend, encoder.precision) == ("onnx", "fp32")
+        assert len(encoder.notes) == 1 and "differs from ONNX Runtime fp32" in encoder.notes[0]
+    with pytest.raises(ModelUnavailableError, match="--backend openvino cannot embed"):
+        load_encoder(TINY_TEST_MODEL, backend="openvino")
+    monkeypatch.undo()
+
+    def not_installed():
+        raise openvino_runtime.RuntimeUnavailable("OpenVINO is not installed (test)")
+
+    monkeypatch.setattr(openvino_runtime, "_core", not_installed)
+    encoder = load_encoder(TINY_TEST_MODEL)
+    assert encoder.backend == "onnx" and encoder.notes == [
+        "embedding in fp32 on ONNX Runtime: OpenVINO is not installed (test)"]
+    assert np.allclose(encoder.encode_texts(["a dog"]), tiny_onnx_encoder.encode_texts(["a dog"]))
+
+
+@pytest.mark.parametrize(("backend", "precision"), [("openvino", "int8"), ("onnx", "bf16"), ("onnx", "fp16")])
+def test_a_runtime_asked_for_a_precision_it_does_not_run_says_so(backend, precision):
+    from jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder
+    from jrsearch.retrieval.errors import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match=f"--backend {backend} runs .*, not {precision}"):
+        load_encoder(TINY_TEST_MODEL, backend=backend, precision=precision)

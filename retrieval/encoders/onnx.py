@@ -8,15 +8,20 @@ that folder with onnxruntime and numpy only: `import torch` never happens on thi
 
 int8 (`--precision int8`) is a dynamically quantised copy of each tower (weights int8, MatMuls
 quantised per batch), made from the fp32 ONNX on first use, also without torch.
+
+Two runtimes read the export: ONNX Runtime (fp32, int8) and OpenVINO (fp32, bf16;
+`openvino_runtime`), which `backend` prefers where it measured faster. OpenVINO is held to ONNX
+Runtime's fp32 vectors once per export and precision, on the probe batch (`check_openvino`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -34,15 +39,24 @@ FORMAT = 1
 PROBE_COSINE = 0.9999
 OPSET = 17
 TOWERS = ("image", "text")
-ONNX_PRECISIONS = ("fp32", "int8")
+RUNTIME_PRECISIONS = {"onnx": ("fp32", "int8"), "openvino": ("fp32", "bf16")}
+QUANTIZED = ("int8",)  # precisions with their own copy of the export
+
+
+PROBE_TEXTS = ("a dog on a beach", "two people riding bicycles past a red building at night", "", "x " * 90)
+OPENVINO_CHECK = "openvino_check.json"
 
 
 class ExportError(JrsearchError):
     """The model could not be exported or did not match torch; the caller falls back to torch."""
 
 
+def probe_image_batch(size: Sequence[int]) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((4, 3, *size), dtype=np.float32)
+
+
 def tower_file(tower: str, precision: str) -> str:
-    return f"{tower}.onnx" if precision == "fp32" else f"{tower}.{precision}.onnx"
+    return f"{tower}.{precision}.onnx" if precision in QUANTIZED else f"{tower}.onnx"
 
 
 def _threads() -> int:
@@ -67,46 +81,79 @@ def session(path: Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxClipEncoder(JointTowers):
-    """An exported open_clip model on ONNX Runtime: numpy in, L2-normalised float32 numpy out."""
+class TowerRunner(Protocol):
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
 
-    backend = "onnx"
+
+class OrtRunner:
+    """One tower on ONNX Runtime: `run(batch) -> outputs`."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        self._session = session(path, threads)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {"input": batch})[0]
+
+
+def runner(path: Path, runtime: str, precision: str) -> TowerRunner:
+    """One tower file on `runtime` ("onnx" or "openvino") at `precision`."""
+    if runtime == "openvino":
+        from jrsearch.retrieval.encoders.openvino_runtime import OpenVinoRunner
+
+        return OpenVinoRunner(path, precision, _threads())
+    return OrtRunner(path)
+
+
+class OnnxClipEncoder(JointTowers):
+    """An exported open_clip model on ONNX Runtime or OpenVINO (`backend`): numpy in,
+    L2-normalised float32 numpy out."""
+
     device = "cpu"
 
     def __init__(self, spec: ModelSpec, folder: Path, meta: dict, precision: str = "fp32",
-                 batch_size: int = 32) -> None:
+                 runtime: str = "onnx", batch_size: int = 32) -> None:
         from jrsearch.retrieval.tokenizer import ClipTokenizer
 
         self.spec = spec
         self.folder = folder
         self.meta = meta
         self.precision = precision
+        self.backend = runtime
         self.batch_size = batch_size
         self.dim = int(meta["dim"])
         self.preprocess = ImagePreprocess.from_cfg(meta["preprocess"])
         self.image_size = self.preprocess.side
         self.tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
         self.notes: list[str] = []
-        self._sessions: dict[str, object] = {}
+        self._runners: dict[str, TowerRunner] = {}
         self._opening = threading.Lock()  # one session per tower, whichever thread asks first
 
     @classmethod
-    def open(cls, spec: ModelSpec, folder: Path, precision: str = "fp32") -> OnnxClipEncoder | None:
-        """The export in `folder`, or None where it is missing, of another format or partial."""
+    def open(cls, spec: ModelSpec, folder: Path, precision: str = "fp32",
+             runtime: str = "onnx") -> OnnxClipEncoder | None:
+        """The export in `folder`, or None where it is missing, of another format or partial.
+        Raises `RuntimeUnavailable` where `runtime` cannot run `precision` here."""
         meta = model_cache.read_meta(folder)
         if meta is None or meta.get("format") != FORMAT or meta.get("model") != spec.name:
             return None
         if not all((folder / tower_file(t, "fp32")).is_file() for t in TOWERS):
             return None
-        if precision != "fp32":
-            ensure_quantized(folder, precision)
-        return cls(spec, folder, meta, precision)
+        if precision not in RUNTIME_PRECISIONS[runtime]:
+            from jrsearch.retrieval.encoders.openvino_runtime import RuntimeUnavailable
 
-    def _session(self, tower: str):
+            raise RuntimeUnavailable(f"{runtime} does not run {precision}")
+        if precision in QUANTIZED:
+            ensure_quantized(folder, precision)
+        if runtime == "openvino":
+            check_openvino(folder, meta, precision)
+        return cls(spec, folder, meta, precision, runtime)
+
+    def _runner(self, tower: str) -> TowerRunner:
         with self._opening:
-            if tower not in self._sessions:
-                self._sessions[tower] = session(self.folder / tower_file(tower, self.precision))
-            return self._sessions[tower]
+            if tower not in self._runners:
+                self._runners[tower] = runner(self.folder / tower_file(tower, self.precision), self.backend,
+                                              self.precision)
+            return self._runners[tower]
 
     def encode_images(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """Preprocessed images ((3, h, w) each, or stacked) -> (n, dim)."""
@@ -118,10 +165,49 @@ class OnnxClipEncoder(JointTowers):
     def _run(self, tower: str, inputs: np.ndarray) -> np.ndarray:
         if not len(inputs):
             return np.zeros((0, self.dim), np.float32)
-        run = self._session(tower)
-        out = [run.run(None, {"input": inputs[i:i + self.batch_size]})[0]
-               for i in range(0, len(inputs), self.batch_size)]
+        run = self._runner(tower).run
+        out = [run(inputs[i:i + self.batch_size]) for i in range(0, len(inputs), self.batch_size)]
         return _normalise(np.concatenate(out))
+
+
+def check_openvino(folder: Path, meta: dict, precision: str) -> None:
+    """Raise `RuntimeUnavailable` unless OpenVINO runs `precision` here and its vectors match ONNX
+    Runtime's fp32 ones on the probe batch (cosine >= PROBE_COSINE per vector). Measured once per
+    export and precision, and kept in `OPENVINO_CHECK`."""
+    import json
+
+    from jrsearch.retrieval.encoders.openvino_runtime import OpenVinoRunner, RuntimeUnavailable, require
+
+    require(precision)
+    record = folder / OPENVINO_CHECK
+    try:
+        checked = json.loads(record.read_text())
+    except (OSError, ValueError):
+        checked = {}
+    if precision not in checked:
+        inputs = probe_inputs(folder, meta)
+        checked[precision] = {}
+        for tower in TOWERS:
+            path = folder / tower_file(tower, "fp32")
+            expected = _normalise(OrtRunner(path).run(inputs[tower]))
+            got = _normalise(OpenVinoRunner(path, precision, _threads()).run(inputs[tower]))
+            checked[precision][tower] = float((expected * got).sum(1).min())
+        with contextlib.suppress(OSError):  # not kept: measured again next time
+            write_json_atomic(record, checked)
+    cosines = checked[precision]
+    worst = min(cosines, key=cosines.get)
+    if cosines[worst] < PROBE_COSINE:
+        raise RuntimeUnavailable(f"the {worst} tower on OpenVINO in {precision} differs from ONNX Runtime fp32 "
+                                 f"(cosine {cosines[worst]:.6f} < {PROBE_COSINE})")
+
+
+def probe_inputs(folder: Path, meta: dict) -> dict[str, np.ndarray]:
+    """The probe batch of each tower, as the export check used it."""
+    from jrsearch.retrieval.tokenizer import ClipTokenizer
+
+    tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
+    return {"image": probe_image_batch(ImagePreprocess.from_cfg(meta["preprocess"]).size),
+            "text": tokenizer(list(PROBE_TEXTS))}
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -137,8 +223,8 @@ def ensure_quantized(folder: Path, precision: str) -> None:
     0.99975 against 0.99986) with a lower top-10 overlap (0.985 against 0.988), and clips inputs
     unlike its calibration images; dynamic measures each batch's range
     (`python -m jrsearch.benchmarks.int8_static`, README "Speed")."""
-    if precision not in ONNX_PRECISIONS:
-        raise ExportError(f"precision {precision} has no ONNX export; use fp32 or int8, or --backend torch")
+    if precision not in QUANTIZED:
+        raise ExportError(f"precision {precision} has no quantised ONNX copy; use int8")
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -218,11 +304,10 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
         def forward(self, input):
             return self.model.encode_text(input, normalize=True)
 
-    probe_images = torch.from_numpy(np.random.default_rng(0).standard_normal((4, 3, *size), dtype=np.float32))
-    probe_texts = ["a dog on a beach", "two people riding bicycles past a red building at night", "", "x " * 90]
+    probe_images = torch.from_numpy(probe_image_batch(size))
     tokenizer = ClipTokenizer.from_bpe_file(Path(default_bpe()), context)
-    tokens = tokenizer(probe_texts)
-    if not np.array_equal(tokens, encoder.tokenizer(probe_texts).numpy()):
+    tokens = tokenizer(list(PROBE_TEXTS))
+    if not np.array_equal(tokens, encoder.tokenizer(list(PROBE_TEXTS)).numpy()):
         raise ExportError(f"{encoder.spec.label()}: jrsearch's tokenizer disagrees with the model's")
     # Gradients on during export: nn.MultiheadAttention's fused inference path does not export.
     with torch.enable_grad(), _quiet():

@@ -1,0 +1,77 @@
+"""The ONNX export on OpenVINO: the faster CPU runtime for fp32 and bf16 embedding.
+
+Measured on the 2-core test machine with the ViT-B-32-256 image tower, back to back (README "Speed"):
+  * fp32: OpenVINO's throughput mode (two streams of one thread, each batch split across them)
+    runs 1.15x as fast as ONNX Runtime with two threads, at cosine 0.9999999 to it;
+  * bf16 (`--precision bf16`): on this CPU (AMX tiles) about 4x fp32, at cosine >= 0.9999 to fp32.
+`onnx.check_runtime` holds each model to ONNX Runtime's fp32 vectors once, on a probe batch,
+before it is used. int8 stays on ONNX Runtime (its dynamic quantisation).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from jrsearch.retrieval.errors import JrsearchError
+
+CACHE_DIR = "openvino"  # compiled blobs beside the export: a second compile takes 0.2 s instead of 1.1 s
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
+class RuntimeUnavailable(JrsearchError):
+    """OpenVINO, this CPU or this model cannot run the export at a precision; the caller keeps ONNX Runtime."""
+
+
+def require(precision: str) -> None:
+    """Raise `RuntimeUnavailable` saying why, where OpenVINO cannot run `precision` here."""
+    if precision not in PRECISIONS:
+        raise RuntimeUnavailable(f"OpenVINO runs fp32 or bf16, not {precision}")
+    if precision == "bf16" and "BF16" not in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise RuntimeUnavailable("this CPU has no bf16 instructions")
+    _core()
+
+
+@cache
+def _core():
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise RuntimeUnavailable(f"OpenVINO is not installed ({exc}); pip install 'openvino>=2024,<2027'") from None
+    return ov.Core()
+
+
+class OpenVinoRunner:
+    """One tower of the export compiled by OpenVINO: `run(batch) -> float32 outputs`.
+
+    Throughput mode: OpenVINO picks the number of streams for the cores it may use; a batch is
+    split across one request per stream and the parts run at once."""
+
+    def __init__(self, path: Path, precision: str, threads: int) -> None:
+        require(precision)
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+                                     "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads}
+        cache_dir = path.parent / CACHE_DIR
+        try:
+            cache_dir.mkdir(exist_ok=True)
+            config["CACHE_DIR"] = str(cache_dir)
+        except OSError:
+            pass  # a read-only cache folder only costs a slower compile
+        compiled = _core().compile_model(str(path), "CPU", config)
+        self._requests = [compiled.create_infer_request()
+                          for _ in range(max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))]
+        self._busy = threading.Lock()  # the requests serve one caller at a time
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        parts = np.array_split(batch, min(len(self._requests), len(batch)))
+        with self._busy:
+            for request, part in zip(self._requests, parts, strict=False):
+                request.start_async({0: part})
+            outputs = []
+            for request, _ in zip(self._requests, parts, strict=False):
+                request.wait()
+                outputs.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
+        return np.concatenate(outputs)
