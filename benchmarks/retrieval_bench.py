@@ -366,7 +366,7 @@ def embed_images(encoder: Encoder, paths: list[Path], cache: EmbeddingCache, opt
         except MediaError as exc:
             return ImageProblem(str(path), exc.reason)
         except OSError as exc:
-            return ImageProblem(str(path), str(exc).split(": ", 1)[-1])
+            return ImageProblem(str(path), exc.strerror or str(exc))
 
     batches = [todo[i:i + options.batch_size] for i in range(0, len(todo), options.batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="bench-decode") as pool:

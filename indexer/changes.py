@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jrsearch.retrieval.library import KnownFile
-from jrsearch.retrieval.types import ItemStatus, MediaKind
+from jrsearch.retrieval.types import ItemStatus
 
 
 @dataclass(frozen=True)
 class Candidate:
     path: Path
-    kind: MediaKind
+    kind: str  # its kind's name
     size: int
     mtime_ns: int
     known: KnownFile | None  # the stored row, when the file was indexed before with other size/mtime
@@ -27,7 +27,7 @@ class Plan:
     deleted: list[str] = field(default_factory=list)
 
 
-def plan(found: list[tuple[Path, MediaKind]], known: dict[str, KnownFile], roots: list[Path],
+def plan(found: list[tuple[Path, str]], known: dict[str, KnownFile], roots: list[Path],
          retry_failed: bool = False) -> Plan:
     """Compare what is on disk with what is stored. Same size and mtime means unchanged (a file
     that failed stays failed unless `retry_failed`); otherwise the content hash decides later

@@ -9,17 +9,34 @@ from jrsearch.retrieval.paths import display_path
 
 
 class MediaKind(str, enum.Enum):
-    """What a stored item is; each kind has its own vector index in a library."""
+    """The kinds jrsearch ships. A kind is known everywhere by its name, a plain `str` (stored in
+    `items.kind`, naming its index and shard folder); these members are such names, and a kind
+    registered by a handler (`indexer/kinds.py`) needs no member here. `str()` and formatting give
+    the name, as for a `StrEnum`."""
 
     IMAGE = "image"
     TEXT = "text"
     VIDEO = "video"
     AUDIO = "audio"
 
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
+
 
 class ItemStatus(str, enum.Enum):
+    """An item's `status` column: every reader and writer uses these members, the store their values."""
+
     INDEXED = "indexed"
     FAILED = "failed"
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
 
 
 @dataclass(frozen=True)
@@ -40,7 +57,7 @@ class SearchResult:
     item_id: int
     vector_id: int
     path: str
-    kind: MediaKind
+    kind: str  # a kind's name (`MediaKind` for the shipped ones)
     text: str | None = None  # the caption/document for text results
     line: int | None = None  # line number of a text inside its corpus file
     start_s: float | None = None  # time range inside a video/audio file
@@ -51,7 +68,7 @@ class SearchResult:
             "rank": self.rank,
             "score": round(self.score, 6),
             "path": display_path(self.path),
-            "kind": self.kind.value,
+            "kind": str(self.kind),
             "item_id": self.item_id,
             "vector_id": self.vector_id,
         }

@@ -186,7 +186,7 @@ class AudioEncoder:
         try:
             samples = read_audio(path, self.sample_rate)
         except MediaError as exc:
-            raise QueryError(f"cannot use {path} as a query: {str(exc).split(': ', 1)[-1]}") from None
+            raise QueryError(f"cannot use {path} as a query: {exc.reason}") from None
         return self.embed_clip(samples)
 
     def windows(self, samples: np.ndarray, offset_s: float = 0.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
