@@ -34,6 +34,7 @@ from jrsearch.retrieval.metrics import (
     ranks_from_hits,
     split_folds,
 )
+from jrsearch.retrieval.types import ModelSpec
 
 REFERENCE_FILE = Path(__file__).with_name("reference_figures.json")
 TITLES = {"coco": "COCO", "flickr30k": "Flickr30K"}
@@ -186,8 +187,8 @@ class BenchReport:
 
 
 def model_label(name: str, pretrained: str) -> str:
-    """`name/tag`, or `name/checkpoint-file-name` for a local checkpoint."""
-    return f"{name}/{Path(pretrained).name}" if pretrained else name
+    """`name/tag`, or `name/checkpoint-file-name` for a local checkpoint (`ModelSpec.label`)."""
+    return ModelSpec(name, pretrained).label(short=True)
 
 
 def markdown_table(rows: list[TableRow]) -> list[str]:

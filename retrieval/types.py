@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from jrsearch.retrieval.paths import display_path
 
@@ -46,8 +47,12 @@ class ModelSpec:
     name: str
     pretrained: str  # an open_clip pretrained tag, a checkpoint path, or "" for random init
 
-    def label(self) -> str:
-        return f"{self.name}/{self.pretrained}" if self.pretrained else self.name
+    def label(self, short: bool = False) -> str:
+        """`name/pretrained` (just `name` for random init); `short` names a checkpoint by its file
+        name only (report titles)."""
+        if not self.pretrained:
+            return self.name
+        return f"{self.name}/{PurePath(self.pretrained).name if short else self.pretrained}"
 
 
 @dataclass(frozen=True)
