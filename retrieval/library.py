@@ -94,7 +94,7 @@ class RowDetails:
 
 @dataclass(kw_only=True)
 class ImageRecord(FileRecord):
-    kind: MediaKind = MediaKind.IMAGE
+    kind: str = MediaKind.IMAGE
     width: int | None = None
     height: int | None = None
 
@@ -104,7 +104,7 @@ class ImageRecord(FileRecord):
 
 @dataclass(kw_only=True)
 class TextRecord(FileRecord):
-    kind: MediaKind = MediaKind.TEXT
+    kind: str = MediaKind.TEXT
     modality: str = "text"
     texts: list[tuple[int, str]] = field(default_factory=list)  # (line, text) per vector row
 
@@ -114,7 +114,7 @@ class TextRecord(FileRecord):
 
 @dataclass(kw_only=True)
 class SoundRecord(FileRecord):
-    kind: MediaKind = MediaKind.AUDIO
+    kind: str = MediaKind.AUDIO
     modality: str = "audio"
     duration_s: float | None = None
     segments: list[tuple[float | None, float | None]] = field(default_factory=list)  # per vector row
@@ -131,7 +131,7 @@ class SoundRecord(FileRecord):
 class VideoRecord(SoundRecord):
     """Frames (modality "image") and soundtrack (modality "audio") of one video."""
 
-    kind: MediaKind = MediaKind.VIDEO
+    kind: str = MediaKind.VIDEO
     modality: str = "image"
     width: int | None = None
     height: int | None = None
