@@ -24,6 +24,7 @@ class Candidate:
 class Plan:
     todo: list[Candidate] = field(default_factory=list)
     unchanged: int = 0
+    unchanged_files: dict[str, list[Path]] = field(default_factory=dict)  # by kind: what a handler may revisit
     deleted: list[str] = field(default_factory=list)
 
 
@@ -45,6 +46,7 @@ def plan(found: list[tuple[Path, str]], known: dict[str, KnownFile], roots: list
         same = old is not None and old.size == stat.st_size and old.mtime_ns == stat.st_mtime_ns
         if old is not None and same and not (retry_failed and old.status == ItemStatus.FAILED):
             result.unchanged += 1
+            result.unchanged_files.setdefault(kind, []).append(path)
             continue
         result.todo.append(Candidate(path, kind, stat.st_size, stat.st_mtime_ns, old))
     prefixes = [str(r) if Path(r).is_file() else os.path.join(str(r), "") for r in map(os.path.abspath, roots)]

@@ -38,7 +38,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
         todo = plan(found, library.known_files(), roots, options.retry_failed)
         run = IndexRun(library, encoder, options, report, progress,
                        LibraryTowers(library, lambda: encoder, options.audio_model))
-        _add_revisits(run, todo, found)
+        _add_revisits(run, todo)
         todo.todo = [replace(c, kind=content_kind(c.path, c.kind)) for c in todo.todo]
         report.unchanged = todo.unchanged
         try:
@@ -63,15 +63,10 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
     return report
 
 
-def _add_revisits(run: IndexRun, todo: Plan, found: list[tuple[Path, str]]) -> None:
+def _add_revisits(run: IndexRun, todo: Plan) -> None:
     """Queue the unchanged files each kind's handler wants indexed again (`KindHandler.revisit`)."""
-    queued = {str(c.path) for c in todo.todo}
-    unchanged: dict[str, list[Path]] = {}
-    for path, kind in found:
-        if str(path) not in queued:
-            unchanged.setdefault(kind, []).append(path)
     for kind, handler in KIND_HANDLERS.items():
-        again = handler.revisit(run, unchanged.get(kind, []))
+        again = handler.revisit(run, todo.unchanged_files.get(kind, []))
         todo.todo += again
         todo.unchanged -= len(again)
 
