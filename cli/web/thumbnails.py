@@ -1,6 +1,6 @@
 """Thumbnails: made once per file version and size, cached on disk as JPEG, EXIF-upright.
 
-How a kind is pictured is its `KindInfo.picture` (`indexer/kinds.py`): a picture file (images)
+How a kind is pictured is its `KindInfo.picture` (looked up in `indexer/kinds.py`): a picture file (images)
 goes through `retrieval.imageio.open_image` (by content, EXIF orientation, RGB, bomb limit);
 pictures over time (videos) give the frame at the requested time. The cache key is the item's
 content hash (or its id, size and mtime), so a changed file gets a new thumbnail. A cache that
