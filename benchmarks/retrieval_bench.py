@@ -34,6 +34,7 @@ from jrsearch.retrieval.metrics import (
     ranks_from_hits,
     split_folds,
 )
+from jrsearch.retrieval.types import ModelSpec
 
 REFERENCE_FILE = Path(__file__).with_name("reference_figures.json")
 TITLES = {"coco": "COCO", "flickr30k": "Flickr30K"}
@@ -186,8 +187,8 @@ class BenchReport:
 
 
 def model_label(name: str, pretrained: str) -> str:
-    """`name/tag`, or `name/checkpoint-file-name` for a local checkpoint."""
-    return f"{name}/{Path(pretrained).name}" if pretrained else name
+    """`name/tag`, or `name/checkpoint-file-name` for a local checkpoint (`ModelSpec.label`)."""
+    return ModelSpec(name, pretrained).label(short=True)
 
 
 def markdown_table(rows: list[TableRow]) -> list[str]:
@@ -366,7 +367,7 @@ def embed_images(encoder: Encoder, paths: list[Path], cache: EmbeddingCache, opt
         except MediaError as exc:
             return ImageProblem(str(path), exc.reason)
         except OSError as exc:
-            return ImageProblem(str(path), str(exc).split(": ", 1)[-1])
+            return ImageProblem(str(path), exc.strerror or str(exc))
 
     batches = [todo[i:i + options.batch_size] for i in range(0, len(todo), options.batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="bench-decode") as pool:

@@ -87,7 +87,7 @@ def audio(
                 if len(windows):
                     parts.append(PairSet.from_windows(windows, targets, tower))
             except MediaError as exc:
-                skipped.append(f"{path}: {str(exc).split(': ', 1)[-1]}")
+                skipped.append(f"{path}: {exc.reason}")
             bar.advance(task)
         if not parts:
             raise JrsearchError("none of the videos has both frames and sound to learn from")

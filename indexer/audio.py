@@ -17,8 +17,8 @@ import numpy as np
 from jrsearch.indexer.changes import Candidate
 from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded, failed, same_content
+from jrsearch.indexer.handler import KindHandler, KindInfo
 from jrsearch.indexer.run import IndexRun
-from jrsearch.indexer.walk import AUDIO_EXTENSIONS
 from jrsearch.retrieval.audioio import iter_audio
 from jrsearch.retrieval.encoders import AudioTower
 from jrsearch.retrieval.encoders.audio import pool
@@ -28,6 +28,8 @@ from jrsearch.retrieval.library import SoundRecord
 from jrsearch.retrieval.types import MediaKind
 
 COMMIT_EVERY = 32  # sound files per store transaction
+EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aiff",
+                        ".aif"})
 NO_TOWER_NOTE = ("{n} {what} skipped: no audio tower; train one with `jrsearch train audio DIR --out tower.pt` "
                  "(or use a Wav2CLIP checkpoint) and index with --audio-model tower.pt")
 
@@ -98,12 +100,11 @@ def sound_record(decoded: Decoded) -> SoundRecord:
                        modalities=decoded.modalities)
 
 
-@dataclass(frozen=True)
-class SoundHandler:
-    """Sound files, embedded with the library's audio tower (skipped, with a note, without one)."""
+class SoundHandler(KindHandler):
+    """Sound files, embedded with the library's audio tower (skipped, with a note, without one).
+    A sound file holding moving pictures is a video (checked by content)."""
 
-    kind: MediaKind = MediaKind.AUDIO
-    extensions: frozenset[str] = frozenset(AUDIO_EXTENSIONS)
+    info = KindInfo(MediaKind.AUDIO, EXTENSIONS, by_content=True)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
         audio = run.towers.audio()

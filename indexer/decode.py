@@ -33,7 +33,7 @@ class Decoded:
 
     def fail(self, reason: str, code: FailureCode = FailureCode.UNDECODABLE) -> Decoded:
         """Mark the file failed (`reason` without the file's name, as stored); returns self."""
-        self.failure = MediaError.about(self.candidate.path, reason, code)
+        self.failure = MediaError(self.candidate.path, reason, code)
         return self
 
 

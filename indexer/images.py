@@ -6,13 +6,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from jrsearch.indexer.changes import Candidate
 from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded, batched, decoded_in_order, read_file, same_content
+from jrsearch.indexer.handler import KindHandler, KindInfo, Picture
 from jrsearch.indexer.run import IndexRun
-from jrsearch.indexer.walk import IMAGE_EXTENSIONS
 from jrsearch.retrieval.encoders import Encoder
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.imageio import open_image
@@ -20,6 +19,8 @@ from jrsearch.retrieval.library import ImageRecord
 from jrsearch.retrieval.types import MediaKind
 
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # the largest real photos (RAW-sized TIFFs) stay well below
+EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                        ".pbm", ".jfif", ".jpe", ".ico", ".tga", ".heic", ".avif"})
 
 
 def decode_image(candidate: Candidate, transform: Callable, draft_size: int) -> Decoded:
@@ -53,10 +54,8 @@ def image_record(decoded: Decoded) -> ImageRecord:
     return ImageRecord(**stored_fields(decoded), width=decoded.width, height=decoded.height)
 
 
-@dataclass(frozen=True)
-class ImageHandler:
-    kind: MediaKind = MediaKind.IMAGE
-    extensions: frozenset[str] = frozenset(IMAGE_EXTENSIONS)
+class ImageHandler(KindHandler):
+    info = KindInfo(MediaKind.IMAGE, EXTENSIONS, picture=Picture.FILE)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
         encoder, options = run.encoder, run.options

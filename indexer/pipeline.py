@@ -7,17 +7,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from jrsearch.indexer.changes import plan
+from jrsearch.indexer.changes import Plan, plan
 from jrsearch.indexer.kinds import KIND_HANDLERS
 from jrsearch.indexer.run import IndexOptions, IndexReport, IndexRun, NoProgress, Progress
-from jrsearch.indexer.video import add_missing_soundtracks
 from jrsearch.indexer.walk import content_kind, walk
 from jrsearch.retrieval.diskspace import is_disk_full, no_space_as_error
 from jrsearch.retrieval.encoders import Encoder
 from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.library import Library
 from jrsearch.retrieval.towers import LibraryTowers
-from jrsearch.retrieval.types import MediaKind
 
 __all__ = ["KIND_HANDLERS", "IndexOptions", "IndexReport", "Progress", "run_index"]
 
@@ -38,8 +36,9 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
         library.load_indexes()
         found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
         todo = plan(found, library.known_files(), roots, options.retry_failed)
-        towers = LibraryTowers(library, lambda: encoder, options.audio_model)
-        todo = add_missing_soundtracks(library, todo, found, towers)
+        run = IndexRun(library, encoder, options, report, progress,
+                       LibraryTowers(library, lambda: encoder, options.audio_model))
+        _add_revisits(run, todo)
         todo.todo = [replace(c, kind=content_kind(c.path, c.kind)) for c in todo.todo]
         report.unchanged = todo.unchanged
         try:
@@ -49,7 +48,6 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
             progress.start(len(handled))
             if handled and library.model() is None:
                 library.adopt_model(encoder.spec, encoder.dim)
-            run = IndexRun(library, encoder, options, report, progress, towers)
             for kind, handler in KIND_HANDLERS.items():
                 batch = [c for c in handled if c.kind == kind]
                 if batch:
@@ -65,6 +63,14 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
     return report
 
 
+def _add_revisits(run: IndexRun, todo: Plan) -> None:
+    """Queue the unchanged files each kind's handler wants indexed again (`KindHandler.revisit`)."""
+    for kind, handler in KIND_HANDLERS.items():
+        again = handler.revisit(run, todo.unchanged_files.get(kind, []))
+        todo.todo += again
+        todo.unchanged -= len(again)
+
+
 def _save_indexes_after(library: Library) -> None:
     """Save the indexes while an error is on its way out; a full disk then is the same story
     (the error in flight tells it, and the next open rebuilds the files from the store)."""
@@ -77,5 +83,5 @@ def _save_indexes_after(library: Library) -> None:
 
 def _index_bytes(library: Library, report: IndexReport) -> int:
     """About what writing the index files takes: each is written whole beside the old one."""
-    files = [library.index_path(kind.value) for kind in MediaKind]
+    files = [library.index_path(kind) for kind in library.kinds()]
     return sum(p.stat().st_size for p in files if p.exists()) + report.vector_bytes

@@ -7,15 +7,14 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
 from jrsearch.indexer.changes import Candidate
 from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded, decoded_in_order, read_file, same_content
+from jrsearch.indexer.handler import KindHandler, KindInfo
 from jrsearch.indexer.run import IndexRun
-from jrsearch.indexer.walk import TEXT_EXTENSIONS
 from jrsearch.retrieval.errors import FailureCode
 from jrsearch.retrieval.library import TextRecord
 from jrsearch.retrieval.types import MediaKind
@@ -23,6 +22,7 @@ from jrsearch.retrieval.types import MediaKind
 MAX_TEXT_BYTES = 512 * 1024 * 1024
 MAX_TEXT_CHARS = 2000  # a document longer than this is cut; CLIP reads ~77 tokens anyway
 TEXT_BATCH = 256
+EXTENSIONS = frozenset({".txt", ".jsonl", ".tsv"})
 
 
 def decode_text_corpus(candidate: Candidate) -> Decoded:
@@ -78,10 +78,10 @@ def text_record(decoded: Decoded) -> TextRecord:
     return TextRecord(**stored_fields(decoded), texts=decoded.payload if decoded.failure is None else [])
 
 
-@dataclass(frozen=True)
-class TextHandler:
-    kind: MediaKind = MediaKind.TEXT
-    extensions: frozenset[str] = frozenset(TEXT_EXTENSIONS)
+class TextHandler(KindHandler):
+    """Corpora are indexed only when named on the command line: notes in a photo folder are not captions."""
+
+    info = KindInfo(MediaKind.TEXT, EXTENSIONS, only_when_named=True)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
         encoder, options = run.encoder, run.options

@@ -27,24 +27,25 @@ from pathlib import Path
 import numpy as np
 
 from jrsearch.indexer.audio import NO_TOWER_NOTE, SoundVectors, decode_streamed, embed_sound, with_pooled
-from jrsearch.indexer.changes import Candidate, Plan
+from jrsearch.indexer.changes import Candidate
 from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded
+from jrsearch.indexer.handler import KindHandler, KindInfo, Picture
 from jrsearch.indexer.run import IndexRun
-from jrsearch.indexer.walk import VIDEO_EXTENSIONS
 from jrsearch.retrieval.encoders import AudioTower
 from jrsearch.retrieval.encoders.audio import pool
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.imageio import upright_frame
 from jrsearch.retrieval.library import VideoRecord
 from jrsearch.retrieval.sniff import picture_streams
-from jrsearch.retrieval.towers import LibraryTowers
 from jrsearch.retrieval.types import MediaKind
 
 DEFAULT_FPS = 1.0
 SCENE_THRESHOLD = 0.12  # mean absolute change of a 16x16 grey thumbnail (0..1) that marks a cut
 MIN_SCENE_GAP_S = 0.25  # a cut closer than this to the previous sample is not sampled again
 THUMB = 16
+EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv",
+                        ".3gp", ".ts"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def _open(path: Path):
         return av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
-        raise MediaError.about(path, f"not a video PyAV can open ({text})") from None
+        raise MediaError(path, f"not a video PyAV can open ({text})") from None
 
 
 def probe_duration(container) -> float | None:
@@ -191,9 +192,9 @@ def embed_video(path: Path, encoder, audio: AudioTower | None, fps: float = DEFA
             notes.append(exc.reason)
     if not len(frames) and sound is None:
         if size is not None:
-            raise MediaError.about(path, notes[0] if notes else "no decodable video frames", FailureCode.NO_CONTENT)
-        raise MediaError.about(path, "no video stream",
-                               FailureCode.NO_CONTENT if audio is not None else FailureCode.NEEDS_AUDIO_TOWER)
+            raise MediaError(path, notes[0] if notes else "no decodable video frames", FailureCode.NO_CONTENT)
+        raise MediaError(path, "no video stream",
+                         FailureCode.NO_CONTENT if audio is not None else FailureCode.NEEDS_AUDIO_TOWER)
     duration = duration or max(times[-1] if times else 0.0, sound.duration_s if sound else 0.0)
     vectors, segments, modalities = [], [], []
     if len(frames):
@@ -223,12 +224,11 @@ def video_record(decoded: Decoded) -> VideoRecord:
                        duration_s=decoded.duration_s, segments=decoded.segments, modalities=decoded.modalities)
 
 
-@dataclass(frozen=True)
-class VideoHandler:
-    """Frames and soundtrack of each video, one commit per video."""
+class VideoHandler(KindHandler):
+    """Frames and soundtrack of each video, one commit per video. A video file holding only sound
+    is a sound (checked by content)."""
 
-    kind: MediaKind = MediaKind.VIDEO
-    extensions: frozenset[str] = frozenset(VIDEO_EXTENSIONS)
+    info = KindInfo(MediaKind.VIDEO, EXTENSIONS, picture=Picture.FRAME, by_content=True)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
         options = run.options
@@ -239,6 +239,28 @@ class VideoHandler:
             commit(run, [decode_video(candidate, run.encoder, audio, options.video_fps, options.batch_size)],
                    video_record)
             run.progress.advance(1)
+
+    def revisit(self, run: IndexRun, unchanged: list[Path]) -> list[Candidate]:
+        """Re-embed unchanged videos that were indexed without sound, once an audio tower is there
+        (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`),
+        and retry sound-only ones that failed for want of a tower. Videos with no audio stream are
+        probed (headers only) and left alone."""
+        from jrsearch.retrieval.audioio import has_audio
+
+        if "audio" not in run.towers.modalities() or not unchanged:
+            return []
+        videos = set(map(str, unchanged))
+        again = []
+        for path, size, mtime_ns in run.library.videos_to_revisit(FailureCode.NEEDS_AUDIO_TOWER.stored_mark):
+            if path not in videos:
+                continue
+            try:
+                if not has_audio(Path(path)):
+                    continue
+            except MediaError:
+                continue
+            again.append(Candidate(Path(path), MediaKind.VIDEO, size, mtime_ns, known=None))  # no hash shortcut
+        return again
 
 
 VIDEOS = VideoHandler()
@@ -273,30 +295,3 @@ def video_pairs(path: Path, encoder, sample_rate: int, window: int, fps: float =
     if not len(frames):
         return none
     return windows_at(path, times, sample_rate, window), frames
-
-
-def add_missing_soundtracks(library, planned: Plan, found: list[tuple[Path, MediaKind]], towers: LibraryTowers
-                            ) -> Plan:
-    """Re-embed unchanged videos that were indexed without sound, once an audio tower is there
-    (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`),
-    and retry sound-only ones that failed for want of a tower. Videos with no audio stream are
-    probed (headers only) and left alone."""
-    from jrsearch.retrieval.audioio import has_audio
-
-    if "audio" not in towers.modalities():
-        return planned
-    queued = {str(c.path) for c in planned.todo}
-    videos = {str(p) for p, kind in found if kind == MediaKind.VIDEO} - queued
-    if not videos:
-        return planned
-    for path, size, mtime_ns in library.videos_to_revisit(FailureCode.NEEDS_AUDIO_TOWER.stored_mark):
-        if path not in videos:
-            continue
-        try:
-            if not has_audio(Path(path)):
-                continue
-        except MediaError:
-            continue
-        planned.todo.append(Candidate(Path(path), MediaKind.VIDEO, size, mtime_ns, known=None))  # no hash shortcut
-        planned.unchanged -= 1
-    return planned

@@ -6,48 +6,43 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from jrsearch.indexer.kinds import kind_info, kind_of_suffix
 from jrsearch.retrieval.sniff import probe_kind
 from jrsearch.retrieval.types import MediaKind
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
-                    ".jfif", ".jpe", ".ico", ".tga", ".heic", ".avif"}
-VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
-AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif"}
-TEXT_EXTENSIONS = {".txt", ".jsonl", ".tsv"}
-NOT_MEDIA = TEXT_EXTENSIONS | {".md", ".json", ".csv", ".py", ".html", ".xml", ".db", ".faiss", ".pdf", ".zip",
-                               ".gz", ".tar", ".log", ".yaml", ".yml", ".toml", ".ini", ".lock"}
+# Suffixes no registered kind claims that are never probed as images either.
+NOT_MEDIA = {".md", ".json", ".csv", ".py", ".html", ".xml", ".db", ".faiss", ".pdf", ".zip", ".gz", ".tar", ".log",
+             ".yaml", ".yml", ".toml", ".ini", ".lock"}
 
 
-def classify(path: Path, explicit: bool = False) -> MediaKind | None:
-    """The kind of media a file holds, or None when it is not media jrsearch indexes.
+def classify(path: Path, explicit: bool = False) -> str | None:
+    """The kind (its name) of media a file holds, or None when it is not media jrsearch indexes.
 
-    Images are recognised by content as well as by name, so a JPEG without an extension is
-    found. Text corpora are indexed only when named on the command line (`explicit`), so the
+    By the extensions the registered kinds claim (`indexer/kinds.py`). Images are recognised by
+    content as well as by name, so a JPEG without an extension is found. A kind indexed only when
+    named (text corpora) is taken only for a file named on the command line (`explicit`), so the
     notes lying in a photo folder are not taken for captions.
     """
     suffix = path.suffix.lower()
-    if suffix in IMAGE_EXTENSIONS:
-        return MediaKind.IMAGE
-    if suffix in VIDEO_EXTENSIONS:
-        return MediaKind.VIDEO
-    if suffix in AUDIO_EXTENSIONS:
-        return MediaKind.AUDIO
-    if suffix in TEXT_EXTENSIONS:
-        return MediaKind.TEXT if explicit else None
+    info = kind_of_suffix(suffix)
+    if info is not None:
+        return info.name if explicit or not info.only_when_named else None
     if suffix in NOT_MEDIA:
         return None
     return MediaKind.IMAGE if _looks_like_image(path) else None
 
 
-def content_kind(path: Path, named: MediaKind) -> MediaKind:
-    """The kind a video or sound file really holds, by content: a JPEG named `.mp4` is an image, an
-    `.mp4` with no pictures is a sound, a `.mp3` with moving pictures is a video. Other kinds, and
-    files nothing recognises (they fail later, with the reason), keep the kind their name gave.
+def content_kind(path: Path, named: str) -> str:
+    """The kind a file of a kind checked `by_content` (video, sound) really holds: a JPEG named
+    `.mp4` is an image, an `.mp4` with no pictures is a sound, a `.mp3` with moving pictures is a
+    video. Other kinds, and files nothing recognises (they fail later, with the reason), keep the
+    kind their name gave.
 
     Reads the file's first bytes and, for containers, its stream headers: the pipeline asks only
     about the files a run will index, never about every file of a walk.
     """
-    if named not in (MediaKind.VIDEO, MediaKind.AUDIO):
+    info = kind_info(named)
+    if info is None or not info.by_content:
         return named
     return probe_kind(path) or named
 
@@ -62,8 +57,8 @@ def _looks_like_image(path: Path) -> bool:
         return False
 
 
-def walk(root: Path, include_hidden: bool = False, skip: Path | None = None) -> Iterator[tuple[Path, MediaKind]]:
-    """Yield (absolute path, kind) for every media file under `root` (or `root` itself), sorted.
+def walk(root: Path, include_hidden: bool = False, skip: Path | None = None) -> Iterator[tuple[Path, str]]:
+    """Yield (absolute path, kind name) for every media file under `root` (or `root` itself), sorted.
 
     Symlinked directories are followed once: a directory reached again through a link loop
     is skipped. `skip` (the library's own folder) is never walked.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jrsearch.retrieval.errors import MediaError
+from jrsearch.retrieval.errors import FailureCode, MediaError
 
 CHUNK_S = 30.0  # seconds of samples per yielded chunk: bounds memory on hour-long files
 MAX_QUERY_S = 600.0  # an audio query longer than this is cut
@@ -30,7 +30,7 @@ def _open(path: Path):
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"{path}: not a media file PyAV can open ({_reason(exc)})") from None
+        raise MediaError(path, f"not a media file PyAV can open ({_reason(exc)})") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -58,7 +58,7 @@ def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S) -> Iterat
     container = _open(path)
     try:
         if not container.streams.audio:
-            raise MediaError(f"{path}: no audio stream")
+            raise MediaError(path, "no audio stream", FailureCode.NO_CONTENT)
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunk_len = max(1, int(chunk_s * sample_rate))
@@ -78,7 +78,7 @@ def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S) -> Iterat
             yield AudioChunk(emitted / sample_rate, np.concatenate(pending))
             emitted += held
         if emitted == 0:
-            raise MediaError(f"{path}: the audio stream holds no decodable samples")
+            raise MediaError(path, "the audio stream holds no decodable samples", FailureCode.NO_CONTENT)
     finally:
         container.close()
 

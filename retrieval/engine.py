@@ -103,9 +103,9 @@ class SearchEngine:
             return self.text_tower.encode_texts([text])[0]
         return self.towers.get("text").embed_query("text", text)
 
-    def search(self, query: np.ndarray, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
+    def search(self, query: np.ndarray, kind: str = MediaKind.IMAGE, top_k: int = 10,
                path_filter: PathFilter | None = None) -> list[SearchResult]:
-        """Nearest stored vectors of `kind` to one query vector, best first, one per item/text."""
+        """Nearest stored vectors of `kind` (a kind's name) to one query vector, best first, one per item/text."""
         return ranked_search(self.library.index(kind), query, top_k, path_filter, self._rows)
 
     def _rows(self, vector_ids: list[int]) -> list:

@@ -57,23 +57,21 @@ _STORED_MARKS = {FailureCode.NEEDS_AUDIO_TOWER: " (and no audio tower to index i
 class MediaError(JrsearchError):
     """A media file could not be decoded; the indexer records it as failed with `reason`.
 
-    Fields: `code` (what code decides on), `reason` (the message without the file's name: what the
-    store and the report show), `retryable` (the code's). Raise it with `MediaError.about(path,
-    reason, code)`; a plain `MediaError("PATH: reason")` is read as reason "reason", code UNDECODABLE.
+    Raised as `MediaError(subject, reason, code)`. Fields: `subject` (the file, or what stands for
+    it: "item 7", an upload), `code` (what code decides on), `reason` (the message without the
+    subject, ending with the code's stored mark: what the store and the report show), `retryable`
+    (the code's). The message is "subject: reason".
     """
 
-    def __init__(self, message: str, *, code: FailureCode = FailureCode.UNDECODABLE,
-                 reason: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, subject: object, reason: str, code: FailureCode = FailureCode.UNDECODABLE) -> None:
+        self.subject = str(subject)
         self.code = code
-        self.reason = reason if reason is not None else message.split(": ", 1)[-1]
+        self.reason = reason + code.stored_mark
         self.retryable = code.retryable
+        super().__init__(f"{subject}: {self.reason}")
 
-    @classmethod
-    def about(cls, subject: object, reason: str, code: FailureCode = FailureCode.UNDECODABLE) -> MediaError:
-        """`subject: reason`, with the code's stored mark appended to the reason."""
-        reason += code.stored_mark
-        return cls(f"{subject}: {reason}", code=code, reason=reason)
+    def __reduce__(self):  # pickles (worker processes) with its fields, not its message
+        return type(self), (self.subject, self.reason.removesuffix(self.code.stored_mark), self.code)
 
 
 class QueryError(JrsearchError):

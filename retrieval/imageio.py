@@ -6,7 +6,7 @@ import io
 import warnings
 from pathlib import Path
 
-from jrsearch.retrieval.errors import MediaError
+from jrsearch.retrieval.errors import FailureCode, MediaError
 
 MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
 
@@ -23,7 +23,7 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
     label = name or str(source if isinstance(source, Path) else "image")
     data = source.read_bytes() if isinstance(source, Path) else source
     if not data:
-        raise MediaError(f"{label}: empty file (0 bytes)")
+        raise MediaError(label, "empty file (0 bytes)", FailureCode.EMPTY)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -40,12 +40,12 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
             image.info["full_size"] = full_size
             return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise MediaError(f"{label}: image too large "
-                         f"(over {MAX_PIXELS:,} pixels, possible decompression bomb)") from None
+        raise MediaError(label, f"image too large (over {MAX_PIXELS:,} pixels, possible decompression bomb)",
+                         FailureCode.TOO_LARGE) from None
     except UnidentifiedImageError:
-        raise MediaError(f"{label}: not an image Pillow can read") from None
+        raise MediaError(label, "not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise MediaError(f"{label}: corrupt or truncated image ({exc})") from None
+        raise MediaError(label, f"corrupt or truncated image ({exc})") from None
 
 
 QUARTER_TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")  # counter-clockwise, as PIL names them

@@ -67,7 +67,7 @@ class FileRecord:
     one plain vector row per vector (no text, no time range)."""
 
     path: str
-    kind: MediaKind
+    kind: str  # its kind's name (`MediaKind` for the shipped kinds)
     size: int
     mtime_ns: int
     content_hash: str | None
@@ -94,7 +94,7 @@ class RowDetails:
 
 @dataclass(kw_only=True)
 class ImageRecord(FileRecord):
-    kind: MediaKind = MediaKind.IMAGE
+    kind: str = MediaKind.IMAGE
     width: int | None = None
     height: int | None = None
 
@@ -104,7 +104,7 @@ class ImageRecord(FileRecord):
 
 @dataclass(kw_only=True)
 class TextRecord(FileRecord):
-    kind: MediaKind = MediaKind.TEXT
+    kind: str = MediaKind.TEXT
     modality: str = "text"
     texts: list[tuple[int, str]] = field(default_factory=list)  # (line, text) per vector row
 
@@ -114,7 +114,7 @@ class TextRecord(FileRecord):
 
 @dataclass(kw_only=True)
 class SoundRecord(FileRecord):
-    kind: MediaKind = MediaKind.AUDIO
+    kind: str = MediaKind.AUDIO
     modality: str = "audio"
     duration_s: float | None = None
     segments: list[tuple[float | None, float | None]] = field(default_factory=list)  # per vector row
@@ -131,7 +131,7 @@ class SoundRecord(FileRecord):
 class VideoRecord(SoundRecord):
     """Frames (modality "image") and soundtrack (modality "audio") of one video."""
 
-    kind: MediaKind = MediaKind.VIDEO
+    kind: str = MediaKind.VIDEO
     modality: str = "image"
     width: int | None = None
     height: int | None = None
@@ -162,7 +162,7 @@ class ItemRecord:
     width: int | None
     height: int | None
     duration_s: float | None
-    status: str
+    status: ItemStatus
     error: str | None
     indexed_at: datetime
 
@@ -463,7 +463,7 @@ class Library:
             con.executemany(
                 "INSERT INTO items (id, path, kind, size, mtime_ns, content_hash, width, height, duration_s, status, "
                 "error, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(item_id, path, r.kind.value, r.size, r.mtime_ns, r.content_hash, *r.item_columns(),
+                [(item_id, path, str(r.kind), r.size, r.mtime_ns, r.content_hash, *r.item_columns(),
                   r.status.value, r.error, now)
                  for item_id, path, r in zip(range(next_item, next_item + len(records)), paths, records,
                                                  strict=True)])
@@ -474,7 +474,7 @@ class Library:
                 if r.vectors is None or not len(r.vectors):
                     continue
                 count = len(r.vectors)
-                kind_rows, arrays = by_kind.setdefault(r.kind.value, ([], []))
+                kind_rows, arrays = by_kind.setdefault(str(r.kind), ([], []))
                 arrays.append(r.vectors)
                 details = r.row_details()
                 if details is None:  # the common case (one image, one vector), kept fast
@@ -633,9 +633,9 @@ class Library:
     def runs_path(self, kind: str) -> Path:
         return slot_runs_path(self.root, kind)
 
-    def index(self, kind: MediaKind | str) -> VectorIndex | None:
-        """The index for a kind, loaded from its file or rebuilt from the shards if stale."""
-        kind = MediaKind(kind).value
+    def index(self, kind: str) -> VectorIndex | None:
+        """The index for a kind (its name), loaded from its file or rebuilt from the shards if stale."""
+        kind = str(kind)
         if kind in self._indexes:
             return self._indexes[kind]
         with self.catalog() as catalog:
@@ -688,7 +688,7 @@ class Library:
 
     def retrain(self, kind: str) -> None:
         """Have the next `save_indexes` build `kind`'s index from scratch (train, then add)."""
-        self._rebuild.add(MediaKind(kind).value)
+        self._rebuild.add(str(kind))
 
     def _build(self, kind: str) -> VectorIndex:
         self._rebuild.discard(kind)
@@ -769,7 +769,7 @@ class Library:
 
 def _item_record(row: Item) -> ItemRecord:
     return ItemRecord(row.id, path_from_db(row.path), row.kind, row.size, row.mtime_ns, row.content_hash, row.width,
-                      row.height, row.duration_s, row.status, row.error, row.indexed_at)
+                      row.height, row.duration_s, ItemStatus(row.status), row.error, row.indexed_at)
 
 
 def _dbapi(session: Session) -> sqlite3.Connection:

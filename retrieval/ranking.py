@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from jrsearch.retrieval.types import MediaKind, SearchResult
+from jrsearch.retrieval.types import SearchResult
 
 # What `fetch_rows(vector_ids)` returns per vector, in this order.
 ROW_COLUMNS = ("vector_id", "item_id", "text_id", "start_s", "end_s", "path", "kind", "text", "line")
@@ -53,7 +53,7 @@ def rank_hits(scores: np.ndarray, ids: np.ndarray, fetch_rows: RowFetcher,
             continue
         seen.add((item_id, text_id))
         results.append(SearchResult(rank=len(results) + 1, score=score, item_id=item_id, vector_id=vid, path=path,
-                                    kind=MediaKind(kind), text=text, line=line, start_s=start_s, end_s=end_s))
+                                    kind=kind, text=text, line=line, start_s=start_s, end_s=end_s))
         if len(results) == top_k:
             break
     return results

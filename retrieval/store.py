@@ -18,6 +18,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from jrsearch.retrieval.catalog import SCHEMA_VERSION
+from jrsearch.retrieval.types import ItemStatus
 
 
 def utcnow() -> datetime:
@@ -48,7 +49,7 @@ class Item(Base):
 
     # Only failures are looked up by status; an index on kind, status or hash would cost every
     # bulk write and ~100 bytes per file for lookups nothing makes.
-    __table_args__ = (Index("ix_items_failed", "id", sqlite_where=sql_text("status = 'failed'")),)
+    __table_args__ = (Index("ix_items_failed", "id", sqlite_where=sql_text(f"status = '{ItemStatus.FAILED.value}'")),)
 
     texts: Mapped[list[Text]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                passive_deletes=True)

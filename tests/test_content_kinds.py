@@ -150,6 +150,6 @@ def test_every_kind_has_a_handler_whose_extensions_name_it():
 
     assert set(KIND_HANDLERS) == set(MediaKind)
     for kind, handler in KIND_HANDLERS.items():
-        assert handler.kind == kind and handler.extensions
-        for suffix in handler.extensions:
+        assert handler.info.name == kind and handler.info.extensions
+        for suffix in handler.info.extensions:
             assert classify(Path(f"file{suffix}"), explicit=True) == kind, (kind, suffix)

@@ -26,7 +26,8 @@ from pydantic import BaseModel
 from jrsearch.cli.web.media import file_response, open_item, sniff_upload
 from jrsearch.cli.web.searcher import Searcher
 from jrsearch.cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
-from jrsearch.cli.web.thumbnails import SIZES, NoPicture, ThumbnailCache
+from jrsearch.cli.web.thumbnails import SIZES, NoPicture, ThumbnailCache, picture_of
+from jrsearch.indexer.handler import Picture
 from jrsearch.retrieval.diskspace import is_disk_full
 from jrsearch.retrieval.engine import PathFilter, SearchEngine
 from jrsearch.retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
@@ -43,7 +44,6 @@ MAX_QUERY_CHARS = 1000
 MULTIPART_OVERHEAD = 64 * 1024
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; script-src 'self'; "
             "style-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-VISUAL = {MediaKind.IMAGE.value, MediaKind.VIDEO.value}
 MAX_ITEM_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY is a signed 64-bit integer
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID, description="An item id (from a search result).")]
 
@@ -97,17 +97,18 @@ class Login(BaseModel):
 
 
 def _thumbnail_url(item_id: int, kind: str, at_s: float | None = None) -> str | None:
-    if kind not in VISUAL:
+    picture = picture_of(kind)
+    if picture is None:
         return None
-    at = f"&t={at_s:.1f}" if kind == MediaKind.VIDEO.value and at_s else ""
+    at = f"&t={at_s:.1f}" if picture is Picture.FRAME and at_s else ""
     return f"/api/items/{item_id}/thumbnail?size=256{at}"
 
 
 def _result_out(r: SearchResult) -> ResultOut:
     return ResultOut(rank=r.rank, score=round(r.score, 6), item_id=r.item_id, vector_id=r.vector_id,
-                     kind=r.kind.value, path=display_path(r.path), name=display_path(os.path.basename(r.path)),
+                     kind=str(r.kind), path=display_path(r.path), name=display_path(os.path.basename(r.path)),
                      text=r.text, line=r.line,
-                     start_s=r.start_s, end_s=r.end_s, thumbnail=_thumbnail_url(r.item_id, r.kind.value, r.start_s),
+                     start_s=r.start_s, end_s=r.end_s, thumbnail=_thumbnail_url(r.item_id, r.kind, r.start_s),
                      media=f"/api/items/{r.item_id}/media")
 
 
@@ -244,14 +245,14 @@ def create_app(library: Library | None, engine: SearchEngine | None = None, *, t
         if size not in SIZES:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, SIZES))}")
         item = get_item(item_id)
-        if item.kind not in VISUAL:
+        if picture_of(item.kind) is None:
             raise HTTPException(404, f"item {item_id} is {item.kind}: only images and videos have thumbnails")
         try:
             jpeg = thumbnails.get(item, size, lambda: open_item(item).handle, t)
         except NoPicture as exc:
-            raise HTTPException(404, f"item {item_id} has no thumbnail: {exc}") from None
+            raise HTTPException(404, f"item {item_id} has no thumbnail: {exc.reason}") from None
         except MediaError as exc:
-            raise HTTPException(415, f"item {item_id}: no thumbnail: {exc}") from None
+            raise HTTPException(415, f"item {item_id}: no thumbnail: {exc.reason}") from None
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/api/items/{item_id}/media", summary="The item's file, with HTTP range requests",

@@ -1,7 +1,8 @@
 """Thumbnails: made once per file version and size, cached on disk as JPEG, EXIF-upright.
 
-Images go through `retrieval.imageio.open_image` (by content, EXIF orientation, RGB, bomb
-limit); a video's thumbnail is the frame at the requested time. The cache key is the item's
+How a kind is pictured is its `KindInfo.picture` (looked up in `indexer/kinds.py`): a picture file (images)
+goes through `retrieval.imageio.open_image` (by content, EXIF orientation, RGB, bomb limit);
+pictures over time (videos) give the frame at the requested time. The cache key is the item's
 content hash (or its id, size and mtime), so a changed file gets a new thumbnail. A cache that
 cannot be written (a full disk, a read-only library) costs speed, never the thumbnail: it is
 served from memory, as a caching proxy (nginx's proxy_cache) serves a response it fails to store.
@@ -15,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from jrsearch.retrieval.errors import MediaError
+from jrsearch.indexer.handler import Picture
+from jrsearch.indexer.kinds import kind_info
+from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.fileio import write_bytes_atomic
 from jrsearch.retrieval.imageio import open_image, upright_frame
 from jrsearch.retrieval.library import ItemRecord
 from jrsearch.retrieval.sniff import picture_streams
-from jrsearch.retrieval.types import MediaKind
 
 SIZES = (128, 256, 512)
 QUALITY = 82
@@ -41,7 +43,7 @@ class ThumbnailCache:
     def get(self, item: ItemRecord, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> bytes:
         """The thumbnail's JPEG bytes: from the cache, or made from the file `open_source()` opens
         and cached when the cache can be written."""
-        video = item.kind == MediaKind.VIDEO.value
+        video = picture_of(item.kind) is Picture.FRAME
         at_s = round(at_s, 1) if video and at_s is not None else None  # the cache keeps tenths of a second
         path = self.path_for(item, size, at_s)
         try:
@@ -49,8 +51,9 @@ class ThumbnailCache:
         except OSError:
             pass
         with open_source() as source:
-            image = _video_frame(source, at_s or 0.0) if video else \
-                open_image(source.read(), name=f"item {item.id}", draft_size=size)
+            name = f"item {item.id}"
+            image = _video_frame(source, at_s or 0.0, name) if video else \
+                open_image(source.read(), name=name, draft_size=size)
         image.thumbnail((size, size))
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=QUALITY)
@@ -61,11 +64,17 @@ class ThumbnailCache:
         return out.getvalue()
 
 
+def picture_of(kind: str) -> Picture | None:
+    """How items of `kind` are pictured; None for a kind with no thumbnail (or no handler here)."""
+    info = kind_info(kind)
+    return info.picture if info else None
+
+
 class NoPicture(MediaError):
     """The file holds no picture to make a thumbnail of (a sound-only video file)."""
 
 
-def _video_frame(source: BinaryIO, at_s: float):
+def _video_frame(source: BinaryIO, at_s: float, name: str):
     """The first frame at or after `at_s` seconds, as an upright RGB PIL image."""
     import av
 
@@ -73,7 +82,7 @@ def _video_frame(source: BinaryIO, at_s: float):
         with av.open(source) as container:
             streams = picture_streams(container)
             if not streams:
-                raise NoPicture("the file holds sound only, no pictures")
+                raise NoPicture(name, "the file holds sound only, no pictures", FailureCode.NO_CONTENT)
             stream = streams[0]
             if at_s > 0 and stream.time_base:
                 container.seek(int(at_s / stream.time_base), stream=stream)
@@ -81,10 +90,10 @@ def _video_frame(source: BinaryIO, at_s: float):
                 if frame.time is None or frame.time >= at_s - 0.05:
                     return upright_frame(frame)
     except av.error.FFmpegError as exc:
-        raise MediaError(f"the video could not be decoded (FFmpeg: {_first_line(exc)})") from None
+        raise MediaError(name, f"the video could not be decoded (FFmpeg: {_first_line(exc)})") from None
     except (ValueError, OverflowError) as exc:
-        raise MediaError(f"the video could not be decoded ({type(exc).__name__}: {_first_line(exc)})") from None
-    raise MediaError(f"the video has no frame at {at_s:.1f} s")
+        raise MediaError(name, f"the video could not be decoded ({type(exc).__name__}: {_first_line(exc)})") from None
+    raise MediaError(name, f"the video has no frame at {at_s:.1f} s", FailureCode.NO_CONTENT)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,7 +26,7 @@ class CatalogItem:
     id: int
     path: str
     kind: str
-    status: str
+    status: ItemStatus
     error: str | None
     size: int
     mtime_ns: int
@@ -109,7 +109,7 @@ class ClusterSearch:
         if row is None:
             return None
         return CatalogItem(id=item_id, path=row["image_path"], kind=MediaKind.IMAGE.value,
-                           status=ItemStatus.INDEXED.value, error=None, size=row["size"] or 0,
+                           status=ItemStatus.INDEXED, error=None, size=row["size"] or 0,
                            mtime_ns=row["mtime_ns"] if row["mtime_ns"] is not None else -1, content_hash=None,
                            width=row["width"] or None, height=row["height"] or None, duration_s=None,
                            indexed_at=self.built_at)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from jrsearch.retrieval.errors import MediaError, ModelMismatchError, ModelUnavailableError, QueryError
+from jrsearch.retrieval.fileio import write_atomic
 from jrsearch.retrieval.types import ModelSpec
 
 AUDIO_FAMILY = "audio"  # the registry's family of sound towers: ModelSpec("audio", checkpoint path)
@@ -186,7 +187,7 @@ class AudioEncoder:
         try:
             samples = read_audio(path, self.sample_rate)
         except MediaError as exc:
-            raise QueryError(f"cannot use {path} as a query: {str(exc).split(': ', 1)[-1]}") from None
+            raise QueryError(f"cannot use {path} as a query: {exc.reason}") from None
         return self.embed_clip(samples)
 
     def windows(self, samples: np.ndarray, offset_s: float = 0.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -227,10 +228,7 @@ def save_tower(path: Path, module, config: AudioTowerConfig, image_model: ModelS
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": asdict(config),
                "image_model": {"name": image_model.name, "pretrained": image_model.pretrained},
                "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}, **(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_checkpoint(path: Path) -> dict:
