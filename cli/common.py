@@ -13,7 +13,7 @@ import typer
 
 from jrsearch.retrieval.diskspace import disk_full_error, is_disk_full
 from jrsearch.retrieval.errors import JrsearchError
-from jrsearch.retrieval.types import ModelSpec
+from jrsearch.retrieval.types import MediaKind, ModelSpec
 
 if TYPE_CHECKING:  # the library pulls in SQLAlchemy: too slow to import for `--help`
     from jrsearch.retrieval.engine import SearchEngine
@@ -45,6 +45,23 @@ CompiledFanoutOpt = Annotated[bool, typer.Option(
                               "Graph (lower latency on one node; each shard actor keeps polling, using CPU "
                               "while idle; hung on a 2-node test cluster with Ray 2.60).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def known_kind(name: str) -> str:
+    """`name` if a kind by that name is registered (`indexer/kinds.py`), else a typer error listing them.
+    The shipped kinds are checked without importing the registry (a cold query imports no indexer)."""
+    if name in {str(kind) for kind in MediaKind}:
+        return name
+    from jrsearch.indexer.kinds import KIND_HANDLERS
+
+    if name not in KIND_HANDLERS:
+        raise typer.BadParameter(f"{name!r} is not a kind; choose from {', '.join(KIND_HANDLERS)}")
+    return name
+
+
+KindOpt = Annotated[str, typer.Option(
+    "--kind", callback=known_kind, metavar="KIND",
+    help="What to find: image, text, video, audio, or a kind a plugin registered.")]
 
 
 def fail(message: str, code: int = 1) -> None:

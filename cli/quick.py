@@ -11,10 +11,8 @@ from pathlib import Path
 
 import typer
 
-from jrsearch.retrieval.types import MediaKind
 
-
-def quick_query(text: str, kind: MediaKind, top_k: int, under: Path | None, glob: str | None, nprobe: int | None,
+def quick_query(text: str, kind: str, top_k: int, under: Path | None, glob: str | None, nprobe: int | None,
                 library: Path | None, as_json: bool, rerank: int | None = None) -> bool:
     """Answer a text query on the lean path and print it as `query` does; False where it cannot."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one query row: BLAS threads only contend (9x here)

@@ -23,7 +23,7 @@ from jrsearch.retrieval.ranking import ranked_search
 from jrsearch.retrieval.types import MediaKind, ModelSpec, SearchResult
 
 
-def quick_text_search(root: Path, text: str, kind: MediaKind = MediaKind.IMAGE, top_k: int = 10,
+def quick_text_search(root: Path, text: str, kind: str = MediaKind.IMAGE, top_k: int = 10,
                       nprobe: int | None = None, path_filter: Callable[[str], bool] | None = None,
                       rerank: int | None = None) -> list[SearchResult] | None:
     """The results of a text query, or None where only the normal path can answer it."""
@@ -50,7 +50,7 @@ def library_model_name(root: Path) -> str | None:
     return model[0] if model else None
 
 
-def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int, nprobe: int | None,
+def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, nprobe: int | None,
             rerank: int | None, path_filter: Callable[[str], bool] | None) -> list[SearchResult] | None:
     from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
     from jrsearch.retrieval.vectors import ShardSet, ShardSource
@@ -60,10 +60,10 @@ def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int
     manifest = catalog.model()
     if manifest is None:
         return None
-    state = catalog.index_state(kind.value)
+    state = catalog.index_state(str(kind))
     if state is None:
         return []
-    index_file = index_path(root, kind.value)
+    index_file = index_path(root, str(kind))
     if state.built_generation != state.generation or not state.factory or not index_file.is_file():
         return None  # the normal path rebuilds the index from the shards
     tower = load_query_tower(root, ModelSpec(manifest[0], manifest[1]), manifest[2])
@@ -75,8 +75,8 @@ def _search(catalog: Catalog, root: Path, text: str, kind: MediaKind, top_k: int
     def same_catalog() -> Iterator[Catalog]:
         yield catalog
 
-    source = ShardSource(same_catalog, ShardSet(root / VECTORS_DIR / kind.value, manifest[2]), kind.value,
-                         slot_runs_path(root, kind.value))
+    source = ShardSource(same_catalog, ShardSet(root / VECTORS_DIR / str(kind), manifest[2]), str(kind),
+                         slot_runs_path(root, str(kind)))
     index = VectorIndex.load(index_file, state.factory, nprobe or DEFAULT_NPROBE, trained_on=state.trained_on,
                              rerank=rerank, source=source)
     return ranked_search(index, query, top_k, path_filter, catalog.hits)

@@ -60,7 +60,7 @@ def test_onnx_and_torch_vectors_are_interchangeable(tiny_encoder, tiny_onnx_enco
 
 
 def test_a_cached_export_opens_without_torch(tiny_onnx_encoder):
-    probe = ("import sys\nfrom retrieval.encoders import TINY_TEST_MODEL, load_encoder\n"
+    probe = ("import sys\nfrom jrsearch.retrieval.encoders import TINY_TEST_MODEL, load_encoder\n"
              "e = load_encoder(TINY_TEST_MODEL)\nv = e.encode_texts(['a dog'])\n"
              "print(e.backend, 'torch' in sys.modules, 'open_clip' in sys.modules, v.shape[1])")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
@@ -85,9 +85,9 @@ def test_libraries_indexed_with_one_backend_are_queried_with_the_other(tmp_path,
 
 
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    probe = ("import sys, json\nfrom cli.main import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
-             "print(json.dumps(sorted(m for m in ('torch', 'open_clip', 'onnxruntime', 'openvino') if m in sys.modules)),"
-             " file=sys.stderr)")
+    probe = ("import sys, json\nfrom jrsearch.cli.main import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
+             "loaded = sorted(m for m in ('torch', 'open_clip', 'onnxruntime', 'openvino') if m in sys.modules)\n"
+             "print(json.dumps(loaded), file=sys.stderr)")
     return subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=REPO,
                           env={**os.environ, **(env or {})}, check=True)
 

@@ -4,6 +4,7 @@ kind's own index, the engine searches it, the web app shows its items (without a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,22 @@ def test_a_kind_registered_from_outside_is_indexed_searched_and_served(tmp_path:
     shown = client.get(f"/api/items/{item_id(library, folder / 'dog.note')}").json()
     assert (shown["kind"], shown["status"], shown["thumbnail"]) == ("note", "indexed", None)
     assert client.get(f"/api/items/{item_id(library, folder / 'dog.note')}/thumbnail").status_code == 404
+    found = client.get("/api/search", params={"q": notes["dog.note"], "kind": "note"})
+    assert found.status_code == 200 and found.json()["results"][0]["path"] == str(folder / "dog.note")
+    refused = client.get("/api/search", params={"q": "a dog", "kind": "memo"})
+    assert refused.status_code == 422 and "'memo' is not one of image, text, video, audio, note" in refused.text
+
+    # the CLI's --kind takes the registered name too, and names the choices for one it does not know
+    from typer.testing import CliRunner
+
+    from jrsearch.cli.main import app
+
+    args = ["query", notes["red.note"], "--library", str(library.root), "--model", "tiny-test", "--json"]
+    answer = CliRunner().invoke(app, [*args, "--kind", "note"])
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.stdout)[0]["path"] == str(folder / "red.note")
+    wrong = CliRunner().invoke(app, [*args, "--kind", "memo"], env={"COLUMNS": "200"})  # no wrapped box
+    assert wrong.exit_code == 2 and "'memo' is not a kind; choose from image, text, video, audio, note" in wrong.output
 
 
 def test_the_registry_refuses_a_second_claim_on_a_name_or_an_extension(notes_kind):

@@ -204,7 +204,7 @@ def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tin
 
 
 def test_cold_cli_text_query_imports_neither_torch_nor_the_orm(library):
-    probe = ("import sys, json\nfrom cli.main import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
+    probe = ("import sys, json\nfrom jrsearch.cli.main import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
              "print(json.dumps(sorted(m for m in ('torch', 'open_clip', 'sqlalchemy.orm') if m in sys.modules)),"
              " file=sys.stderr)")
     args = ["query", "a dog on a beach", "--kind", "text", "--json", "--library", str(library.root)]

@@ -28,6 +28,7 @@ from jrsearch.cli.web.searcher import Searcher
 from jrsearch.cli.web.security import AccessGuard, BodyLimit, TokenGuard, human_bytes
 from jrsearch.cli.web.thumbnails import SIZES, NoPicture, ThumbnailCache, picture_of
 from jrsearch.indexer.handler import Picture
+from jrsearch.indexer.kinds import KIND_HANDLERS
 from jrsearch.retrieval.diskspace import is_disk_full
 from jrsearch.retrieval.engine import PathFilter, SearchEngine
 from jrsearch.retrieval.errors import JrsearchError, LibraryError, MediaError, QueryError
@@ -113,18 +114,21 @@ def _result_out(r: SearchResult) -> ResultOut:
 
 
 class SearchOptions(BaseModel):
-    kind: MediaKind
+    kind: str
     top_k: int
     under: str | None
     glob: str | None
 
 
 def search_options(
-    kind: Annotated[MediaKind, Query(description="What to find.")] = MediaKind.IMAGE,
+    kind: Annotated[str, Query(max_length=64, description="What to find: image, text, video, audio, or a "
+                                                         "kind a plugin registered.")] = MediaKind.IMAGE,
     top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many results.")] = 10,
     under: Annotated[str | None, Query(max_length=4096, description="Only results under this folder.")] = None,
     glob: Annotated[str | None, Query(max_length=512, description="Only paths (or names) matching this glob.")] = None,
 ) -> SearchOptions:
+    if kind not in KIND_HANDLERS:
+        raise HTTPException(422, f"kind {kind!r} is not one of {', '.join(KIND_HANDLERS)}")
     return SearchOptions(kind=kind, top_k=top_k, under=under or None, glob=glob or None)
 
 

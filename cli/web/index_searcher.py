@@ -43,7 +43,7 @@ class IndexSearcher:
         with self._model_lock:
             return self.engine.embed_image(path)
 
-    def search(self, vector: np.ndarray, kind: MediaKind, top_k: int, path_filter) -> list[SearchResult]:
+    def search(self, vector: np.ndarray, kind: str, top_k: int, path_filter) -> list[SearchResult]:
         out = PartialResults()
         if kind != MediaKind.IMAGE:
             return out

@@ -18,7 +18,7 @@ from fastapi import HTTPException
 from jrsearch.retrieval.engine import PathFilter, SearchEngine
 from jrsearch.retrieval.errors import QueryError
 from jrsearch.retrieval.library import Library
-from jrsearch.retrieval.types import MediaKind, SearchResult
+from jrsearch.retrieval.types import SearchResult
 
 TEXT_CACHE = 256  # query texts whose vectors are kept
 SLOW_RELOAD_S = 0.5  # an index load this long or longer ...
@@ -85,7 +85,7 @@ class Searcher:
         with self._model_lock:
             return self.engine.embed(what, path)
 
-    def search(self, vector: np.ndarray, kind: MediaKind, top_k: int, path_filter: PathFilter | None
+    def search(self, vector: np.ndarray, kind: str, top_k: int, path_filter: PathFilter | None
                ) -> list[SearchResult]:
         self._fresh_index(kind)
         if self.search_threads:
@@ -94,7 +94,7 @@ class Searcher:
             faiss.omp_set_num_threads(self.search_threads)  # OpenMP's setting is per calling thread
         return self.engine.search(vector, kind=kind, top_k=top_k, path_filter=path_filter)
 
-    def _fresh_index(self, kind: MediaKind) -> None:
+    def _fresh_index(self, kind: str) -> None:
         """Drop indexes another process changed and load this one (one thread loads; the others wait).
 
         An index that is slow to load (a large one rebuilt from the store while `jrsearch index`
