@@ -179,6 +179,9 @@ app.add_typer(cluster_app, name="cluster")
 
 
 def main() -> None:
+    from jrsearch.cli import quick
+
+    quick.EXIT_WHEN_ANSWERED = True
     app()
 
 

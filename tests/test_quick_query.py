@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import COCO_DIR
+from typer.testing import CliRunner
+
+from jrsearch.cli.main import app
 
 TRICKY = [
     "Héllo Wörld!", "emoji 🐶🏖️ dog", "&amp;amp; &lt;b&gt;bold&lt;/b&gt;", "’curly’ “quotes”", "ﬁne ligature",
@@ -217,3 +220,17 @@ def test_cold_cli_text_query_imports_neither_torch_nor_the_orm(library):
     quick_hits, normal_hits = json.loads(quick.stdout), json.loads(normal.stdout)
     assert [(h["rank"], h["vector_id"], h["text"]) for h in quick_hits] == \
            [(h["rank"], h["vector_id"], h["text"]) for h in normal_hits]
+
+
+def test_the_jrsearch_command_ends_at_once_after_a_quick_answer_with_all_of_it_printed(library):
+    """The entry point ends the process right after a quick answer (no interpreter teardown): what
+    was printed, on stdout and stderr, must all be there, and the status must be 0."""
+    args = ["query", "海滩上的狗", "--kind", "text", "--library", str(library.root)]
+    ran = subprocess.run([sys.executable, "-m", "jrsearch.cli.main", *args, "--json"], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    in_process = CliRunner().invoke(app, [*args, "--json"])
+    assert json.loads(ran.stdout) == json.loads(in_process.stdout) and len(json.loads(ran.stdout)) == 10
+    assert ran.stderr.startswith("note: ") and "English-only" in ran.stderr  # the language hint, after the results
+    table = subprocess.run([sys.executable, "-m", "jrsearch.cli.main", *args, "-k", "3"], capture_output=True,
+                           text=True)
+    assert table.returncode == 0 and table.stdout.count("\n") >= 3
