@@ -128,7 +128,8 @@ def search_options(
     glob: Annotated[str | None, Query(max_length=512, description="Only paths (or names) matching this glob.")] = None,
 ) -> SearchOptions:
     if kind not in KIND_HANDLERS:
-        raise HTTPException(422, f"kind {kind!r} is not one of {', '.join(KIND_HANDLERS)}")
+        *others, last = (f"'{name}'" for name in KIND_HANDLERS)  # pydantic's wording for an enum
+        raise HTTPException(422, f"kind: Input should be {', '.join(others)} or {last}")
     return SearchOptions(kind=kind, top_k=top_k, under=under or None, glob=glob or None)
 
 
