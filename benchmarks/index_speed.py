@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jrsearch.benchmarks.output import print_and_save
+
 
 def make_photos(root: Path, count: int, size=(640, 480), seed: int = 0) -> list[Path]:
     """Smooth gradients, shapes and grain, saved as quality-90 JPEGs: decode cost like real photos."""
@@ -146,11 +148,7 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    print(json.dumps(result, indent=2))
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"index_speed_{args.model}_{args.precision}_{encoder.backend}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    print_and_save(result, args.out, f"index_speed_{args.model}_{args.precision}_{encoder.backend}")
 
 
 if __name__ == "__main__":

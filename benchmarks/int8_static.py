@@ -15,7 +15,6 @@ with fp32 search. Prints and saves JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from jrsearch.benchmarks.index_speed import make_photos
+from jrsearch.benchmarks.output import print_and_save
 from jrsearch.benchmarks.precision_cost import overlap, top_k
 
 
@@ -121,11 +121,7 @@ def main() -> None:
            for k in cosine},
         "loadavg_1min": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    print(json.dumps(result, indent=2))
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"int8_static_{args.model}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    print_and_save(result, args.out, f"int8_static_{args.model}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from jrsearch.benchmarks.index_speed import make_photos, model_only
+from jrsearch.benchmarks.output import print_and_save
 
 SUBJECTS = ["a dog", "a red car", "two children", "an old man", "a cat", "a bicycle", "a sailing boat", "a horse"]
 PLACES = ["on a beach", "in a kitchen", "at night", "in the snow", "next to a building", "in a green field"]
@@ -100,11 +100,7 @@ def main() -> None:
             i / f for i, f in zip(speed[other], speed["fp32"], strict=True)), 3),
         "loadavg_1min": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    print(json.dumps(result, indent=2))
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"precision_cost_{args.model}_{other}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    print_and_save(result, args.out, f"precision_cost_{args.model}_{other}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from jrsearch.benchmarks.output import print_and_save
+
 CHECKPOINT = "vit_b32_256_random.pt"  # written by the peers' rclip_models.py
 MODEL = "ViT-B-32-256"
 QUERY = "a dog on a beach"
@@ -87,11 +89,7 @@ def main() -> None:
               "images": len(list((args.corpus / "images").glob("*.jpg"))), "rounds": rounds,
               **{f"median_{k}": round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]},
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    print(json.dumps(result, indent=2))
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / "vs_rclip.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"saved {out}")
+    print_and_save(result, args.out, "vs_rclip")
 
 
 if __name__ == "__main__":
