@@ -60,10 +60,11 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
     manifest = catalog.model()
     if manifest is None:
         return None
-    state = catalog.index_state(str(kind))
+    kind = str(kind)  # a shipped kind's MediaKind member, or a registered kind's plain name
+    state = catalog.index_state(kind)
     if state is None:
         return []
-    index_file = index_path(root, str(kind))
+    index_file = index_path(root, kind)
     if state.built_generation != state.generation or not state.factory or not index_file.is_file():
         return None  # the normal path rebuilds the index from the shards
     tower = load_query_tower(root, ModelSpec(manifest[0], manifest[1]), manifest[2])
@@ -75,8 +76,8 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
     def same_catalog() -> Iterator[Catalog]:
         yield catalog
 
-    source = ShardSource(same_catalog, ShardSet(root / VECTORS_DIR / str(kind), manifest[2]), str(kind),
-                         slot_runs_path(root, str(kind)))
+    source = ShardSource(same_catalog, ShardSet(root / VECTORS_DIR / kind, manifest[2]), kind,
+                         slot_runs_path(root, kind))
     index = VectorIndex.load(index_file, state.factory, nprobe or DEFAULT_NPROBE, trained_on=state.trained_on,
                              rerank=rerank, source=source)
     return ranked_search(index, query, top_k, path_filter, catalog.hits)
