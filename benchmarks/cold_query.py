@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from jrsearch.benchmarks.fresh_process import byte_compile_jrsearch
+
 REPO = Path(__file__).resolve().parents[1]
 CAPTIONS = REPO.parent / "shared" / "data" / "coco-karpathy-test" / "captions.tsv"
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "results")
     parser.add_argument("--work", type=Path, help="Keep the libraries here and reuse them (default: a temp dir).")
     args = parser.parse_args()
+    byte_compile_jrsearch()
 
     models: dict[str, dict] = {}
     report: dict = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jrsearch.benchmarks.fresh_process import byte_compile_jrsearch
 from jrsearch.benchmarks.output import print_and_save
 
 
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5, help="cold queries per round (median)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    byte_compile_jrsearch()
     from jrsearch.retrieval.encoders.openclip import register_model_configs
 
     register_model_configs(Path(__file__).resolve().parent / "model_configs")  # benchmark-only model configs

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from jrsearch.benchmarks.fresh_process import byte_compile_jrsearch
 from jrsearch.benchmarks.output import print_and_save
 
 CHECKPOINT = "vit_b32_256_random.pt"  # written by the peers' rclip_models.py
@@ -67,6 +68,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16,int8")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    byte_compile_jrsearch()
     precisions = args.precisions.split(",")
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     checkpoint = args.rclip_data / CHECKPOINT

@@ -35,7 +35,7 @@ from jrsearch.retrieval.types import ModelSpec
 if TYPE_CHECKING:
     from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
-FORMAT = 1
+FORMAT = 2  # 2: the last block runs for the pooled token only (`pooled_export`)
 PROBE_COSINE = 0.9999
 OPSET = 17
 TOWERS = ("image", "text")
@@ -284,6 +284,7 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
     import torch
     from open_clip.tokenizer import default_bpe
 
+    from jrsearch.retrieval.encoders.pooled_export import image_tower, text_tower
     from jrsearch.retrieval.tokenizer import ClipTokenizer
 
     model = encoder.model
@@ -292,17 +293,14 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
     size = preprocess.size
     context = int(model.context_length)
 
-    class Image(torch.nn.Module):
-        def __init__(self) -> None:
+    class Tower(torch.nn.Module):
+        def __init__(self, forward) -> None:
             super().__init__()
-            self.model = model
+            self.model = model  # its weights become the graph's initialisers
+            self.tower = forward
 
         def forward(self, input):
-            return self.model.encode_image(input, normalize=True)
-
-    class Text(Image):
-        def forward(self, input):
-            return self.model.encode_text(input, normalize=True)
+            return self.tower(input)
 
     probe_images = torch.from_numpy(probe_image_batch(size))
     tokenizer = ClipTokenizer.from_bpe_file(Path(default_bpe()), context)
@@ -311,8 +309,8 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
         raise ExportError(f"{encoder.spec.label()}: jrsearch's tokenizer disagrees with the model's")
     # Gradients on during export: nn.MultiheadAttention's fused inference path does not export.
     with torch.enable_grad(), _quiet():
-        for name, module, example in (("image", Image(), probe_images[:2]),
-                                      ("text", Text(), torch.from_numpy(tokens[:2]))):
+        for name, module, example in (("image", Tower(image_tower(model)), probe_images[:2]),
+                                      ("text", Tower(text_tower(model)), torch.from_numpy(tokens[:2]))):
             torch.onnx.export(module.eval(), (example,), str(tmp / tower_file(name, "fp32")),
                               input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": {0: "n"}, "output": {0: "n"}}, opset_version=OPSET,
