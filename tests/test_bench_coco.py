@@ -258,7 +258,7 @@ def test_flickr30k_command_finds_its_split_file_next_to_the_images(tmp_path: Pat
     assert report["rows"][0]["model"] == "tiny-test" and report["rows"][0]["partial"] is False
     assert any(row["ranked_by"] == "published" for row in report["rows"])
     assert (tmp_path / "out" / "flickr30k-1k-tiny-test.md").is_file()
-    assert report["backend"] == "openvino"  # auto: the ONNX export on OpenVINO on a CPU
+    assert report["backend"] in ("onnx", "openvino")  # auto: the ONNX export, on the runtime measured faster
 
 
 @pytest.mark.parametrize("backend, precision", [("torch", "fp32"), ("onnx", "int8")])

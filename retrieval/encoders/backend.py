@@ -1,8 +1,9 @@
 """Which runtime embeds with an open_clip model: the ONNX export on a CPU, torch on a GPU.
 
-`load_open_clip` with backend "auto" runs the model's ONNX export whenever it runs on the CPU:
-OpenVINO for fp32 and bf16 (measured 1.15x ONNX Runtime in fp32 here), ONNX Runtime for int8 and
-wherever OpenVINO cannot run or does not match (one line in `encoder.notes`). A model met for
+`load_open_clip` with backend "auto" runs the model's ONNX export whenever it runs on the CPU: in
+fp32 on OpenVINO or ONNX Runtime, whichever `tuning` measured faster on this machine; bf16 on
+OpenVINO; int8 on ONNX Runtime; and ONNX Runtime fp32 wherever OpenVINO cannot run or does not
+match (one line in `encoder.notes`). A model met for
 the first time is loaded in torch once and exported into the model cache (`onnx.export_model`);
 every later process opens the export without importing torch. Anything the export cannot do
 (an unsupported model, no disk space, a read-only cache, a probe that does not match torch)
@@ -103,23 +104,30 @@ def _onnx(spec: ModelSpec, precision: str, runtime: str):
 
 
 def _open_export(spec: ModelSpec, folder: Path, precision: str, runtime: str):
-    """The export on `runtime` ("auto": OpenVINO unless int8). Where "auto" finds that OpenVINO
-    cannot run it here, ONNX Runtime takes it in fp32, with a note; an explicit runtime raises."""
+    """The export on `runtime`, or on whichever runtime `tuning` measured fastest here ("auto":
+    OpenVINO or ONNX Runtime for fp32, OpenVINO for bf16, ONNX Runtime for int8), at its fastest
+    batch size. Where "auto" finds that OpenVINO cannot run it here, ONNX Runtime takes it in fp32,
+    with a note; an explicit runtime raises."""
     from jrsearch.retrieval.encoders.onnx import OnnxClipEncoder
     from jrsearch.retrieval.encoders.openvino_runtime import RuntimeUnavailable
+    from jrsearch.retrieval.encoders.tuning import fastest
+
+    def opener(runtime: str, precision: str = precision):
+        return lambda: OnnxClipEncoder.open(spec, folder, precision, runtime)
 
     if runtime != "auto":
         try:
-            return OnnxClipEncoder.open(spec, folder, precision, runtime)
+            return fastest(folder, precision, {runtime: opener(runtime)})
         except RuntimeUnavailable as exc:
             raise ModelUnavailableError(
                 f"--backend {runtime} cannot embed {spec.label()} in {precision}: {exc}") from None
     if precision == "int8":
-        return OnnxClipEncoder.open(spec, folder, precision, "onnx")
+        return fastest(folder, precision, {"onnx": opener("onnx")})
+    runtimes = {"openvino": opener("openvino")} | ({"onnx": opener("onnx")} if precision == "fp32" else {})
     try:
-        return OnnxClipEncoder.open(spec, folder, precision, "openvino")
+        return fastest(folder, precision, runtimes)
     except RuntimeUnavailable as exc:
-        encoder = OnnxClipEncoder.open(spec, folder, "fp32", "onnx")
+        encoder = fastest(folder, "fp32", {"onnx": opener("onnx", "fp32")})
         if encoder is not None:
             encoder.notes.append(f"embedding in fp32 on ONNX Runtime: {exc}")
         return encoder

@@ -59,7 +59,7 @@ def tower_file(tower: str, precision: str) -> str:
     return f"{tower}.{precision}.onnx" if precision in QUANTIZED else f"{tower}.onnx"
 
 
-def _threads() -> int:
+def cpu_threads() -> int:
     """ORT intra-op threads: `JRSEARCH_THREADS`, else the CPUs this process may use."""
     explicit = os.environ.get("JRSEARCH_THREADS", "")
     if explicit.isdigit() and int(explicit) > 0:
@@ -75,7 +75,7 @@ def session(path: Path, threads: int | None = None):
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or _threads()
+    options.intra_op_num_threads = threads or cpu_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -100,7 +100,7 @@ def runner(path: Path, runtime: str, precision: str) -> TowerRunner:
     if runtime == "openvino":
         from jrsearch.retrieval.encoders.openvino_runtime import OpenVinoRunner
 
-        return OpenVinoRunner(path, precision, _threads())
+        return OpenVinoRunner(path, precision, cpu_threads())
     return OrtRunner(path)
 
 
@@ -190,7 +190,7 @@ def check_openvino(folder: Path, meta: dict, precision: str) -> None:
         for tower in TOWERS:
             path = folder / tower_file(tower, "fp32")
             expected = _normalise(OrtRunner(path).run(inputs[tower]))
-            got = _normalise(OpenVinoRunner(path, precision, _threads()).run(inputs[tower]))
+            got = _normalise(OpenVinoRunner(path, precision, cpu_threads()).run(inputs[tower]))
             checked[precision][tower] = float((expected * got).sum(1).min())
         with contextlib.suppress(OSError):  # not kept: measured again next time
             write_json_atomic(record, checked)
