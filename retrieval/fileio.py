@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -52,6 +53,24 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 def write_json_atomic(path: Path, value: object) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(value, indent=1)))
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in `path`, or {} where the file is missing, unreadable or holds something else."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def keep_json_entry(path: Path, key: str, value: object) -> None:
+    """Set `key` in the JSON object in `path`, keeping its other entries. Best effort: where the file
+    cannot be written (a read-only cache, a full disk) nothing is kept, and callers measure again."""
+    kept = read_json_object(path)
+    kept[key] = value
+    with contextlib.suppress(OSError):
+        write_json_atomic(path, kept)
 
 
 def fsync_folder(folder: Path) -> None:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from jrsearch.retrieval.fileio import write_atomic, write_bytes_atomic, write_json_atomic
+from jrsearch.retrieval.fileio import (
+    keep_json_entry,
+    read_json_object,
+    write_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from jrsearch.retrieval.hashing import content_hash, file_hash, hash_stream
 
 
@@ -41,6 +47,27 @@ def test_successful_write_replaces_the_file(tmp_path: Path) -> None:
     assert json.loads(target.read_text()) == {"a": 2, "b": [1, 2]}
     assert target.read_text() == json.dumps({"a": 2, "b": [1, 2]}, indent=1)
     assert [p.name for p in tmp_path.iterdir()] == ["meta.json"]
+
+
+def test_kept_json_entries_merge_and_survive_bad_files(tmp_path: Path) -> None:
+    record = tmp_path / "record.json"
+    assert read_json_object(record) == {}
+    keep_json_entry(record, "a", 1)
+    keep_json_entry(record, "b", {"x": 2})
+    assert read_json_object(record) == {"a": 1, "b": {"x": 2}}
+    record.write_text("[1, 2]")  # valid JSON, not an object: replaced, not crashed on
+    assert read_json_object(record) == {}
+    keep_json_entry(record, "c", 3)
+    assert json.loads(record.read_text()) == {"c": 3}
+    record.write_text('{"half')  # truncated
+    assert read_json_object(record) == {}
+
+
+def test_keeping_an_entry_where_nothing_can_be_written_is_silent(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the record's folder should be")  # fails even for root, unlike chmod
+    keep_json_entry(blocker / "record.json", "a", 1)
+    assert read_json_object(blocker / "record.json") == {}
 
 
 @pytest.mark.parametrize("data", [b"", b"jrsearch", bytes(range(256)) * 9000])

@@ -16,7 +16,6 @@ Runtime's fp32 vectors once per export and precision, on the probe batch (`check
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -29,7 +28,13 @@ from jrsearch.retrieval import model_cache
 from jrsearch.retrieval.encoders.joint import JointTowers
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import JrsearchError
-from jrsearch.retrieval.fileio import write_atomic, write_folder_atomic, write_json_atomic
+from jrsearch.retrieval.fileio import (
+    keep_json_entry,
+    read_json_object,
+    write_atomic,
+    write_folder_atomic,
+    write_json_atomic,
+)
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
@@ -109,6 +114,7 @@ class OnnxClipEncoder(JointTowers):
     L2-normalised float32 numpy out."""
 
     device = "cpu"
+    preprocess: ImagePreprocess
 
     def __init__(self, spec: ModelSpec, folder: Path, meta: dict, precision: str = "fp32",
                  runtime: str = "onnx", batch_size: int = 32) -> None:
@@ -174,28 +180,21 @@ def check_openvino(folder: Path, meta: dict, precision: str) -> None:
     """Raise `RuntimeUnavailable` unless OpenVINO runs `precision` here and its vectors match ONNX
     Runtime's fp32 ones on the probe batch (cosine >= PROBE_COSINE per vector). Measured once per
     export and precision, and kept in `OPENVINO_CHECK`."""
-    import json
-
     from jrsearch.retrieval.encoders.openvino_runtime import OpenVinoRunner, RuntimeUnavailable, require
 
     require(precision)
     record = folder / OPENVINO_CHECK
-    try:
-        checked = json.loads(record.read_text())
-    except (OSError, ValueError):
-        checked = {}
-    if precision not in checked:
+    kept = read_json_object(record).get(precision)
+    cosines: dict[str, float] = kept if isinstance(kept, dict) and set(kept) == set(TOWERS) else {}
+    if not cosines:
         inputs = probe_inputs(folder, meta)
-        checked[precision] = {}
         for tower in TOWERS:
             path = folder / tower_file(tower, "fp32")
             expected = _normalise(OrtRunner(path).run(inputs[tower]))
             got = _normalise(OpenVinoRunner(path, precision, cpu_threads()).run(inputs[tower]))
-            checked[precision][tower] = float((expected * got).sum(1).min())
-        with contextlib.suppress(OSError):  # not kept: measured again next time
-            write_json_atomic(record, checked)
-    cosines = checked[precision]
-    worst = min(cosines, key=cosines.get)
+            cosines[tower] = float((expected * got).sum(1).min())
+        keep_json_entry(record, precision, cosines)
+    worst = min(cosines, key=lambda tower: cosines[tower])
     if cosines[worst] < PROBE_COSINE:
         raise RuntimeUnavailable(f"the {worst} tower on OpenVINO in {precision} differs from ONNX Runtime fp32 "
                                  f"(cosine {cosines[worst]:.6f} < {PROBE_COSINE})")

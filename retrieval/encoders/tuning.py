@@ -13,7 +13,6 @@ other work on the machine.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import time
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jrsearch.retrieval.fileio import write_json_atomic
+from jrsearch.retrieval.fileio import keep_json_entry, read_json_object
 
 if TYPE_CHECKING:
     from jrsearch.retrieval.encoders.onnx import OnnxClipEncoder
@@ -60,9 +59,8 @@ def _cpu_name() -> str:
 
 def recorded(folder: Path, key: str) -> dict | None:
     """The choice measured earlier for `key`: {"runtime", "batch", "images_per_s"}, or None."""
-    try:
-        choice = json.loads((folder / TUNING).read_text())[key]
-    except (OSError, ValueError, KeyError, TypeError):
+    choice = read_json_object(folder / TUNING).get(key)
+    if not isinstance(choice, dict):
         return None
     runtime, batch = choice.get("runtime"), choice.get("batch")
     return choice if runtime in BATCHES and isinstance(batch, int) and batch > 0 else None
@@ -96,7 +94,7 @@ def fastest(folder: Path, precision: str, openers: dict[str, Callable[[], OnnxCl
     runtime, batch = max(speeds, key=speeds.__getitem__)
     encoder = opened[runtime]
     encoder.batch_size = batch
-    _record(folder, key, {"runtime": runtime, "batch": batch,
+    keep_json_entry(folder / TUNING, key, {"runtime": runtime, "batch": batch,
                           "images_per_s": {f"{r} {b}": round(s, 2) for (r, b), s in speeds.items()}})
     return encoder
 
@@ -104,9 +102,7 @@ def fastest(folder: Path, precision: str, openers: dict[str, Callable[[], OnnxCl
 def measure(encoders: dict[str, OnnxClipEncoder]) -> dict[tuple[str, int], float]:
     """Images per second of each (runtime, batch) candidate: the best of `ROUNDS` interleaved rounds
     over the same `TUNE_IMAGES` random images, after one untimed batch each."""
-    from jrsearch.retrieval.encoders.preprocess import ImagePreprocess
-
-    size = ImagePreprocess.from_cfg(next(iter(encoders.values())).meta["preprocess"]).size
+    size = next(iter(encoders.values())).preprocess.size
     images = np.random.default_rng(0).standard_normal((TUNE_IMAGES, 3, *size), dtype=np.float32)
     candidates = [(runtime, batch) for runtime in encoders for batch in BATCHES[runtime]]
     for runtime, encoder in encoders.items():
@@ -120,14 +116,3 @@ def measure(encoders: dict[str, OnnxClipEncoder]) -> dict[tuple[str, int], float
             encoder.encode_images(images)
             best[runtime, batch] = max(best[runtime, batch], TUNE_IMAGES / (time.perf_counter() - started))
     return best
-
-
-def _record(folder: Path, key: str, choice: dict) -> None:
-    try:
-        kept = json.loads((folder / TUNING).read_text())
-    except (OSError, ValueError):
-        kept = {}
-    kept = kept if isinstance(kept, dict) else {}
-    kept[key] = choice
-    with contextlib.suppress(OSError):  # measured again next time
-        write_json_atomic(folder / TUNING, kept)
