@@ -6,8 +6,9 @@
 Uses `--photos DIR` or generates N photo-sized JPEGs, loads the model once (so the one-time
 ONNX export into the model cache is not timed), then, back to back and `--repeats` times:
   * ceilings: the forward pass alone over the same images, decoded and preprocessed beforehand,
-    batch `--batch-size`: ONNX Runtime fp32 (the issue's ceiling), and the runtime that `jrsearch
-    index` itself picks for `--precision`/`--backend` (OpenVINO for fp32 on a CPU);
+    handed over `--batch-size` at a time (each encoder splits them into the batches it was tuned
+    to): ONNX Runtime fp32 (the issue's ceiling), and the runtime that `jrsearch index` itself
+    picks for `--precision`/`--backend` (for fp32 on a CPU, whichever `tuning` measured faster);
   * index: the real `jrsearch index PHOTOS` command into a fresh library, in a fresh process:
     start-up, imports, model load, walk, hash, decode on threads, embed, commit, write indexes;
   * re-run: the same command again, nothing changed (walk and stat only; no model is opened);
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="a local open_clip checkpoint for --model")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch of the forward-only ceiling")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per encoder call in the ceilings")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=5, help="cold queries per round (median)")
     parser.add_argument("--out", type=Path, default=Path("results"))

@@ -197,6 +197,10 @@ def test_openvino_runs_the_export_like_onnx_runtime(tiny_onnx_encoder, photos):
     for batch in (inputs, inputs[:1]):  # split across the streams, and a batch of one
         got, expected = encoder.encode_images(batch), tiny_onnx_encoder.encode_images(batch)
         assert got.shape == expected.shape and np.sum(got * expected, axis=1).min() >= 0.9999
+    many = inputs * 3  # more than a batch: the streams take parts in turn, and the rows keep their order
+    encoder.batch_size = 3
+    got, expected = encoder.encode_images(many), tiny_onnx_encoder.encode_images(many)
+    assert len(many) > 2 * encoder.batch_size and np.sum(got * expected, axis=1).min() >= 0.9999
     texts = ["a dog on a beach", "", "x " * 100]
     assert np.sum(encoder.encode_texts(texts) * tiny_onnx_encoder.encode_texts(texts), axis=1).min() >= 0.9999
     checked = json.loads((encoder.folder / OPENVINO_CHECK).read_text())

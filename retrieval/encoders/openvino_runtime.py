@@ -47,12 +47,16 @@ def _core():
 
 
 class OpenVinoRunner:
-    """One tower of the export compiled by OpenVINO: `run(batch) -> float32 outputs`.
+    """One tower of the export compiled by OpenVINO.
 
-    Throughput mode: OpenVINO picks the number of streams for the cores it may use; a batch is
-    split across one request per stream and the parts run at once."""
+    Throughput mode: OpenVINO picks the number of streams for the cores it may use, with one infer
+    request each. A batch is split across the requests, and every request takes the next part as
+    soon as it is done, so a stream slowed by other work on its core (decoding, say) holds up the
+    others only at the end of a call, not at every batch."""
 
     def __init__(self, path: Path, precision: str, threads: int) -> None:
+        import openvino as ov
+
         require(precision)
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
                                      "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads}
@@ -63,17 +67,21 @@ class OpenVinoRunner:
         except OSError:
             pass  # a read-only cache folder only costs a slower compile
         compiled = _core().compile_model(str(path), "CPU", config)
-        self._requests = [compiled.create_infer_request()
-                          for _ in range(max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))))]
-        self._busy = threading.Lock()  # the requests serve one caller at a time
+        self.streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._queue = ov.AsyncInferQueue(compiled, self.streams)
+        self._queue.set_callback(self._keep)
+        self._outputs: list[np.ndarray] = []
+        self._busy = threading.Lock()  # the queue serves one caller at a time
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        parts = np.array_split(batch, min(len(self._requests), len(batch)))
+    def run(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+        part = max(1, -(-batch_size // self.streams))  # each request's share of a batch
+        starts = range(0, len(inputs), part)
         with self._busy:
-            for request, part in zip(self._requests, parts, strict=False):
-                request.start_async({0: part})
-            outputs = []
-            for request, _ in zip(self._requests, parts, strict=False):
-                request.wait()
-                outputs.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
-        return np.concatenate(outputs)
+            self._outputs = [np.empty(0, np.float32)] * len(starts)
+            for job, start in enumerate(starts):
+                self._queue.start_async({0: inputs[start:start + part]}, job)
+            self._queue.wait_all()
+            return np.concatenate(self._outputs)
+
+    def _keep(self, request, job: int) -> None:
+        self._outputs[job] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
