@@ -1,9 +1,9 @@
 """The ONNX export on OpenVINO: for bf16 embedding, and for fp32 where `tuning` measures it faster.
 
 Measured on the 2-core test VMs with the ViT-B-32-256 image tower, back to back (README "Speed"):
-  * fp32: OpenVINO's throughput mode (two streams of one thread, each batch split across them)
-    ran 1.15x as fast as ONNX Runtime on an Intel Xeon with AMX, 1.05x on an AMD EPYC with
-    AVX-512, and no faster on an AMD EPYC with AVX2 only, at cosine 0.9999999 to it;
+  * fp32: OpenVINO's throughput mode (two streams of one thread, each taking the next part of a
+    batch when it is done) ran 1.15x as fast as ONNX Runtime on an Intel Xeon with AMX, 1.05-1.12x
+    on AMD EPYCs with AVX-512, and no faster on an AMD EPYC with AVX2 only, at cosine 0.9999999;
   * bf16 (`--precision bf16`): about 4x fp32 with AMX tiles, 2x with AVX-512 bf16 instructions,
     at cosine >= 0.9999 to fp32.
 `onnx.check_openvino` holds each model to ONNX Runtime's fp32 vectors once, on a probe batch,
