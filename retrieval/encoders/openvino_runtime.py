@@ -55,9 +55,9 @@ class OpenVinoRunner:
     others only at the end of a call, not at every batch."""
 
     def __init__(self, path: Path, precision: str, threads: int) -> None:
+        require(precision)  # before the import: a missing OpenVINO is a RuntimeUnavailable, not an ImportError
         import openvino as ov
 
-        require(precision)
         config: dict[str, object] = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
                                      "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": threads}
         cache_dir = path.parent / CACHE_DIR
@@ -74,7 +74,8 @@ class OpenVinoRunner:
         self._busy = threading.Lock()  # the queue serves one caller at a time
 
     def run(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-        part = max(1, -(-batch_size // self.streams))  # each request's share of a batch
+        # each request's share of a batch; a call shorter than a batch is still split across all streams
+        part = max(1, -(-min(batch_size, len(inputs)) // self.streams))
         starts = range(0, len(inputs), part)
         with self._busy:
             self._outputs = [np.empty(0, np.float32)] * len(starts)
