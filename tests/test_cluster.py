@@ -51,7 +51,8 @@ def synthetic_dataset(url: Path, n: int, dim: int, shards: int, seed: int = 0) -
 
 
 def test_single_machine_commands_do_not_import_ray():
-    code = ("import sys, cli.main, cli.serve, cli.quick, indexer.pipeline, retrieval.engine, retrieval.library; "
+    code = ("import sys, jrsearch.cli.main, jrsearch.cli.serve, jrsearch.cli.quick, jrsearch.indexer.pipeline, "
+            "jrsearch.retrieval.engine, jrsearch.retrieval.library; "
             "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 

@@ -69,3 +69,21 @@ def test_retrieval_imports_neither_indexer_nor_cli(graph):
 def test_the_graph_is_read(graph):
     assert "jrsearch.indexer.kinds" in graph["jrsearch.indexer.walk"]
     assert "jrsearch.indexer.handler" in graph["jrsearch.indexer.video"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_folder_is_importable_under_one_name_only(package):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {package}"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode != 0 and f"import jrsearch.{package}, not {package}" in done.stderr, done.stderr
+
+
+def test_the_repository_holds_no_symlinks():
+    import subprocess
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an sdist): nothing to list")
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert [line for line in listed.splitlines() if line.startswith("120000")] == []
