@@ -9,10 +9,14 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jrsearch.retrieval.errors import FailureCode, MediaError
+
+if TYPE_CHECKING:
+    import av
 
 CHUNK_S = 30.0  # seconds of samples per yielded chunk: bounds memory on hour-long files
 MAX_QUERY_S = 600.0  # an audio query longer than this is cut
@@ -24,7 +28,7 @@ class AudioChunk:
     samples: np.ndarray  # (n,) float32 mono at the requested rate
 
 
-def _open(path: Path):
+def _open(path: Path) -> av.container.InputContainer:
     import av
 
     try:
@@ -83,7 +87,8 @@ def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S) -> Iterat
         container.close()
 
 
-def _decoded(container, stream, resampler) -> Iterator[list[np.ndarray]]:
+def _decoded(container: av.container.InputContainer, stream: av.AudioStream,
+             resampler: av.AudioResampler) -> Iterator[list[np.ndarray]]:
     """Resampled mono sample arrays, packet by packet; stops at the first undecodable data."""
     import av
 

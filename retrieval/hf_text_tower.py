@@ -43,6 +43,8 @@ from jrsearch.retrieval.query_model import (
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
+    import torch
+
     from jrsearch.retrieval.encoders.protocol import Encoder
 
 FORMAT = "hf-1"
@@ -53,11 +55,11 @@ LAYER_ARRAYS = ("q_w", "q_b", "k_w", "k_b", "v_w", "v_b", "out_w", "out_b", "ln_
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def _f32(tensor) -> np.ndarray:
+def _f32(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().cpu().numpy()
 
 
-def _projection(proj) -> tuple[str, list[np.ndarray]] | None:
+def _projection(proj: torch.nn.Module) -> tuple[str, list[np.ndarray]] | None:
     """open_clip's text projection as (kind, transposed weights): identity, linear or mlp (no biases)."""
     import torch
 
@@ -92,7 +94,7 @@ def _describe(model: Any, tokenizer: Any) -> dict | None:
             "projection": projection[0], "context_length": int(tokenizer.context_length)}
 
 
-def _arrays(model) -> dict[str, np.ndarray]:
+def _arrays(model: Any) -> dict[str, np.ndarray]:
     """The weights a query needs, float32, linear weights transposed so that `x @ w` applies them."""
     text = model.text
     embeddings, layers = text.transformer.embeddings, list(text.transformer.encoder.layer)
@@ -119,7 +121,7 @@ def _arrays(model) -> dict[str, np.ndarray]:
     return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
 
 
-def _weights_digest(model) -> str:
+def _weights_digest(model: Any) -> str:
     """A cheap fingerprint of the text tower's weights (a few small tensors)."""
     text = model.text
     last = text.transformer.encoder.layer[-1]

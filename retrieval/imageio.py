@@ -5,13 +5,18 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jrsearch.retrieval.errors import FailureCode, MediaError
+
+if TYPE_CHECKING:
+    import av
+    from PIL import Image
 
 MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
 
 
-def open_image(source: Path | bytes, name: str | None = None, draft_size: int | None = None):
+def open_image(source: Path | bytes, name: str | None = None, draft_size: int | None = None) -> Image.Image:
     """Decode an image to an upright RGB `PIL.Image`, or raise `MediaError` saying why.
 
     `draft_size` lets JPEG decode at a reduced scale (still >= that size): much faster for
@@ -28,7 +33,7 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))  # to_rgb's result is a plain Image
             full_size = image.size
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
@@ -51,7 +56,7 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
 QUARTER_TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")  # counter-clockwise, as PIL names them
 
 
-def upright_frame(frame, max_short_side: int | None = None):
+def upright_frame(frame: av.VideoFrame, max_short_side: int | None = None) -> Image.Image:
     """A PyAV video frame as an upright RGB `PIL.Image`.
 
     Turned as the stream's display matrix says (phones store portrait video as landscape frames
@@ -69,7 +74,7 @@ def upright_frame(frame, max_short_side: int | None = None):
     return image.transpose(getattr(Image.Transpose, turn)) if turn else image
 
 
-def to_rgb(image):
+def to_rgb(image: Image.Image) -> Image.Image:
     """Palette, RGBA/LA (composited on white), CMYK, 16-bit and greyscale -> 8-bit RGB."""
     import numpy as np
     from PIL import Image

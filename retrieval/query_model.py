@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +35,8 @@ from jrsearch.retrieval.tokenizer import ClipTokenizer
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
+    import torch
+
     from jrsearch.retrieval.encoders.protocol import Encoder
 
 EXPORT_DIR = "query_model"
@@ -52,7 +55,7 @@ def _checkpoint_stamp(spec: ModelSpec) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _weights_digest(model) -> str:
+def _weights_digest(model: Any) -> str:
     """A cheap fingerprint of the text tower's weights (a few small tensors)."""
     digest = hashlib.sha256()
     for tensor in (model.positional_embedding, model.ln_final.weight, model.transformer.resblocks[-1].mlp.c_proj.bias,
@@ -66,13 +69,13 @@ def _weights_digest(model) -> str:
 _CLEAN_PROBES = ("  A Dog&amp;amp;\tON the  Beach!  ", "Caf\u00e9 \u201cQUOTED\u201d", "mixed-Case, punct. 42")
 
 
-def _cleans_like_ours(clean_fn) -> bool:
+def _cleans_like_ours(clean_fn: Callable[[str], str]) -> bool:
     from jrsearch.retrieval.tokenizer import clean
 
     return all(clean_fn(text) == clean(text) for text in _CLEAN_PROBES)
 
 
-def _describe(model, tokenizer) -> dict | None:
+def _describe(model: Any, tokenizer: Any) -> dict | None:
     """The layer config of a standard open_clip CLIP text tower, or None for anything else."""
     import open_clip
     import torch
@@ -106,9 +109,9 @@ def _describe(model, tokenizer) -> dict | None:
             "projection_bias": bool(getattr(projection, "bias", None) is not None)}
 
 
-def _arrays(model) -> dict[str, np.ndarray]:
+def _arrays(model: Any) -> dict[str, np.ndarray]:
     """The weights a query needs, float32, linear weights transposed so that `x @ w` applies them."""
-    def f32(tensor) -> np.ndarray:
+    def f32(tensor: torch.Tensor) -> np.ndarray:
         return tensor.detach().float().cpu().numpy()
 
     blocks = list(model.transformer.resblocks)

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jrsearch.retrieval.types import MediaKind
+
+if TYPE_CHECKING:
+    import av
 
 HEAD_BYTES = 16
 
@@ -61,7 +65,7 @@ def sniff_file(path: Path) -> Signature | None:
         return None
 
 
-def picture_streams(container) -> list:
+def picture_streams(container: av.container.InputContainer) -> list[av.VideoStream]:
     """A PyAV container's video streams that are moving pictures (not a sound file's cover art)."""
     import av
 

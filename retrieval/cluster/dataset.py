@@ -24,13 +24,17 @@ import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.fileio import write_bytes_atomic
 from jrsearch.retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from fsspec import AbstractFileSystem
 
 MANIFEST = "dataset.json"
 EMB_DIR, META_DIR, STATS_DIR = "img_emb", "metadata", "stats"
@@ -50,7 +54,7 @@ def split_item_id(value: int) -> tuple[int, int]:
     return value >> POSITION_BITS, value & ((1 << POSITION_BITS) - 1)
 
 
-def _fs(url: str):
+def _fs(url: str) -> tuple[AbstractFileSystem, str]:
     import fsspec
 
     return fsspec.core.url_to_fs(url)
@@ -82,7 +86,7 @@ class DatasetPlan:
                    int(data["shard_size"]), list(data["sources"]), data.get("items"))
 
 
-def write_bytes_atomically(fs, path: str, data: bytes) -> None:
+def write_bytes_atomically(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     """A reader sees the old file or the new one: write beside it, then rename."""
     if getattr(fs, "protocol", None) in ("file", ("file", "local")) or type(fs).__name__ == "LocalFileSystem":
         write_bytes_atomic(Path(path), data)
@@ -222,11 +226,11 @@ class EmbeddingDataset:
         return out
 
 
-def _is_local(fs) -> bool:
+def _is_local(fs: AbstractFileSystem) -> bool:
     return type(fs).__name__ == "LocalFileSystem"
 
 
-def _npy_rows(fs, path: str) -> int:
+def _npy_rows(fs: AbstractFileSystem, path: str) -> int:
     """Rows of a .npy file from its header alone."""
     with fs.open(path, "rb") as handle:
         major, _ = np.lib.format.read_magic(handle)
@@ -236,13 +240,13 @@ def _npy_rows(fs, path: str) -> int:
 
 
 @lru_cache(maxsize=64)
-def _read_table_cached(path: str, fs_key: int):
+def _read_table_cached(path: str, fs_key: int) -> pa.Table:
     import pyarrow.parquet as pq
 
     return pq.read_table(path, memory_map=True)
 
 
-def _read_table(path: str, fs):
+def _read_table(path: str, fs: AbstractFileSystem) -> pa.Table:
     if _is_local(fs):
         return _read_table_cached(path, 0)
     import pyarrow.parquet as pq

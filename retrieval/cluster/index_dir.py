@@ -19,11 +19,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jrsearch.retrieval.errors import JrsearchError, LibraryError
 from jrsearch.retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    import faiss
 
 MANIFEST = "index.json"
 
@@ -73,7 +77,7 @@ class IndexManifest:
         return cls(**data)
 
 
-def read_shard(root: Path, shard: ServingShard):
+def read_shard(root: Path, shard: ServingShard) -> faiss.Index:
     """Load one serving shard; its inverted lists stay on disk, memory-mapped."""
     import faiss
 
@@ -104,7 +108,7 @@ def _c_stdout_silenced() -> Iterator[None]:
         os.close(saved)
 
 
-def search_shard(index, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+def search_shard(index: faiss.Index, queries: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
     faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)

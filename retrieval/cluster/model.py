@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jrsearch.retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 @dataclass
@@ -50,7 +53,7 @@ class ClusterModel:
 class PixelTransform:
     transform: Any
 
-    def __call__(self, image) -> np.ndarray:
+    def __call__(self, image: Image.Image) -> np.ndarray:
         return np.asarray(self.transform(image), dtype=np.float32)
 
 

@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from jrsearch.retrieval.cluster.index_dir import (
     search_shard,
 )
 from jrsearch.retrieval.cluster.session import ray_module
+
+if TYPE_CHECKING:
+    from ray.dag.compiled_dag_node import CompiledDAG
 
 DEFAULT_TIMEOUT_S = 10.0
 COMPILE_TIMEOUT_S = 120.0  # the compiled graph's first execution
@@ -84,7 +88,7 @@ class ShardRouter:
         if compiled:
             self._graph = self._compile()
 
-    def _compile(self):
+    def _compile(self) -> CompiledDAG:
         """The compiled fan-out, run once: its first execution sets the channels up, which took 12 s
         on a loaded 2-core machine, longer than a query may wait."""
         ray = ray_module()
@@ -116,7 +120,8 @@ class ShardRouter:
                     return merge_topk(parts, k)
             return self._search_calls(queries, k)
 
-    def _search_compiled(self, graph, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    def _search_compiled(self, graph: CompiledDAG, queries: np.ndarray, k: int
+                         ) -> list[tuple[np.ndarray, np.ndarray]] | None:
         """All shards' answers through the compiled graph, or None when it failed (the caller then
         asks each actor in turn, which names the lost shards)."""
         ray = ray_module()

@@ -19,13 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jrsearch.retrieval.errors import MediaError, ModelMismatchError, ModelUnavailableError, QueryError
 from jrsearch.retrieval.fileio import write_atomic
 from jrsearch.retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 AUDIO_FAMILY = "audio"  # the registry's family of sound towers: ModelSpec("audio", checkpoint path)
 CHECKPOINT_FORMAT = "jrsearch-audio-tower"
@@ -85,7 +88,7 @@ def log_mel(windows: np.ndarray, config: AudioTowerConfig) -> np.ndarray:
     return features.astype(np.float32)[:, None]
 
 
-def build_tower(config: AudioTowerConfig):
+def build_tower(config: AudioTowerConfig) -> torch.nn.Module:
     """A compact 1-D CNN over log-mel frames (mel bands as channels, time-delay style) with a
     projection head into `config.dim`."""
     import torch
@@ -132,7 +135,7 @@ class AudioEncoder:
     modalities: tuple[str, ...] = ("audio",)
     backend = "torch"
 
-    def __init__(self, module, frontend: Callable[[np.ndarray], np.ndarray], info: AudioTowerInfo,
+    def __init__(self, module: torch.nn.Module, frontend: Callable[[np.ndarray], np.ndarray], info: AudioTowerInfo,
                  device: str = "cpu", batch_size: int = 64) -> None:
         self.module = module.eval().to(device)
         self.frontend = frontend
@@ -220,7 +223,7 @@ def pool(vectors: np.ndarray) -> np.ndarray:
 # -- checkpoints -----------------------------------------------------------------------------
 
 
-def save_tower(path: Path, module, config: AudioTowerConfig, image_model: ModelSpec,
+def save_tower(path: Path, module: torch.nn.Module, config: AudioTowerConfig, image_model: ModelSpec,
                extra: dict | None = None) -> None:
     """Write a jrsearch audio tower checkpoint atomically (`extra`: training state, metadata)."""
     import torch

@@ -16,12 +16,18 @@ cache folder, which is what a cold `jrsearch query TEXT` reads.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jrsearch.retrieval import model_cache
 from jrsearch.retrieval.errors import ModelUnavailableError
 from jrsearch.retrieval.fileio import write_json_atomic
 from jrsearch.retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    from jrsearch.retrieval.encoders.onnx import OnnxClipEncoder
+    from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
 BACKENDS = ("auto", "onnx", "openvino", "torch")  # "onnx" is ONNX Runtime; "openvino" runs the same export
 ONNX_DIR = "onnx"
@@ -40,7 +46,8 @@ def _wants_gpu(device: str | None) -> bool:
     return bool(torch.cuda.is_available())
 
 
-def load_open_clip(spec: ModelSpec, device: str | None = None, precision: str = "auto", backend: str = "auto"):
+def load_open_clip(spec: ModelSpec, device: str | None = None, precision: str = "auto", backend: str = "auto"
+                   ) -> OnnxClipEncoder | OpenClipEncoder:
     from jrsearch.retrieval.encoders.onnx import RUNTIME_PRECISIONS
 
     if backend not in BACKENDS:
@@ -60,7 +67,7 @@ def load_open_clip(spec: ModelSpec, device: str | None = None, precision: str = 
     return _onnx(spec, cpu_precision, "auto")
 
 
-def _torch(spec: ModelSpec, device: str | None, precision: str):
+def _torch(spec: ModelSpec, device: str | None, precision: str) -> OpenClipEncoder:
     from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
     encoder = OpenClipEncoder.load(spec, device=device, precision=precision)
@@ -68,7 +75,7 @@ def _torch(spec: ModelSpec, device: str | None, precision: str):
     return encoder
 
 
-def _onnx(spec: ModelSpec, precision: str, runtime: str):
+def _onnx(spec: ModelSpec, precision: str, runtime: str) -> OnnxClipEncoder | OpenClipEncoder:
     from jrsearch.retrieval.encoders.onnx import ExportError, export_model
     from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
@@ -103,7 +110,7 @@ def _onnx(spec: ModelSpec, precision: str, runtime: str):
     return _fallback(encoder, why)
 
 
-def _open_export(spec: ModelSpec, folder: Path, precision: str, runtime: str):
+def _open_export(spec: ModelSpec, folder: Path, precision: str, runtime: str) -> OnnxClipEncoder | None:
     """The export on `runtime`, or on whichever runtime `tuning` measured fastest here ("auto":
     OpenVINO or ONNX Runtime for fp32, OpenVINO for bf16, ONNX Runtime for int8), at its fastest
     batch size. Where "auto" finds that OpenVINO cannot run it here, ONNX Runtime takes it in fp32,
@@ -112,7 +119,7 @@ def _open_export(spec: ModelSpec, folder: Path, precision: str, runtime: str):
     from jrsearch.retrieval.encoders.openvino_runtime import RuntimeUnavailable
     from jrsearch.retrieval.encoders.tuning import fastest
 
-    def opener(runtime: str, precision: str = precision):
+    def opener(runtime: str, precision: str = precision) -> Callable[[], OnnxClipEncoder | None]:
         return lambda: OnnxClipEncoder.open(spec, folder, precision, runtime)
 
     if runtime != "auto":
@@ -133,12 +140,12 @@ def _open_export(spec: ModelSpec, folder: Path, precision: str, runtime: str):
         return encoder
 
 
-def _fallback(encoder, why: str):
+def _fallback(encoder: OpenClipEncoder, why: str) -> OpenClipEncoder:
     encoder.notes.append(f"embedding with torch instead of ONNX Runtime: {why}")
     return encoder
 
 
-def prepare_folder(encoder) -> Path:
+def prepare_folder(encoder: OpenClipEncoder) -> Path:
     """The model's cache folder (made and recorded in refs.json); raises OSError where it cannot be."""
     from jrsearch.retrieval.encoders.onnx import ExportError
 
@@ -154,7 +161,7 @@ def prepare_folder(encoder) -> Path:
     return folder
 
 
-def share_text_tower(encoder) -> Path | None:
+def share_text_tower(encoder: OpenClipEncoder) -> Path | None:
     """Write the numpy text tower into the model's cache folder unless it is there. A failure
     (a full disk, a read-only cache) becomes a note: text queries then take the slower path."""
     from jrsearch.retrieval.errors import JrsearchError

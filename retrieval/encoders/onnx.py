@@ -38,6 +38,12 @@ from jrsearch.retrieval.fileio import (
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+    import onnxruntime
+    import torch
+
     from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
 FORMAT = 2  # 2: the last block runs for the pooled token only (`pooled_export`)
@@ -75,7 +81,7 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def session(path: Path, threads: int | None = None):
+def session(path: Path, threads: int | None = None) -> onnxruntime.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -295,12 +301,12 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
     context = int(model.context_length)
 
     class Tower(torch.nn.Module):
-        def __init__(self, forward) -> None:
+        def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
             super().__init__()
             self.model = model  # its weights become the graph's initialisers
             self.tower = forward
 
-        def forward(self, input):
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
             return self.tower(input)
 
     probe_images = torch.from_numpy(probe_image_batch(size))
@@ -343,5 +349,6 @@ class _quiet:
         self._catch.__enter__()
         warnings.simplefilter("ignore")
 
-    def __exit__(self, *exc) -> None:
-        self._catch.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._catch.__exit__(exc_type, exc, traceback)

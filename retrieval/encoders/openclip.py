@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +14,10 @@ from jrsearch.retrieval.encoders.joint import JointTowers
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import ModelUnavailableError
 from jrsearch.retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -157,8 +162,8 @@ class OpenClipEncoder(JointTowers):
 
     backend = "torch"
 
-    def __init__(self, spec: ModelSpec, model, preprocess, tokenizer, device: str, dtype,
-                 batch_size: int = 64) -> None:
+    def __init__(self, spec: ModelSpec, model: Any, preprocess: Callable[[Image.Image], torch.Tensor], tokenizer: Any,
+                 device: str, dtype: torch.dtype, batch_size: int = 64) -> None:
         import open_clip
 
         self.spec = spec
@@ -250,8 +255,8 @@ class OpenClipEncoder(JointTowers):
 class _TorchTransform:
     """open_clip's own transform, as numpy: for models whose transform `ImagePreprocess` lacks."""
 
-    def __init__(self, transform) -> None:
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.transform = transform
 
-    def __call__(self, image) -> np.ndarray:
+    def __call__(self, image: Image.Image) -> np.ndarray:
         return self.transform(image).numpy()

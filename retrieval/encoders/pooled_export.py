@@ -40,7 +40,7 @@ def _last_block_for(block: ResidualAttentionBlock, x: torch.Tensor, pick: Callab
     return kept + block.ls_2(block.mlp(block.ln_2(kept)))
 
 
-def pooled_image_forward(visual: object):
+def pooled_image_forward(visual: object) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """`visual(images)` with the last block for the class token only, or None where `visual` is not
     a class-token ViT of plain blocks."""
     if not (isinstance(visual, VisionTransformer) and visual.attn_pool is None and visual.pool_type == "tok"
@@ -59,7 +59,7 @@ def pooled_image_forward(visual: object):
     return forward
 
 
-def pooled_text_forward(model: object):
+def pooled_text_forward(model: object) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """`model.encode_text(tokens)` with the last block for the end-of-text token only, or None where
     `model` is not a CLIP whose text tower pools the highest token id (CLIP's end of text)."""
     if not (isinstance(model, CLIP) and model.text_pool_type == "argmax" and _plain_stack(model.transformer)):
@@ -84,13 +84,13 @@ def pooled_text_forward(model: object):
     return forward
 
 
-def image_tower(model: object):
+def image_tower(model: object) -> Callable[[torch.Tensor], torch.Tensor]:
     """The image tower to export: normalised vectors, pruned where `pooled_image_forward` can."""
     forward = pooled_image_forward(model.visual) or model.visual  # type: ignore[attr-defined]
     return lambda images: F.normalize(forward(images), dim=-1)
 
 
-def text_tower(model: object):
+def text_tower(model: object) -> Callable[[torch.Tensor], torch.Tensor]:
     """The text tower to export: normalised vectors, pruned where `pooled_text_forward` can."""
     forward = pooled_text_forward(model) or model.encode_text  # type: ignore[attr-defined]
     return lambda tokens: F.normalize(forward(tokens), dim=-1)

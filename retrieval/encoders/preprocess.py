@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 RESIZE_MODES = ("shortest", "squash", "longest")
 
@@ -55,7 +58,7 @@ class ImagePreprocess:
     def side(self) -> int:
         return max(self.size)
 
-    def __call__(self, image) -> np.ndarray:
+    def __call__(self, image: Image.Image) -> np.ndarray:
         from PIL import Image
 
         resample = Image.Resampling.BILINEAR if self.interpolation == "bilinear" else Image.Resampling.BICUBIC
@@ -98,7 +101,8 @@ def _shortest_edge(size: tuple[int, int], target: int) -> tuple[int, int]:
     return (new_short, new_long) if w <= h else (new_long, new_short)
 
 
-def _resize_keep_ratio(image, size: tuple[int, int], resample, longest: bool):
+def _resize_keep_ratio(image: Image.Image, size: tuple[int, int], resample: Image.Resampling,
+                       longest: bool) -> Image.Image:
     """open_clip's `ResizeKeepRatio` at inference (no random scale or aspect jitter)."""
     height, width = size
     ratio_h, ratio_w = image.height / height, image.width / width
@@ -107,7 +111,7 @@ def _resize_keep_ratio(image, size: tuple[int, int], resample, longest: bool):
     return image.resize(new_size, resample)
 
 
-def _center_crop(image, size: tuple[int, int], fill: int):
+def _center_crop(image: Image.Image, size: tuple[int, int], fill: int) -> Image.Image:
     """torchvision's `center_crop` on a PIL image (pads with `fill` where the image is smaller)."""
     crop_h, crop_w = size
     if crop_w > image.width or crop_h > image.height:
@@ -125,6 +129,6 @@ def _center_crop(image, size: tuple[int, int], fill: int):
     return image.crop((left, top, left + crop_w, top + crop_h))
 
 
-def _fill(image, fill: int):
+def _fill(image: Image.Image, fill: int) -> int | tuple[int, ...]:
     bands = len(image.getbands())
     return fill if bands == 1 or image.mode == "P" else (fill,) * bands

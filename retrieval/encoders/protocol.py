@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from jrsearch.retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class Tower(Protocol):
@@ -45,7 +48,7 @@ class Encoder(Tower, Protocol):
     backend: str  # "onnx" or "torch"
     image_size: int  # the square side the image tower reads
 
-    def preprocess(self, image) -> np.ndarray:
+    def preprocess(self, image: Image.Image) -> np.ndarray:
         """PIL image -> (3, h, w) float32 model input (runs in decode workers, thread-safe)."""
 
     def encode_images(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -28,12 +28,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jrsearch.retrieval.encoders.audio import AudioTowerConfig, build_tower, log_mel, read_checkpoint, save_tower
 from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.types import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 OBJECTIVES = ("avid", "within")
 FEATURE_BATCH = 256
@@ -101,7 +105,7 @@ def augment(features: np.ndarray, rng: np.random.Generator, stretch: float = 0.1
     return x
 
 
-def cma_positives(a, v, k: int):
+def cma_positives(a: torch.Tensor, v: torch.Tensor, k: int) -> torch.Tensor:
     """(B, B) bool: i's positives are i and the instances in i's top-k in both spaces."""
     import torch
 
@@ -110,7 +114,7 @@ def cma_positives(a, v, k: int):
     if k <= 0:
         return eye
 
-    def neighbours(x):
+    def neighbours(x: torch.Tensor) -> torch.Tensor:
         sim = (x @ x.T).masked_fill(eye, float("-inf"))
         mask = torch.zeros_like(eye)
         return mask.scatter_(1, sim.topk(k, dim=1).indices, True)
@@ -118,7 +122,8 @@ def cma_positives(a, v, k: int):
     return eye | (neighbours(a.detach()) & neighbours(v.detach()))
 
 
-def multi_positive_nce(queries, keys, positives, temperature: float, extra_keys=None):
+def multi_positive_nce(queries: torch.Tensor, keys: torch.Tensor, positives: torch.Tensor, temperature: float,
+                       extra_keys: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over queries of -log(sum_pos exp(q.k/t) / sum_all exp(q.k/t)); extra keys are negatives."""
     import torch
 
@@ -143,7 +148,6 @@ def train_audio_tower(pairs: PairSet, tower_config: AudioTowerConfig, image_mode
                       on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train (or resume training) an audio tower; a checkpoint is written to `out` after every epoch."""
     import torch
-    import torch.nn.functional as F
 
     if config.objective not in OBJECTIVES:
         raise JrsearchError(f"unknown objective '{config.objective}'; use one of {', '.join(OBJECTIVES)}")
@@ -166,37 +170,7 @@ def train_audio_tower(pairs: PairSet, tower_config: AudioTowerConfig, image_mode
     targets = torch.from_numpy(pairs.targets)
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
-        rng = np.random.default_rng([config.seed, epoch])
-        use_cma = config.cma_k > 0 and epoch >= int(config.cma_start * config.epochs)
-        queue_a: list = []
-        queue_v: list = []
-        model.train()
-        total = 0.0
-        batches = _batches(len(pairs), config.batch_size, rng)
-        for rows in batches:
-            x = pairs.features[rows]
-            a = F.normalize(model(torch.from_numpy(augment(x, rng, config.stretch, config.mel_shift)
-                                                   if config.augment else x)), dim=-1)
-            if config.objective == "avid":
-                v = targets[rows]
-            else:  # the within-modal baseline: another view of the same sound
-                v = F.normalize(model(torch.from_numpy(augment(x, rng, config.stretch, config.mel_shift))), dim=-1)
-            positives = cma_positives(a, v, config.cma_k) if use_cma else torch.eye(len(rows), dtype=torch.bool)
-            old_a = torch.cat(queue_a) if queue_a else None
-            old_v = torch.cat(queue_v) if queue_v else None
-            loss = 0.5 * (multi_positive_nce(a, v, positives, config.temperature, old_v)
-                          + multi_positive_nce(v, a, positives.T, config.temperature, old_a))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if ema is not None:
-                done_steps = done + schedule.last_epoch
-                _ema_update(ema, model, min(config.ema, (1 + done_steps) / (10 + done_steps)))
-            total += float(loss.detach())
-            if config.queue_size:
-                queue_a, queue_v = _push(queue_a, a, config.queue_size), _push(queue_v, v, config.queue_size)
-        result.losses.append(total / len(batches))
+        result.losses.append(_train_epoch(model, ema, optimizer, schedule, pairs, targets, config, epoch, done))
         result.seconds += time.perf_counter() - began
         _save(out, model, ema, optimizer, tower_config, image_model, config, result, epoch + 1, len(pairs))
         if on_epoch is not None:
@@ -204,14 +178,55 @@ def train_audio_tower(pairs: PairSet, tower_config: AudioTowerConfig, image_mode
     return result
 
 
-def _push(queue: list, batch, size: int) -> list:
+def _train_epoch(model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
+                 schedule: torch.optim.lr_scheduler.LRScheduler, pairs: PairSet, targets: torch.Tensor,
+                 config: TrainConfig, epoch: int, done: int) -> float:
+    """One epoch of steps over `pairs`, in the batch order and augmentation (seed, epoch) draws; the
+    mean loss of its steps. `done`: the steps of the epochs before this run (a resumed run's)."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng([config.seed, epoch])
+    use_cma = config.cma_k > 0 and epoch >= int(config.cma_start * config.epochs)
+    queue_a: list = []
+    queue_v: list = []
+    model.train()
+    total = 0.0
+    batches = _batches(len(pairs), config.batch_size, rng)
+    for rows in batches:
+        x = pairs.features[rows]
+        a = F.normalize(model(torch.from_numpy(augment(x, rng, config.stretch, config.mel_shift)
+                                               if config.augment else x)), dim=-1)
+        if config.objective == "avid":
+            v = targets[rows]
+        else:  # the within-modal baseline: another view of the same sound
+            v = F.normalize(model(torch.from_numpy(augment(x, rng, config.stretch, config.mel_shift))), dim=-1)
+        positives = cma_positives(a, v, config.cma_k) if use_cma else torch.eye(len(rows), dtype=torch.bool)
+        old_a = torch.cat(queue_a) if queue_a else None
+        old_v = torch.cat(queue_v) if queue_v else None
+        loss = 0.5 * (multi_positive_nce(a, v, positives, config.temperature, old_v)
+                      + multi_positive_nce(v, a, positives.T, config.temperature, old_a))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        if ema is not None:
+            done_steps = done + schedule.last_epoch
+            _ema_update(ema, model, min(config.ema, (1 + done_steps) / (10 + done_steps)))
+        total += float(loss.detach())
+        if config.queue_size:
+            queue_a, queue_v = _push(queue_a, a, config.queue_size), _push(queue_v, v, config.queue_size)
+    return total / len(batches)
+
+
+def _push(queue: list[torch.Tensor], batch: torch.Tensor, size: int) -> list[torch.Tensor]:
     queue = [*queue, batch.detach()]
     while sum(len(q) for q in queue) - len(queue[0]) >= size:
         queue = queue[1:]
     return queue
 
 
-def _ema_update(ema, model, decay: float) -> None:
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for weights and BatchNorm statistics alike."""
     import torch
 
@@ -223,8 +238,9 @@ def _ema_update(ema, model, decay: float) -> None:
                 averaged.copy_(current)
 
 
-def _save(out: Path, model, ema, optimizer, tower_config: AudioTowerConfig, image_model: ModelSpec,
-          config: TrainConfig, result: TrainResult, epoch: int, n_pairs: int) -> None:
+def _save(out: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
+          tower_config: AudioTowerConfig, image_model: ModelSpec, config: TrainConfig, result: TrainResult,
+          epoch: int, n_pairs: int) -> None:
     """The tower a library uses is the averaged one when there is one; the training state keeps the
     raw weights for a resumed run."""
     state = {"epoch": epoch, "config": asdict(config), "n_pairs": n_pairs, "losses": list(result.losses),
@@ -234,7 +250,8 @@ def _save(out: Path, model, ema, optimizer, tower_config: AudioTowerConfig, imag
     save_tower(out, ema if ema is not None else model, tower_config, image_model, extra={"train_state": state})
 
 
-def _restore(out: Path, model, ema, optimizer, pairs: PairSet, config: TrainConfig) -> tuple[int, TrainResult]:
+def _restore(out: Path, model: torch.nn.Module, ema: torch.nn.Module | None, optimizer: torch.optim.Optimizer,
+             pairs: PairSet, config: TrainConfig) -> tuple[int, TrainResult]:
     payload = read_checkpoint(out)
     state = payload.get("train_state")
     if not state:
