@@ -8,31 +8,21 @@ from typing import Annotated
 
 import typer
 
-from jrsearch.cli.common import (
-    CheckpointOpt,
-    DeviceOpt,
-    JsonOpt,
-    LibraryOpt,
-    ModelOpt,
-    PretrainedOpt,
-    handles_errors,
-    resolve_model,
-)
+from jrsearch.cli.common import MODEL_CHOICE, JsonOpt, LibraryOpt, handles_errors, model_options, resolve_model
+from jrsearch.retrieval.types import ModelChoice
 
 train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learn towers from your own media.")
 
 
 @train_app.command("audio")
 @handles_errors
+@model_options("model", "pretrained", "checkpoint", "device")
 def audio(
     paths: Annotated[list[Path], typer.Argument(help="Folders or video files with sound to learn from.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the audio tower checkpoint.")] = Path(
         "audio_tower.pt"),
     library: LibraryOpt = None,
-    model: ModelOpt = None,
-    pretrained: PretrainedOpt = None,
-    checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = None,
+    choice: ModelChoice = MODEL_CHOICE,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the pairs.")] = 30,
     batch_size: Annotated[int, typer.Option(min=2, help="Pairs per step (the in-batch negatives).")] = 128,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (cosine decay).")] = 2e-3,
@@ -69,11 +59,11 @@ def audio(
         lib = Library.open(library)
     except JrsearchError:
         lib = None  # no library yet: the model comes from the options or the default
-    spec = resolve_model(lib, model, pretrained, checkpoint)
+    spec = resolve_model(lib, choice)
     videos = [p for root in paths for p, kind in walk(root) if kind == MediaKind.VIDEO]
     if not videos:
         raise JrsearchError(f"no videos found under {', '.join(map(str, paths))}")
-    encoder = load_encoder(spec, device=device)
+    encoder = load_encoder(spec, device=choice.device)
     tower = AudioTowerConfig(dim=encoder.dim, lifter=lifter)
     parts: list[PairSet] = []  # log-mel features per video: raw windows are dropped as soon as they are read
     skipped: list[str] = []

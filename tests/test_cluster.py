@@ -149,20 +149,19 @@ def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_clu
     from fastapi.testclient import TestClient
 
     from jrsearch.cli.web.app import create_app
-    from jrsearch.cli.web.index_searcher import IndexSearcher
-    from jrsearch.retrieval.cluster.search import ClusterSearch
+    from jrsearch.retrieval.cluster.search import ClusterService
 
     synthetic_dataset(tmp_path / "vectors", 8_000, 64, 4, seed=3)
     run_build(str(tmp_path / "vectors"), tmp_path / "merged", BuildOptions(factory="IVF64,PQ16", serving_shards=1))
     run_build(str(tmp_path / "vectors"), tmp_path / "sharded", BuildOptions(factory="IVF64,PQ16", serving_shards=2))
     assert {p.name for p in (tmp_path / "sharded").glob("*.ivfdata")} == {"shard_000.ivfdata", "shard_001.ivfdata"}
 
-    opened: list[ClusterSearch] = []  # closed at the end: live shard actors hold the cluster's CPUs
+    opened: list[ClusterService] = []  # closed at the end: live shard actors hold the cluster's CPUs
 
     def app(root: Path, **kwargs):
-        search = ClusterSearch(root, **kwargs)
+        search = ClusterService(root, **kwargs)
         opened.append(search)
-        return search, TestClient(create_app(None, searcher=IndexSearcher(search), thumbnail_dir=tmp_path / "t"))
+        return search, TestClient(create_app(search, thumbnail_dir=tmp_path / "t"))
 
     try:
         _, merged = app(tmp_path / "merged")
