@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from jrsearch.retrieval.encoders import Encoder, load_encoder
 from jrsearch.retrieval.errors import QueryError
 from jrsearch.retrieval.library import Library
-from jrsearch.retrieval.ranking import ranked_search
+from jrsearch.retrieval.ranking import SearchableIndex, ranked_search
 from jrsearch.retrieval.request import Filters
 from jrsearch.retrieval.towers import LibraryTowers
 from jrsearch.retrieval.types import MediaKind, ModelSpec, SearchResult
@@ -45,7 +45,8 @@ class SearchEngine:
         self._device = device
         self._backend = backend
         self.towers = LibraryTowers(library, lambda: self.encoder, device=device)
-        self._text_tower: TextTower | HfTextTower | bool | None = None  # numpy text tower; False once known absent
+        # the numpy text tower; False once known absent
+        self._text_tower: TextTower | HfTextTower | Literal[False] | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -99,9 +100,10 @@ class SearchEngine:
                rerank: int | None = None) -> list[SearchResult]:
         """Nearest stored vectors of `kind` (a kind's name) to one query vector, best first, one per
         item/text; `nprobe`, `rerank`: this search's (None: the index's)."""
-        index = self.library.index(kind)
-        if index is not None and (nprobe is not None or rerank is not None):
-            index = _Knobs(index, nprobe, rerank)
+        loaded = self.library.index(kind)
+        index: SearchableIndex | None = loaded
+        if loaded is not None and (nprobe is not None or rerank is not None):
+            index = _Knobs(loaded, nprobe, rerank)
         return ranked_search(index, query, top_k, path_filter, self._rows)
 
     def _rows(self, vector_ids: list[int]) -> list[Sequence[Any]]:
