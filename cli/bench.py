@@ -5,23 +5,13 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from jrsearch.cli.common import (
-    BackendOpt,
-    CheckpointOpt,
-    DeviceOpt,
-    JsonOpt,
-    ModelOpt,
-    PrecisionOpt,
-    PretrainedOpt,
-    handles_errors,
-    resolve_model,
-)
+from jrsearch.cli.common import MODEL_CHOICE, JsonOpt, handles_errors, model_options, resolve_model
+from jrsearch.retrieval.types import ModelChoice
 
 if TYPE_CHECKING:  # imported inside the commands, so that --help stays fast
     from jrsearch.benchmarks.retrieval_bench import BenchOptions
@@ -57,6 +47,7 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Image decode 
 
 @bench_app.command()
 @handles_errors
+@model_options()
 def coco(
     images: ImagesOpt,
     split: Annotated[CocoSplit, typer.Option("--split", help="1k: mean of five 1K folds; 5k: all 5,000 images.")]
@@ -65,8 +56,7 @@ def coco(
     ids: Annotated[Path | None, typer.Option(
         "--ids", help="With captions_val2014.json: the split's COCO image ids, one per line, in order.",
         exists=True, dir_okay=False)] = None,
-    model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
+    choice: ModelChoice = MODEL_CHOICE,
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -78,17 +68,16 @@ def coco(
     source = captions or find_split_file(images, ("dataset_coco.json", "captions.tsv"))
     options = BenchOptions("coco", split.value, 1000 if split is CocoSplit.ONE_K else None, allow_partial,
                            index, index_factory, nprobe, batch_size, workers)
-    choice = ModelChoice(model, pretrained, checkpoint, precision, device, backend)
     _run(load_split(source, ids), images, options, choice, out, cache_dir, as_json)
 
 
 @bench_app.command()
 @handles_errors
+@model_options()
 def flickr30k(
     images: ImagesOpt,
     captions: CaptionsOpt = None,
-    model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
+    choice: ModelChoice = MODEL_CHOICE,
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -99,7 +88,6 @@ def flickr30k(
 
     source = captions or find_split_file(images, ("dataset_flickr30k.json",))
     options = BenchOptions("flickr30k", "1k", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
-    choice = ModelChoice(model, pretrained, checkpoint, precision, device, backend)
     _run(load_split(source), images, options, choice, out, cache_dir, as_json)
 
 
@@ -108,6 +96,7 @@ XTD10_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "xt
 
 @bench_app.command()
 @handles_errors
+@model_options()
 def xtd10(
     images: Annotated[Path, typer.Option("--images", help="Folder with COCO train2014 images (COCO_train2014_*.jpg).",
                                          exists=True, file_okay=False)],
@@ -116,8 +105,7 @@ def xtd10(
                            "the repository).", file_okay=False)] = XTD10_DIR,
     lang: Annotated[str, typer.Option("--lang", help="all, or a comma-separated list of en,de,fr,es,it,jp,ko,pl,ru,"
                                                      "tr,zh.")] = "all",
-    model: ModelOpt = None, pretrained: PretrainedOpt = None, checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto", device: DeviceOpt = None, backend: BackendOpt = "auto",
+    choice: ModelChoice = MODEL_CHOICE,
     out: OutOpt = Path("results"), cache_dir: CacheOpt = None, allow_partial: PartialOpt = False,
     index: IndexOpt = False, index_factory: FactoryOpt = None, nprobe: NprobeOpt = 32,
     batch_size: BatchOpt = 64, workers: WorkersOpt = 2, as_json: JsonOpt = False,
@@ -132,20 +120,8 @@ def xtd10(
     _check_images(load_xtd10(captions, languages[0]), images, allow_partial)  # every language has the same images
     options = BenchOptions("xtd10", "", None, allow_partial, index, index_factory, nprobe, batch_size, workers)
     _run_report(lambda encoder, cache, progress: run_xtd10(captions, languages, images, encoder, cache, options,
-                                                           progress, precision),
-                ModelChoice(model, pretrained, checkpoint, precision, device, backend), out, cache_dir, as_json)
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    """The model options every benchmark command takes."""
-
-    model: str | None
-    pretrained: str | None
-    checkpoint: Path | None
-    precision: str
-    device: str | None
-    backend: str
+                                                           progress, choice.precision),
+                choice, out, cache_dir, as_json)
 
 
 def _run(split: RetrievalSplit, images: Path, options: BenchOptions, choice: ModelChoice, out: Path,
@@ -177,7 +153,7 @@ def _run_report(run: Callable, choice: ModelChoice, out: Path, cache_dir: Path |
     from jrsearch.cli.render import err
     from jrsearch.retrieval.encoders import load_encoder
 
-    spec = resolve_model(None, choice.model, choice.pretrained, choice.checkpoint)
+    spec = resolve_model(None, choice)
     encoder = load_encoder(spec, device=choice.device, precision=choice.precision, backend=choice.backend)
     for note in encoder.notes:
         err.print(f"note: {note}")

@@ -1,4 +1,4 @@
-"""`jrsearch cluster embed|build`, and searching/serving an INDEXDIR (`query|serve --index`).
+"""`jrsearch cluster embed|build`; `query|serve --index` search the INDEXDIR (`cluster/search.ClusterService`).
 
 Ray (the `cluster` extra) is imported by the commands when they run, never when the CLI loads.
 """
@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from jrsearch.cli.common import JsonOpt, ModelOpt, PrecisionOpt, PretrainedOpt, fail, handles_errors
+from jrsearch.cli.common import MODEL_CHOICE, JsonOpt, fail, handles_errors, model_options
+from jrsearch.retrieval.types import ModelChoice
 
 cluster_app = typer.Typer(no_args_is_help=True, help="Embed, index and serve across a Ray cluster "
                                                      "(pip install 'jrsearch\\[cluster]').")
@@ -39,13 +40,12 @@ def _progress_printer(enabled: bool):
 
 @cluster_app.command()
 @handles_errors
+@model_options("model", "pretrained", "precision")
 def embed(
     sources: Annotated[list[str], typer.Argument(help="Folders, file lists (.txt), parquet tables or webdataset "
                                                       ".tar shards; local paths or fsspec URLs (s3://...).")],
     out: Annotated[str, typer.Option("--out", help="Dataset folder or URL (clip-retrieval layout).")],
-    model: ModelOpt = None,
-    pretrained: PretrainedOpt = None,
-    precision: PrecisionOpt = "auto",
+    choice: ModelChoice = MODEL_CHOICE,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Images per output shard.")] = 100_000,
     actors: Annotated[int | None, typer.Option(
         "--actors", min=1, help="Embed actors (default: one per GPU; without GPUs one per 4 CPUs).")] = None,
@@ -59,9 +59,9 @@ def embed(
     from jrsearch.cli.common import resolve_model
     from jrsearch.indexer.cluster.embed import EmbedOptions, run_embed
 
-    spec = resolve_model(None, model, pretrained, None)
+    spec = resolve_model(None, choice)
     options = EmbedOptions(shard_size=shard_size, address=address, num_cpus=num_cpus, actors=actors,
-                           actor_cpus=actor_cpus, batch_size=batch_size, precision=precision)
+                           actor_cpus=actor_cpus, batch_size=batch_size, precision=choice.precision)
     report = run_embed(sources, out, spec, options, _progress_printer(not as_json))
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
@@ -108,42 +108,3 @@ def build(
         return
     typer.echo(f"indexed {report.vectors:,} vectors as {report.factory} in {report.serving_shards} serving "
                f"shard(s), {report.index_bytes / 2**20:,.1f} MiB, in {report.seconds['total']:.1f} s")
-
-
-def query_index(index: Path, text: str | None, image: Path | None, top_k: int, under: Path | None,
-                glob: str | None, nprobe: int | None, address: str | None, allow_partial: bool,
-                as_json: bool) -> None:
-    """`jrsearch query --index INDEXDIR`: one search over a cluster-built index."""
-    from jrsearch.cli.render import print_results
-    from jrsearch.retrieval.cluster.search import ClusterSearch
-    from jrsearch.retrieval.engine import PathFilter
-
-    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial)
-    if text is not None:
-        vector = search.embed_text(text)
-    elif image is not None:
-        vector = search.embed_image(image)
-    else:
-        return fail("give a TEXT query or --image PATH (an INDEXDIR holds images only: no --audio)")
-    results, missing = search.search(vector, top_k, PathFilter.make(under, glob))
-    shards = [search.manifest.shards[m].index for m in missing]
-    if as_json:
-        payload: dict | list = [r.to_json() for r in results]
-        if shards:
-            payload = {"results": payload, "partial": {"missing_shards": shards}}
-        typer.echo(json.dumps(payload, indent=2))
-        return
-    print_results(results)
-    if shards:
-        typer.echo(f"warning: partial results: shard(s) {', '.join(shards)} did not answer", err=True)
-
-
-def serve_index(index: Path, address: str | None, allow_partial: bool, nprobe: int | None, compiled: bool = False,
-                **app_options):
-    """The web app over an INDEXDIR (`jrsearch serve --index`)."""
-    from jrsearch.cli.web.app import create_app
-    from jrsearch.cli.web.index_searcher import IndexSearcher
-    from jrsearch.retrieval.cluster.search import ClusterSearch
-
-    search = ClusterSearch(index, address=address, nprobe=nprobe, allow_partial=allow_partial, compiled=compiled)
-    return create_app(None, searcher=IndexSearcher(search), thumbnail_dir=index / "thumbnails", **app_options)

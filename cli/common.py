@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from jrsearch.retrieval.diskspace import disk_full_error, is_disk_full
 from jrsearch.retrieval.errors import JrsearchError
-from jrsearch.retrieval.types import MediaKind, ModelSpec
+from jrsearch.retrieval.types import MediaKind, ModelChoice, ModelSpec
 
 if TYPE_CHECKING:  # the library pulls in SQLAlchemy: too slow to import for `--help`
-    from jrsearch.retrieval.engine import SearchEngine
     from jrsearch.retrieval.library import Library
+    from jrsearch.retrieval.service import SearchService
+
+T = TypeVar("T")
 
 LibraryOpt = Annotated[Path | None, typer.Option(
     "--library", envvar="JRSEARCH_LIBRARY", help="Library folder (default: the user data dir).", show_default=False)]
@@ -98,40 +102,71 @@ def handles_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def resolve_model(library: Library | None, model: str | None, pretrained: str | None,
-                  checkpoint: Path | None) -> ModelSpec:
+def resolve_model(library: Library | None, choice: ModelChoice) -> ModelSpec:
     """The model a command uses: explicit options first, then the library's, then the default."""
-    from jrsearch.retrieval.encoders import DEFAULT_MODEL, SHIPPED_MODELS
+    from jrsearch.retrieval.service import choose_model
 
     stored = library.model() if library is not None else None
-    built = stored[0] if stored else None
-    name = model or (built.name if built else DEFAULT_MODEL.name)
-    if checkpoint is not None:
-        if not checkpoint.is_file():
-            raise JrsearchError(f"checkpoint {checkpoint} does not exist; "
-                                "pass --checkpoint PATH to an open_clip checkpoint")
-        return ModelSpec(name, str(checkpoint.resolve()))
-    if pretrained is not None:
-        return ModelSpec(name, "" if pretrained.lower() == "none" else pretrained)
-    if built and built.name == name:
-        return built
-    if name == DEFAULT_MODEL.name:
-        return DEFAULT_MODEL
-    if name in SHIPPED_MODELS:
-        return SHIPPED_MODELS[name]
-    raise JrsearchError(f"pass --pretrained TAG (or --checkpoint PATH) for model '{name}'")
+    return choose_model(choice, stored[0] if stored else None)
 
 
-def open_engine(library: Path | None, model: str | None, pretrained: str | None, checkpoint: Path | None,
-                precision: str, device: str | None, backend: str, nprobe: int | None = None,
-                rerank: int | None = None) -> tuple[Library, SearchEngine]:
-    """Open a library and the engine that searches it, as `query` and `serve` take them from their options."""
-    from jrsearch.retrieval.engine import SearchEngine
-    from jrsearch.retrieval.library import Library
+MODEL_OPTIONS: dict[str, tuple[object, object]] = {  # ModelChoice's fields as options: (annotation, default)
+    "model": (ModelOpt, None), "pretrained": (PretrainedOpt, None), "checkpoint": (CheckpointOpt, None),
+    "precision": (PrecisionOpt, "auto"), "device": (DeviceOpt, None), "backend": (BackendOpt, "auto"),
+}
 
-    lib = Library.open(library)
-    if nprobe:
-        lib.nprobe = nprobe
-    lib.rerank = rerank
-    explicit = resolve_model(lib, model, pretrained, checkpoint) if (model or pretrained or checkpoint) else None
-    return lib, SearchEngine(lib, model=explicit, precision=precision, device=device, backend=backend)
+
+MODEL_CHOICE = ModelChoice()  # a command's `choice` parameter's default, replaced by `model_options`
+
+
+def model_options(*fields: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give a command the model options (`fields`, default: all of `ModelChoice`'s) in place of its
+    `choice: ModelChoice` parameter, which receives them as one object: the options are declared once."""
+    names = fields or tuple(MODEL_OPTIONS)
+
+    def decorate(command: Callable[..., T]) -> Callable[..., T]:
+        signature = inspect.signature(command, eval_str=True)
+        options = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=MODEL_OPTIONS[name][1],
+                                     annotation=MODEL_OPTIONS[name][0]) for name in names]
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            params.extend(options if param.name == "choice" else [param.replace(kind=param.KEYWORD_ONLY)])
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            choice = ModelChoice(**{name: kwargs.pop(name) for name in names if name in kwargs})
+            return command(*args, choice=choice, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How `query` and `serve` open what they search: `--nprobe` (the default for every search),
+    faiss threads per search, and for an INDEXDIR `--address`, `--allow-partial`, `--compiled-fanout`."""
+
+    nprobe: int | None = None
+    search_threads: int | None = None
+    address: str | None = None
+    allow_partial: bool = False
+    compiled: bool = False
+    numpy_text: bool = True  # False: a named model, device, precision or backend also embeds text
+
+
+def open_service(library: Path | None, choice: ModelChoice, index: Path | None = None,
+                 options: ServiceOptions = ServiceOptions()) -> SearchService:
+    """The service a command searches: an INDEXDIR's (`--index`) or the library's."""
+    if index is not None:
+        from jrsearch.retrieval.cluster.search import ClusterService
+
+        return ClusterService(index, address=options.address, nprobe=options.nprobe,
+                              allow_partial=options.allow_partial, device=choice.device,
+                              precision=choice.precision, compiled=options.compiled)
+    from jrsearch.retrieval.service import LibraryService
+
+    return LibraryService.open(library, choice, nprobe=options.nprobe, search_threads=options.search_threads,
+                               numpy_text=options.numpy_text)

@@ -9,24 +9,21 @@ from typing import Annotated
 import typer
 
 from jrsearch.cli.common import (
+    MODEL_CHOICE,
     AddressOpt,
     AllowPartialOpt,
-    BackendOpt,
-    CheckpointOpt,
-    DeviceOpt,
     IndexOpt,
     JsonOpt,
     KindOpt,
     LibraryOpt,
-    ModelOpt,
-    PrecisionOpt,
-    PretrainedOpt,
+    ServiceOptions,
     fail,
     handles_errors,
-    open_engine,
+    model_options,
+    open_service,
     resolve_model,
 )
-from jrsearch.retrieval.types import MediaKind
+from jrsearch.retrieval.types import MediaKind, ModelChoice
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cross-modal search over your photos, texts, videos and sounds.")
@@ -34,16 +31,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 @app.command()
 @handles_errors
+@model_options()
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders or files: images, videos, audio, or text corpora "
                                                      "(.txt one per line, .jsonl, .tsv).")],
     library: LibraryOpt = None,
-    model: ModelOpt = None,
-    pretrained: PretrainedOpt = None,
-    checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto",
-    device: DeviceOpt = None,
-    backend: BackendOpt = "auto",
+    choice: ModelChoice = MODEL_CHOICE,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 64,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     include_hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders.")] = False,
@@ -67,9 +60,10 @@ def index(
             fail(f"{path} does not exist; pass a folder or file to index")
     lib = Library.open(library, create=True)
     with lib.writing():
-        spec = resolve_model(lib, model, pretrained, checkpoint)
+        spec = resolve_model(lib, choice)
         lib.check_model(spec)  # before spending seconds loading the wrong model
-        encoder = LazyEncoder(spec, lambda: load_encoder(spec, device=device, precision=precision, backend=backend))
+        encoder = LazyEncoder(spec, lambda: load_encoder(spec, device=choice.device, precision=choice.precision,
+                                                         backend=choice.backend))
         options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden,
                                audio_model=audio_model, video_fps=video_fps, retry_failed=retry_failed)
         with RichProgress(enabled=not as_json) as progress:
@@ -86,6 +80,7 @@ def index(
 
 @app.command()
 @handles_errors
+@model_options()
 def query(
     text: Annotated[str | None, typer.Argument(help="What to search for, in words.")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="Search with an image instead.")] = None,
@@ -99,46 +94,37 @@ def query(
         "--rerank", min=0,
         help="Candidates re-scored on the exact vectors (default: 100 for SQ8, 1000 for PQ indexes; 0: none).")] = None,
     library: LibraryOpt = None,
-    model: ModelOpt = None,
-    pretrained: PretrainedOpt = None,
-    checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto",
-    device: DeviceOpt = None,
-    backend: BackendOpt = "auto",
+    choice: ModelChoice = MODEL_CHOICE,
     index: IndexOpt = None,
     address: AddressOpt = None,
     allow_partial: AllowPartialOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the library: by text (TEXT) or by example (--image, --audio)."""
-    if sum(q is not None for q in (text, image, audio)) != 1:
-        fail("give one of a TEXT query, --image PATH or --audio PATH")
-    if index is not None:  # an INDEXDIR from `jrsearch cluster build`
-        from jrsearch.cli.cluster import query_index
+    from jrsearch.retrieval.request import Filters, SearchRequest
 
-        return query_index(index, text, image, top_k, under, glob, nprobe, address, allow_partial, as_json)
-    overridden = model or pretrained or checkpoint or device or (precision, backend) != ("auto", "auto")
-    if text is not None and not overridden:
+    queries = [(m, q) for m, q in (("text", text), ("image", image), ("audio", audio)) if q is not None]
+    if len(queries) != 1:
+        return fail("give one of a TEXT query, --image PATH or --audio PATH")
+    if index is not None and audio is not None:
+        return fail("give a TEXT query or --image PATH (an INDEXDIR holds images only: no --audio)")
+    request = SearchRequest(kind, top_k, Filters.make(under, glob), nprobe, rerank)
+    if text is not None and index is None and choice.is_default:
         from jrsearch.cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
-        if quick_query(text, kind, top_k, under, glob, nprobe, library, as_json, rerank=rerank):
-            return
-    from jrsearch.cli.render import print_results
-    from jrsearch.retrieval.engine import PathFilter
+        if quick_query(text, request, library, as_json):
+            return None
+    from jrsearch.cli.render import print_result_set
 
-    lib, engine = open_engine(library, model, pretrained, checkpoint, precision, device, backend, nprobe, rerank)
-    modality, what = next((m, q) for m, q in (("text", text), ("image", image), ("audio", audio)) if q is not None)
-    vector = engine.embed(modality, what)
-    results = engine.search(vector, kind=kind, top_k=top_k, path_filter=PathFilter.make(under, glob))
-    if as_json:
-        typer.echo(json.dumps([r.to_json() for r in results], indent=2))
-    else:
-        print_results(results)
-    if text is not None:
+    options = ServiceOptions(nprobe, address=address, allow_partial=allow_partial, numpy_text=False)
+    service = open_service(library, choice, index, options)
+    modality, what = queries[0]
+    print_result_set(service.search(service.embed(modality, what), request), as_json)
+    if text is not None and index is None:
         from jrsearch.cli.quick import print_language_hint
 
-        stored = lib.model()
-        print_language_hint(text, stored[0].name if stored else None)
+        print_language_hint(text, service.spec.name)
+    return None
 
 
 @app.command()

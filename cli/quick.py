@@ -9,29 +9,26 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from jrsearch.retrieval.request import SearchRequest
 
 EXIT_WHEN_ANSWERED = False  # set by the `jrsearch` entry point (`cli.main.main`), never by in-process callers
 
 
-def quick_query(text: str, kind: str, top_k: int, under: Path | None, glob: str | None, nprobe: int | None,
-                library: Path | None, as_json: bool, rerank: int | None = None) -> bool:
+def quick_query(text: str, request: SearchRequest, library: Path | None, as_json: bool) -> bool:
     """Answer a text query on the lean path and print it as `query` does; False where it cannot."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one query row: BLAS threads only contend (9x here)
     from jrsearch.retrieval.paths import default_library_dir
     from jrsearch.retrieval.quick_search import quick_text_search
 
-    path_filter = None
-    if under is not None or glob is not None:
-        from jrsearch.retrieval.engine import PathFilter  # imports SQLAlchemy; still no torch
-
-        path_filter = PathFilter.make(under, glob)
-    results = quick_text_search(library or default_library_dir(), text, kind, top_k, nprobe, path_filter,
-                                rerank=rerank)
+    results = quick_text_search(library or default_library_dir(), text, request)
     if results is None:
         return False
-    if as_json:
+    if as_json:  # without importing rich (cli/render): the cold path's JSON is plain
         typer.echo(json.dumps([r.to_json() for r in results], indent=2))
     else:
         from jrsearch.cli.render import print_results

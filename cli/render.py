@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from jrsearch.retrieval.paths import display_path
-from jrsearch.retrieval.types import SearchResult
+from jrsearch.retrieval.types import ResultSet, SearchResult
 
 if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` must not pay for it
     from rich.progress import TaskID
@@ -66,7 +69,23 @@ def print_index_report(report: IndexReport) -> None:
         out.print(f"  ... and {len(report.failed) - 20} more (jrsearch status --failures)")
 
 
-def print_results(results: list[SearchResult]) -> None:
+def print_result_set(results: Sequence[SearchResult], as_json: bool) -> None:
+    """`jrsearch query`'s answer: a table, or JSON (a list; with `{"results", "partial"}` where
+    shards of an INDEXDIR did not answer), and a warning on stderr for partial results."""
+    partial = results.partial if isinstance(results, ResultSet) else None
+    if as_json:
+        payload: dict[str, Any] | list[dict[str, Any]] = [r.to_json() for r in results]
+        if partial is not None:
+            payload = {"results": payload, "partial": {"missing_shards": partial.missing_shards}}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    print_results(results)
+    if partial is not None:
+        typer.echo(f"warning: partial results: shard(s) {', '.join(partial.missing_shards)} did not answer",
+                   err=True)
+
+
+def print_results(results: Sequence[SearchResult]) -> None:
     if not results:
         out.print("no results")
         return

@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from jrsearch.cli.common import (
+    MODEL_CHOICE,
     AddressOpt,
     AllowPartialOpt,
-    BackendOpt,
-    CheckpointOpt,
     CompiledFanoutOpt,
-    DeviceOpt,
     IndexOpt,
     LibraryOpt,
-    ModelOpt,
-    PrecisionOpt,
-    PretrainedOpt,
+    ServiceOptions,
     fail,
     handles_errors,
-    open_engine,
+    model_options,
+    open_service,
 )
+from jrsearch.retrieval.types import ModelChoice
 
 
 @handles_errors
+@model_options()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback needs a token.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
@@ -35,12 +34,7 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", min=1, help="Largest query upload, MiB.")] = 20,
     nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
     library: LibraryOpt = None,
-    model: ModelOpt = None,
-    pretrained: PretrainedOpt = None,
-    checkpoint: CheckpointOpt = None,
-    precision: PrecisionOpt = "auto",
-    device: DeviceOpt = None,
-    backend: BackendOpt = "auto",
+    choice: ModelChoice = MODEL_CHOICE,
     index: IndexOpt = None,
     address: AddressOpt = None,
     allow_partial: AllowPartialOpt = False,
@@ -65,20 +59,15 @@ def serve(
     if not loopback and token is None:
         fail(f"--host {host} is reachable from other machines: pass --token-file FILE (or set JRSEARCH_TOKEN) "
              f"so that only people with the token can search, or keep the default --host 127.0.0.1")
-    options: dict[str, Any] = {"token": token, "allowed_hosts": None if token else LOOPBACK_NAMES,
-                   "max_upload_bytes": max_upload_mb * 2**20, "search_threads": 1}
     shown = f"[{host}]" if ":" in host else host
     if index is not None:  # an INDEXDIR from `jrsearch cluster build`, its shards here or on Ray actors
-        from jrsearch.cli.cluster import serve_index
-
         typer.echo(f"loading the index {index} ...", err=True)
-        app = serve_index(index, address, allow_partial, nprobe, compiled_fanout, **options)
-        docs = f"/docs{', token required' if token else ''}"
-        typer.echo(f"serving on http://{shown}:{port}  (API docs: {docs})", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
-        return
-    lib, engine = open_engine(library, model, pretrained, checkpoint, precision, device, backend, nprobe)
-    typer.echo(f"loading {engine.spec.label()} and the indexes of {lib.root} ...", err=True)
-    app = create_app(lib, engine, **options)
+    options = ServiceOptions(nprobe, search_threads=1, address=address, allow_partial=allow_partial,
+                             compiled=compiled_fanout)
+    service = open_service(library, choice, index, options)
+    if index is None:
+        typer.echo(f"loading {service.spec.label()} and the indexes of {service.root} ...", err=True)
+    app = create_app(service, token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
+                     max_upload_bytes=max_upload_mb * 2**20)
     typer.echo(f"serving on http://{shown}:{port}  (API docs: /docs{', token required' if token else ''})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -4,35 +4,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jrsearch.cli.common import (
-    CheckpointOpt,
-    DeviceOpt,
-    JsonOpt,
-    LibraryOpt,
-    ModelOpt,
-    PretrainedOpt,
-    handles_errors,
-    resolve_model,
-)
+from jrsearch.cli.common import MODEL_CHOICE, JsonOpt, LibraryOpt, handles_errors, model_options, resolve_model
+from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.types import ModelChoice, ModelSpec
+
+if TYPE_CHECKING:  # imported by the command when it runs: `--help` stays fast
+    from rich.progress import Progress
+
+    from jrsearch.retrieval.encoders import Encoder
+    from jrsearch.retrieval.encoders.audio import AudioTowerConfig
+    from jrsearch.retrieval.training.avid import PairSet
 
 train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learn towers from your own media.")
 
 
 @train_app.command("audio")
 @handles_errors
+@model_options("model", "pretrained", "checkpoint", "device")
 def audio(
     paths: Annotated[list[Path], typer.Argument(help="Folders or video files with sound to learn from.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write the audio tower checkpoint.")] = Path(
         "audio_tower.pt"),
     library: LibraryOpt = None,
-    model: ModelOpt = None,
-    pretrained: PretrainedOpt = None,
-    checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = None,
+    choice: ModelChoice = MODEL_CHOICE,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the pairs.")] = 30,
     batch_size: Annotated[int, typer.Option(min=2, help="Pairs per step (the in-batch negatives).")] = 128,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (cosine decay).")] = 2e-3,
@@ -54,41 +52,24 @@ def audio(
     import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from jrsearch.indexer.video import video_pairs
     from jrsearch.indexer.walk import walk
     from jrsearch.retrieval.encoders import load_encoder
     from jrsearch.retrieval.encoders.audio import AudioTowerConfig
-    from jrsearch.retrieval.errors import JrsearchError, MediaError
     from jrsearch.retrieval.extras import require
-    from jrsearch.retrieval.library import Library
     from jrsearch.retrieval.training.avid import PairSet, TrainConfig, save_loss_curve, train_audio_tower
     from jrsearch.retrieval.types import MediaKind
 
     require("matplotlib", "train", "jrsearch train audio (its loss curve)")  # before hours of training, not after
-    try:
-        lib = Library.open(library)
-    except JrsearchError:
-        lib = None  # no library yet: the model comes from the options or the default
-    spec = resolve_model(lib, model, pretrained, checkpoint)
+    spec = _image_model(library, choice)
     videos = [p for root in paths for p, kind in walk(root) if kind == MediaKind.VIDEO]
     if not videos:
         raise JrsearchError(f"no videos found under {', '.join(map(str, paths))}")
-    encoder = load_encoder(spec, device=device)
+    encoder = load_encoder(spec, device=choice.device)
     tower = AudioTowerConfig(dim=encoder.dim, lifter=lifter)
-    parts: list[PairSet] = []  # log-mel features per video: raw windows are dropped as soon as they are read
-    skipped: list[str] = []
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[info]}"), disable=as_json)
     with bar:
-        task = bar.add_task("decoding", total=len(videos), info="")
-        for path in videos:
-            try:
-                windows, targets = video_pairs(path, encoder, tower.sample_rate, tower.window_samples, fps)
-                if len(windows):
-                    parts.append(PairSet.from_windows(windows, targets, tower))
-            except MediaError as exc:
-                skipped.append(f"{path}: {exc.reason}")
-            bar.advance(task)
+        parts, skipped = _decode_pairs(videos, encoder, tower, fps, bar)
         if not parts:
             raise JrsearchError("none of the videos has both frames and sound to learn from")
         pairs = PairSet(np.concatenate([p.features for p in parts]), np.concatenate([p.targets for p in parts]))
@@ -107,10 +88,48 @@ def audio(
                "train_seconds": round(result.seconds, 1), "skipped": skipped}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
-        return
-    typer.echo(f"trained on {len(pairs)} pairs from {len(parts)} of {len(videos)} videos: loss "
-               f"{summary['first_loss']} -> {summary['final_loss']} in {summary['train_seconds']} s")
-    typer.echo(f"audio tower: {out} (aligned to {spec.label()}); loss curve: {curve}")
-    typer.echo(f"use it: jrsearch index DIR --audio-model {out}")
-    for line in skipped:
+    else:
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    typer.echo(f"trained on {summary['pairs']} pairs from {summary['videos_used']} of {summary['videos']} videos: "
+               f"loss {summary['first_loss']} -> {summary['final_loss']} in {summary['train_seconds']} s")
+    typer.echo(f"audio tower: {summary['out']} (aligned to {summary['image_model']}); "
+               f"loss curve: {summary['loss_curve']}")
+    typer.echo(f"use it: jrsearch index DIR --audio-model {summary['out']}")
+    for line in summary["skipped"]:
         typer.echo(f"  skipped: {line}")
+
+
+def _image_model(library: Path | None, choice: ModelChoice) -> ModelSpec:
+    """The library's model, or the options' (no library yet: the options' or the default)."""
+    from jrsearch.retrieval.library import Library
+
+    try:
+        lib: Library | None = Library.open(library)
+    except JrsearchError:
+        lib = None
+    return resolve_model(lib, choice)
+
+
+def _decode_pairs(videos: list[Path], encoder: Encoder, tower: AudioTowerConfig, fps: float,
+                  bar: Progress) -> tuple[list[PairSet], list[str]]:
+    """Log-mel features and frame vectors per video (raw windows are dropped as soon as they are
+    read), and the videos skipped, with why."""
+    from jrsearch.indexer.video import video_pairs
+    from jrsearch.retrieval.errors import MediaError
+    from jrsearch.retrieval.training.avid import PairSet
+
+    parts: list[PairSet] = []
+    skipped: list[str] = []
+    task = bar.add_task("decoding", total=len(videos), info="")
+    for path in videos:
+        try:
+            windows, targets = video_pairs(path, encoder, tower.sample_rate, tower.window_samples, fps)
+            if len(windows):
+                parts.append(PairSet.from_windows(windows, targets, tower))
+        except MediaError as exc:
+            skipped.append(f"{path}: {exc.reason}")
+        bar.advance(task)
+    return parts, skipped

@@ -3,43 +3,27 @@ the hits to the store in one query, filter, rank."""
 
 from __future__ import annotations
 
-import fnmatch
-import os
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from jrsearch.retrieval.encoders import Encoder, load_encoder
 from jrsearch.retrieval.errors import QueryError
 from jrsearch.retrieval.library import Library
-from jrsearch.retrieval.ranking import ranked_search
+from jrsearch.retrieval.ranking import SearchableIndex, ranked_search
+from jrsearch.retrieval.request import Filters
 from jrsearch.retrieval.towers import LibraryTowers
 from jrsearch.retrieval.types import MediaKind, ModelSpec, SearchResult
 
 if TYPE_CHECKING:
     from jrsearch.retrieval.hf_text_tower import HfTextTower
+    from jrsearch.retrieval.index import VectorIndex
     from jrsearch.retrieval.query_model import TextTower
 
 
-@dataclass(frozen=True)
-class PathFilter:
-    """Keep results under a directory and/or matching a glob (on the full path or the name)."""
-
-    under: str | None = None
-    glob: str | None = None
-
-    @classmethod
-    def make(cls, under: str | Path | None = None, glob: str | None = None) -> PathFilter | None:
-        if under is None and glob is None:
-            return None
-        return cls(os.path.join(os.path.abspath(os.path.expanduser(under)), "") if under else None, glob)
-
-    def __call__(self, path: str) -> bool:
-        if self.under and not path.startswith(self.under):
-            return False
-        return not self.glob or fnmatch.fnmatch(path, self.glob) or fnmatch.fnmatch(os.path.basename(path), self.glob)
+PathFilter = Filters  # the earlier name: `PathFilter.make(under, glob)` is `Filters.make`
 
 
 class SearchEngine:
@@ -61,7 +45,8 @@ class SearchEngine:
         self._device = device
         self._backend = backend
         self.towers = LibraryTowers(library, lambda: self.encoder, device=device)
-        self._text_tower: TextTower | HfTextTower | bool | None = None  # numpy text tower; False once known absent
+        # the numpy text tower; False once known absent
+        self._text_tower: TextTower | HfTextTower | Literal[False] | None = None
 
     @property
     def encoder(self) -> Encoder:
@@ -71,7 +56,7 @@ class SearchEngine:
         return self._encoder
 
     @property
-    def text_tower(self):
+    def text_tower(self) -> TextTower | HfTextTower | None:
         """The numpy text tower exported for this library's model (model cache or library), or None.
 
         It computes only the query's real tokens (the torch tower runs all 77 positions): a warm
@@ -96,18 +81,45 @@ class SearchEngine:
             return self.embed_text(str(query))
         return self.towers.get(modality).embed_query(modality, query)
 
-    def embed_text(self, text: str) -> np.ndarray:
+    @property
+    def query_tower(self) -> TextTower | HfTextTower | None:
+        """The numpy text tower where text queries use it: it exists and no model, device,
+        precision or backend was asked for (those run the encoder as asked)."""
         asked_for_model = (self._encoder is not None or self._device is not None
                            or (self._precision, self._backend) != ("auto", "auto"))
-        if not asked_for_model and text.strip() and self.text_tower is not None:
-            return self.text_tower.encode_texts([text])[0]
+        return None if asked_for_model else self.text_tower
+
+    def embed_text(self, text: str) -> np.ndarray:
+        tower = self.query_tower if text.strip() else None
+        if tower is not None:
+            return tower.encode_texts([text])[0]
         return self.towers.get("text").embed_query("text", text)
 
     def search(self, query: np.ndarray, kind: str = MediaKind.IMAGE, top_k: int = 10,
-               path_filter: PathFilter | None = None) -> list[SearchResult]:
-        """Nearest stored vectors of `kind` (a kind's name) to one query vector, best first, one per item/text."""
-        return ranked_search(self.library.index(kind), query, top_k, path_filter, self._rows)
+               path_filter: Callable[[str], bool] | None = None, nprobe: int | None = None,
+               rerank: int | None = None) -> list[SearchResult]:
+        """Nearest stored vectors of `kind` (a kind's name) to one query vector, best first, one per
+        item/text; `nprobe`, `rerank`: this search's (None: the index's)."""
+        loaded = self.library.index(kind)
+        index: SearchableIndex | None = loaded
+        if loaded is not None and (nprobe is not None or rerank is not None):
+            index = _Knobs(loaded, nprobe, rerank)
+        return ranked_search(index, query, top_k, path_filter, self._rows)
 
-    def _rows(self, vector_ids: list[int]) -> list:
+    def _rows(self, vector_ids: list[int]) -> list[Sequence[Any]]:
         """Store rows (`ranking.ROW_COLUMNS`) for vector ids."""
-        return self.library.hits(vector_ids)
+        return list(self.library.hits(vector_ids))
+
+
+class _Knobs:
+    """An index searched with one request's nprobe and rerank (the shared index is left as it is)."""
+
+    def __init__(self, index: VectorIndex, nprobe: int | None, rerank: int | None) -> None:
+        self.index, self.nprobe, self.rerank = index, nprobe, rerank
+
+    @property
+    def ntotal(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(queries, k, nprobe=self.nprobe, rerank=self.rerank)

@@ -1,6 +1,6 @@
 """A text query in a fresh process without torch, open_clip or SQLAlchemy.
 
-`quick_text_search` gives what `SearchEngine(library).search(engine.embed_text(text), ...)`
+`quick_text_search(root, text, request)` gives what `LibraryService.search(embed("text", text), request)`
 gives (the same `SearchResult`s, ranking and one-per-item/text dedupe) using the exported text
 tower (`retrieval/query_model.py`), the library's catalog (`retrieval/catalog.py`: stdlib sqlite3,
 opened read-only, so a full disk does not stop it), the FAISS file and the vector shards. It
@@ -20,20 +20,21 @@ from jrsearch.retrieval.catalog import SCHEMA_VERSION, Catalog, open_readable, s
 from jrsearch.retrieval.hf_text_tower import load_query_tower
 from jrsearch.retrieval.paths import DB_NAME, VECTORS_DIR, index_path, slot_runs_path
 from jrsearch.retrieval.ranking import ranked_search
-from jrsearch.retrieval.types import MediaKind, ModelSpec, SearchResult
+from jrsearch.retrieval.request import SearchRequest
+from jrsearch.retrieval.types import ModelSpec, SearchResult
 
 
-def quick_text_search(root: Path, text: str, kind: str = MediaKind.IMAGE, top_k: int = 10,
-                      nprobe: int | None = None, path_filter: Callable[[str], bool] | None = None,
-                      rerank: int | None = None) -> list[SearchResult] | None:
+def quick_text_search(root: Path, text: str, request: SearchRequest | None = None) -> list[SearchResult] | None:
     """The results of a text query, or None where only the normal path can answer it."""
+    r = request or SearchRequest()
     db = root.expanduser() / DB_NAME
     if not text.strip() or not db.is_file():
         return None  # the normal path reports these
     try:
         con, _ = open_readable(db)
         with closing(con):
-            return _search(Catalog(con), root.expanduser(), text, kind, top_k, nprobe, rerank, path_filter)
+            return _search(Catalog(con), root.expanduser(), text, r.kind, r.top_k, r.nprobe, r.rerank,
+                           r.filters or None)
     except (sqlite3.Error, OSError, RuntimeError, ValueError):
         return None  # a damaged or half-written file: the normal path rebuilds or explains
 

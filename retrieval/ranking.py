@@ -7,6 +7,7 @@ pooled connection, or the cold path's own read-only one) and rank them here, ide
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -16,16 +17,25 @@ from jrsearch.retrieval.types import SearchResult
 ROW_COLUMNS = ("vector_id", "item_id", "text_id", "start_s", "end_s", "path", "kind", "text", "line")
 JOIN_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
 
-RowFetcher = Callable[[list[int]], Iterable[Sequence]]
+RowFetcher = Callable[[list[int]], Iterable[Sequence[Any]]]
 
 
-def ranked_search(index, query: np.ndarray, top_k: int, path_filter: Callable[[str], bool] | None,
-                  fetch_rows: RowFetcher) -> list[SearchResult]:
+class SearchableIndex(Protocol):
+    """What ranking needs of an index: a library's `VectorIndex`, an INDEXDIR's shards."""
+
+    @property
+    def ntotal(self) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def ranked_search(index: SearchableIndex | None, query: np.ndarray, top_k: int,
+                  path_filter: Callable[[str], bool] | None, fetch_rows: RowFetcher) -> list[SearchResult]:
     """Nearest vectors to one query, best first, one per item/text; with a filter, fetch more
     candidates until `top_k` pass or the whole index has been seen."""
     if index is None or index.ntotal == 0:
         return []
-    fetch = top_k if path_filter is None else max(top_k * 8, 256)
+    fetch = top_k if not path_filter else max(top_k * 8, 256)
     while True:
         scores, ids = index.search(query.reshape(1, -1), fetch)
         results = rank_hits(scores[0], ids[0], fetch_rows, path_filter, top_k)
@@ -38,7 +48,7 @@ def rank_hits(scores: np.ndarray, ids: np.ndarray, fetch_rows: RowFetcher,
               path_filter: Callable[[str], bool] | None, top_k: int) -> list[SearchResult]:
     """Hits in faiss order -> results: filtered, one per item/text, ids deleted since skipped."""
     hits = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if i >= 0]
-    by_id = {}
+    by_id: dict[int, Sequence[Any]] = {}
     for start in range(0, len(hits), JOIN_CHUNK):
         for fetched in fetch_rows([i for _, i in hits[start:start + JOIN_CHUNK]]):
             by_id[fetched[0]] = fetched

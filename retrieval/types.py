@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from pathlib import PurePath
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path, PurePath
+from typing import Any, overload
 
 from jrsearch.retrieval.paths import display_path
 
@@ -68,8 +71,10 @@ class SearchResult:
     start_s: float | None = None  # time range inside a video/audio file
     end_s: float | None = None
 
-    def to_json(self) -> dict:
-        out = {
+    def to_json(self, *, nulls: bool = False) -> dict[str, Any]:
+        """The one serialised form of a result (`jrsearch query --json`; the web API adds its links).
+        `nulls`: keep text/line/start_s/end_s as None where a result has none (else left out)."""
+        out: dict[str, Any] = {
             "rank": self.rank,
             "score": round(self.score, 6),
             "path": display_path(self.path),
@@ -79,6 +84,74 @@ class SearchResult:
         }
         for key in ("text", "line", "start_s", "end_s"):
             value = getattr(self, key)
-            if value is not None:
+            if value is not None or nulls:
                 out[key] = value
         return out
+
+
+@dataclass(frozen=True)
+class Partial:
+    """What a result set lacks: the serving shards of an INDEXDIR that did not answer."""
+
+    missing_shards: list[str]  # their file names inside INDEXDIR
+    vectors_missing: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"missing_shards": list(self.missing_shards), "vectors_missing": self.vectors_missing}
+
+
+@dataclass(frozen=True)
+class ResultSet(Sequence[SearchResult]):
+    """The results of one search, best first, and `partial`: None, or what they lack."""
+
+    results: tuple[SearchResult, ...] = ()
+    partial: Partial | None = None
+
+    @overload
+    def __getitem__(self, i: int) -> SearchResult: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[SearchResult]: ...
+    def __getitem__(self, i: int | slice) -> SearchResult | Sequence[SearchResult]:
+        return self.results[i]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model a command or `jrsearch.open` asks for, and how to run it: every option None or
+    "auto" means the library's own model on the best runtime here (`service.choose_model`)."""
+
+    model: str | None = None  # a model name, e.g. ViT-B-32 or tiny-test
+    pretrained: str | None = None  # an open_clip pretrained tag; "none" for random weights
+    checkpoint: Path | None = None  # a local checkpoint for `model`, instead of a tag
+    precision: str = "auto"
+    device: str | None = None
+    backend: str = "auto"
+
+    @property
+    def names_model(self) -> bool:
+        """True where a model is named (else the library's is used)."""
+        return bool(self.model or self.pretrained or self.checkpoint)
+
+    @property
+    def is_default(self) -> bool:
+        """True where nothing is asked for: the cold query path may answer."""
+        return not self.names_model and not self.device and (self.precision, self.backend) == ("auto", "auto")
+
+
+def record_json(record: Any) -> dict[str, Any]:
+    """A record dataclass's fields as JSON values: paths for display, times as ISO 8601, enums as
+    their values (`ItemRecord` in the web API)."""
+    out: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if f.name == "path" and isinstance(value, str):
+            value = display_path(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        out[f.name] = value
+    return out

@@ -149,20 +149,19 @@ def test_sharded_serving_equals_merged_and_flags_lost_shards(tmp_path, local_clu
     from fastapi.testclient import TestClient
 
     from jrsearch.cli.web.app import create_app
-    from jrsearch.cli.web.index_searcher import IndexSearcher
-    from jrsearch.retrieval.cluster.search import ClusterSearch
+    from jrsearch.retrieval.cluster.search import ClusterService
 
     synthetic_dataset(tmp_path / "vectors", 8_000, 64, 4, seed=3)
     run_build(str(tmp_path / "vectors"), tmp_path / "merged", BuildOptions(factory="IVF64,PQ16", serving_shards=1))
     run_build(str(tmp_path / "vectors"), tmp_path / "sharded", BuildOptions(factory="IVF64,PQ16", serving_shards=2))
     assert {p.name for p in (tmp_path / "sharded").glob("*.ivfdata")} == {"shard_000.ivfdata", "shard_001.ivfdata"}
 
-    opened: list[ClusterSearch] = []  # closed at the end: live shard actors hold the cluster's CPUs
+    opened: list[ClusterService] = []  # closed at the end: live shard actors hold the cluster's CPUs
 
     def app(root: Path, **kwargs):
-        search = ClusterSearch(root, **kwargs)
+        search = ClusterService(root, **kwargs)
         opened.append(search)
-        return search, TestClient(create_app(None, searcher=IndexSearcher(search), thumbnail_dir=tmp_path / "t"))
+        return search, TestClient(create_app(search, thumbnail_dir=tmp_path / "t"))
 
     try:
         _, merged = app(tmp_path / "merged")
@@ -295,3 +294,36 @@ def test_embed_survives_losing_a_node(tmp_path):
     ids = [row["id"] for row in dataset.metadata(list(range(dataset.ntotal))).values()]
     assert dataset.ntotal == 240 and len(ids) == 240
     assert sorted(ids) == sorted(item_id(s, p) for s in range(12) for p in range(20))  # none lost, none twice
+
+
+def test_an_indexdir_is_searched_through_its_service_by_the_api_and_the_cli(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from jrsearch.cli.main import app
+    from jrsearch.retrieval.cluster.search import ClusterService
+    from jrsearch.retrieval.request import Filters, SearchRequest
+    from jrsearch.retrieval.service import UnsupportedQuery
+
+    synthetic_dataset(tmp_path / "vectors", 2_000, 64, 2, seed=5)
+    build_single(str(tmp_path / "vectors"), tmp_path / "index", BuildOptions())
+    service = ClusterService(tmp_path / "index")
+    try:
+        vector = service.embed("text", "a dog")
+        found = service.search(vector, SearchRequest(top_k=5))
+        assert len(found) == 5 and found.partial is None and {r.kind for r in found} == {"image"}
+        assert len(service.search(vector, SearchRequest("text"))) == 0  # an INDEXDIR holds images only
+        under = service.search(vector, SearchRequest(top_k=5, filters=Filters.make("/data/s1")))
+        assert len(under) == 5 and all(r.path.startswith("/data/s1/") for r in under)
+        item = service.item(found[0].item_id)
+        assert item is not None and (item.path, item.kind, item.width) == (found[0].path, "image", 8)
+        with pytest.raises(UnsupportedQuery, match="images only"):
+            service.embed("audio", tmp_path / "x.wav")
+    finally:
+        service.close()
+    ran = CliRunner().invoke(app, ["query", "a dog", "--index", str(tmp_path / "index"), "--json", "-k", "5"])
+    assert ran.exit_code == 0, ran.output
+    assert [r["path"] for r in json.loads(ran.stdout)] == [r.path for r in found]
+    refused = CliRunner().invoke(app, ["query", "--audio", "x.wav", "--index", str(tmp_path / "index")])
+    assert refused.exit_code == 1 and "images only" in refused.output

@@ -203,9 +203,10 @@ def test_serve_shows_the_hint(tmp_path):
 
     from jrsearch.cli.web.app import create_app
     from jrsearch.retrieval.library import Library
+    from jrsearch.retrieval.service import LibraryService
 
     _index(tmp_path / "lib", tmp_path, "tiny-test")
-    client = TestClient(create_app(Library.open(tmp_path / "lib"), warm=False))
+    client = TestClient(create_app(LibraryService(Library.open(tmp_path / "lib")), warm=False))
     body = client.get("/api/search", params={"q": "собака на пляже", "kind": "text"}).json()
     assert len(body["results"]) == 3 and "English-only" in body["hint"] and "Cyrillic" in body["hint"]
     assert client.get("/api/search", params={"q": "a dog", "kind": "text"}).json()["hint"] is None

@@ -106,6 +106,7 @@ def test_a_kind_registered_from_outside_is_indexed_searched_and_served(tmp_path:
     refused = client.get("/api/search", params={"q": "a dog", "kind": "memo"})
     assert refused.status_code == 422  # worded as pydantic words the shipped kinds, with the new one among them
     assert refused.json() == {"detail": "kind: Input should be 'image', 'text', 'video', 'audio' or 'note'"}
+    assert client.get("/api/kinds").json() == {"kinds": ["image", "text", "video", "audio", "note"]}  # the menu
 
     # the CLI's --kind takes the registered name too, and names the choices for one it does not know
     from typer.testing import CliRunner

@@ -154,18 +154,19 @@ def library(tmp_path_factory, tiny_encoder):
 
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_quick_search_equals_search_engine(library, tiny_encoder, kind):
-    from jrsearch.retrieval.engine import PathFilter, SearchEngine
+    from jrsearch.retrieval.engine import SearchEngine
     from jrsearch.retrieval.query_model import TextTower
     from jrsearch.retrieval.quick_search import quick_text_search
+    from jrsearch.retrieval.request import Filters, SearchRequest
     from jrsearch.retrieval.types import MediaKind
 
     engine = SearchEngine(library, encoder=tiny_encoder)
     tower = TextTower.load(library.root, tiny_encoder.spec, tiny_encoder.dim)
     photos = library.root.parent / "photos"
     for text in QUERIES:
-        for top_k, path_filter in ((1, None), (10, None), (500, None), (5, PathFilter.make(photos / "sub")),
-                                   (5, PathFilter.make(glob="*.txt")), (3, PathFilter.make(glob="*img0[3-7]*"))):
-            quick = quick_text_search(library.root, text, MediaKind(kind), top_k, path_filter=path_filter)
+        for top_k, path_filter in ((1, Filters()), (10, Filters()), (500, Filters()), (5, Filters.make(photos / "sub")),
+                                   (5, Filters.make(glob="*.txt")), (3, Filters.make(glob="*img0[3-7]*"))):
+            quick = quick_text_search(library.root, text, SearchRequest(kind, top_k, path_filter))
             # the same query vector: every field identical, scores included
             assert quick == engine.search(tower.encode_texts([text])[0], MediaKind(kind), top_k, path_filter)
             # end to end, open_clip's own vector: the same hits in the same order
@@ -173,15 +174,17 @@ def test_quick_search_equals_search_engine(library, tiny_encoder, kind):
             assert [(r.rank, r.vector_id, r.path, r.text) for r in quick] == \
                    [(r.rank, r.vector_id, r.path, r.text) for r in normal]
             assert np.allclose([r.score for r in quick], [r.score for r in normal], atol=1e-5)
-        assert quick_text_search(library.root, text, MediaKind.VIDEO) == []  # no such index: as the engine
+        assert quick_text_search(library.root, text, SearchRequest(MediaKind.VIDEO)) == []  # no index: as the engine
 
 
 def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tiny_encoder, tmp_path, monkeypatch):
     import shutil
 
     from jrsearch.retrieval.quick_search import quick_text_search
+    from jrsearch.retrieval.request import SearchRequest
     from jrsearch.retrieval.types import MediaKind
 
+    image, text = SearchRequest(MediaKind.IMAGE), SearchRequest(MediaKind.TEXT)
     root = library.root
     assert quick_text_search(root, "a dog") is not None
     assert quick_text_search(root, "   ") is None  # the engine's "empty query" error
@@ -191,19 +194,19 @@ def test_quick_search_declines_what_only_the_normal_path_can_answer(library, tin
     shutil.copytree(root, copy)
     with sqlite3.connect(copy / "library.db") as con:  # a crash between commit and index save
         con.execute("UPDATE index_state SET generation = generation + 1 WHERE kind = 'image'")
-    assert quick_text_search(copy, "a dog", MediaKind.IMAGE) is None
-    assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None
+    assert quick_text_search(copy, "a dog", image) is None
+    assert quick_text_search(copy, "a dog", text) is not None
 
     shared = tmp_path / "no-shared-export"
     with monkeypatch.context() as patch:  # what an older library carries itself, without the model cache
         patch.setenv("JRSEARCH_CACHE", str(shared))
-        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None
+        assert quick_text_search(copy, "a dog", text) is not None
         meta = json.loads((copy / "query_model" / "meta.json").read_text())
         (copy / "query_model" / "meta.json").write_text(json.dumps({**meta, "model": "ViT-B-32"}))
-        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # an export for another model
+        assert quick_text_search(copy, "a dog", text) is None  # an export for another model
         shutil.rmtree(copy / "query_model")
-        assert quick_text_search(copy, "a dog", MediaKind.TEXT) is None  # no export anywhere
-    assert quick_text_search(copy, "a dog", MediaKind.TEXT) is not None  # the model cache's shared export
+        assert quick_text_search(copy, "a dog", text) is None  # no export anywhere
+    assert quick_text_search(copy, "a dog", text) is not None  # the model cache's shared export
 
 
 def test_cold_cli_text_query_imports_neither_torch_nor_the_orm(library):

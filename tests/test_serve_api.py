@@ -67,9 +67,11 @@ def build_library(root: Path, encoder, n_images: int = 12) -> tuple[Library, Pat
 
 def make_client(library: Library, encoder, **kwargs) -> TestClient:
     from jrsearch.cli.web.app import create_app
+    from jrsearch.retrieval.service import LibraryService
 
     engine = kwargs.pop("engine", None) or SearchEngine(library, encoder=encoder)
-    return TestClient(create_app(library, engine, **kwargs), raise_server_exceptions=False)
+    service = LibraryService(library, engine, search_threads=kwargs.pop("search_threads", None))
+    return TestClient(create_app(service, **kwargs), raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -527,18 +529,20 @@ def test_new_commits_are_seen_and_concurrent_requests_stay_correct(small, tiny_e
 
 
 def test_a_slow_index_load_is_not_repeated_for_every_commit(small, tiny_encoder):
-    from jrsearch.cli.web.searcher import Searcher
+    from jrsearch.retrieval.request import SearchRequest
+    from jrsearch.retrieval.service import LibraryService
 
     _, library, media = small
-    searcher = Searcher(library, SearchEngine(library, encoder=tiny_encoder))
-    searcher.slow_reload_s, searcher.reload_share = 0.0, 1e-9  # every load counts as slow: wait ~forever
+    service = LibraryService(library, SearchEngine(library, encoder=tiny_encoder))
+    service.slow_reload_s, service.reload_share = 0.0, 1e-9  # every load counts as slow: wait ~forever
     vector = tiny_encoder.encode_texts(["x"])[0]
-    assert len(searcher.search(vector, MediaKind.IMAGE, 50, None)) == 4
+    request = SearchRequest(MediaKind.IMAGE, 50)
+    assert len(service.search(vector, request)) == 4
     make_image(media / "later.jpg", seed=99)
     run_index(Library.open(library.root), tiny_encoder, [media])
-    assert len(searcher.search(vector, MediaKind.IMAGE, 50, None)) == 4  # within the wait: not reloaded
-    searcher._next_refresh = 0.0  # the wait is over
-    assert len(searcher.search(vector, MediaKind.IMAGE, 50, None)) == 5
+    assert len(service.search(vector, request)) == 4  # within the wait: not reloaded
+    service._next_refresh = 0.0  # the wait is over
+    assert len(service.search(vector, request)) == 5
 
 
 def test_library_refresh_drops_only_changed_indexes(small, tiny_encoder):

@@ -77,6 +77,7 @@ def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
 
     from jrsearch.cli.web.app import create_app
     from jrsearch.cli.web.security import LOOPBACK_NAMES
+    from jrsearch.retrieval.service import LibraryService
 
     media = tmp_path / "media"
     for i in range(6):
@@ -87,7 +88,8 @@ def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
     match = tiny_encoder.encode_texts([query])  # the clip's 2-4 s segment is the query itself
     add_video(library, write_video(media / "clip.webm", codec="libvpx"), tiny_encoder.dim,
               np.concatenate([-match, match]))
-    app = create_app(library, SearchEngine(library, encoder=tiny_encoder), allowed_hosts=LOOPBACK_NAMES)
+    service = LibraryService(library, SearchEngine(library, encoder=tiny_encoder))
+    app = create_app(service, allowed_hosts=LOOPBACK_NAMES)
 
     with running_server(app) as url, chromium(tmp_path / "profile") as driver:
         wait = WebDriverWait(driver, 20)

@@ -495,8 +495,9 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
     from fastapi.testclient import TestClient
 
     from jrsearch.cli.web.app import create_app
+    from jrsearch.retrieval.service import LibraryService
 
-    client = TestClient(create_app(library, engine), raise_server_exceptions=False)
+    client = TestClient(create_app(LibraryService(library, engine)), raise_server_exceptions=False)
     item = client.get(f"/api/items/{best.item_id}")
     assert item.status_code == 200 and item.json()["name"] == "bad_\\xff.png"
     media = client.get(f"/api/items/{best.item_id}/media")

@@ -4,10 +4,10 @@ metadata (Arrow, memory-mapped), ranked and filtered like a library's results.""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,30 +15,16 @@ from jrsearch.retrieval.cluster.dataset import EmbeddingDataset
 from jrsearch.retrieval.cluster.index_dir import IndexDir, IndexManifest
 from jrsearch.retrieval.cluster.model import ClusterModel, load_model
 from jrsearch.retrieval.errors import QueryError
+from jrsearch.retrieval.library import ItemRecord
 from jrsearch.retrieval.ranking import ranked_search
-from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec, SearchResult
+from jrsearch.retrieval.request import SearchRequest
+from jrsearch.retrieval.service import UnsupportedQuery
+from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec, Partial, ResultSet
 
 
-@dataclass
-class CatalogItem:
-    """A dataset row shaped like the library's `Item` (what the web app's item endpoints read)."""
-
-    id: int
-    path: str
-    kind: str
-    status: ItemStatus
-    error: str | None
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    width: int | None
-    height: int | None
-    duration_s: float | None
-    indexed_at: datetime
-
-
-class ClusterSearch:
-    """An INDEXDIR, its dataset and its model; `address` spreads the shards over a Ray cluster.
+class ClusterService:
+    """The `SearchService` of an INDEXDIR: its dataset and its model; `address` spreads the shards over a
+    Ray cluster, and with `allow_partial` a search that lost shards says so in its `ResultSet.partial`.
 
     `compiled` (with `address`): fan queries out through a Ray Compiled Graph (experimental, see
     `router`): lower latency on one node, for a server that answers many queries."""
@@ -60,11 +46,16 @@ class ClusterSearch:
         self._device, self._precision = device, precision
         self._model: ClusterModel | None = None
         self._lock = threading.Lock()  # a search and the shards it missed are read together
+        self._model_lock = threading.Lock()  # one model call at a time
         self.built_at = datetime.fromtimestamp((root / "index.json").stat().st_mtime, timezone.utc)
 
     @property
     def spec(self) -> ModelSpec:
         return self.manifest.spec
+
+    @property
+    def text_encoder(self) -> str:
+        return "torch"
 
     @property
     def model(self) -> ClusterModel:
@@ -76,12 +67,21 @@ class ClusterSearch:
         """What a query can be: text and images (an INDEXDIR holds the joint model's image vectors)."""
         return ("text", "image")
 
-    def embed_text(self, text: str) -> np.ndarray:
+    def embed(self, modality: str, query: str | Path) -> np.ndarray:
+        if modality not in self.modalities():
+            takes = " or ".join(self.modalities())
+            raise UnsupportedQuery(f"this index holds images only: search it by {takes}")
+        with self._model_lock:
+            if modality == "text":
+                return self._embed_text(str(query))
+            return self._embed_image(Path(query))
+
+    def _embed_text(self, text: str) -> np.ndarray:
         if not text.strip():
             raise QueryError("empty query text; pass words to search for, or --image PATH")
         return self.model.embed_texts([text])[0]
 
-    def embed_image(self, path: Path) -> np.ndarray:
+    def _embed_image(self, path: Path) -> np.ndarray:
         from jrsearch.retrieval.imageio import open_image
 
         if not path.is_file():
@@ -89,32 +89,43 @@ class ClusterSearch:
         pixels = self.model.pixel_transform()(open_image(path, name=str(path)))
         return self.model.embed_pixels(pixels[None])[0]
 
-    def search(self, query: np.ndarray, top_k: int = 10, path_filter: Callable[[str], bool] | None = None
-               ) -> tuple[list[SearchResult], list[int]]:
-        """Results, and the serving shards that did not answer (empty unless `allow_partial`)."""
+    def search(self, vector: np.ndarray, request: SearchRequest) -> ResultSet:
+        """Image results (an INDEXDIR holds nothing else); `nprobe` is the one it was opened with."""
+        if request.kind != MediaKind.IMAGE.value:
+            return ResultSet()
         with self._lock:
-            return ranked_search(self.index, query, top_k, path_filter, self._rows), list(self.index.missing)
+            results = ranked_search(self.index, vector, request.top_k, request.filters, self._rows)
+            missing = list(self.index.missing)
+        if not missing:
+            return ResultSet(tuple(results))
+        shards = self.manifest.shards
+        partial = Partial([shards[m].index for m in missing], sum(shards[m].vectors for m in missing))
+        return ResultSet(tuple(results), partial)
+
+    def warm(self) -> None:
+        self.embed("text", "warm up")
 
     def close(self) -> None:
         """Release the shard actors (a no-op for shards in this process)."""
         self.index.close()
 
-    def _rows(self, ids: list[int]) -> list[Sequence]:
+    def _rows(self, ids: list[int]) -> list[Sequence[Any]]:
         rows = self.dataset.metadata(ids)
         return [(i, i, None, None, None, r["image_path"], MediaKind.IMAGE.value, r["caption"], None)
                 for i, r in rows.items()]
 
-    def item(self, item_id: int) -> CatalogItem | None:
+    def item(self, item_id: int) -> ItemRecord | None:
+        """A dataset row as the library's item record."""
         row = self.dataset.metadata([item_id]).get(item_id)
         if row is None:
             return None
-        return CatalogItem(id=item_id, path=row["image_path"], kind=MediaKind.IMAGE.value,
+        return ItemRecord(id=item_id, path=row["image_path"], kind=MediaKind.IMAGE.value,
                            status=ItemStatus.INDEXED, error=None, size=row["size"] or 0,
                            mtime_ns=row["mtime_ns"] if row["mtime_ns"] is not None else -1, content_hash=None,
                            width=row["width"] or None, height=row["height"] or None, duration_s=None,
                            indexed_at=self.built_at)
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         m = self.manifest
         return {"library": str(self.root), "model": m.model, "pretrained": m.pretrained, "dim": m.dim,
                 "audio_model": None, "items": {MediaKind.IMAGE.value: {ItemStatus.INDEXED.value: m.ntotal}},

@@ -214,11 +214,24 @@ async function login(event) {
     });
     $("login").hidden = true;
     $("token").value = "";
+    await loadKinds().catch(() => {});
     showStatus();
     if (retry) retry();
   } catch (error) {
     say(error.message, true);
   }
+}
+
+// The kind menu lists what the server's `kind` takes (GET /api/kinds): the shipped kinds and any a
+// plugin registered. The page's own four options stay until the answer comes (or without a login).
+const KIND_LABELS = { image: "images", video: "videos", text: "texts", audio: "sounds" };
+
+async function loadKinds() {
+  const { kinds } = await call("/api/kinds");
+  const menu = $("kind");
+  const wanted = new URLSearchParams(location.search).get("kind") || menu.value;
+  menu.replaceChildren(...kinds.map((name) => new Option(KIND_LABELS[name] || name, name)));
+  menu.value = kinds.includes(wanted) ? wanted : "image";
 }
 
 async function showStatus({ quiet = false } = {}) {
@@ -260,6 +273,8 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("popstate", searchFromUrl);
   dropZone();
   const searchInUrl = Boolean(new URLSearchParams(location.search).get("q"));
-  showStatus({ quiet: searchInUrl });  // a search in the URL says its own line
-  if (searchInUrl) searchFromUrl();
+  loadKinds().catch(() => {}).then(() => {  // without a login the status line asks for one
+    showStatus({ quiet: searchInUrl });  // a search in the URL says its own line
+    if (searchInUrl) searchFromUrl();
+  });
 });

@@ -1,0 +1,69 @@
+"""The web API's bodies. A result and an item are the records the services return (`SearchResult`,
+`ItemRecord`), serialised once (`SearchResult.to_json`, `types.record_json`); their models here are
+built from the records' fields, plus the links the page follows (`name`, `thumbnail`, `media`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, create_model
+
+from jrsearch.cli.web.thumbnails import picture_of
+from jrsearch.indexer.handler import Picture
+from jrsearch.retrieval.library import ItemRecord
+from jrsearch.retrieval.paths import display_path
+from jrsearch.retrieval.types import SearchResult, record_json
+
+LINKS: dict[str, Any] = {"name": (str, ...), "thumbnail": (str | None, None), "media": (str, ...)}
+
+
+def record_model(name: str, record: type, **as_json: Any) -> type[BaseModel]:
+    """A pydantic model with the fields of a record dataclass (types as `as_json` says where JSON
+    holds another type, e.g. a time as a string), plus `LINKS`."""
+    hints = get_type_hints(record)
+    found: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        found[f.name] = (as_json.get(f.name, hints[f.name]), default)
+    return create_model(name, **found, **LINKS)
+
+
+ResultOut = record_model("ResultOut", SearchResult, kind=str)
+ItemOut = record_model("ItemOut", ItemRecord, kind=str, status=str, indexed_at=str)
+
+
+class SearchOut(BaseModel):
+    query: dict[str, Any]
+    took_ms: float  # embed_ms (the query's vector) + search_ms (index, store, filters)
+    embed_ms: float
+    search_ms: float
+    results: list[ResultOut]  # type: ignore[valid-type]
+    partial: dict[str, Any] | None = None  # an INDEXDIR served with --allow-partial: shards that did not answer
+    hint: str | None = None  # e.g. a query in another script on an English-only model's library
+
+
+class Login(BaseModel):
+    token: str
+
+
+def thumbnail_url(item_id: int, kind: str, at_s: float | None = None) -> str | None:
+    picture = picture_of(kind)
+    if picture is None:
+        return None
+    at = f"&t={at_s:.1f}" if picture is Picture.FRAME and at_s else ""
+    return f"/api/items/{item_id}/thumbnail?size=256{at}"
+
+
+def links(item_id: int, path: str, kind: str, at_s: float | None = None) -> dict[str, Any]:
+    return {"name": display_path(os.path.basename(path)), "thumbnail": thumbnail_url(item_id, kind, at_s),
+            "media": f"/api/items/{item_id}/media"}
+
+
+def result_out(r: SearchResult) -> BaseModel:
+    return ResultOut(**r.to_json(nulls=True), **links(r.item_id, r.path, r.kind, r.start_s))
+
+
+def item_out(item: ItemRecord) -> BaseModel:
+    return ItemOut(**record_json(item), **links(item.id, item.path, item.kind))
