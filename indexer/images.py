@@ -20,7 +20,7 @@ from jrsearch.retrieval.types import MediaKind
 
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # the largest real photos (RAW-sized TIFFs) stay well below
 EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
-                        ".pbm", ".jfif", ".jpe", ".ico", ".tga", ".heic", ".avif"})
+                        ".pbm", ".jfif", ".jpe", ".ico", ".tga", ".heic", ".heif", ".avif"})
 
 
 def decode_image(candidate: Candidate, transform: Callable, draft_size: int) -> Decoded:

@@ -26,6 +26,21 @@ class Signature:
     suffix: str  # what to name a copy so that decoders that look at names agree
 
 
+# ISO-BMFF major brands of HEIF still images and image sequences: the brands pillow-heif's opener
+# accepts (`pillow_heif.as_plugin._is_supported_heif`), so that a phone's `.heic` is an image, not
+# a QuickTime-like container PyAV would open. AVIF ("avif", "avis") is Pillow's own plugin's.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
+
+
+def is_heif(head: bytes) -> bool:
+    """A HEIC/HEIF image by its first 12 bytes: an `ftyp` box with one of `HEIF_BRANDS` as major brand."""
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+def _is_avif(head: bytes) -> bool:
+    return head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis")
+
+
 def _riff(form: bytes) -> Callable[[bytes], bool]:
     return lambda head: head[:4] == b"RIFF" and head[8:12] == form
 
@@ -39,6 +54,8 @@ SIGNATURES: list[tuple[bytes | Callable[[bytes], bool], Signature]] = [
     (b"II*\x00", Signature(MediaKind.IMAGE, "image/tiff", ".tif")),
     (b"MM\x00*", Signature(MediaKind.IMAGE, "image/tiff", ".tif")),
     (_riff(b"WEBP"), Signature(MediaKind.IMAGE, "image/webp", ".webp")),
+    (is_heif, Signature(MediaKind.IMAGE, "image/heic", ".heic")),
+    (_is_avif, Signature(MediaKind.IMAGE, "image/avif", ".avif")),
     (_riff(b"WAVE"), Signature(MediaKind.AUDIO, "audio/wav", ".wav")),
     (b"fLaC", Signature(MediaKind.AUDIO, "audio/flac", ".flac")),
     (b"OggS", Signature(MediaKind.AUDIO, "audio/ogg", ".ogg")),
