@@ -251,7 +251,9 @@ class VideoHandler(KindHandler):
             return []
         videos = set(map(str, unchanged))
         again = []
-        for path, size, mtime_ns in run.library.videos_to_revisit(FailureCode.NEEDS_AUDIO_TOWER.stored_mark):
+        with run.library.store.read() as catalog:
+            waiting = catalog.to_revisit(MediaKind.VIDEO.value, FailureCode.NEEDS_AUDIO_TOWER.value, "audio")
+        for path, size, mtime_ns in waiting:
             if path not in videos:
                 continue
             try:

@@ -49,7 +49,7 @@ class Searcher:
 
     def warm(self) -> None:
         self.library.refresh()
-        self.library.load_indexes()
+        self.library.indexes.load_all()
         self.embed_text("warm up")
         if self.text_tower is None:
             return
