@@ -219,7 +219,8 @@ class Catalog:
         where, args = ("WHERE kind = ?", (kind,)) if kind is not None else ("", ())
         rows = self.con.execute(f"SELECT kind, factory, generation, built_generation, trained_on, built_at "
                                 f"FROM index_state {where} ORDER BY kind", args).fetchall()
-        return {row[0]: IndexStateRow(*row[1:5], stored_time(row[5]) if row[5] else None) for row in rows}
+        return {kind: IndexStateRow(factory, generation, built, trained_on, stored_time(at) if at else None)
+                for kind, factory, generation, built, trained_on, at in rows}
 
     def counts(self) -> StoredCounts:
         items = self.con.execute("SELECT kind, status, count(*) FROM items GROUP BY kind, status").fetchall()
@@ -269,7 +270,8 @@ class Catalog:
         if not vector_ids:
             return []
         rows = self.con.execute(HITS_SQL.format(",".join("?" * len(vector_ids))), list(vector_ids)).fetchall()
-        return [HitRow(*row[:5], path_from_db(row[5]), *row[6:]) for row in rows]
+        return [HitRow(vid, item_id, text_id, start_s, end_s, path_from_db(path), kind, text, line)
+                for vid, item_id, text_id, start_s, end_s, path, kind, text, line in rows]
 
     # -- where vectors live (`retrieval/vectors.py`, `retrieval/shards.py`) --------------------
 

@@ -68,7 +68,7 @@ class MediaError(JrsearchError):
         self.retryable = code.retryable
         super().__init__(f"{subject}: {self.reason}")
 
-    def __reduce__(self):  # pickles (worker processes) with its fields, not its message
+    def __reduce__(self) -> tuple[type[MediaError], tuple[str, str, FailureCode]]:  # pickles with its fields
         return type(self), (self.subject, self.reason.removesuffix(self.code.note), self.code)
 
 

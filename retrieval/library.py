@@ -480,7 +480,7 @@ class Library:
 
     # -- status ----------------------------------------------------------------------------
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         model = self.model()
         with self.store.read() as catalog:
             counts = catalog.counts()
@@ -510,7 +510,7 @@ class Library:
             "read_only": self.readonly,
         }
 
-    def _footprint(self, kind: str, factory: str, n: int) -> dict:
+    def _footprint(self, kind: str, factory: str, n: int) -> dict[str, Any]:
         """The index's RAM once warm and its file, and the kind's shards on disk (`jrsearch status`)."""
         from jrsearch.retrieval.index import footprint
 
@@ -552,7 +552,9 @@ def _vector_rows(records: list[FileRecord], first_item: int, next_text: int) -> 
         modalities = details.modalities or [r.modality] * count
         text_ids: list[int | None] = [None] * count
         if details.texts:
-            text_ids = list(range(next_text + len(texts), next_text + len(texts) + count))
-            texts += [(tid, item_id, line, text) for tid, (line, text) in zip(text_ids, details.texts, strict=True)]
+            first = next_text + len(texts)
+            texts += [(tid, item_id, line, text)
+                      for tid, (line, text) in zip(range(first, first + count), details.texts, strict=True)]
+            text_ids = list(range(first, first + count))
         kind_rows += [(item_id, text_ids[j], modalities[j], *segments[j]) for j in range(count)]
     return texts, by_kind

@@ -23,8 +23,8 @@ from jrsearch.retrieval import store as store_module
 from jrsearch.retrieval.catalog_writer import CatalogWriter
 from jrsearch.retrieval.errors import FailureCode, LibraryError
 from jrsearch.retrieval.library import FileRecord, Library, VideoRecord
-from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
 from jrsearch.retrieval.paths import slot_runs_path
+from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
 from jrsearch.retrieval.vectors import ShardSource, SlotRuns
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -127,8 +127,8 @@ def test_saved_slot_runs_find_the_same_rows_as_sqlite_and_step_aside_when_stale(
     assert runs is not None and 3 <= len(runs.first_id) <= 8  # a few runs, not one per vector
 
     def both(ids):
-        return library.shards.source("image").get(ids), ShardSource(library.store.read, library.shards.shard_set("image"),
-                                                               "image").get(ids)  # SQLite only
+        sqlite_only = ShardSource(library.store.read, library.shards.shard_set("image"), "image")  # no runs file
+        return library.shards.source("image").get(ids), sqlite_only.get(ids)
 
     ids = library.shards.stored("image")[0]
     asked = np.concatenate([ids[::-1], [6, 7, 8, 61, 10**9, -1]])  # live, deleted, unknown, in any order
