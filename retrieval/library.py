@@ -161,7 +161,7 @@ class ItemRecord:
     status: ItemStatus
     error: str | None
     indexed_at: datetime
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict, hash=False)  # the kind's own fields
     failure: FailureCode | None = None
 
     @property
