@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from jrsearch.retrieval.catalog import IndexStateRow
-from jrsearch.retrieval.catalog_writer import utcnow
 from jrsearch.retrieval.diskspace import no_space_as_error
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
 from jrsearch.retrieval.paths import index_path, slot_runs_path
@@ -135,6 +134,8 @@ class IndexSet:
             index.save(self.path(kind))  # a full disk here: the caller knows the size to ask for
             self._save_slot_runs(kind, state.generation)
             assert self._writes is not None, "a read-only index set saves nothing"
+            from jrsearch.retrieval.catalog_writer import utcnow  # not loaded on the cold (read-only) path
+
             with self._writes() as writer:  # another write landed meanwhile: it stays stale
                 writer.mark_built(kind, state.generation, index.factory, index.trained_on, utcnow())
 

@@ -14,19 +14,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jrsearch.retrieval.catalog import Catalog
-from jrsearch.retrieval.catalog_writer import CatalogWriter
 from jrsearch.retrieval.paths import VECTORS_DIR, slot_runs_path
 from jrsearch.retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
 
 COMPACT_BELOW = 0.5  # a shard is rewritten once fewer than this share of its rows are live
 COMPACT_MIN_DEAD = 1 << 16  # ... and, for the last, growing shard, at least this many are dead
 
+if TYPE_CHECKING:  # the cold query path only reads: it need not load the writer
+    from jrsearch.retrieval.catalog_writer import CatalogWriter
+
 Reads = Callable[[], AbstractContextManager[Catalog]]
-Writes = Callable[[], AbstractContextManager[CatalogWriter]]
+Writes = Callable[[], AbstractContextManager["CatalogWriter"]]
 
 
 class ShardStore:
