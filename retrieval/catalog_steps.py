@@ -9,10 +9,29 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 V2_SLOTS = "migration_v2_slots"  # vector id -> (shard, row) while 1 -> 2 runs
 V2_NEEDS_AUDIO_TOWER_MARK = " (and no audio tower to index its sound)"  # how version 2 marked the code
 V3_FIELDS = ("width", "height", "duration_s")  # version 2's kind-specific item columns
+
+
+@contextmanager
+def one_transaction(con: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT around DDL and all (sqlite3 would not open one before DDL)."""
+    level = con.isolation_level
+    con.isolation_level = None
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.isolation_level = level
 
 
 def set_version(con: sqlite3.Connection, version: int) -> None:

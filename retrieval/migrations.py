@@ -26,8 +26,7 @@ The statements of each step live in `catalog_steps.py`; this module runs them in
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,23 +47,6 @@ def current_version(con: sqlite3.Connection) -> int:
     return schema_version(con)
 
 
-@contextmanager
-def one_transaction(con: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT around DDL and all (sqlite3 would not open one before DDL)."""
-    level = con.isolation_level
-    con.isolation_level = None
-    try:
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.isolation_level = level
-
-
 def _create_statements(engine: Engine, table_name: str | None = None) -> list[str]:
     """The DDL of the current schema (`store.py`): every table, or one, with its indexes."""
     from sqlalchemy.schema import CreateIndex, CreateTable
@@ -83,11 +65,11 @@ def create(engine: Engine) -> None:
     raw = engine.raw_connection()
     try:
         con = sqlite_connection(raw)
-        with one_transaction(con):
+        with steps.one_transaction(con):
             if schema_version(con) == 0:
                 for statement in _create_statements(engine):
                     con.execute(statement)
-                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                steps.set_version(con, SCHEMA_VERSION)
     finally:
         raw.close()
 
@@ -137,7 +119,7 @@ def _v2_move_blobs(con: sqlite3.Connection, root: Path, dim: int) -> None:
 
 
 def _v2_to_v3(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
-    with one_transaction(con):
+    with steps.one_transaction(con):
         steps.v3_add_columns(con)
         steps.v3_fill_details(con, MIGRATION_BATCH)
         steps.v3_fill_failure(con, FailureCode.NEEDS_AUDIO_TOWER.value)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -604,3 +606,27 @@ def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
         assert '"indexed": 40' in status.stdout
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# -- where SQL lives -------------------------------------------------------------------------
+
+SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|BEGIN|COMMIT|ROLLBACK|VACUUM)\b")
+CATALOG_MODULES = {"retrieval/catalog.py", "retrieval/catalog_writer.py", "retrieval/catalog_steps.py"}
+
+
+def test_every_sql_statement_lives_in_the_catalog():
+    """No module outside the catalog holds a statement (string constants and f-string parts that
+    start like one), and none queries through the ORM (`select(`, `session`)."""
+    found = []
+    for folder in ("retrieval", "indexer", "cli", "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            name = path.relative_to(REPO).as_posix()
+            if name in CATALOG_MODULES:
+                continue
+            source = path.read_text()
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
+                    found.append(f"{name}:{node.lineno}: {node.value[:40]!r}")
+            if re.search(r"from sqlalchemy import[^\n]*\bselect\b|\bsessionmaker\b", source):
+                found.append(f"{name}: queries through the ORM")
+    assert not found, found
