@@ -105,7 +105,7 @@ def build_index(root: Path) -> dict:
     from jrsearch.retrieval.library import Library
 
     library = Library.open(root)
-    library.retrain("image")  # from scratch, also when --reuse finds an index already built
+    library.indexes.retrain("image")  # from scratch, also when --reuse finds an index already built
     started, cpu_started = time.perf_counter(), time.process_time()
     library.save_indexes()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
@@ -240,7 +240,7 @@ def search_quality(root: Path, vectors: VectorSet, n_queries: int, nprobe: int |
     if cached.exists():
         want = np.load(cached)
     else:
-        want = exact_top(library.vectors("image"), sample, 10)
+        want = exact_top(library.shards.source("image"), sample, 10)
         np.save(cached, want)
     exact_s = time.perf_counter() - started
     rerank_point(index, sample, want)  # pages the lists in; the next pass is timed warm
@@ -295,7 +295,7 @@ def compare_flat(root: Path, vectors: VectorSet, n_queries: int) -> dict:
     library = Library.open(root)
     index = library.index("image")
     assert index is not None
-    source = library.vectors("image")
+    source = library.shards.source("image")
     twin = VectorIndex(flat_twin(index, source), f"IVF{index.layout.nlist},Flat", index.nprobe)
     sample = vectors.draw(n_queries, np.random.default_rng([vectors.seed, 999_999]))
     want = exact_top(source, sample, 10)

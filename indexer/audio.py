@@ -88,7 +88,7 @@ def decode_streamed(candidate: Candidate, embed: Callable[[Path, Decoded], None]
 def decode_sound_file(candidate: Candidate, audio: AudioTower) -> Decoded:
     def embed(path: Path, out: Decoded) -> None:
         sound = with_pooled(embed_sound(path, audio))
-        out.vectors, out.duration_s = sound.vectors, sound.duration_s
+        out.vectors, out.fields["duration_s"] = sound.vectors, sound.duration_s
         out.segments = list(sound.segments)
         out.modalities = ["audio"] * len(sound.vectors)
 
@@ -96,7 +96,7 @@ def decode_sound_file(candidate: Candidate, audio: AudioTower) -> Decoded:
 
 
 def sound_record(decoded: Decoded) -> SoundRecord:
-    return SoundRecord(**stored_fields(decoded), duration_s=decoded.duration_s, segments=decoded.segments,
+    return SoundRecord(**stored_fields(decoded), **decoded.fields, segments=decoded.segments,
                        modalities=decoded.modalities)
 
 

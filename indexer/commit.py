@@ -11,6 +11,7 @@ import numpy as np
 from jrsearch.indexer.decode import Decoded
 from jrsearch.indexer.run import IndexRun
 from jrsearch.retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
+from jrsearch.retrieval.errors import FailureCode
 from jrsearch.retrieval.library import FileRecord, RowDetails
 from jrsearch.retrieval.types import ItemStatus
 
@@ -24,6 +25,7 @@ class StoredFields(TypedDict):
     content_hash: str | None
     status: ItemStatus
     error: str | None
+    failure: FailureCode | None
     vectors: np.ndarray | None
 
 
@@ -31,7 +33,8 @@ def stored_fields(decoded: Decoded) -> StoredFields:
     c, failure = decoded.candidate, decoded.failure
     return StoredFields(path=str(c.path), size=c.size, mtime_ns=c.mtime_ns, content_hash=decoded.content_hash,
                         status=ItemStatus.FAILED if failure else ItemStatus.INDEXED,
-                        error=failure.reason if failure else None, vectors=decoded.vectors)
+                        error=failure.reason if failure else None, failure=failure.code if failure else None,
+                        vectors=decoded.vectors)
 
 
 RecordOf = Callable[[Decoded], FileRecord]

@@ -24,10 +24,8 @@ class Decoded:
     content_hash: str | None = None
     failure: MediaError | None = None  # why the file could not be indexed
     payload: Any = None  # a preprocessed image (numpy), or for texts a list of (line, text)
-    width: int | None = None
-    height: int | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # the kind's own per-file fields (width, duration_s, ...)
     vectors: Any = None  # (n, dim) float32, filled in by the model
-    duration_s: float | None = None  # videos and sounds
     segments: list[tuple[float | None, float | None]] = field(default_factory=list)  # per vector row
     modalities: list[str] = field(default_factory=list)  # per vector row, when they differ
 

@@ -35,7 +35,7 @@ def decode_image(candidate: Candidate, transform: Callable, draft_size: int) -> 
     except MediaError as exc:
         out.failure = exc
         return out
-    out.width, out.height = image.info["full_size"]
+    out.fields["width"], out.fields["height"] = image.info["full_size"]
     out.payload = transform(image)
     return out
 
@@ -51,7 +51,7 @@ def warm_up(encoder: Encoder) -> None:
 
 
 def image_record(decoded: Decoded) -> ImageRecord:
-    return ImageRecord(**stored_fields(decoded), width=decoded.width, height=decoded.height)
+    return ImageRecord(**stored_fields(decoded), **decoded.fields)
 
 
 class ImageHandler(KindHandler):

@@ -33,7 +33,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
     report = IndexReport()
     with no_space_as_error(library.root, "indexing"):  # the steps below that know their size say it
         library.check_model(encoder.spec)  # the model itself loads only if something needs embedding
-        library.load_indexes()
+        library.indexes.load_all()
         found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
         todo = plan(found, library.known_files(), roots, options.retry_failed)
         run = IndexRun(library, encoder, options, report, progress,
@@ -83,5 +83,5 @@ def _save_indexes_after(library: Library) -> None:
 
 def _index_bytes(library: Library, report: IndexReport) -> int:
     """About what writing the index files takes: each is written whole beside the old one."""
-    files = [library.index_path(kind) for kind in library.kinds()]
+    files = [library.indexes.path(kind) for kind in library.kinds()]
     return sum(p.stat().st_size for p in files if p.exists()) + report.vector_bytes

@@ -213,15 +213,15 @@ def embed_video(path: Path, encoder, audio: AudioTower | None, fps: float = DEFA
 def decode_video(candidate: Candidate, encoder, audio: AudioTower | None, fps: float, batch_size: int) -> Decoded:
     def embed(path: Path, out: Decoded) -> None:
         video = embed_video(path, encoder, audio, fps, batch_size)
-        out.vectors, out.width, out.height = video.vectors, video.width, video.height
-        out.segments, out.duration_s, out.modalities = list(video.segments), video.duration_s, video.modalities
+        out.vectors, out.segments, out.modalities = video.vectors, list(video.segments), video.modalities
+        out.fields.update(width=video.width, height=video.height, duration_s=video.duration_s)
 
     return decode_streamed(candidate, embed)
 
 
 def video_record(decoded: Decoded) -> VideoRecord:
-    return VideoRecord(**stored_fields(decoded), width=decoded.width, height=decoded.height,
-                       duration_s=decoded.duration_s, segments=decoded.segments, modalities=decoded.modalities)
+    return VideoRecord(**stored_fields(decoded), **decoded.fields, segments=decoded.segments,
+                       modalities=decoded.modalities)
 
 
 class VideoHandler(KindHandler):
@@ -251,7 +251,9 @@ class VideoHandler(KindHandler):
             return []
         videos = set(map(str, unchanged))
         again = []
-        for path, size, mtime_ns in run.library.videos_to_revisit(FailureCode.NEEDS_AUDIO_TOWER.stored_mark):
+        with run.library.store.read() as catalog:
+            waiting = catalog.to_revisit(MediaKind.VIDEO.value, FailureCode.NEEDS_AUDIO_TOWER.value, "audio")
+        for path, size, mtime_ns in waiting:
             if path not in videos:
                 continue
             try:

@@ -1,8 +1,9 @@
-"""Connections to a library's SQLite file and the read queries both query paths share.
+"""Connections to a library's SQLite file and every read query: the catalog's read side.
 
 Kept to the standard library (sqlite3): the cold query path (`quick_search.py`) reads through it
-without importing SQLAlchemy, and `Library` opens its SQLAlchemy engine on the same connections,
-so a query is written once for both.
+without importing SQLAlchemy, and `Library` pools the same connections (`store.Store`), so a
+query is written once for both. The statements that write are in `catalog_writer.py`, those of
+the schema steps in `catalog_steps.py`; the schema itself is `store.py`'s table metadata.
 
 A library must stay readable when its disk is full or read-only: `connect` never writes to a
 reader's connection (it sets WAL only where it is not set yet), and `open_readable` falls back to
@@ -11,17 +12,21 @@ a read-only, then an immutable connection, when a normal one cannot be opened.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from jrsearch.retrieval.paths import path_from_db
+from jrsearch.retrieval.paths import path_from_db, path_to_db
+from jrsearch.retrieval.types import ItemStatus
 
-SCHEMA_VERSION = 2  # 1: vectors as float32 blobs in SQLite, text paths; 2: float16 shards, byte paths
+SCHEMA_VERSION = 3  # 1: float32 blobs in SQLite, text paths; 2: float16 shards, byte paths;
+#                    3: per-kind item fields as data (items.details), the failure code in a column
 WAL_SUFFIX = "-wal"
 
 HITS_SQL = """
@@ -90,38 +95,185 @@ def is_locked(exc: BaseException) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-@dataclass(frozen=True)
-class IndexStateRow:
+class IndexStateRow(NamedTuple):
     factory: str
     generation: int
     built_generation: int
     trained_on: int
+    built_at: datetime | None = None
+
+    @property
+    def current(self) -> bool:
+        """Whether the saved index file matches the store (as far as the store can tell)."""
+        return self.built_generation == self.generation and bool(self.factory)
+
+
+class HitRow(NamedTuple):
+    """What a search result is made of (`ranking.ROW_COLUMNS`, in that order)."""
+
+    vector_id: int
+    item_id: int
+    text_id: int | None
+    start_s: float | None
+    end_s: float | None
+    path: str
+    kind: str
+    text: str | None
+    line: int | None
+
+
+class ModelRow(NamedTuple):
+    name: str
+    pretrained: str
+    dim: int
+
+
+class ItemRow(NamedTuple):
+    """One stored file as the store holds it (`library.ItemRecord` is what readers get)."""
+
+    id: int
+    path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    details: Mapping[str, Any]
+    status: ItemStatus
+    error: str | None
+    failure: str | None
+    indexed_at: datetime
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    id: int
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: ItemStatus
+
+
+@dataclass(frozen=True)
+class VectorRecord:
+    id: int
+    modality: str
+    start_s: float | None
+    end_s: float | None
+
+
+@dataclass(frozen=True)
+class AudioModelRecord:
+    """The audio tower a library's sound vectors come from."""
+
+    path: str
+    content_hash: str
+    kind: str
+    dim: int
+
+
+class StoredCounts(NamedTuple):
+    """What `jrsearch status` counts: items per (kind, status), vectors per kind, texts."""
+
+    items: list[tuple[str, str, int]]
+    vectors: dict[str, int]
+    texts: int
+
+
+ITEM_COLUMNS = "id, path, kind, size, mtime_ns, content_hash, details, status, error, failure, indexed_at"
+
+
+def item_row(row: Sequence[Any]) -> ItemRow:
+    return ItemRow(row[0], path_from_db(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]) if row[6] else {},
+                   ItemStatus(row[7]), row[8], row[9], stored_time(row[10]))
+
+
+def stored_time(value: str | datetime | None) -> datetime:
+    """A DATETIME column as written (SQLAlchemy's SQLite form, "YYYY-MM-DD HH:MM:SS.ffffff")."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value) if value else datetime.min
 
 
 class Catalog:
-    """Typed reads over one open connection (a raw sqlite3 one, or SQLAlchemy's underneath)."""
+    """Typed reads over one open connection (the cold path's own, or one of the library's pool)."""
 
     def __init__(self, con: sqlite3.Connection) -> None:
         self.con = con
 
-    def model(self) -> tuple[str, str, int] | None:
-        """(model name, pretrained, dim) of the library's image model, or None before the first index run."""
+    # -- the library ------------------------------------------------------------------------
+
+    def model(self) -> ModelRow | None:
+        """(name, pretrained, dim) of the library's image model, or None before the first index run."""
         row = self.con.execute("SELECT model_name, pretrained, dim FROM manifest").fetchone()
-        return (row[0], row[1], int(row[2])) if row else None
+        return ModelRow(row[0], row[1], int(row[2])) if row else None
+
+    def audio_model(self) -> AudioModelRecord | None:
+        row = self.con.execute("SELECT path, content_hash, kind, dim FROM audio_model ORDER BY id").fetchone()
+        return AudioModelRecord(*row) if row else None
 
     def index_state(self, kind: str) -> IndexStateRow | None:
-        row = self.con.execute("SELECT factory, generation, built_generation, trained_on FROM index_state "
-                               "WHERE kind = ?", (kind,)).fetchone()
-        return IndexStateRow(*row) if row else None
+        return self.index_states(kind).get(kind)
 
-    def hits(self, vector_ids: Sequence[int]) -> Iterable[tuple]:
+    def index_states(self, kind: str | None = None) -> dict[str, IndexStateRow]:
+        """Each kind's index state (every kind's, or the one asked for), by kind name in order."""
+        where, args = ("WHERE kind = ?", (kind,)) if kind is not None else ("", ())
+        rows = self.con.execute(f"SELECT kind, factory, generation, built_generation, trained_on, built_at "
+                                f"FROM index_state {where} ORDER BY kind", args).fetchall()
+        return {kind: IndexStateRow(factory, generation, built, trained_on, stored_time(at) if at else None)
+                for kind, factory, generation, built, trained_on, at in rows}
+
+    def counts(self) -> StoredCounts:
+        items = self.con.execute("SELECT kind, status, count(*) FROM items GROUP BY kind, status").fetchall()
+        vectors = dict(self.con.execute("SELECT kind, count(*) FROM vectors GROUP BY kind").fetchall())
+        texts = int(self.con.execute("SELECT count(*) FROM texts").fetchone()[0])
+        return StoredCounts(items, vectors, texts)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def known_files(self) -> dict[str, KnownFile]:
+        rows = self.con.execute("SELECT path, id, size, mtime_ns, content_hash, status FROM items")
+        return {path_from_db(r[0]): KnownFile(r[1], r[2], r[3], r[4], ItemStatus(r[5])) for r in rows}
+
+    def item(self, item_id: int) -> ItemRow | None:
+        row = self.con.execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
+        return item_row(row) if row else None
+
+    def item_at(self, path: str) -> ItemRow | None:
+        row = self.con.execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE path = ?", (path_to_db(path),)).fetchone()
+        return item_row(row) if row else None
+
+    def items(self) -> list[ItemRow]:
+        return [item_row(row) for row in self.con.execute(f"SELECT {ITEM_COLUMNS} FROM items ORDER BY id")]
+
+    def vectors_of(self, path: str) -> list[VectorRecord]:
+        """The vectors of one file, in the order they were stored."""
+        rows = self.con.execute("SELECT v.id, v.modality, v.start_s, v.end_s FROM vectors v JOIN items i "
+                                "ON v.item_id = i.id WHERE i.path = ? ORDER BY v.id", (path_to_db(path),))
+        return [VectorRecord(*row) for row in rows]
+
+    def failures(self) -> list[tuple[str, str | None]]:
+        rows = self.con.execute("SELECT path, error FROM items WHERE status = ? ORDER BY path",
+                                (ItemStatus.FAILED.value,)).fetchall()
+        return [(path_from_db(path), error) for path, error in rows]
+
+    def to_revisit(self, kind: str, failure: str, missing_modality: str) -> list[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of `kind`'s files indexed without a `missing_modality` vector, and
+        of those that failed with the code `failure` (`items.failure`)."""
+        rows = self.con.execute(
+            "SELECT path, size, mtime_ns FROM items i WHERE kind = ? AND ((status = ? AND NOT EXISTS "
+            "(SELECT 1 FROM vectors v WHERE v.item_id = i.id AND v.modality = ?)) OR (status = ? AND failure = ?))",
+            (kind, ItemStatus.INDEXED.value, missing_modality, ItemStatus.FAILED.value, failure)).fetchall()
+        return [(path_from_db(path), size, mtime_ns) for path, size, mtime_ns in rows]
+
+    def hits(self, vector_ids: Sequence[int]) -> list[HitRow]:
         """`ranking.ROW_COLUMNS` rows for vector ids (any order; deleted ids are absent)."""
         if not vector_ids:
             return []
         rows = self.con.execute(HITS_SQL.format(",".join("?" * len(vector_ids))), list(vector_ids)).fetchall()
-        return [(*row[:5], path_from_db(row[5]), *row[6:]) for row in rows]
+        return [HitRow(vid, item_id, text_id, start_s, end_s, path_from_db(path), kind, text, line)
+                for vid, item_id, text_id, start_s, end_s, path, kind, text, line in rows]
 
-    # -- where vectors live (`retrieval/vectors.py`) ---------------------------------------
+    # -- where vectors live (`retrieval/vectors.py`, `retrieval/shards.py`) --------------------
 
     def live_vectors(self, kind: str) -> int:
         row = self.con.execute("SELECT count(*) FROM vectors WHERE kind = ?", (kind,)).fetchone()
@@ -149,24 +301,18 @@ class Catalog:
             table = np.array(rows, dtype=np.int64)
             yield table[:, 0], table[:, 1], table[:, 2]
 
+    def shards(self) -> list[tuple[str, int, int, bool]]:
+        """(kind, shard, committed rows, dead) of every shard the store knows."""
+        return [(kind, shard, rows, bool(dead)) for kind, shard, rows, dead in
+                self.con.execute("SELECT kind, shard, rows, dead FROM vector_shards").fetchall()]
+
+    def sparse_shards(self, kind: str, below: float, full_rows: int, min_dead: int) -> list[int]:
+        """`kind`'s live shards with under `below` of their rows live: full ones, or any with at
+        least `min_dead` dead rows."""
+        rows = self.con.execute("SELECT shard FROM vector_shards WHERE kind = ? AND NOT dead AND live < rows * ? "
+                                "AND (rows >= ? OR rows - live >= ?) ORDER BY shard",
+                                (kind, below, full_rows, min_dead)).fetchall()
+        return [shard for (shard,) in rows]
+
 
 ID_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
-
-
-# Vector shard bookkeeping, shared by the library's writer and the 1 -> 2 migration.
-
-def shard_tail(con: sqlite3.Connection, kind: str) -> tuple[int, int]:
-    """(shard, committed rows) where the next vector of `kind` goes."""
-    row = con.execute("SELECT shard, rows, dead FROM vector_shards WHERE kind = ? ORDER BY shard DESC LIMIT 1",
-                      (kind,)).fetchone()
-    if row is None:
-        return 0, 0
-    return (row[0] + 1, 0) if row[2] else (row[0], row[1])
-
-
-def count_shard_rows(con: sqlite3.Connection, kind: str, shards: np.ndarray) -> None:
-    """Record rows appended to shards (committed with the rows that point at them)."""
-    numbers, counts = np.unique(shards, return_counts=True)
-    con.executemany("INSERT INTO vector_shards (kind, shard, rows, live, dead) VALUES (?, ?, ?, ?, 0) "
-                    "ON CONFLICT (kind, shard) DO UPDATE SET rows = rows + excluded.rows, live = live + excluded.live",
-                    [(kind, int(s), int(c), int(c)) for s, c in zip(numbers, counts, strict=True)])

@@ -38,20 +38,18 @@ class FailureCode(str, enum.Enum):
     @property
     def retryable(self) -> bool:
         """Whether a later run retries the file by itself once what it lacked is there."""
-        return self in _STORED_MARKS
+        return self in _NOTES
 
     @property
-    def stored_mark(self) -> str:
-        """The text a stored failure of this code ends with ('' for most codes).
+    def note(self) -> str:
+        """What the reason of a failure with this code ends with, for a reader ('' for most codes).
 
-        The store keeps a failure as its message only (the `error` column), so the one code a
-        later run looks for is marked at the message's end: `MediaError` appends the mark when it
-        is raised, and `Library.videos_to_revisit(code.stored_mark)` finds it. Both read it here.
-        """
-        return _STORED_MARKS.get(self, "")
+        Only for people: the store keeps the code in a column of its own (`items.failure`), which
+        is what a later run looks for; nothing reads it back from the text."""
+        return _NOTES.get(self, "")
 
 
-_STORED_MARKS = {FailureCode.NEEDS_AUDIO_TOWER: " (and no audio tower to index its sound)"}
+_NOTES = {FailureCode.NEEDS_AUDIO_TOWER: " (and no audio tower to index its sound)"}
 
 
 class MediaError(JrsearchError):
@@ -59,19 +57,19 @@ class MediaError(JrsearchError):
 
     Raised as `MediaError(subject, reason, code)`. Fields: `subject` (the file, or what stands for
     it: "item 7", an upload), `code` (what code decides on), `reason` (the message without the
-    subject, ending with the code's stored mark: what the store and the report show), `retryable`
+    subject, ending with the code's note: what the store and the report show), `retryable`
     (the code's). The message is "subject: reason".
     """
 
     def __init__(self, subject: object, reason: str, code: FailureCode = FailureCode.UNDECODABLE) -> None:
         self.subject = str(subject)
         self.code = code
-        self.reason = reason + code.stored_mark
+        self.reason = reason + code.note
         self.retryable = code.retryable
         super().__init__(f"{subject}: {self.reason}")
 
-    def __reduce__(self):  # pickles (worker processes) with its fields, not its message
-        return type(self), (self.subject, self.reason.removesuffix(self.code.stored_mark), self.code)
+    def __reduce__(self) -> tuple[type[MediaError], tuple[str, str, FailureCode]]:  # pickles with its fields
+        return type(self), (self.subject, self.reason.removesuffix(self.code.note), self.code)
 
 
 class QueryError(JrsearchError):

@@ -14,6 +14,13 @@ commit, which is the only one that drops anything.
              c. one commit: a new vectors table (metadata + shard/row, no blob) replaces the old
                 one, paths become bytes, unused item indexes go, user_version = 2; then VACUUM
                 gives the blobs' pages back to the disk
+    2 -> 3   kind-specific item fields become data, the failure code a column: one transaction
+             adds `items.details` (JSON: width, height, duration_s where set) and `items.failure`,
+             fills the code from the end of the error text that version 2 marked it with (the
+             last time anything reads it there), drops the three columns, user_version = 3.
+             A new kind with fields of its own then needs no schema change.
+
+The statements of each step live in `catalog_steps.py`; this module runs them in order.
 """
 
 from __future__ import annotations
@@ -25,42 +32,45 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from jrsearch.retrieval.catalog import count_shard_rows, schema_version, shard_tail, sqlite_connection
+from jrsearch.retrieval import catalog_steps as steps
+from jrsearch.retrieval.catalog import schema_version, sqlite_connection
+from jrsearch.retrieval.catalog_writer import CatalogWriter
+from jrsearch.retrieval.errors import FailureCode
 from jrsearch.retrieval.paths import VECTORS_DIR
 from jrsearch.retrieval.store import SCHEMA_VERSION, Base
 
 MIGRATION_BATCH = 1 << 16
-SLOTS = "migration_v2_slots"  # vector id -> (shard, row) while 1 -> 2 runs
+SLOTS = steps.V2_SLOTS
 
 
 def current_version(con: sqlite3.Connection) -> int:
     return schema_version(con)
 
 
+def _create_statements(engine: Engine, table_name: str | None = None) -> list[str]:
+    """The DDL of the current schema (`store.py`): every table, or one, with its indexes."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    tables = [Base.metadata.tables[table_name]] if table_name else Base.metadata.sorted_tables
+    statements = []
+    for table in tables:
+        statements.append(str(CreateTable(table).compile(dialect=engine.dialect)))
+        statements += [str(CreateIndex(index).compile(dialect=engine.dialect)) for index in table.indexes]
+    return statements
+
+
 def create(engine: Engine) -> None:
     """Make a new library's schema at `SCHEMA_VERSION` in one transaction: a crash or a full disk
     leaves either no tables or all of them (never a file that looks like an older version)."""
-    from sqlalchemy.schema import CreateIndex, CreateTable
-
     raw = engine.raw_connection()
-    con = sqlite_connection(raw)
-    level = con.isolation_level
-    con.isolation_level = None  # explicit BEGIN/COMMIT around the DDL
     try:
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        con = sqlite_connection(raw)
+        with steps.one_transaction(con):
             if schema_version(con) == 0:
-                for table in Base.metadata.sorted_tables:
-                    con.execute(str(CreateTable(table).compile(dialect=engine.dialect)))
-                    for index in table.indexes:
-                        con.execute(str(CreateIndex(index).compile(dialect=engine.dialect)))
-                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+                for statement in _create_statements(engine):
+                    con.execute(statement)
+                steps.set_version(con, SCHEMA_VERSION)
     finally:
-        con.isolation_level = level
         raw.close()
 
 
@@ -75,67 +85,46 @@ def upgrade(engine: Engine, root: Path, version: int) -> None:
 
 
 def _v1_to_v2(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
-    from sqlalchemy.schema import CreateIndex, CreateTable
+    # a. where each moved vector went, in a table of its own: the version-1 tables stay untouched
+    dim = steps.v2_prepare(con)
+    Base.metadata.tables["vector_shards"].create(engine, checkfirst=True)
+    # b. blobs to shards, a batch per commit, in id order (one pass; a resumed run skips what is done)
+    if dim is not None:
+        _v2_move_blobs(con, root, dim)
+    # c. one commit: the new vectors table, byte paths, live counts, version 2; then VACUUM
+    steps.v2_finish(con, _create_statements(engine, "vectors"))
+    con.commit()
+    steps.vacuum(con)
 
+
+def _v2_move_blobs(con: sqlite3.Connection, root: Path, dim: int) -> None:
     from jrsearch.retrieval.vectors import SHARD_ROWS, ShardSet
 
-    # a. where each moved vector went, in a table of its own: the version-1 tables stay untouched
-    con.execute(f"CREATE TABLE IF NOT EXISTS {SLOTS} (id INTEGER PRIMARY KEY, shard INTEGER NOT NULL, "
-                f"row INTEGER NOT NULL)")
-    con.commit()
-    Base.metadata.tables["vector_shards"].create(engine, checkfirst=True)
-
-    # b. blobs to shards, a batch per commit, in id order (one pass; a resumed run skips what is done)
-    manifest = con.execute("SELECT dim FROM manifest").fetchone()
     shard_sets: dict[str, ShardSet] = {}
+    writer = CatalogWriter(con)
     last = 0
-    while manifest is not None:
-        batch = con.execute(f"SELECT v.id, v.kind, v.embedding FROM vectors v LEFT JOIN {SLOTS} s ON s.id = v.id "
-                            f"WHERE v.id > ? AND s.id IS NULL ORDER BY v.id LIMIT ?",
-                            (last, MIGRATION_BATCH)).fetchall()
-        if not batch:
-            break
+    while batch := steps.v2_blobs_to_move(con, last, MIGRATION_BATCH):
         last = batch[-1][0]
         by_kind: dict[str, list[tuple[int, bytes]]] = {}
         for vid, kind, blob in batch:
             by_kind.setdefault(kind, []).append((vid, blob))
-        con.execute(f"DELETE FROM {SLOTS} WHERE 0")  # take the write lock before reading the shard tails
+        steps.v2_lock(con)
         for kind, rows in by_kind.items():
-            shards = shard_sets.setdefault(kind, ShardSet(root / VECTORS_DIR / kind, int(manifest[0])))
+            shards = shard_sets.setdefault(kind, ShardSet(root / VECTORS_DIR / kind, dim))
             vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), -1)
-            numbers, slots = shards.append(vectors, shard_tail(con, kind), SHARD_ROWS)
-            con.executemany(f"INSERT INTO {SLOTS} (id, shard, row) VALUES (?, ?, ?)",
-                            zip([vid for vid, _ in rows], numbers.tolist(), slots.tolist(), strict=True))
-            count_shard_rows(con, kind, numbers)
+            numbers, slots = shards.append(vectors, writer.shard_tail(kind), SHARD_ROWS)
+            steps.v2_record_moved(con, [vid for vid, _ in rows], numbers.tolist(), slots.tolist())
+            writer.count_shard_rows(kind, numbers)
         con.commit()
 
-    # c. one commit: the new vectors table from the old one's metadata and the slots, byte paths,
-    #    live counts, only the item indexes something looks up, version 2
-    table = Base.metadata.tables["vectors"]
-    con.execute("UPDATE items SET path = CAST(path AS BLOB) WHERE typeof(path) = 'text'")
-    for index in ("ix_items_kind", "ix_items_status", "ix_items_content_hash", "ix_vectors_kind_id",
-                  "ix_vectors_item_id"):
-        con.execute(f"DROP INDEX IF EXISTS {index}")
-    con.execute("CREATE INDEX IF NOT EXISTS ix_items_failed ON items (id) WHERE status = 'failed'")
-    con.execute("ALTER TABLE vectors RENAME TO vectors_v1")
-    con.execute(str(CreateTable(table).compile(dialect=engine.dialect)))
-    for vector_index in table.indexes:
-        con.execute(str(CreateIndex(vector_index).compile(dialect=engine.dialect)))
-    con.execute(f"INSERT INTO vectors (id, item_id, text_id, kind, modality, start_s, end_s, shard, row) "
-                f"SELECT v.id, v.item_id, v.text_id, v.kind, v.modality, v.start_s, v.end_s, s.shard, s.row "
-                f"FROM vectors_v1 v JOIN {SLOTS} s ON s.id = v.id ORDER BY v.id")
-    con.execute("DROP TABLE vectors_v1")
-    con.execute(f"DROP TABLE {SLOTS}")
-    con.execute("UPDATE vector_shards SET live = (SELECT count(*) FROM vectors v "
-                "WHERE v.kind = vector_shards.kind AND v.shard = vector_shards.shard)")
-    con.execute("UPDATE manifest SET schema_version = 2")
-    con.execute("PRAGMA user_version = 2")
-    con.commit()
-    try:
-        con.execute("VACUUM")
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM went through the WAL: empty it
-    except sqlite3.OperationalError:
-        pass  # no room to rewrite the file: it stays larger than it needs to be, and correct
+
+def _v2_to_v3(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
+    with steps.one_transaction(con):
+        steps.v3_add_columns(con)
+        steps.v3_fill_details(con, MIGRATION_BATCH)
+        steps.v3_fill_failure(con, FailureCode.NEEDS_AUDIO_TOWER.value)
+        steps.v3_drop_columns(con)
+        steps.set_version(con, 3)
 
 
-STEPS: dict[int, Callable[[sqlite3.Connection, Engine, Path], None]] = {1: _v1_to_v2}
+STEPS: dict[int, Callable[[sqlite3.Connection, Engine, Path], None]] = {1: _v1_to_v2, 2: _v2_to_v3}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from jrsearch.retrieval.catalog import SCHEMA_VERSION, Catalog, open_readable, schema_version
 from jrsearch.retrieval.hf_text_tower import load_query_tower
-from jrsearch.retrieval.paths import DB_NAME, VECTORS_DIR, index_path, slot_runs_path
+from jrsearch.retrieval.paths import DB_NAME
 from jrsearch.retrieval.ranking import ranked_search
 from jrsearch.retrieval.request import SearchRequest
 from jrsearch.retrieval.types import ModelSpec, SearchResult
@@ -48,13 +48,14 @@ def library_model_name(root: Path) -> str | None:
             model = Catalog(con).model()
     except (sqlite3.Error, OSError, ValueError):
         return None
-    return model[0] if model else None
+    return model.name if model else None
 
 
 def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, nprobe: int | None,
             rerank: int | None, path_filter: Callable[[str], bool] | None) -> list[SearchResult] | None:
-    from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
-    from jrsearch.retrieval.vectors import ShardSet, ShardSource
+    from jrsearch.retrieval.index import DEFAULT_NPROBE
+    from jrsearch.retrieval.index_set import IndexSet
+    from jrsearch.retrieval.shards import ShardStore
 
     if schema_version(catalog.con) != SCHEMA_VERSION:
         return None  # the normal path migrates or refuses
@@ -65,20 +66,20 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
     state = catalog.index_state(kind)
     if state is None:
         return []
-    index_file = index_path(root, kind)
-    if state.built_generation != state.generation or not state.factory or not index_file.is_file():
-        return None  # the normal path rebuilds the index from the shards
-    tower = load_query_tower(root, ModelSpec(manifest[0], manifest[1]), manifest[2])
-    if tower is None:
-        return None
-    query = tower.encode_texts([text])
 
     @contextmanager
     def same_catalog() -> Iterator[Catalog]:
         yield catalog
 
-    source = ShardSource(same_catalog, ShardSet(root / VECTORS_DIR / kind, manifest[2]), kind,
-                         slot_runs_path(root, kind))
-    index = VectorIndex.load(index_file, state.factory, nprobe or DEFAULT_NPROBE, trained_on=state.trained_on,
-                             rerank=rerank, source=source)
+    shards = ShardStore(root, lambda: manifest.dim, same_catalog)  # reads only: no writer
+    indexes = IndexSet(root, shards, same_catalog, nprobe=nprobe or DEFAULT_NPROBE, rerank=rerank)
+    if not state.current or not indexes.path(kind).is_file():
+        return None  # the normal path rebuilds the index from the shards
+    tower = load_query_tower(root, ModelSpec(manifest.name, manifest.pretrained), manifest.dim)
+    if tower is None:
+        return None
+    query = tower.encode_texts([text])
+    index = indexes.saved(kind, state)
+    if index is None:
+        return None
     return ranked_search(index, query, top_k, path_filter, catalog.hits)

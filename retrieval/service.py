@@ -213,7 +213,7 @@ class LibraryService:
 
     def warm(self) -> None:
         self.library.refresh()
-        self.library.load_indexes()
+        self.library.indexes.load_all()
         self.embed("text", "warm up")
         if self.text_tower is None:
             return

@@ -1,9 +1,15 @@
-"""The metadata store: SQLAlchemy 2.0 ORM over SQLite in WAL mode.
+"""The metadata store: its schema (SQLAlchemy table metadata, the one definition) and `Store`,
+the pool of sqlite3 connections (SQLite in WAL mode) that the catalog's statements run on.
 
 The store is the source of truth with the vector shards beside it (`retrieval/vectors.py`): it
 says where every vector lives, so a FAISS file can always be rebuilt from them; an index file is
 only a fast copy, named by the store generation it matches. The schema version is SQLite's
 `PRAGMA user_version`; `retrieval/migrations.py` brings older libraries up to `SCHEMA_VERSION`.
+
+The mapped classes below are the schema only: `migrations.create` makes a new library's tables
+from them and a schema step its new tables; no query goes through the ORM. Every statement lives
+in the catalog (`catalog.py` reads, `catalog_writer.py` writes, `catalog_steps.py` schema steps),
+in plain SQL on sqlite3, so the cold query path shares the reads without importing SQLAlchemy.
 
 Paths are stored as the file system's bytes (`paths.path_to_db`), so any name Linux allows
 round-trips; the rest of jrsearch sees `str` paths (undecodable bytes as surrogate escapes).
@@ -11,18 +17,21 @@ round-trips; the rest of jrsearch sees `str` paths (undecodable bytes as surroga
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import datetime
+from pathlib import Path
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, create_engine
 from sqlalchemy import text as sql_text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.pool import QueuePool
 
-from jrsearch.retrieval.catalog import SCHEMA_VERSION
+from jrsearch.retrieval.catalog import SCHEMA_VERSION, Catalog, connect, schema_version, sqlite_connection
+from jrsearch.retrieval.catalog_writer import CatalogWriter, utcnow
 from jrsearch.retrieval.types import ItemStatus
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
@@ -40,11 +49,10 @@ class Item(Base):
     size: Mapped[int]
     mtime_ns: Mapped[int]
     content_hash: Mapped[str | None] = mapped_column(String(64))
-    width: Mapped[int | None]
-    height: Mapped[int | None]
-    duration_s: Mapped[float | None]
+    details: Mapped[str | None]  # the kind's own fields as a JSON object (width, height, duration_s, ...)
     status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None]
+    error: Mapped[str | None]  # why it failed, as the report shows it
+    failure: Mapped[str | None] = mapped_column(String(32))  # its `FailureCode` (NULL: none, or failed before v3)
     indexed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     # Only failures are looked up by status; an index on kind, status or hash would cost every
@@ -142,4 +150,51 @@ class AudioModel(Base):
     adopted_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-__all__ = ["SCHEMA_VERSION", "AudioModel", "Base", "IndexState", "Item", "Manifest", "Text", "Vector", "VectorShard"]
+class Store:
+    """A library's SQLite file behind a pool of sqlite3 connections (SQLAlchemy's `QueuePool`, so
+    the web server's threads each read on their own). `read()` lends one as a `Catalog`,
+    `transaction()` as a `CatalogWriter` inside one transaction."""
+
+    def __init__(self, engine: Engine, readonly: bool = False) -> None:
+        self.engine = engine
+        self.readonly = readonly
+
+    @classmethod
+    def open(cls, db: Path, readonly: bool = False, immutable: bool = False) -> Store:
+        """The pool over `db`; a writer's connections are made (and can fail) on first use."""
+        engine = create_engine("sqlite://", creator=lambda: connect(db, readonly=readonly, immutable=immutable),
+                               poolclass=QueuePool)
+        return cls(engine, readonly)
+
+    def version(self) -> int:
+        with self.raw() as con:
+            return schema_version(con)
+
+    @contextmanager
+    def raw(self) -> Iterator[sqlite3.Connection]:
+        """A pooled sqlite3 connection, as is (schema steps run their own transactions on it)."""
+        with closing(self.engine.raw_connection()) as pooled:
+            yield sqlite_connection(pooled)
+
+    @contextmanager
+    def read(self) -> Iterator[Catalog]:
+        with self.raw() as con:
+            yield Catalog(con)
+
+    @contextmanager
+    def transaction(self) -> Iterator[CatalogWriter]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.raw() as con:
+            try:
+                yield CatalogWriter(con)
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+__all__ = ["SCHEMA_VERSION", "AudioModel", "Base", "IndexState", "Item", "Manifest", "Store", "Text", "Vector",
+           "VectorShard"]

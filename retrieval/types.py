@@ -141,12 +141,19 @@ class ModelChoice:
         return not self.names_model and not self.device and (self.precision, self.backend) == ("auto", "auto")
 
 
+JSON_SKIPPED = frozenset({"details", "failure"})  # flattened (details) or said by `error` (failure)
+
+
 def record_json(record: Any) -> dict[str, Any]:
     """A record dataclass's fields as JSON values: paths for display, times as ISO 8601, enums as
-    their values (`ItemRecord` in the web API)."""
+    their values, a kind's own fields (`details`) at the top level (`ItemRecord` in the web API)."""
     out: dict[str, Any] = {}
     for f in fields(record):
         value = getattr(record, f.name)
+        if f.name == "details":
+            out.update(value)
+        if f.name in JSON_SKIPPED:
+            continue
         if f.name == "path" and isinstance(value, str):
             value = display_path(value)
         elif isinstance(value, datetime):

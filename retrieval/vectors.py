@@ -18,11 +18,12 @@ Crash ordering, which makes a kill -9 at any moment lose nothing committed:
            (`ShardSet.truncate`), a reader never looks at them.
   delete   the vector's SQLite row goes in the same commit as its item (a tombstone: the bytes
            stay, `vector_shards.live` drops).
-  compact  a full shard that is mostly dead has its live rows appended to the tail (1-2 above),
+  compact  a shard that is mostly dead has its live rows appended to the tail (1-2 above),
            then one commit moves their (shard, row) and marks the old shard dead; its file is
            unlinked after the commit, or by the next writer if a crash came first.
 
-This module only moves bytes; the SQL side lives in `retrieval/library.py`.
+This module only moves bytes; the SQL side is the catalog's (`catalog.py`, `catalog_writer.py`),
+and `shards.py` runs append, recover and compact over both.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def consistent(lib_dir: Path, kind: str = "image") -> int:
     """The FAISS index a reader gets holds exactly the committed vectors; returns their count."""
     library = Library.open(lib_dir)
     try:
-        ids, _ = library.stored_vectors(kind)
+        ids, _ = library.shards.stored(kind)
         index = library.index(kind)
         got = faiss_ids(index)
         assert got == set(ids.tolist())

@@ -41,9 +41,9 @@ def test_sound_decoding_failures_carry_their_code(tmp_path: Path):
     assert (caught.value.code, caught.value.reason) == (FailureCode.NO_CONTENT, "no audio stream")
 
 
-def test_the_stored_mark_is_added_once_and_survives_pickling():
+def test_the_note_is_added_once_and_survives_pickling():
     error = MediaError("clip.mp4", "no video stream", FailureCode.NEEDS_AUDIO_TOWER)
-    assert error.reason == "no video stream" + FailureCode.NEEDS_AUDIO_TOWER.stored_mark and error.retryable
+    assert error.reason == "no video stream" + FailureCode.NEEDS_AUDIO_TOWER.note and error.retryable
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.subject, copy.code, copy.reason, str(copy)) == (error.subject, error.code, error.reason, str(error))
 

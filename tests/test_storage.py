@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -11,15 +13,19 @@ import sys
 import tarfile
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jrsearch.retrieval import library as library_module
 from jrsearch.retrieval import migrations
-from jrsearch.retrieval.errors import LibraryError
-from jrsearch.retrieval.library import FileRecord, Library
+from jrsearch.retrieval import shards as shards_module
+from jrsearch.retrieval import store as store_module
+from jrsearch.retrieval.catalog_writer import CatalogWriter
+from jrsearch.retrieval.errors import FailureCode, LibraryError
+from jrsearch.retrieval.library import FileRecord, Library, VideoRecord
+from jrsearch.retrieval.paths import slot_runs_path
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
 from jrsearch.retrieval.vectors import ShardSource, SlotRuns
 
@@ -54,7 +60,7 @@ def faiss_ids(index) -> set[int]:
 
 
 def test_vectors_live_in_float16_shards_not_in_sqlite(tmp_path, monkeypatch):
-    monkeypatch.setattr(library_module, "SHARD_ROWS", 64)
+    monkeypatch.setattr(shards_module, "SHARD_ROWS", 64)
     rng = np.random.default_rng(0)
     vectors = unit(rng, 150)
     library = new_library(tmp_path / "lib")
@@ -66,12 +72,12 @@ def test_vectors_live_in_float16_shards_not_in_sqlite(tmp_path, monkeypatch):
     with sqlite3.connect(tmp_path / "lib" / "library.db") as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(vectors)")}
         assert "embedding" not in columns and {"shard", "row"} <= columns
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
-    ids, stored = library.stored_vectors("image")
+    ids, stored = library.shards.stored("image")
     assert len(ids) == 150 and np.all(np.diff(ids) > 0)
     np.testing.assert_allclose(stored, vectors, atol=1e-3)  # float16 rounding, renormalized
-    source = library.vectors("image")
+    source = library.shards.source("image")
     assert len(source) == 150
     assert source.sample(40, seed=1).shape == (40, DIM)
     got = source.get(np.array([ids[3], 10**9, ids[140]]))
@@ -80,7 +86,7 @@ def test_vectors_live_in_float16_shards_not_in_sqlite(tmp_path, monkeypatch):
 
 
 def test_deleted_vectors_are_tombstoned_then_compacted(tmp_path, monkeypatch):
-    monkeypatch.setattr(library_module, "SHARD_ROWS", 50)
+    monkeypatch.setattr(shards_module, "SHARD_ROWS", 50)
     rng = np.random.default_rng(1)
     vectors = unit(rng, 120)
     paths = [f"/p/{i:03d}.jpg" for i in range(120)]
@@ -91,12 +97,12 @@ def test_deleted_vectors_are_tombstoned_then_compacted(tmp_path, monkeypatch):
 
     library.remove(paths[:20])  # shard 0 is 40% dead: tombstones only
     assert (folder / "000000.f16").exists()
-    assert len(library.vectors("image")) == 100
+    assert len(library.shards.source("image")) == 100
     library.remove(paths[20:30])  # 60% dead: its live rows move to the tail, the file goes
     assert not (folder / "000000.f16").exists()
     library.save_indexes()
 
-    ids, stored = library.stored_vectors("image")
+    ids, stored = library.shards.stored("image")
     assert len(ids) == 90
     np.testing.assert_allclose(stored, vectors[30:], atol=1e-3)
     assert faiss_ids(library.index("image")) == set(ids.tolist())
@@ -104,13 +110,13 @@ def test_deleted_vectors_are_tombstoned_then_compacted(tmp_path, monkeypatch):
     reopened = Library.open(tmp_path / "lib")
     with reopened.writing():
         pass  # recovery finds nothing to undo
-    np.testing.assert_allclose(reopened.stored_vectors("image")[1], vectors[30:], atol=1e-3)
+    np.testing.assert_allclose(reopened.shards.stored("image")[1], vectors[30:], atol=1e-3)
     hits = reopened.index("image").search(vectors[77:78], 1)
-    assert reopened.hits([int(hits[1][0, 0])])[0][5] == paths[77]
+    assert reopened.hits([int(hits[1][0, 0])])[0].path == paths[77]
 
 
 def test_saved_slot_runs_find_the_same_rows_as_sqlite_and_step_aside_when_stale(tmp_path, monkeypatch):
-    monkeypatch.setattr(library_module, "SHARD_ROWS", 50)
+    monkeypatch.setattr(shards_module, "SHARD_ROWS", 50)
     rng = np.random.default_rng(3)
     vectors = unit(rng, 160)
     paths = [f"/p/{i:03d}.jpg" for i in range(160)]
@@ -119,14 +125,14 @@ def test_saved_slot_runs_find_the_same_rows_as_sqlite_and_step_aside_when_stale(
         library.write(images(paths[first:first + 40], vectors[first:first + 40]))
     library.remove(paths[5:8] + paths[60:90])  # gaps in the ids; shard 1 mostly dead: compacted
     library.save_indexes()
-    runs = SlotRuns.load(library.runs_path("image"))
+    runs = SlotRuns.load(slot_runs_path(library.root, "image"))
     assert runs is not None and 3 <= len(runs.first_id) <= 8  # a few runs, not one per vector
 
     def both(ids):
-        return library.vectors("image").get(ids), ShardSource(library.catalog, library._shard_set("image"),
-                                                               "image").get(ids)  # SQLite only
+        sqlite_only = ShardSource(library.store.read, library.shards.shard_set("image"), "image")  # no runs file
+        return library.shards.source("image").get(ids), sqlite_only.get(ids)
 
-    ids = library.stored_vectors("image")[0]
+    ids = library.shards.stored("image")[0]
     asked = np.concatenate([ids[::-1], [6, 7, 8, 61, 10**9, -1]])  # live, deleted, unknown, in any order
     with_runs, sqlite_only = both(asked)
     np.testing.assert_array_equal(with_runs, sqlite_only)
@@ -136,7 +142,7 @@ def test_saved_slot_runs_find_the_same_rows_as_sqlite_and_step_aside_when_stale(
 
     library.write(images(paths[120:], vectors[120:]))  # a newer generation: the runs no longer speak for it
     library.remove(paths[:5])
-    ids = library.stored_vectors("image")[0]
+    ids = library.shards.stored("image")[0]
     with_runs, sqlite_only = both(np.concatenate([ids, [1, 2]]))
     np.testing.assert_array_equal(with_runs, sqlite_only)
     np.testing.assert_allclose(with_runs[-40 - 2:-2], vectors[120:], atol=1e-3)
@@ -154,7 +160,7 @@ def test_remove_returns_how_many_items_were_removed(tmp_path):
 
 
 def test_the_last_shard_is_compacted_into_a_new_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(library_module, "COMPACT_MIN_DEAD", 10)
+    monkeypatch.setattr(shards_module, "COMPACT_MIN_DEAD", 10)
     rng = np.random.default_rng(7)
     vectors = unit(rng, 30)
     paths = [f"/p/{i:03d}.jpg" for i in range(30)]
@@ -164,9 +170,9 @@ def test_the_last_shard_is_compacted_into_a_new_one(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000000.f16"]
     library.remove(paths[9:16])  # 16 dead of 30: the only shard moves into shard 1
     assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000001.f16"]
-    np.testing.assert_allclose(library.stored_vectors("image")[1], vectors[16:], atol=1e-3)
+    np.testing.assert_allclose(library.shards.stored("image")[1], vectors[16:], atol=1e-3)
     library.write(images(["/p/new.jpg"], vectors[:1]))  # appends after the moved rows
-    np.testing.assert_allclose(library.stored_vectors("image")[1][-1], vectors[0], atol=1e-3)
+    np.testing.assert_allclose(library.shards.stored("image")[1][-1], vectors[0], atol=1e-3)
     assert (tmp_path / "lib" / "vectors" / "image" / "000001.f16").stat().st_size == 15 * DIM * 2
 
 
@@ -176,10 +182,10 @@ def test_uncommitted_shard_tail_is_ignored_and_truncated(tmp_path, monkeypatch):
     library = new_library(tmp_path / "lib")
     library.write(images([f"/p/{i}.jpg" for i in range(20)], vectors[:20]))
 
-    def die_before_commit(con, kind, shards):
+    def die_before_commit(writer, kind, shards):
         raise KeyboardInterrupt  # as if killed after the shard bytes were fsynced, before the commit
 
-    monkeypatch.setattr(library_module, "count_shard_rows", die_before_commit)
+    monkeypatch.setattr(CatalogWriter, "count_shard_rows", die_before_commit)
     with pytest.raises(KeyboardInterrupt):
         library.write(images([f"/p/{i}.jpg" for i in range(20, 30)], vectors[20:]))
     monkeypatch.undo()
@@ -188,11 +194,11 @@ def test_uncommitted_shard_tail_is_ignored_and_truncated(tmp_path, monkeypatch):
     library.close()
 
     reopened = Library.open(tmp_path / "lib")
-    assert len(reopened.stored_vectors("image")[0]) == 20
+    assert len(reopened.shards.stored("image")[0]) == 20
     with reopened.writing():
         assert shard.stat().st_size == 20 * DIM * 2
         reopened.write(images(["/p/late.jpg"], vectors[29:30]))
-    _, stored = reopened.stored_vectors("image")
+    _, stored = reopened.shards.stored("image")
     np.testing.assert_allclose(stored, np.concatenate([vectors[:20], vectors[29:30]]), atol=1e-3)
 
 
@@ -244,7 +250,7 @@ def test_kill_9_while_writing_loses_no_committed_vector(tmp_path):
     library = Library.open(lib)
     with library.writing():  # truncates whatever the last kill left past the commit
         pass
-    ids, stored = library.stored_vectors("image")
+    ids, stored = library.shards.stored("image")
     assert len(ids) == start * 50
     for batch in acknowledged:
         vectors = np.random.default_rng(batch).standard_normal((50, 32)).astype(np.float32)
@@ -274,9 +280,10 @@ def test_version_1_library_migrates_with_every_vector_intact(tmp_path):
     root, originals = v1_library(tmp_path)
     library = Library.open(root)
     assert library.model() == (ModelSpec("fixture-model", ""), DIM)
+    assert library.model().spec == ModelSpec("fixture-model", "") and library.model().dim == DIM
     seen = 0
     for kind in ("image", "text", "video"):
-        ids, stored = library.stored_vectors(kind)
+        ids, stored = library.shards.stored(kind)
         for vid, vector in zip(ids.tolist(), stored, strict=True):
             expected = originals[vid]
             rounded = expected.astype(np.float16).astype(np.float32)
@@ -288,20 +295,20 @@ def test_version_1_library_migrates_with_every_vector_intact(tmp_path):
     assert [(v.modality, v.start_s) for v in library.vectors_of("/videos/clip.mp4")][2:4] == [("image", 2.0),
                                                                                              ("audio", 3.0)]
     with sqlite3.connect(root / "library.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         assert "embedding" not in {row[1] for row in db.execute("PRAGMA table_info(vectors)")}
     # the stale image index (two files deleted after it was saved) is rebuilt from the shards
     index = library.index("image")
-    assert faiss_ids(index) == set(library.stored_vectors("image")[0].tolist())
+    assert faiss_ids(index) == set(library.shards.stored("image")[0].tolist())
     hits = index.search(originals[100][None], 1)
-    assert library.hits([int(hits[1][0, 0])])[0][5] == "/photos/099.jpg"
+    assert library.hits([int(hits[1][0, 0])])[0].path == "/photos/099.jpg"
 
 
 def test_interrupted_migration_resumes_and_old_readers_keep_working(tmp_path, monkeypatch):
     root, originals = v1_library(tmp_path)
     monkeypatch.setattr(migrations, "MIGRATION_BATCH", 50)
     calls = {"n": 0}
-    real_append = library_module.ShardSet.append
+    real_append = shards_module.ShardSet.append
 
     def dies_on_third_batch(self, *args, **kwargs):
         calls["n"] += 1
@@ -309,7 +316,7 @@ def test_interrupted_migration_resumes_and_old_readers_keep_working(tmp_path, mo
             raise KeyboardInterrupt
         return real_append(self, *args, **kwargs)
 
-    monkeypatch.setattr(library_module.ShardSet, "append", dies_on_third_batch)
+    monkeypatch.setattr(shards_module.ShardSet, "append", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         Library.open(root)
     with sqlite3.connect(root / "library.db") as db:  # still a complete version-1 library
@@ -318,13 +325,69 @@ def test_interrupted_migration_resumes_and_old_readers_keep_working(tmp_path, mo
         blobs = db.execute("SELECT count(*) FROM vectors WHERE length(embedding) = ?", (DIM * 4,)).fetchone()[0]
         assert 0 < moved < len(originals) and blobs == len(originals)
 
-    monkeypatch.setattr(library_module.ShardSet, "append", real_append)
+    monkeypatch.setattr(shards_module.ShardSet, "append", real_append)
     library = Library.open(root)
-    ids = np.concatenate([library.stored_vectors(kind)[0] for kind in ("image", "text", "video")])
-    vectors = np.concatenate([library.stored_vectors(kind)[1] for kind in ("image", "text", "video")])
+    ids = np.concatenate([library.shards.stored(kind)[0] for kind in ("image", "text", "video")])
+    vectors = np.concatenate([library.shards.stored(kind)[1] for kind in ("image", "text", "video")])
     assert sorted(ids.tolist()) == sorted(originals)
     for vid, vector in zip(ids.tolist(), vectors, strict=True):
         np.testing.assert_allclose(vector, originals[vid], atol=1e-3)
+
+
+def test_version_2_library_moves_item_fields_into_data_and_the_failure_code_into_a_column(tmp_path):
+    """The version-2 fixture (width/height/duration_s columns, the NEEDS_AUDIO_TOWER code marked
+    at the end of the error text) opens as version 3 with every field and code where it belongs."""
+    with tarfile.open(FIXTURES / "v2_library.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "lib"
+    library = Library.open(root)
+    with sqlite3.connect(root / "library.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+        assert {"details", "failure"} <= columns
+        if sqlite3.sqlite_version_info >= (3, 35):
+            assert not {"width", "height", "duration_s"} & columns
+        failures = dict(db.execute("SELECT path, failure FROM items WHERE status = 'failed'").fetchall())
+    assert failures == {b"/videos/silent.mp4": FailureCode.NEEDS_AUDIO_TOWER.value, b"/videos/broken.mp4": None}
+    image, video = library.item_at("/photos/a.jpg"), library.item_at("/videos/clip.mp4")
+    sound, text = library.item_at("/sounds/bird.wav"), library.item_at("/texts/captions.txt")
+    assert (image.width, image.height, image.duration_s) == (640, 480, None)
+    assert dict(video.details) == {"width": 320, "height": 240, "duration_s": 4.5}
+    assert (sound.width, sound.duration_s, dict(text.details)) == (None, 2.25, {})
+    silent = library.item_at("/videos/silent.mp4")
+    assert silent.failure is FailureCode.NEEDS_AUDIO_TOWER and silent.error.endswith(FailureCode.NEEDS_AUDIO_TOWER.note)
+    assert library.item_at("/videos/broken.mp4").failure is None
+    with library.store.read() as catalog:  # found by the column: a video indexed without sound, one waiting
+        assert {path for path, _, _ in catalog.to_revisit("video", FailureCode.NEEDS_AUDIO_TOWER.value, "audio")} \
+            == {"/videos/silent.mp4"}
+    assert [(v.modality, v.start_s) for v in library.vectors_of("/videos/clip.mp4")] == [
+        ("image", 0.0), ("image", 1.0), ("audio", 0.0)]
+    assert library.status()["indexes"]["video"]["up_to_date"]  # nothing about the vectors changed
+    hits = library.index("text").search(library.shards.stored("text")[1][1:2], 1)
+    assert library.hits([int(hits[1][0, 0])])[0].text == "a cat"
+
+    library.write([VideoRecord(path="/videos/new.mp4", size=1, mtime_ns=0, content_hash=None,
+                               status=ItemStatus.FAILED, error="no video stream", failure=FailureCode.NEEDS_AUDIO_TOWER,
+                               width=None, height=None, duration_s=3.0)])
+    new = library.item_at("/videos/new.mp4")
+    assert new.failure is FailureCode.NEEDS_AUDIO_TOWER and dict(new.details) == {"duration_s": 3.0}
+
+
+def test_a_kind_with_fields_of_its_own_needs_no_schema_change(tmp_path):
+    @dataclass(kw_only=True)
+    class PageRecord(FileRecord):
+        kind: str = "page"
+        pages: int = 0
+        title: str | None = None
+
+        def item_fields(self) -> dict[str, object]:
+            return {"pages": self.pages, "title": self.title}
+
+    library = new_library(tmp_path / "lib")
+    library.write([PageRecord(path="/docs/a.pdf", size=1, mtime_ns=0, content_hash=None, status=ItemStatus.INDEXED,
+                              vectors=unit(np.random.default_rng(0), 1), pages=12, title="Ré")])
+    item = library.item_at("/docs/a.pdf")
+    assert item.kind == "page" and dict(item.details) == {"pages": 12, "title": "Ré"} and item.width is None
 
 
 def test_library_from_a_newer_jrsearch_is_refused(tmp_path):
@@ -368,7 +431,7 @@ def test_two_writers_racing_on_a_new_library_never_crash(tmp_path):
             assert out.startswith("ok") or "another `jrsearch index` is writing" in out, out
         assert any(out.startswith("ok") for out, _ in outputs)
         with sqlite3.connect(root / "library.db") as db:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert db.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
 
 
 # -- full disks ------------------------------------------------------------------------------
@@ -392,7 +455,7 @@ def test_full_disk_during_a_write_is_one_clear_error_and_keeps_every_commit(tmp_
     monkeypatch.undo()
     library.close()
     reopened = Library.open(tmp_path / "lib")
-    _, stored = reopened.stored_vectors("image")
+    _, stored = reopened.shards.stored("image")
     np.testing.assert_allclose(stored, vectors[:20], atol=1e-3)
     assert reopened.status()["items"]["image"] == {"indexed": 20}
 
@@ -405,18 +468,18 @@ def test_a_library_whose_disk_cannot_be_written_opens_read_only(tmp_path, monkey
     library.save_indexes()
     library.close()
 
-    real_connect = library_module.connect
+    real_connect = store_module.connect
 
     def full_disk(db, readonly=False, **kwargs):
         if not readonly:
             raise sqlite3.OperationalError("disk I/O error")  # what PRAGMA journal_mode=WAL gave on a full disk
         return real_connect(db, readonly=True, **kwargs)
 
-    monkeypatch.setattr(library_module, "connect", full_disk)
+    monkeypatch.setattr(store_module, "connect", full_disk)
     reader = Library.open(tmp_path / "lib")
     assert reader.readonly and reader.status()["items"]["image"] == {"indexed": 10}
     hits = reader.index("image").search(vectors[4:5], 1)
-    assert reader.hits([int(hits[1][0, 0])])[0][5] == "/p/4.jpg"
+    assert reader.hits([int(hits[1][0, 0])])[0].path == "/p/4.jpg"
     with pytest.raises(LibraryError, match="read-only"):
         reader.write(images(["/p/new.jpg"], vectors[:1]))
     with pytest.raises(LibraryError, match="read-only"), reader.writing():
@@ -456,7 +519,7 @@ def test_a_really_full_disk(tmp_path):
                 pass
         reader = Library.open(disk / "lib")
         assert reader.status()["items"]["image"] == {"indexed": written}
-        ids, _ = reader.stored_vectors("image")
+        ids, _ = reader.shards.stored("image")
         assert len(ids) == written
         reader.close()
         status = subprocess.run([sys.executable, "-m", "jrsearch.cli.main", "status", "--json",
@@ -544,3 +607,27 @@ def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
         assert '"indexed": 40' in status.stdout
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# -- where SQL lives -------------------------------------------------------------------------
+
+SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|BEGIN|COMMIT|ROLLBACK|VACUUM)\b")
+CATALOG_MODULES = {"retrieval/catalog.py", "retrieval/catalog_writer.py", "retrieval/catalog_steps.py"}
+
+
+def test_every_sql_statement_lives_in_the_catalog():
+    """No module outside the catalog holds a statement (string constants and f-string parts that
+    start like one), and none queries through the ORM (`select(`, `session`)."""
+    found = []
+    for folder in ("retrieval", "indexer", "cli", "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            name = path.relative_to(REPO).as_posix()
+            if name in CATALOG_MODULES:
+                continue
+            source = path.read_text()
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
+                    found.append(f"{name}:{node.lineno}: {node.value[:40]!r}")
+            if re.search(r"from sqlalchemy import[^\n]*\bselect\b|\bsessionmaker\b", source):
+                found.append(f"{name}: queries through the ORM")
+    assert not found, found

@@ -294,7 +294,7 @@ def test_a_video_without_pictures_or_tower_fails_with_a_retryable_code(media, ti
     failure = caught.value
     assert (failure.code, failure.retryable) == (FailureCode.NEEDS_AUDIO_TOWER, True)
     assert failure.reason == "no video stream (and no audio tower to index its sound)"  # the stored text, unchanged
-    assert failure.reason.endswith(FailureCode.NEEDS_AUDIO_TOWER.stored_mark)  # what a run with a tower looks for
+    assert failure.reason.endswith(FailureCode.NEEDS_AUDIO_TOWER.note)  # for a reader; the store keeps the code
     assert str(failure) == f"{media / 'videos' / 'soundonly.mp4'}: {failure.reason}"
 
 

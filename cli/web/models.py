@@ -14,24 +14,30 @@ from jrsearch.cli.web.thumbnails import picture_of
 from jrsearch.indexer.handler import Picture
 from jrsearch.retrieval.library import ItemRecord
 from jrsearch.retrieval.paths import display_path
-from jrsearch.retrieval.types import SearchResult, record_json
+from jrsearch.retrieval.types import JSON_SKIPPED, SearchResult, record_json
 
 LINKS: dict[str, Any] = {"name": (str, ...), "thumbnail": (str | None, None), "media": (str, ...)}
+# The shipped kinds' own fields (`ItemRecord.details`), always in an item's JSON (null where unset).
+SHIPPED_DETAILS: dict[str, Any] = {"width": (int | None, None), "height": (int | None, None),
+                                   "duration_s": (float | None, None)}
 
 
-def record_model(name: str, record: type, **as_json: Any) -> type[BaseModel]:
-    """A pydantic model with the fields of a record dataclass (types as `as_json` says where JSON
-    holds another type, e.g. a time as a string), plus `LINKS`."""
+def record_model(name: str, record: type, details: dict[str, Any] | None = None, **as_json: Any) -> type[BaseModel]:
+    """A pydantic model with the fields of a record dataclass as `record_json` writes them (types as
+    `as_json` says where JSON holds another type, e.g. a time as a string; a `details` mapping's
+    keys at the top level, as `details` lists them), plus `LINKS`."""
     hints = get_type_hints(record)
     found: dict[str, Any] = {}
     for f in dataclasses.fields(record):
+        if f.name in JSON_SKIPPED:
+            continue
         default = f.default if f.default is not dataclasses.MISSING else ...
         found[f.name] = (as_json.get(f.name, hints[f.name]), default)
-    return create_model(name, **found, **LINKS)
+    return create_model(name, **found, **(details or {}), **LINKS)
 
 
 ResultOut = record_model("ResultOut", SearchResult, kind=str)
-ItemOut = record_model("ItemOut", ItemRecord, kind=str, status=str, indexed_at=str)
+ItemOut = record_model("ItemOut", ItemRecord, details=SHIPPED_DETAILS, kind=str, status=str, indexed_at=str)
 
 
 class SearchOut(BaseModel):

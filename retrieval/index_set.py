@@ -1,0 +1,158 @@
+"""A library's index set: one FAISS index per media kind, opened from its file or rebuilt from the
+shards, refreshed when another process has moved the store on, saved, retrained.
+
+    LIBRARY/index/KIND.faiss       KIND's vectors in the index type the store names
+    LIBRARY/index/KIND.slots.npz   where they live (`vectors.SlotRuns`), at the same generation
+
+The store records which generation each file matches (`index_state`); a file behind its store
+(a crash, a kill -9) is rebuilt from the shards on the next open. Both query paths open indexes
+here: `Library` through its `IndexSet`, the cold query path (`quick_search.py`) through one over
+its read-only connection, which only takes a file that is current (`saved`) and never builds.
+No SQL and no SQLAlchemy here: reads are the catalog's, the one write (`mark_built`) the
+catalog writer's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from jrsearch.retrieval.catalog import IndexStateRow
+from jrsearch.retrieval.diskspace import no_space_as_error
+from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
+from jrsearch.retrieval.paths import index_path, slot_runs_path
+from jrsearch.retrieval.shards import Reads, ShardStore, Writes
+from jrsearch.retrieval.vectors import SLOT_BATCH, SlotRuns
+
+
+class IndexSet:
+    """The indexes of one library, loaded on first use and kept while the store agrees.
+
+    `writes` is None where nothing may be written (the cold path); `check_writable` raises the
+    library's read-only error before an index file would be written."""
+
+    def __init__(self, root: Path, shards: ShardStore, reads: Reads, writes: Writes | None = None,
+                 nprobe: int = DEFAULT_NPROBE, rerank: int | None = None,
+                 check_writable: Callable[[], None] | None = None) -> None:
+        self.root = root
+        self.shards = shards
+        self.nprobe = nprobe
+        self.rerank = rerank  # candidates re-scored on the exact vectors (None: the index's default)
+        self._reads = reads
+        self._writes = writes
+        self._check_writable = check_writable
+        self._indexes: dict[str, VectorIndex] = {}
+        self._rebuild: set[str] = set()
+        self._seen_generations: dict[str, int] = {}
+
+    def path(self, kind: str) -> Path:
+        return index_path(self.root, kind)
+
+    def kinds(self) -> list[str]:
+        """Media kinds that have an index (possibly empty)."""
+        with self._reads() as catalog:
+            return list(catalog.index_states())
+
+    def saved(self, kind: str, state: IndexStateRow | None = None) -> VectorIndex | None:
+        """`kind`'s index file, memory-mapped, if it matches the store (`state`, read if not given);
+        None where it is missing or behind."""
+        if state is None:
+            with self._reads() as catalog:
+                state = catalog.index_state(kind)
+        path = self.path(kind)
+        if state is None or not state.current or not path.is_file():
+            return None
+        return VectorIndex.load(path, state.factory, self.nprobe, trained_on=state.trained_on, rerank=self.rerank,
+                                source=self.shards.source(kind))
+
+    def index(self, kind: str) -> VectorIndex | None:
+        """The index for a kind (its name), loaded from its file or rebuilt from the shards if stale;
+        None for a kind the library has never stored."""
+        kind = str(kind)
+        if kind in self._indexes:
+            return self._indexes[kind]
+        with self._reads() as catalog:
+            state = catalog.index_state(kind)
+        if state is None:
+            return None
+        index = self.saved(kind, state) or self._build(kind)
+        index.rerank = self.rerank
+        self._indexes[kind] = index
+        return index
+
+    def load_all(self) -> None:
+        """Load every existing index so that writes can be mirrored into them incrementally."""
+        for kind in self.kinds():
+            self.index(kind)
+
+    def refresh(self) -> list[str]:
+        """Forget loaded indexes that another process has changed since; returns their kinds.
+
+        A long-running reader (`jrsearch serve`) calls this per request: one small SELECT. A
+        dropped index is loaded again, at the last committed state, on its next use.
+        """
+        with self._reads() as catalog:
+            current = {kind: state.generation for kind, state in catalog.index_states().items()}
+        seen = self._seen_generations
+        dropped = [kind for kind in list(self._indexes) if seen.get(kind) != current.get(kind)]
+        for kind in dropped:
+            self._indexes.pop(kind, None)
+        seen.clear()
+        seen.update(current)  # an index loaded after this read is at least this new
+        return dropped
+
+    def retrain(self, kind: str) -> None:
+        """Have the next `save` build `kind`'s index from scratch (train, then add)."""
+        self._rebuild.add(str(kind))
+
+    def apply(self, added: dict[str, tuple[np.ndarray, np.ndarray]], removed: dict[str, list[int]]) -> None:
+        """Mirror a committed change in the loaded indexes; anything not loaded is rebuilt on save."""
+        for kind, ids in removed.items():
+            index = self._indexes.get(kind)
+            if index is not None and not index.remove(np.array(ids)):
+                self._rebuild.add(kind)
+        for kind, (vectors, new_ids) in added.items():
+            index = self._indexes.get(kind)
+            if index is not None and kind not in self._rebuild:
+                index.add(vectors, new_ids)
+
+    def save(self) -> None:
+        """Write every index whose file is behind the store; retrain where the size outgrew it."""
+        with self._reads() as catalog:
+            states = catalog.index_states()
+        for kind, state in states.items():
+            if state.generation == state.built_generation and kind not in self._rebuild:
+                self._save_slot_runs(kind, state.generation, only_if_missing=True)  # libraries indexed before them
+                continue
+            if self._check_writable is not None:
+                self._check_writable()
+            index = self._indexes.get(kind)
+            if index is None or kind in self._rebuild or index.outgrown(index.ntotal):
+                index = self._indexes[kind] = self._build(kind)
+            index.save(self.path(kind))  # a full disk here: the caller knows the size to ask for
+            self._save_slot_runs(kind, state.generation)
+            assert self._writes is not None, "a read-only index set saves nothing"
+            from jrsearch.retrieval.catalog_writer import utcnow  # not loaded on the cold (read-only) path
+
+            with self._writes() as writer:  # another write landed meanwhile: it stays stale
+                writer.mark_built(kind, state.generation, index.factory, index.trained_on, utcnow())
+
+    def _build(self, kind: str) -> VectorIndex:
+        self._rebuild.discard(kind)
+        return VectorIndex.build_from(self.shards.source(kind), nprobe=self.nprobe)
+
+    def _save_slot_runs(self, kind: str, generation: int, only_if_missing: bool = False) -> None:
+        """Save where the kind's vectors live at `generation` (`vectors.SlotRuns`), for re-ranking."""
+        path = slot_runs_path(self.root, kind)
+        if self._writes is None:
+            return
+        if only_if_missing:
+            saved = SlotRuns.load(path)
+            if saved is not None and saved.generation == generation:
+                return
+        with self._reads() as catalog:
+            runs = SlotRuns.scan(catalog.iter_slots(kind, SLOT_BATCH), generation)
+        with no_space_as_error(self.root, "saving where the vectors live"):
+            runs.save(path)
