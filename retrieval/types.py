@@ -70,6 +70,10 @@ class SearchResult:
     line: int | None = None  # line number of a text inside its corpus file
     start_s: float | None = None  # time range inside a video/audio file
     end_s: float | None = None
+    taken_at: str | None = None  # date taken (ISO 8601, with its offset where the file gives one)
+    latitude: float | None = None  # where it was taken (GPS), degrees
+    longitude: float | None = None
+    camera: str | None = None  # make and model
 
     def to_json(self, *, nulls: bool = False) -> dict[str, Any]:
         """The one serialised form of a result (`jrsearch query --json`; the web API adds its links).
@@ -82,7 +86,7 @@ class SearchResult:
             "item_id": self.item_id,
             "vector_id": self.vector_id,
         }
-        for key in ("text", "line", "start_s", "end_s"):
+        for key in ("text", "line", "start_s", "end_s", "taken_at", "latitude", "longitude", "camera"):
             value = getattr(self, key)
             if value is not None or nulls:
                 out[key] = value
