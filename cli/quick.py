@@ -12,13 +12,15 @@ from pathlib import Path
 
 import typer
 
+from jrsearch.retrieval.settings import OPENBLAS_NUM_THREADS
+
 EXIT_WHEN_ANSWERED = False  # set by the `jrsearch` entry point (`cli.main.main`), never by in-process callers
 
 
 def quick_query(text: str, kind: str, top_k: int, under: Path | None, glob: str | None, nprobe: int | None,
                 library: Path | None, as_json: bool, rerank: int | None = None) -> bool:
     """Answer a text query on the lean path and print it as `query` does; False where it cannot."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one query row: BLAS threads only contend (9x here)
+    OPENBLAS_NUM_THREADS.set_default("1")  # one query row: BLAS threads only contend (9x here)
     from jrsearch.retrieval.paths import default_library_dir
     from jrsearch.retrieval.quick_search import quick_text_search
 
