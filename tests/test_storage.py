@@ -343,8 +343,9 @@ RACER = textwrap.dedent("""
     from jrsearch.retrieval.errors import JrsearchError
     from jrsearch.retrieval.library import Library
 
-    root, at = Path(sys.argv[1]), float(sys.argv[2])
-    time.sleep(max(0.0, at - time.time()))
+    root = Path(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()  # the barrier: the test releases both racers together once both are ready
     try:
         library = Library.open(root, create=True)
         with library.writing():
@@ -359,9 +360,14 @@ RACER = textwrap.dedent("""
 def test_two_writers_racing_on_a_new_library_never_crash(tmp_path):
     for attempt in range(4):
         root = tmp_path / f"lib{attempt}"
-        at = time.time() + 2.0
-        procs = [subprocess.Popen([sys.executable, "-c", RACER, str(root), str(at)], cwd=REPO, text=True,
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, str(root)], cwd=REPO, text=True, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+        for proc in procs:  # both imported and waiting: no head start, however slow the machine
+            assert proc.stdout and proc.stderr and proc.stdout.readline() == "ready\n", proc.stderr.read()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         outputs = [proc.communicate(timeout=60) for proc in procs]
         for (out, err), proc in zip(outputs, procs, strict=True):
             assert proc.returncode == 0 and "Traceback" not in err, err
