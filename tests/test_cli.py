@@ -11,19 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image
+from helpers import jrsearch, make_image
 from typer.testing import CliRunner
 
-from jrsearch.cli.main import app
-
 runner = CliRunner()
-
-
-def jrsearch(*args: str, lib: Path, ok: bool = True):
-    result = runner.invoke(app, [*args, "--library", str(lib)], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture

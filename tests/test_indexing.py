@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image, require_coco_images
+from helpers import make_image, require_coco_images
 from PIL import Image
 
 from jrsearch.indexer.pipeline import IndexOptions, run_index

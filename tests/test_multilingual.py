@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, make_image
+from helpers import SHARED_DATA, make_image
 from tiny_multilingual import OWN_CORPUS, write_hf_tower
 from typer.testing import CliRunner
 

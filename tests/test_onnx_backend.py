@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
+from helpers import make_image
 from PIL import Image
 
 CPU_RUNTIMES = ("onnx", "openvino")  # `--backend auto` takes whichever `tuning` measured faster

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_image
 from fixtures.note_plugin import NoteHandler
+from helpers import item_id, make_client, make_image
 
 from jrsearch.indexer.handler import KindHandler, KindInfo
 from jrsearch.indexer.kinds import KIND_HANDLERS, register_kind
@@ -38,8 +38,6 @@ def notes_kind() -> Iterator[KindHandler]:
 
 
 def test_a_kind_registered_from_outside_is_indexed_searched_and_served(tmp_path: Path, tiny_encoder, notes_kind):
-    from test_serve_api import item_id, make_client
-
     folder = tmp_path / "media"
     folder.mkdir()
     notes = {"dog.note": "a dog running on the beach", "red.note": "a red square on a white wall",

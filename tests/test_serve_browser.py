@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
-from test_serve_api import add_video, write_video
+from helpers import add_video, make_image, write_video
 
 from jrsearch.indexer.pipeline import run_index
 from jrsearch.retrieval.engine import SearchEngine

@@ -477,7 +477,7 @@ def test_a_really_full_disk(tmp_path):
 
 
 def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
-    from conftest import make_image
+    from helpers import make_image
 
     from jrsearch.indexer.pipeline import IndexOptions, run_index
     from jrsearch.retrieval.engine import SearchEngine
@@ -524,7 +524,7 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
 def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
     """`jrsearch index` into a library whose disk fills up: exit 1 with one line naming the
     library, no traceback; with room made, the same command finishes the job."""
-    from conftest import make_image
+    from helpers import make_image
 
     photos = tmp_path / "photos"
     for i in range(40):

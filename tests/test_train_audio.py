@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from avmedia import Scene, make_video, picture, tone
+from helpers import FSDD_DIR, Scene, make_video, picture, tone
 
 from jrsearch.retrieval.encoders.audio import AudioTowerConfig, load_audio_encoder
 from jrsearch.retrieval.errors import ModelMismatchError, ModelUnavailableError
@@ -230,8 +230,6 @@ def test_benchmark_metrics_on_a_known_ranking():
 
 
 def test_fsdd_recordings_load_as_windows(tmp_path):
-    from conftest import FSDD_DIR
-
     if not FSDD_DIR.is_dir():
         pytest.skip(f"FSDD recordings not found at {FSDD_DIR} (the shared data folder is absent)")
     from jrsearch.benchmarks.fsdd_av import load_fsdd
