@@ -141,21 +141,28 @@ class PluginRegistry(MutableMapping[str, T]):
         self._data: dict[str, T] = {}
         self._shipped: list[str] = []
         self._stage = 0  # 1: jrsearch's own entry points loaded, 2: everyone's
+        self._loading = False
         self._lock = threading.RLock()
 
     def _load(self, stage: int) -> None:
         if self._stage >= stage:
             return
-        with self._lock:
-            while self._stage < stage:
-                self._stage += 1  # before loading: a plugin registering while imported does not recurse
-                if self._stage == 1:
-                    for point in sorted(own_entry_points(self.group), key=self._rank):
-                        self._data[point.name] = self._accept(point.name, point.load(), self._data)
-                        self._shipped.append(point.name)
-                else:
-                    for point in outside_entry_points(self.group):
-                        self._add_outside(point)
+        with self._lock:  # other threads wait here until the stage is filled
+            if self._loading:
+                return  # this thread, inside a load: a plugin registering while it is imported
+            self._loading = True
+            try:
+                while self._stage < stage:
+                    if self._stage == 0:
+                        for point in sorted(own_entry_points(self.group), key=self._rank):
+                            self._data[point.name] = self._accept(point.name, point.load(), self._data)
+                            self._shipped.append(point.name)
+                    else:
+                        for point in outside_entry_points(self.group):
+                            self._add_outside(point)
+                    self._stage += 1
+            finally:
+                self._loading = False
 
     def _rank(self, point: EntryPoint) -> int:
         return self._order.index(point.name) if point.name in self._order else len(self._order)
