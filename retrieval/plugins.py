@@ -107,7 +107,11 @@ def own_entry_points(group: str) -> list[EntryPoint]:
                     text = file.read()
             except FileNotFoundError:
                 text = ""
-            _own_cache = parse_entry_points(text, OWN_PROJECT)
+            parsed = parse_entry_points(text, OWN_PROJECT)
+            if not parsed.keys() & {KINDS_GROUP, ENCODERS_GROUP, COMMANDS_GROUP}:
+                raise RuntimeError(f"jrsearch's metadata ({folder}) declares none of its own kinds, model families "
+                                   f"or commands: it predates them; reinstall (pip install -e . in a checkout)")
+            _own_cache = parsed
         return list(_own_cache.get(group, []))
 
 
