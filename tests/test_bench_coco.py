@@ -185,6 +185,7 @@ def test_index_ranking_matches_exact_on_a_flat_index():
     assert np.array_equal(ranks.text_to_image, exact.text_to_image)
 
 
+@pytest.mark.slow
 def test_structural_run_over_the_real_split(tmp_path: Path):
     """The real 25,000-caption split, the six real images, the tiny model: counts and every field."""
     images, captions = require_coco_images(), require_coco_captions()

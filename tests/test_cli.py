@@ -90,6 +90,7 @@ def test_offline_pretrained_weights_fail_at_once_with_a_remedy(tmp_path, photos,
     assert time.monotonic() - started < 60  # no retry loop against an unreachable hub
 
 
+@pytest.mark.slow
 def test_local_checkpoint_loads(tmp_path, photos, tiny_encoder):
     import torch
 
@@ -106,6 +107,7 @@ def test_local_checkpoint_loads(tmp_path, photos, tiny_encoder):
     assert missing.exit_code == 1 and "x.pt does not exist" in missing.stderr
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume(tmp_path):
     root = tmp_path / "many"
     for i in range(400):

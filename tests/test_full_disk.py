@@ -124,6 +124,7 @@ def _notes(result) -> list[str]:
     return json.loads(result.stdout)["notes"]
 
 
+@pytest.mark.slow
 def test_a_failed_text_tower_export_is_reported_and_the_next_run_retries_it(tmp_path, photos, monkeypatch):
     """The export lives in the model cache now: a failure is a note, never a failed index run."""
     import jrsearch.retrieval.query_model as query_model

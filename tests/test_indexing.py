@@ -223,6 +223,7 @@ def test_stale_index_file_is_rebuilt_from_the_store(tmp_path, photos, tiny_encod
     assert consistent(lib) == 13
 
 
+@pytest.mark.slow
 def test_ivf_index_recall_against_exact_on_clustered_vectors(tmp_path):
     from jrsearch.retrieval.index import VectorIndex, choose_factory
 

@@ -113,6 +113,7 @@ def _install_note_plugin(site: Path) -> None:
                                            "[jrsearch.encoders]\ntoy = note_plugin:TOY\n")
 
 
+@pytest.mark.slow
 def test_an_installed_plugin_reaches_the_jrsearch_command_through_its_entry_points(tmp_path: Path):
     site = tmp_path / "site"
     _install_note_plugin(site)

@@ -152,6 +152,7 @@ def library(tmp_path_factory, tiny_encoder):
     lib.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_quick_search_equals_search_engine(library, tiny_encoder, kind):
     from jrsearch.retrieval.engine import PathFilter, SearchEngine

@@ -69,6 +69,7 @@ def chromium(profile: Path):
         driver.quit()
 
 
+@pytest.mark.slow
 def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

@@ -57,6 +57,7 @@ def clips(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return waves, labels
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_retrieval_beats_chance(tmp_path, class_images):
     config = AudioTowerConfig(dim=class_images.shape[1])
     waves, labels = clips(16, seed=0)
