@@ -59,7 +59,7 @@ def cli(*args: str, configs: bool = False) -> subprocess.CompletedProcess:
 
 def build_library(root: Path, model: str, texts: list[str], images: int) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import make_image
+    from helpers import make_image
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "caps.txt").write_text("\n".join(texts) + "\n")

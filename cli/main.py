@@ -146,28 +146,49 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
         print_status(info)
 
 
-from jrsearch.cli.serve import serve  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
+from typing import Any, cast  # noqa: E402
 
-app.command()(serve)
-
-from jrsearch.cli.bench import bench_app  # noqa: E402
-
-app.add_typer(bench_app, name="bench")
+from jrsearch.retrieval.plugins import COMMANDS_GROUP, PluginRegistry  # noqa: E402
 
 
-from jrsearch.cli.train import train_app  # noqa: E402
+def _accept_command(name: str, command: object, registered: Mapping[str, object]) -> object:
+    if not (isinstance(command, typer.Typer) or callable(command)):
+        raise TypeError(f"command {name!r}: {command!r} is neither a typer.Typer nor a function")
+    if name in registered or name in {"index", "query", "status"}:
+        raise ValueError(f"a command named {name!r} is already registered")
+    return command
 
-app.add_typer(train_app, name="train")
 
-from jrsearch.cli.cluster import cluster_app  # noqa: E402
+# The commands beyond index, query and status: `jrsearch.commands` entry points (retrieval/plugins.py),
+# jrsearch's own (serve, bench, train, cluster) and a plugin's alike.
+COMMANDS: PluginRegistry[object] = PluginRegistry(COMMANDS_GROUP, _accept_command,
+                                                  order=("serve", "bench", "train", "cluster"))
+_added: set[str] = set()
 
-app.add_typer(cluster_app, name="cluster")
+
+def add_commands(commands: Mapping[str, object]) -> None:
+    """Put registered commands on `app`: a `typer.Typer` as a group, a function as a command."""
+    for name, command in commands.items():
+        if name not in _added:
+            _added.add(name)
+            if isinstance(command, typer.Typer):
+                app.add_typer(command, name=name)
+            else:
+                app.command(name=name)(cast(Callable[..., Any], command))
+
+
+add_commands(COMMANDS.shipped())  # read from jrsearch's own metadata: no scan of other distributions
 
 
 def main() -> None:
     from jrsearch.cli import quick
 
     quick.EXIT_WHEN_ANSWERED = True
+    named = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    if named not in {"index", "query", "status", *COMMANDS.shipped()}:
+        add_commands(COMMANDS.outside())  # a plugin's command, or --help listing them all
     app()
 
 

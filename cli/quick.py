@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from jrsearch.retrieval.settings import OPENBLAS_NUM_THREADS
+
 if TYPE_CHECKING:
     from jrsearch.retrieval.request import SearchRequest
 
@@ -21,7 +23,7 @@ EXIT_WHEN_ANSWERED = False  # set by the `jrsearch` entry point (`cli.main.main`
 
 def quick_query(text: str, request: SearchRequest, library: Path | None, as_json: bool) -> bool:
     """Answer a text query on the lean path and print it as `query` does; False where it cannot."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one query row: BLAS threads only contend (9x here)
+    OPENBLAS_NUM_THREADS.set_default("1")  # one query row: BLAS threads only contend (9x here)
     from jrsearch.retrieval.paths import default_library_dir
     from jrsearch.retrieval.quick_search import quick_text_search
 

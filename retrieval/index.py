@@ -22,7 +22,6 @@ searched, so opening a 10M-vector index reads almost nothing.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 
 from jrsearch.retrieval.extras import require
 from jrsearch.retrieval.fileio import write_atomic
+from jrsearch.retrieval.settings import INDEX_MEMORY
 
 EXACT_MAX = 50_000  # exact search over 50k x 512 floats takes a few ms on two cores
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of index in RAM; JRSEARCH_INDEX_MEMORY (e.g. "4G") overrides
@@ -121,7 +121,7 @@ def _faiss() -> Any:
 
 def memory_budget() -> int:
     """Bytes the index may hold in RAM: JRSEARCH_INDEX_MEMORY ("512M", "4G", bytes) or 1 GiB."""
-    return parse_size(os.environ.get("JRSEARCH_INDEX_MEMORY", "")) or DEFAULT_MEMORY_BUDGET
+    return parse_size(INDEX_MEMORY.text()) or DEFAULT_MEMORY_BUDGET
 
 
 def parse_size(text: str) -> int | None:

@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 from jrsearch.retrieval.fileio import write_json_atomic
 from jrsearch.retrieval.hashing import file_hash
+from jrsearch.retrieval.settings import CACHE
 from jrsearch.retrieval.types import ModelSpec
 
-CACHE_ENV = "JRSEARCH_CACHE"
+CACHE_ENV = CACHE.name
 REFS = "refs.json"
 SHIPPED_CONFIGS = Path(__file__).parent / "encoders" / "model_configs"
 
 
 def cache_root() -> Path:
-    override = os.environ.get(CACHE_ENV)
+    override = CACHE.get()
     if override:
         return Path(override).expanduser() / "models"
     from platformdirs import user_cache_dir

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from jrsearch.retrieval.settings import LIBRARY
+
 DB_NAME = "library.db"
 VECTORS_DIR = "vectors"  # LIBRARY/vectors/KIND/*.f16, see retrieval/vectors.py
 INDEX_DIR = "index"  # LIBRARY/index/KIND.faiss and KIND.slots.npz (where its vectors live, vectors.SlotRuns)
@@ -20,7 +22,7 @@ def slot_runs_path(root: Path, kind: str) -> Path:
 
 def default_library_dir() -> Path:
     """JRSEARCH_LIBRARY, else the user's data dir (platformdirs)."""
-    env = os.environ.get("JRSEARCH_LIBRARY")
+    env = LIBRARY.get()
     if env:
         return Path(env).expanduser()
     from platformdirs import user_data_path

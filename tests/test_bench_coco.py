@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import COCO_DIR, make_image, require_coco_images
 from typer.testing import CliRunner
 
 from jrsearch.benchmarks.embedding_cache import EmbeddingCache
@@ -17,7 +18,6 @@ from jrsearch.benchmarks.splits import load_caption_tsv, load_karpathy_json, loa
 from jrsearch.cli.bench import bench_app
 from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.metrics import cross_modal_ranks
-from tests.conftest import COCO_DIR, make_image, require_coco_images
 
 REAL_IDS = ["60623", "165547", "354533", "386164", "562207", "579664"]
 
@@ -185,6 +185,7 @@ def test_index_ranking_matches_exact_on_a_flat_index():
     assert np.array_equal(ranks.text_to_image, exact.text_to_image)
 
 
+@pytest.mark.slow
 def test_structural_run_over_the_real_split(tmp_path: Path):
     """The real 25,000-caption split, the six real images, the tiny model: counts and every field."""
     images, captions = require_coco_images(), require_coco_captions()

@@ -11,19 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image
+from helpers import jrsearch, make_image
 from typer.testing import CliRunner
 
-from jrsearch.cli.main import app
-
 runner = CliRunner()
-
-
-def jrsearch(*args: str, lib: Path, ok: bool = True):
-    result = runner.invoke(app, [*args, "--library", str(lib)], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture
@@ -99,6 +90,7 @@ def test_offline_pretrained_weights_fail_at_once_with_a_remedy(tmp_path, photos,
     assert time.monotonic() - started < 60  # no retry loop against an unreachable hub
 
 
+@pytest.mark.slow
 def test_local_checkpoint_loads(tmp_path, photos, tiny_encoder):
     import torch
 
@@ -115,6 +107,7 @@ def test_local_checkpoint_loads(tmp_path, photos, tiny_encoder):
     assert missing.exit_code == 1 and "x.pt does not exist" in missing.stderr
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume(tmp_path):
     root = tmp_path / "many"
     for i in range(400):

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import make_image
+from helpers import make_image
 
 ray = pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
 
@@ -95,6 +94,7 @@ def test_embed_matches_single_process_index_and_resumes(tmp_path, local_cluster,
     assert EmbeddingDataset.open(str(out)).metadata(list(range(100))) == meta
 
 
+@pytest.mark.slow
 def test_embed_reads_webdataset_tars_and_parquet_lists(tmp_path, local_cluster):
     import io
     import tarfile
@@ -220,6 +220,7 @@ def test_cluster_build_refuses_an_unreadable_memory_size(tmp_path):
     assert result.exit_code == 1 and "--memory 'lots' is not a size" in result.stderr
 
 
+@pytest.mark.slow
 def test_compiled_router_equals_plain_calls_and_names_a_lost_shard(tmp_path, local_cluster):
     """The compiled-graph fan-out answers what plain actor calls answer, for one query and a batch
     larger than a channel's first buffer; once a shard dies it falls back to the calls, which name it."""

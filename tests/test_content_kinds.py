@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from avmedia import Scene, make_sound, make_video, tone
-from conftest import make_image
+from helpers import Scene, add_video, item_id, make_client, make_image, make_sound, make_video, tone
 from PIL import Image
 
 from jrsearch.indexer.pipeline import run_index
@@ -68,8 +67,6 @@ def test_video_frames_are_sampled_upright(tmp_path, rotation, white):
 
 
 def test_a_rotated_video_is_stored_and_thumbnailed_upright(tmp_path, tiny_encoder):
-    from test_serve_api import item_id, make_client
-
     media = tmp_path / "media"
     media.mkdir()
     write_rotated_video(media / "portrait.mp4", 90)
@@ -108,8 +105,6 @@ def test_files_are_classified_by_content_not_name(tmp_path):
 
 
 def test_a_jpeg_named_mp4_is_indexed_and_served_as_an_image(tmp_path, tiny_encoder):
-    from test_serve_api import item_id, make_client
-
     from jrsearch.retrieval.engine import SearchEngine
 
     media = tmp_path / "media"
@@ -131,8 +126,6 @@ def test_a_jpeg_named_mp4_is_indexed_and_served_as_an_image(tmp_path, tiny_encod
 
 
 def test_a_sound_only_file_stored_as_a_video_gets_a_clear_404_thumbnail(tmp_path, tiny_encoder):
-    from test_serve_api import add_video, item_id, make_client
-
     path = make_video(tmp_path / "voice.mp4", [Scene(1.0, 0, 500.0)], video_codec=None)
     library = Library.open(tmp_path / "lib", create=True)
     library.adopt_model(tiny_encoder.spec, tiny_encoder.dim)

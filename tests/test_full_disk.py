@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import make_image
+from helpers import build_library, item_id, make_client, make_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -124,6 +124,7 @@ def _notes(result) -> list[str]:
     return json.loads(result.stdout)["notes"]
 
 
+@pytest.mark.slow
 def test_a_failed_text_tower_export_is_reported_and_the_next_run_retries_it(tmp_path, photos, monkeypatch):
     """The export lives in the model cache now: a failure is a note, never a failed index run."""
     import jrsearch.retrieval.query_model as query_model
@@ -148,8 +149,6 @@ def test_a_failed_text_tower_export_is_reported_and_the_next_run_retries_it(tmp_
 
 
 def test_thumbnails_are_served_uncached_when_the_cache_cannot_be_written(tmp_path, tiny_encoder, monkeypatch):
-    from test_serve_api import build_library, item_id, make_client
-
     import jrsearch.retrieval.fileio as fileio  # the thumbnail cache writes through it
 
     library, media = build_library(tmp_path, tiny_encoder, n_images=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_cli import jrsearch
+from helpers import jrsearch
 
 
 def test_lossy_index_is_reranked_and_status_shows_its_footprint(tmp_path: Path, photos: Path, monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image, require_coco_images
+from helpers import make_image, require_coco_images
 from PIL import Image
 
 from jrsearch.indexer.pipeline import IndexOptions, run_index
@@ -223,6 +223,7 @@ def test_stale_index_file_is_rebuilt_from_the_store(tmp_path, photos, tiny_encod
     assert consistent(lib) == 13
 
 
+@pytest.mark.slow
 def test_ivf_index_recall_against_exact_on_clustered_vectors(tmp_path):
     from jrsearch.retrieval.index import VectorIndex, choose_factory
 

@@ -7,7 +7,7 @@ import pickle
 from pathlib import Path
 
 import pytest
-from avmedia import Scene, make_video
+from helpers import Scene, make_video
 
 from jrsearch.retrieval.errors import FailureCode, MediaError
 

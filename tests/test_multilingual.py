@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, make_image
+from helpers import SHARED_DATA, make_image
 from tiny_multilingual import OWN_CORPUS, write_hf_tower
 from typer.testing import CliRunner
 
@@ -77,6 +77,7 @@ def test_hf_tower_matches_open_clip_on_own_texts(multilingual_encoder, tmp_path)
     assert _agreement(multilingual_encoder, tmp_path, OWN_CORPUS + QUERIES) >= 0.9999
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tokenizer", ["shipped byte-level BPE", "unigram trained on XTD10"])
 def test_hf_tower_matches_open_clip_in_all_11_xtd10_languages(tokenizer, multilingual_encoder, request, tmp_path):
     from jrsearch.benchmarks.splits import XTD10_FILES

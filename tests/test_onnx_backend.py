@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
+from helpers import make_image
 from PIL import Image
 
 CPU_RUNTIMES = ("onnx", "openvino")  # `--backend auto` takes whichever `tuning` measured faster
@@ -94,6 +94,7 @@ def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
                           env={**os.environ, **(env or {})}, check=True)
 
 
+@pytest.mark.slow
 def test_a_rerun_with_nothing_to_embed_opens_no_model(tmp_path, photos):
     """issue 15 item 3 and issue 14 item 7: a no-change re-run walks and stats, and returns."""
     library = str(tmp_path / "lib")
@@ -115,6 +116,7 @@ def test_a_rerun_with_nothing_to_embed_opens_no_model(tmp_path, photos):
     assert set(loaded) & {"openvino", "onnxruntime"} and "torch" not in loaded  # the cached export, no torch
 
 
+@pytest.mark.slow
 def test_failed_exports_fall_back_to_torch_with_a_note(tmp_path, monkeypatch):
     import errno
 
@@ -142,6 +144,7 @@ def test_failed_exports_fall_back_to_torch_with_a_note(tmp_path, monkeypatch):
     assert sorted(leftovers) == ["meta.json", "query_model"]  # no half-written ONNX folder
 
 
+@pytest.mark.slow
 def test_unexportable_or_mismatching_models_fall_back_to_torch(tmp_path, monkeypatch):
     import torch
 
@@ -164,6 +167,7 @@ def test_unexportable_or_mismatching_models_fall_back_to_torch(tmp_path, monkeyp
     assert load_encoder(TINY_TEST_MODEL).backend in CPU_RUNTIMES  # the export: nothing stale was left behind
 
 
+@pytest.mark.slow
 def test_the_cache_is_keyed_by_the_weights(tmp_path, monkeypatch, tiny_encoder):
     import torch
 

@@ -1,59 +1,31 @@
-"""A media kind added from outside the package: one handler, one `register_kind` call, its
+"""A media kind added from outside the package (`tests/fixtures/note_plugin.py`): one handler, its
 extension. Nothing else is edited: the walk finds its files, the pipeline indexes them into the
-kind's own index, the engine searches it, the web app shows its items (without a thumbnail)."""
+kind's own index, the engine searches it, the web app shows its items (without a thumbnail).
+Registered directly (`register_kind`), or found by the real `jrsearch` command through the
+entry points of an installed distribution, with its command and its model family."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_image
+from fixtures.note_plugin import NoteHandler
+from helpers import item_id, make_client, make_image
 
-from jrsearch.indexer.changes import Candidate
-from jrsearch.indexer.commit import commit, stored_fields
-from jrsearch.indexer.decode import Decoded, decoded_in_order, read_file, same_content
 from jrsearch.indexer.handler import KindHandler, KindInfo
 from jrsearch.indexer.kinds import KIND_HANDLERS, register_kind
 from jrsearch.indexer.pipeline import run_index
-from jrsearch.indexer.run import IndexRun
 from jrsearch.retrieval.engine import SearchEngine
-from jrsearch.retrieval.errors import FailureCode
-from jrsearch.retrieval.library import Library, TextRecord
+from jrsearch.retrieval.library import Library
 from jrsearch.retrieval.types import ItemStatus
 
-# -- the whole new kind: a ".note" file is one short text, embedded by the text tower ----------
-
-
-def decode_note(candidate: Candidate) -> Decoded:
-    data, out = read_file(candidate)
-    if data is None or same_content(out):
-        return out
-    text = data.decode("utf-8", errors="replace").strip()
-    if not text:
-        return out.fail("an empty note", FailureCode.EMPTY)
-    out.payload = text
-    return out
-
-
-def note_record(decoded: Decoded) -> TextRecord:
-    texts = [(1, decoded.payload)] if decoded.failure is None else []
-    return TextRecord(**stored_fields(decoded), kind="note", texts=texts)
-
-
-class NoteHandler(KindHandler):
-    info = KindInfo("note", frozenset({".note"}))
-
-    def index(self, run: IndexRun, todo: list[Candidate]) -> None:
-        for decoded in decoded_in_order(decode_note, todo, run.options.batch_size, run.options.workers):
-            if decoded.payload:
-                decoded.vectors = run.encoder.encode_texts([decoded.payload])
-            commit(run, [decoded], note_record)
-            run.progress.advance(1)
-
-
-# ---------------------------------------------------------------------------------------------
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture
@@ -66,8 +38,6 @@ def notes_kind() -> Iterator[KindHandler]:
 
 
 def test_a_kind_registered_from_outside_is_indexed_searched_and_served(tmp_path: Path, tiny_encoder, notes_kind):
-    from test_serve_api import item_id, make_client
-
     folder = tmp_path / "media"
     folder.mkdir()
     notes = {"dog.note": "a dog running on the beach", "red.note": "a red square on a white wall",
@@ -130,3 +100,64 @@ def test_the_registry_refuses_a_second_claim_on_a_name_or_an_extension(notes_kin
     with pytest.raises(ValueError, match="already registered"):
         register_kind(NoteHandler())
     assert "memo" not in KIND_HANDLERS
+
+
+def _install_note_plugin(site: Path) -> None:
+    """`note_plugin` as pip would install it: the module and its .dist-info with entry points."""
+    site.mkdir()
+    shutil.copy(FIXTURES / "note_plugin.py", site / "note_plugin.py")
+    info = site / "note_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: note-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[jrsearch.kinds]\nnote = note_plugin:NOTES\n\n"
+                                           "[jrsearch.commands]\nnotes = note_plugin:notes\n\n"
+                                           "[jrsearch.encoders]\ntoy = note_plugin:TOY\n")
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_reaches_the_jrsearch_command_through_its_entry_points(tmp_path: Path):
+    site = tmp_path / "site"
+    _install_note_plugin(site)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+           "COLUMNS": "200", "JRSEARCH_LIBRARY": str(tmp_path / "lib")}
+    command = str(Path(sys.executable).with_name("jrsearch"))
+
+    def jrsearch(*args: str) -> str:
+        done = subprocess.run([command, *args], capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "RuntimeWarning" not in done.stderr, done.stderr
+        return done.stdout
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    notes = {"dog.note": "a dog running on the beach", "red.note": "a red square on a white wall"}
+    for name, text in notes.items():
+        (folder / name).write_text(text + "\n")
+    jrsearch("index", str(folder), "--model", "tiny-test", "--json")
+    for name, text in notes.items():
+        found = json.loads(jrsearch("query", text, "--kind", "note", "--json"))
+        assert (found[0]["path"], found[0]["kind"]) == (str(folder / name), "note")
+    assert jrsearch("notes", "--library", str(tmp_path / "lib")).strip() == "2 notes indexed"
+    assert "notes" in jrsearch("--help")  # the listing scans the entry points too
+
+    probe = ("from jrsearch.retrieval.encoders import ENCODER_FACTORIES, modalities_of\n"
+             "from jrsearch.retrieval.types import ModelSpec\n"
+             "print(modalities_of(ModelSpec('toy:small', '')), sorted(ENCODER_FACTORIES))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["('text',", "'smell')", "['audio',", "'open_clip',", "'toy']"]
+
+
+def test_a_family_registered_directly_is_seen_by_modalities_of():
+    from fixtures.note_plugin import TOY
+
+    from jrsearch.retrieval.encoders import ENCODER_FACTORIES, modalities_of, register_family
+    from jrsearch.retrieval.types import ModelSpec
+
+    register_family("toy", TOY)
+    try:
+        assert modalities_of(ModelSpec("toy:small", "")) == ("text", "smell")
+        with pytest.raises(ValueError, match="already registered"):
+            register_family("toy", TOY)
+    finally:
+        del ENCODER_FACTORIES["toy"]
+    assert modalities_of(ModelSpec("toy:small", "")) == ("text", "image")  # an open_clip name again

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COCO_DIR
+from helpers import COCO_DIR
 from typer.testing import CliRunner
 
 from jrsearch.cli.main import app
@@ -131,7 +131,7 @@ def test_other_text_towers_are_not_exported(tiny_encoder, tmp_path):
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, tiny_encoder):
-    from conftest import make_image
+    from helpers import make_image
 
     from jrsearch.indexer.pipeline import run_index
     from jrsearch.retrieval.library import Library
@@ -152,6 +152,7 @@ def library(tmp_path_factory, tiny_encoder):
     lib.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_quick_search_equals_search_engine(library, tiny_encoder, kind):
     from jrsearch.retrieval.engine import SearchEngine

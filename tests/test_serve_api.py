@@ -10,80 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
 from fastapi.testclient import TestClient
+from helpers import build_library, item_id, make_client, make_image
 from PIL import Image
 
 from jrsearch.indexer.pipeline import run_index
 from jrsearch.retrieval.engine import SearchEngine
-from jrsearch.retrieval.library import Library, VideoRecord
-from jrsearch.retrieval.types import ItemStatus, MediaKind
+from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.types import MediaKind
 
 TOKEN = "s3cret-token-for-tests-0123456789"
-
-
-def write_video(path: Path, seconds: int = 4, fps: int = 8, codec: str = "mpeg4") -> Path:
-    """A small video whose grey level rises with time (frame at t has level ~ 32 * t)."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(seconds * fps):
-            frame = np.full((48, 64, 3), min(255, i * 32 // fps), np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def add_video(library: Library, path: Path, dim: int, vectors: np.ndarray | None = None) -> None:
-    """Store a video item directly (segments 0-2 s and 2-4 s), as the video indexer would."""
-    stat = path.stat()
-    if vectors is None:
-        vectors = np.random.default_rng(0).normal(size=(2, dim)).astype(np.float32)
-    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    library.write([VideoRecord(path=str(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                               content_hash=None, status=ItemStatus.INDEXED, width=64, height=48, duration_s=4.0,
-                               vectors=vectors, segments=[(0.0, 2.0), (2.0, 4.0)])])
-    library.save_indexes()
-
-
-def build_library(root: Path, encoder, n_images: int = 12) -> tuple[Library, Path]:
-    media = root / "media"
-    for i in range(n_images):
-        make_image(media / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.jpg", seed=i)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # displayed rotated by 90 degrees: 300x150 stored, 150x300 upright
-    Image.new("RGB", (300, 150), "red").save(media / "rotated.jpg", exif=exif)
-    (media / "captions.txt").write_text("a red square\na dog on a beach\nblue sky over the sea\n")
-    library = Library.open(root / "lib", create=True)
-    report = run_index(library, encoder, [media, media / "captions.txt"])
-    assert not report.failed
-    add_video(library, write_video(media / "clip.mp4"), encoder.dim)
-    return Library.open(root / "lib"), media
-
-
-def make_client(library: Library, encoder, **kwargs) -> TestClient:
-    from jrsearch.cli.web.app import create_app
-    from jrsearch.retrieval.service import LibraryService
-
-    engine = kwargs.pop("engine", None) or SearchEngine(library, encoder=encoder)
-    service = LibraryService(library, engine, search_threads=kwargs.pop("search_threads", None))
-    return TestClient(create_app(service, **kwargs), raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_encoder):
     library, media = build_library(tmp_path_factory.mktemp("served"), tiny_encoder)
     return make_client(library, tiny_encoder), library, media
-
-
-def item_id(library: Library, path: Path) -> int:
-    item = library.item_at(str(path))
-    assert item is not None
-    return item.id
 
 
 # -- search ---------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
-from test_serve_api import add_video, write_video
+from helpers import add_video, make_image, write_video
 
 from jrsearch.indexer.pipeline import run_index
 from jrsearch.retrieval.engine import SearchEngine
@@ -70,6 +69,7 @@ def chromium(profile: Path):
         driver.quit()
 
 
+@pytest.mark.slow
 def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

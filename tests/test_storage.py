@@ -406,8 +406,9 @@ RACER = textwrap.dedent("""
     from jrsearch.retrieval.errors import JrsearchError
     from jrsearch.retrieval.library import Library
 
-    root, at = Path(sys.argv[1]), float(sys.argv[2])
-    time.sleep(max(0.0, at - time.time()))
+    root = Path(sys.argv[1])
+    print("ready", flush=True)
+    sys.stdin.readline()  # the barrier: the test releases both racers together once both are ready
     try:
         library = Library.open(root, create=True)
         with library.writing():
@@ -422,9 +423,14 @@ RACER = textwrap.dedent("""
 def test_two_writers_racing_on_a_new_library_never_crash(tmp_path):
     for attempt in range(4):
         root = tmp_path / f"lib{attempt}"
-        at = time.time() + 2.0
-        procs = [subprocess.Popen([sys.executable, "-c", RACER, str(root), str(at)], cwd=REPO, text=True,
+        procs = [subprocess.Popen([sys.executable, "-c", RACER, str(root)], cwd=REPO, text=True, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+        for proc in procs:  # both imported and waiting: no head start, however slow the machine
+            assert proc.stdout and proc.stderr and proc.stdout.readline() == "ready\n", proc.stderr.read()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         outputs = [proc.communicate(timeout=60) for proc in procs]
         for (out, err), proc in zip(outputs, procs, strict=True):
             assert proc.returncode == 0 and "Traceback" not in err, err
@@ -534,7 +540,7 @@ def test_a_really_full_disk(tmp_path):
 
 
 def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
-    from conftest import make_image
+    from helpers import make_image
 
     from jrsearch.indexer.pipeline import IndexOptions, run_index
     from jrsearch.retrieval.engine import SearchEngine
@@ -582,7 +588,7 @@ def test_file_names_that_are_not_utf8_round_trip(tmp_path, tiny_encoder):
 def test_index_on_a_full_disk_is_one_line_then_resumes(tmp_path):
     """`jrsearch index` into a library whose disk fills up: exit 1 with one line naming the
     library, no traceback; with room made, the same command finishes the job."""
-    from conftest import make_image
+    from helpers import make_image
 
     photos = tmp_path / "photos"
     for i in range(40):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from avmedia import Scene, make_video, picture, tone
+from helpers import FSDD_DIR, Scene, make_video, picture, tone
 
 from jrsearch.retrieval.encoders.audio import AudioTowerConfig, load_audio_encoder
 from jrsearch.retrieval.errors import ModelMismatchError, ModelUnavailableError
@@ -57,6 +57,7 @@ def clips(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return waves, labels
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_retrieval_beats_chance(tmp_path, class_images):
     config = AudioTowerConfig(dim=class_images.shape[1])
     waves, labels = clips(16, seed=0)
@@ -230,8 +231,6 @@ def test_benchmark_metrics_on_a_known_ranking():
 
 
 def test_fsdd_recordings_load_as_windows(tmp_path):
-    from conftest import FSDD_DIR
-
     if not FSDD_DIR.is_dir():
         pytest.skip(f"FSDD recordings not found at {FSDD_DIR} (the shared data folder is absent)")
     from jrsearch.benchmarks.fsdd_av import load_fsdd

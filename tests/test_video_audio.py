@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from avmedia import Scene, make_sound, make_video, picture, soundtrack, tone
-from conftest import make_image
+from helpers import Scene, make_image, make_sound, make_video, picture, soundtrack, tone
 
 from jrsearch.indexer.pipeline import IndexOptions, run_index
 from jrsearch.retrieval.engine import SearchEngine

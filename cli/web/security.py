@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,9 +23,10 @@ from starlette.datastructures import MutableHeaders
 
 from jrsearch.retrieval.diskspace import human_bytes
 from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.settings import TOKEN
 
 COOKIE = "token"
-TOKEN_ENV = "JRSEARCH_TOKEN"
+TOKEN_ENV = TOKEN.name
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 PUBLIC_PATHS = {"/", "/favicon.ico", "/api/login"}
 PUBLIC_PREFIX = "/static/"
@@ -52,7 +52,7 @@ def load_token(token_file: Path | None) -> str | None:
             raise JrsearchError(f"cannot read token file {token_file}: {reason}") from None
         source = f"token file {token_file}"
     else:
-        token = os.environ.get(TOKEN_ENV, "").strip()
+        token = TOKEN.text().strip()
         source = f"${TOKEN_ENV}"
         if not token:
             return None

@@ -12,7 +12,7 @@ batched inside `encode`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -20,6 +20,7 @@ from typing import cast
 from jrsearch.retrieval.encoders.audio import AUDIO_FAMILY, audio_spec
 from jrsearch.retrieval.encoders.protocol import AudioTower, Encoder, Tower
 from jrsearch.retrieval.errors import ModelUnavailableError
+from jrsearch.retrieval.plugins import ENCODERS_GROUP, PluginRegistry
 from jrsearch.retrieval.types import ModelSpec
 
 DEFAULT_MODEL = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
@@ -27,9 +28,9 @@ TINY_TEST_MODEL = ModelSpec("tiny-test", "")
 TINY_MULTILINGUAL_MODEL = ModelSpec("tiny-multilingual", "")  # a 2-layer XLM-R text tower, random weights
 SHIPPED_MODELS = {spec.name: spec for spec in (TINY_TEST_MODEL, TINY_MULTILINGUAL_MODEL)}
 
-__all__ = ["AUDIO_FAMILY", "DEFAULT_MODEL", "ENCODER_FACTORIES", "SHIPPED_MODELS", "TINY_MULTILINGUAL_MODEL",
-           "TINY_TEST_MODEL", "AudioTower", "Encoder", "Family", "Tower", "audio_spec", "load_audio_tower",
-           "load_encoder", "load_tower", "modalities_of"]
+__all__ = ["AUDIO", "AUDIO_FAMILY", "DEFAULT_MODEL", "ENCODER_FACTORIES", "OPEN_CLIP", "SHIPPED_MODELS",
+           "TINY_MULTILINGUAL_MODEL", "TINY_TEST_MODEL", "AudioTower", "Encoder", "Family", "Tower", "audio_spec",
+           "load_audio_tower", "load_encoder", "load_tower", "modalities_of", "register_family"]
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,31 @@ def _audio(spec: ModelSpec, device: str | None, precision: str, backend: str) ->
     return load_audio_encoder(Path(spec.pretrained), device=device or "cpu")
 
 
+OPEN_CLIP = Family(("text", "image"), _open_clip)
+AUDIO = Family(("audio",), _audio)
+
+
+def _accept(name: str, family: object, registered: Mapping[str, Family]) -> Family:
+    if not isinstance(family, Family):
+        raise TypeError(f"model family {name!r}: {family!r} is not an encoders.Family")
+    if name in registered:
+        raise ValueError(f"a model family named {name!r} is already registered")
+    return family
+
+
 # Model family (the spec name's part before ":", or the whole name) -> what it embeds and how it
-# loads. Every other name is an open_clip model (ONNX Runtime on a CPU, torch on a GPU).
-ENCODER_FACTORIES: dict[str, Family] = {
-    "open_clip": Family(("text", "image"), _open_clip),
-    AUDIO_FAMILY: Family(("audio",), _audio),
-}
+# loads, from the `jrsearch.encoders` entry points (retrieval/plugins.py; OPEN_CLIP and AUDIO are
+# jrsearch's own). Every other name is an open_clip model (ONNX Runtime on a CPU, torch on a GPU).
+ENCODER_FACTORIES: PluginRegistry[Family] = PluginRegistry(ENCODERS_GROUP, _accept)
+
+
+def register_family(name: str, family: Family) -> Family:
+    """Add a model family directly (code that declares no entry point); refuses a taken name."""
+    return ENCODER_FACTORIES.register(name, family)
 
 
 def _family(spec: ModelSpec) -> Family:
-    return ENCODER_FACTORIES.get(spec.name.split(":", 1)[0], ENCODER_FACTORIES["open_clip"])
+    return ENCODER_FACTORIES.get(spec.name.split(":", 1)[0]) or ENCODER_FACTORIES["open_clip"]
 
 
 def modalities_of(spec: ModelSpec) -> tuple[str, ...]:

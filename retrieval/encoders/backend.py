@@ -15,7 +15,6 @@ cache folder, which is what a cold `jrsearch query TEXT` reads.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING
 from jrsearch.retrieval import model_cache
 from jrsearch.retrieval.errors import ModelUnavailableError
 from jrsearch.retrieval.fileio import write_json_atomic
+from jrsearch.retrieval.settings import CUDA_VISIBLE_DEVICES
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def _wants_gpu(device: str | None) -> bool:
     if device:
         return not device.startswith("cpu")
     gpus = Path("/proc/driver/nvidia/gpus")
-    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+    hidden = CUDA_VISIBLE_DEVICES.get() in ("", "-1")
     if hidden or not (gpus.is_dir() and any(gpus.iterdir())):
         return False  # no driver: no need to import torch to know there is no CUDA
     import torch

@@ -35,6 +35,7 @@ from jrsearch.retrieval.fileio import (
     write_folder_atomic,
     write_json_atomic,
 )
+from jrsearch.retrieval.settings import THREADS
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def tower_file(tower: str, precision: str) -> str:
 
 def cpu_threads() -> int:
     """ORT intra-op threads: `JRSEARCH_THREADS`, else the CPUs this process may use."""
-    explicit = os.environ.get("JRSEARCH_THREADS", "")
+    explicit = THREADS.text()
     if explicit.isdigit() and int(explicit) > 0:
         return int(explicit)
     try:

@@ -13,6 +13,7 @@ import numpy as np
 from jrsearch.retrieval.encoders.joint import JointTowers
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import ModelUnavailableError
+from jrsearch.retrieval.settings import HF_HUB_OFFLINE, XDG_CACHE_HOME
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
@@ -100,12 +101,12 @@ def _resolve_weights(spec: ModelSpec) -> str | None:
             if isinstance(cached, str):
                 return cached
     elif cfg.get("url"):
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip"
+        cache = Path(XDG_CACHE_HOME.get() or Path.home() / ".cache") / "clip"
         cached = cache / os.path.basename(cfg["url"])
         if cached.is_file():
             return str(cached)
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = HF_HUB_OFFLINE.text() not in ("", "0")
     if offline or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else f"{HUB_HOST} is unreachable"
         raise ModelUnavailableError(
@@ -140,7 +141,7 @@ def _check_hf_text_tower(spec: ModelSpec, hf_name: str) -> None:
 
     if isinstance(try_to_load_from_cache(hf_name, "config.json"), str):
         return
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = HF_HUB_OFFLINE.text() not in ("", "0")
     if offline or not _hub_reachable():
         why = "HF_HUB_OFFLINE is set" if offline else f"{HUB_HOST} is unreachable"
         raise ModelUnavailableError(
