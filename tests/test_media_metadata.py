@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, make_image
+from helpers import SHARED_DATA, make_image
 
 from jrsearch.retrieval.media_metadata import (
     SQL_COLUMNS,
@@ -261,7 +261,7 @@ def test_video_with_bad_or_no_creation_time_uses_mtime(tmp_path):
 
 
 def test_sound_duration(tmp_path):
-    from avmedia import make_sound, tone
+    from helpers import make_sound, tone
 
     path = make_sound(tmp_path / "beep.wav", tone(440, 1.5))
     meta = file_metadata(path)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_image
+from helpers import make_image
 from typer.testing import CliRunner
 
 from jrsearch.cli.main import app

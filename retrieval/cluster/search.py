@@ -122,8 +122,8 @@ class ClusterService:
         return ItemRecord(id=item_id, path=row["image_path"], kind=MediaKind.IMAGE.value,
                            status=ItemStatus.INDEXED, error=None, size=row["size"] or 0,
                            mtime_ns=row["mtime_ns"] if row["mtime_ns"] is not None else -1, content_hash=None,
-                           width=row["width"] or None, height=row["height"] or None, duration_s=None,
-                           indexed_at=self.built_at)
+                           indexed_at=self.built_at,
+                           details={k: row[k] for k in ("width", "height") if row[k]})
 
     def status(self) -> dict[str, Any]:
         m = self.manifest

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from jrsearch.retrieval.encoders.audio import AUDIO_FAMILY, audio_spec
 from jrsearch.retrieval.encoders.protocol import AudioTower, Encoder, Tower
@@ -127,7 +127,7 @@ class LazyEncoder:
                 self._encoder = self._load()
             return self._encoder
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.get(), name)
