@@ -63,6 +63,17 @@ def make_source(stored: np.ndarray) -> Any:
     return source
 
 
+def float16_rows(source: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """ids -> float16 rows as stored (NaN rows for unknown ids): what the plan's exact path reads."""
+    def get(ids: np.ndarray) -> np.ndarray:
+        rows = np.searchsorted(source.ids, ids).clip(0, len(source.ids) - 1)
+        out = source.vectors[rows]
+        out[source.ids[rows] != ids] = np.nan
+        return out
+
+    return get
+
+
 def build_or_load(source: Any, n: int, workdir: Path) -> Any:
     import faiss
 
@@ -214,7 +225,7 @@ def select_cost(columns: Any, specs: list[tuple[str, int, Any]]) -> dict:
 def sweep(index: Any, columns: Any, stored: np.ndarray, queries: np.ndarray, specs: list, args: Any) -> list[dict]:
     from jrsearch.retrieval.filtered_search import Allowed, filtered_plan, select
 
-    source = index.source
+    exact = float16_rows(index.source)
     rows = []
     for name, _, spec in specs:
         allowed = Allowed(np.asarray(columns.ids[select(columns, spec)]), columns.id_bound)
@@ -224,7 +235,7 @@ def sweep(index: Any, columns: Any, stored: np.ndarray, queries: np.ndarray, spe
         plans: list[str] = []
 
         def plan(query: np.ndarray, allowed: Allowed = allowed, plans: list[str] = plans) -> np.ndarray:
-            _, ids, how = filtered_plan(index, query, allowed, K, source.get)
+            _, ids, how = filtered_plan(index, query, allowed, K, exact)
             plans.append(how.path)
             return ids[0]
 
@@ -247,8 +258,9 @@ def unfiltered(index: Any, stored: np.ndarray, queries: np.ndarray) -> dict:
     from jrsearch.retrieval.filtered_search import filtered_search
 
     truth = exact_truth(stored, queries, np.arange(1, len(stored) + 1, dtype=np.int64))
+    exact = float16_rows(index.source)
     return {"filter": "none", "matching": len(stored), "selectivity": 1.0,
-            "plan": measure(lambda q: filtered_search(index, q, None, K, index.source.get)[1][0], queries, truth, K, 2),
+            "plan": measure(lambda q: filtered_search(index, q, None, K, exact)[1][0], queries, truth, K, 2),
             "today": measure(lambda q: index.search(q[None, :], K)[1][0], queries, truth, K, 2)}
 
 
@@ -280,13 +292,13 @@ def main() -> None:
         "threads_per_query": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()}}
     report["select_ms"] = select_cost(columns, specs)
-    report["crossover"] = crossover(index, columns, queries, index.source.get, args.vectors)
+    report["crossover"] = crossover(index, columns, queries, float16_rows(index.source), args.vectors)
     print(report, flush=True)
     report["unfiltered"] = unfiltered(index, stored, queries)
     report["sweep"] = sweep(index, columns, stored, queries, specs, args)
     report["machine"]["load_avg_at_end"] = os.getloadavg()
     folder = args.out / f"{date.today().isoformat()}-{platform.node() or 'machine'}"
-    print_and_save(report, folder, f"filtered-{args.vectors}")
+    print_and_save(report, folder, f"filtered-{args.vectors}-{args.index_memory}")
 
 
 def _threads(count: int) -> None:

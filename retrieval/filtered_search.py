@@ -36,14 +36,16 @@ from jrsearch.retrieval.index import VectorIndex, _faiss
 # (benchmarks/filtered.py): exact scoring of m float16 rows costs ~0.25 ms per 1,000, the selector
 # path at 1M (OPQ64,IVF4096,PQ64 + re-rank of 1,000) ~8-15 ms whatever m; they cross near 30-50k.
 EXACT_FILTER_MAX = 30_000
-EXACT_CHUNK = 1 << 16  # rows scored at a time on the exact path: bounded RAM for big sets
+EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cache-sized (measured: 65,536 is ~3x slower)
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
 EARTH_RADIUS_KM = 6371.0088
+NPROBE_EXPONENT = 1.0  # nprobe grows as (1/selectivity) ** this on the selector path
 RANGE_SORT_FRACTION = 16  # a range of more than n/16 rows is found by comparison, not by sorting its rows
 COLUMNS = ("ids", "path_rank", "taken", "lat", "lon", "camera")
 DTYPES = {"ids": np.int64, "path_rank": np.int32, "taken": np.int64, "lat": np.float32, "lon": np.float32,
           "camera": np.int32}
-ExactRows = Callable[[np.ndarray], np.ndarray]  # ids (m,) int64 -> (m, d) float32 rows, NaN rows if gone
+# ids (m,) int64 -> (m, d) rows, float32 or float16 as stored (faster: no cast); NaN rows for ids not live
+ExactRows = Callable[[np.ndarray], np.ndarray]
 
 
 # -- columns --------------------------------------------------------------------------------
@@ -374,9 +376,10 @@ def scaled_nprobe(base: int, matching: int, total: int, nlist: int, candidates: 
     """Lists to probe when only `matching` of `total` vectors may be returned.
 
     The filtered neighbours of a query lie ~total/matching times deeper in the unfiltered order,
-    so the probe count grows with 1/selectivity: base * (total/matching) ** 0.5 (measured: enough
-    for recall@10 >= 0.95 on clustered data), and at least enough lists to hold `candidates`
-    matching vectors on average; at most every list.
+    so the probe count grows with 1/selectivity: base * (total/matching) ** NPROBE_EXPONENT (1: a
+    square root was measured short of recall 0.95 on clustered sets whose clusters the filter
+    thins out), and at least enough lists to hold 2 x `candidates` matching vectors on average;
+    at most every list.
     """
     if not nlist:
         return 0
@@ -384,9 +387,6 @@ def scaled_nprobe(base: int, matching: int, total: int, nlist: int, candidates: 
     grown = base * selectivity ** -NPROBE_EXPONENT
     enough = candidates * nlist / max(matching, 1) * 2
     return int(min(nlist, max(base, math.ceil(grown), math.ceil(enough))))
-
-
-NPROBE_EXPONENT = 1.0
 
 
 def _selector_search(index: VectorIndex, query: np.ndarray, kept: _Kept, k: int, depth: int, probe: int,
@@ -412,8 +412,9 @@ def search_parameters(index: VectorIndex, selector: Any, probe: int) -> Any:
         return faiss.SearchParameters(sel=selector)
     params = faiss.SearchParametersIVF(sel=selector, nprobe=probe)
     if layout.hnsw_quantizer:
-        params.quantizer_params = faiss.SearchParametersHNSW(efSearch=max(64, 2 * probe))
-        params._quantizer_params = params.quantizer_params  # keep the Python object alive
+        hnsw = faiss.SearchParametersHNSW(efSearch=max(64, 2 * probe))
+        params.quantizer_params = hnsw
+        params._hnsw = hnsw  # the C++ struct holds a bare pointer: keep the Python object alive
     if isinstance(index.index, faiss.IndexPreTransform):
         outer = faiss.SearchParametersPreTransform(index_params=params)
         outer._inner = params  # the C++ struct holds a bare pointer
@@ -424,18 +425,37 @@ def search_parameters(index: VectorIndex, selector: Any, probe: int) -> Any:
 def exact_top(query: np.ndarray, ids: np.ndarray, k: int, exact: ExactRows) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner products of one query with the rows of `ids` (read in chunks), best k first.
 
+    `exact` may return float32 rows, or float16 rows as the shards store them: those are scored by
+    faiss's fp16 scalar-quantizer kernels without a float32 copy (~3x faster than casting on AVX-512).
     Rows that come back NaN (deleted) are dropped; the answer holds min(k, live) results."""
-    query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+    query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
     best_scores = np.zeros(0, np.float32)
     best_ids = np.zeros(0, np.int64)
     for start in range(0, len(ids), EXACT_CHUNK):
         part = np.asarray(ids[start:start + EXACT_CHUNK], dtype=np.int64)
-        scores = np.asarray(exact(part), dtype=np.float32) @ query
-        live = ~np.isnan(scores)
-        best_scores = np.concatenate([best_scores, scores[live]])
-        best_ids = np.concatenate([best_ids, part[live]])
-        if len(best_scores) > k:
-            top = np.argpartition(-best_scores, k - 1)[:k]
-            best_scores, best_ids = best_scores[top], best_ids[top]
+        rows = np.asarray(exact(part))
+        live = ~np.isnan(rows[:, 0]) if rows.size else np.zeros(len(part), bool)
+        if not live.all():
+            rows, part = rows[live], part[live]
+        scores, top = _chunk_top(query, rows, k)
+        best_scores = np.concatenate([best_scores, scores])
+        best_ids = np.concatenate([best_ids, part[top]])
     order = np.lexsort((best_ids, -best_scores))[:k]
     return best_scores[order][None, :], best_ids[order][None, :]
+
+
+def _chunk_top(query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, row positions) of the best min(k, len(rows)) rows, unordered."""
+    if len(rows) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if rows.dtype == np.float16:
+        faiss = _faiss()
+
+        flat = faiss.IndexScalarQuantizer(rows.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        faiss.copy_array_to_vector(np.ascontiguousarray(rows).view(np.uint8).ravel(), flat.codes)
+        flat.ntotal = len(rows)
+        scores, top = flat.search(query, min(k, len(rows)))
+        return scores[0], top[0]
+    scores = np.ascontiguousarray(rows, dtype=np.float32) @ query[0]
+    top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+    return scores[top], top

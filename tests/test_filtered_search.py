@@ -87,6 +87,20 @@ def test_never_fewer_than_min_k_matching(index: VectorIndex, data: tuple) -> Non
             assert ids.shape == (1, m) and sorted(ids[0].tolist()) == sorted(expected)
 
 
+def test_float16_rows_score_like_float32(index: VectorIndex, data: tuple) -> None:
+    allowed = some_ids(data, 500)
+
+    def half(ids: np.ndarray) -> np.ndarray:
+        rows = index.source.get(ids).astype(np.float16)
+        rows[ids == allowed[0]] = np.nan  # deleted since
+        return rows
+
+    for query in data[2][:5]:
+        scores, ids = filtered_search(index, query, allowed, K, half)
+        want, want_ids = filtered_search(index, query, allowed[1:], K, index.source.get)
+        assert ids.tolist() == want_ids.tolist() and np.allclose(scores, want, atol=2e-3)
+
+
 def test_match_nothing_answers_empty(index: VectorIndex, data: tuple) -> None:
     calls: list[int] = []
 
