@@ -1,0 +1,216 @@
+"""Filter-aware search: metadata columns and filter masks, and the plan (exact / ID selector / fallback)
+on real lossy indexes, against exact filtered search."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from jrsearch.retrieval.filtered_search import (
+    TAKEN_UNKNOWN,
+    Allowed,
+    ColumnFilter,
+    MetadataColumns,
+    filtered_plan,
+    filtered_search,
+    mask,
+    matching_ids,
+    scaled_nprobe,
+)
+from jrsearch.retrieval.index import VectorIndex
+
+N, DIM, K = 3000, 64, 10
+
+
+def clustered(n: int, dim: int, centres: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, dim)).astype(np.float32)
+    vectors = means[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    vectors = clustered(N, DIM, 40)
+    ids = np.arange(N, dtype=np.int64) * 3 + 7  # sparse ids, as after deletions
+    queries = clustered(30, DIM, 40, seed=1)
+    return vectors, ids, queries
+
+
+@pytest.fixture(scope="module", params=["OPQ8,IVF32,PQ8", "IVF32_HNSW32,PQ8", "IDMap,Flat"])
+def index(request: pytest.FixtureRequest, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> VectorIndex:
+    vectors, ids, _ = data
+    return VectorIndex.build(vectors, ids, DIM, factory=request.param, nprobe=4)
+
+
+def exact_filtered(data: tuple[np.ndarray, np.ndarray, np.ndarray], allowed: np.ndarray, k: int) -> list[list[int]]:
+    vectors, ids, queries = data
+    rows = np.searchsorted(ids, allowed)
+    scores = queries @ vectors[rows].T
+    return [allowed[np.argsort(-row, kind="stable")[:k]].tolist() for row in scores]
+
+
+def some_ids(data: tuple[np.ndarray, np.ndarray, np.ndarray], m: int, seed: int = 3) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(data[1], m, replace=False))
+
+
+def test_few_matches_are_answered_exactly(index: VectorIndex, data: tuple) -> None:
+    allowed = Allowed(some_ids(data, 25), int(data[1][-1]) + 1)
+    want = exact_filtered(data, allowed.ids, K)
+    for query, expected in zip(data[2], want, strict=True):
+        scores, ids, plan = filtered_plan(index, query, allowed, K, index.source.get)
+        assert plan.path == "exact" and ids[0].tolist() == expected
+        assert np.all(np.diff(scores[0]) <= 0)
+
+
+@pytest.mark.parametrize("m", [1200, 300])  # re-ranking 100 of them
+def test_selector_path_recall_and_count(index: VectorIndex, data: tuple, m: int) -> None:
+    allowed = Allowed(some_ids(data, m), int(data[1][-1]) + 1)
+    want = exact_filtered(data, allowed.ids, K)
+    recalls = []
+    for query, expected in zip(data[2], want, strict=True):
+        _, ids, plan = filtered_plan(index, query, allowed, K, index.source.get, rerank=100, exact_max=0)
+        assert plan.path in ("ann", "ann+exact") and ids.shape == (1, K)
+        assert set(ids[0].tolist()) <= set(allowed.ids.tolist())
+        recalls.append(len(set(ids[0].tolist()) & set(expected)) / K)
+    assert np.mean(recalls) >= 0.9
+
+
+def test_never_fewer_than_min_k_matching(index: VectorIndex, data: tuple) -> None:
+    for m in (1, 3, 9):  # through the selector: an IVF scan at low nprobe finds too few, the plan widens
+        allowed = some_ids(data, m, seed=m)  # a bare array: hash-set selector, no id bound
+        want = exact_filtered(data, allowed, K)
+        for query, expected in zip(data[2][:5], want[:5], strict=True):
+            _, ids = filtered_search(index, query, allowed, K, index.source.get, nprobe=1, exact_max=0)
+            assert ids.shape == (1, m) and sorted(ids[0].tolist()) == sorted(expected)
+
+
+def test_float16_rows_score_like_float32(index: VectorIndex, data: tuple) -> None:
+    allowed = some_ids(data, 500)
+
+    def half(ids: np.ndarray) -> np.ndarray:
+        rows = index.source.get(ids).astype(np.float16)
+        rows[ids == allowed[0]] = np.nan  # deleted since
+        return rows
+
+    for query in data[2][:5]:
+        scores, ids = filtered_search(index, query, allowed, K, half)
+        want, want_ids = filtered_search(index, query, allowed[1:], K, index.source.get)
+        assert ids.tolist() == want_ids.tolist() and np.allclose(scores, want, atol=2e-3)
+
+
+def test_match_nothing_answers_empty(index: VectorIndex, data: tuple) -> None:
+    calls: list[int] = []
+
+    def exact(ids: np.ndarray) -> np.ndarray:
+        calls.append(len(ids))
+        return index.source.get(ids)
+
+    scores, ids, plan = filtered_plan(index, data[2][0], Allowed(np.zeros(0, np.int64), 99), K, exact)
+    assert plan.path == "empty" and ids.shape == (1, 0) and scores.shape == (1, 0) and not calls
+
+
+def test_unfiltered_is_the_index_search(index: VectorIndex, data: tuple) -> None:
+    _, ids = filtered_search(index, data[2][0], None, K, index.source.get)
+    assert ids.tolist() == index.search(data[2][:1], K)[1].tolist()
+
+
+def test_deleted_vectors_are_dropped_on_the_exact_path(data: tuple) -> None:
+    vectors, ids, queries = data
+    index = VectorIndex.build(vectors, ids, DIM, factory="IDMap,Flat")
+    gone = set(ids[:2000:2].tolist())
+
+    def exact(wanted: np.ndarray) -> np.ndarray:
+        rows = index.source.get(wanted)
+        rows[np.isin(wanted, list(gone))] = np.nan
+        return rows
+
+    _, found = filtered_search(index, queries[0], ids[:2000], K, exact)
+    assert found.shape == (1, K) and not set(found[0].tolist()) & gone
+
+
+def test_nprobe_grows_as_the_filter_narrows() -> None:
+    assert scaled_nprobe(32, 1_000_000, 1_000_000, 4096, 1000) == 32
+    assert scaled_nprobe(32, 100_000, 1_000_000, 4096, 1000) > 32
+    assert scaled_nprobe(32, 1000, 1_000_000, 4096, 1000) == 4096
+    assert scaled_nprobe(32, 10, 100, 0, 10) == 0
+
+
+# -- columns and masks ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def columns() -> MetadataColumns:
+    rng = np.random.default_rng(5)
+    n = 5000
+    ids = rng.permutation(np.arange(n, dtype=np.int64) * 2 + 1)  # unsorted on purpose
+    taken = rng.integers(1_500_000_000, 1_600_000_000, n)
+    taken[::17] = TAKEN_UNKNOWN
+    lat = rng.uniform(-89, 89, n).astype(np.float32)
+    lon = rng.uniform(-180, 180, n).astype(np.float32)
+    lat[::3] = np.nan
+    lon[::3] = np.nan
+    lat[:4], lon[:4] = [48.8566, 51.5074, 48.9, 0.0], [2.3522, -0.1278, 179.9, -179.95]  # Paris, London, ...
+    camera = rng.integers(-1, 5, n).astype(np.int32)
+    return MetadataColumns.build(ids, rng.permutation(n) // 2, taken, lat, lon, camera,
+                                 ["a", "b", "c", "d", "e"])
+
+
+def haversine(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    p0, p, dl = math.radians(lat0), np.radians(lat.astype(np.float64)), np.radians(lon.astype(np.float64) - lon0)
+    h = np.sin((p - p0) / 2) ** 2 + math.cos(p0) * np.cos(p) * np.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * np.arcsin(np.sqrt(h))
+
+
+def test_mask_of_each_filter_matches_a_reference(columns: MetadataColumns) -> None:
+    c = columns
+    known = c.taken != TAKEN_UNKNOWN
+    cases = {
+        ColumnFilter(rank_ranges=((10, 20),)): (c.path_rank >= 10) & (c.path_rank < 20),
+        ColumnFilter(rank_ranges=((0, 5), (2000, 2400))):
+            (c.path_rank < 5) | ((c.path_rank >= 2000) & (c.path_rank < 2400)),
+        ColumnFilter(rank_ranges=((0, 2400),)): c.path_rank < 2400,  # a wide range: by comparison
+        ColumnFilter(taken_range=(TAKEN_UNKNOWN, 1_550_000_000)): known & (c.taken < 1_550_000_000),
+        ColumnFilter(cameras=(1, 3)): np.isin(c.camera, [1, 3]),
+        ColumnFilter(cameras=()): np.zeros(len(c), bool),
+        ColumnFilter(box=(0, 50, -10, 10)): (c.lat >= 0) & (c.lat <= 50) & (c.lon >= -10) & (c.lon <= 10),
+        ColumnFilter(box=(-10, 10, 170, -170)): (np.abs(c.lat) <= 10) & ((c.lon >= 170) | (c.lon <= -170)),
+        ColumnFilter(rank_ranges=((0, 1500),), taken_range=(1_520_000_000, 1_580_000_000), cameras=(0,)):
+            (c.path_rank < 1500) & known & (c.taken >= 1_520_000_000) & (c.taken < 1_580_000_000) & (c.camera == 0),
+        ColumnFilter(): np.ones(len(c), bool),
+    }
+    for spec, want in cases.items():
+        assert np.array_equal(mask(c, spec), want), spec
+
+
+def test_near_uses_great_circle_distance(columns: MetadataColumns) -> None:
+    c = columns
+    paris = int(np.flatnonzero(c.lat == np.float32(48.8566))[0])
+    london = int(np.flatnonzero(c.lat == np.float32(51.5074))[0])
+    assert 340 < haversine(48.8566, 2.3522, c.lat[[london]], c.lon[[london]])[0] < 350
+    near_350 = mask(c, ColumnFilter(near=(48.8566, 2.3522, 350.0)))
+    near_300 = mask(c, ColumnFilter(near=(48.8566, 2.3522, 300.0)))
+    assert near_350[paris] and near_350[london] and near_300[paris] and not near_300[london]
+    for lat0, lon0, radius in ((48.8566, 2.3522, 2000.0), (0.0, 179.99, 500.0), (88.0, 10.0, 800.0)):
+        with np.errstate(invalid="ignore"):
+            want = haversine(lat0, lon0, c.lat, c.lon) <= radius  # NaN (unknown) compares False
+        got = mask(c, ColumnFilter(near=(lat0, lon0, radius)))
+        assert np.array_equal(got, want) and want.any()
+    combined = mask(c, ColumnFilter(near=(0.0, 0.0, 5000.0), cameras=(2,)))
+    assert np.array_equal(combined, mask(c, ColumnFilter(near=(0.0, 0.0, 5000.0))) & (c.camera == 2))
+
+
+def test_columns_save_load_memory_mapped(columns: MetadataColumns, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "columns"
+    columns.save(folder)
+    columns.save(folder)  # replaces
+    loaded = MetadataColumns.load(folder)
+    assert isinstance(loaded.ids, np.memmap) and loaded.cameras == columns.cameras
+    assert np.all(np.diff(loaded.ids) > 0) and loaded.id_bound == int(columns.ids[-1]) + 1
+    spec = ColumnFilter(rank_ranges=((100, 900),), cameras=loaded.camera_codes(["b", "zzz"]))
+    assert np.array_equal(matching_ids(loaded, spec), matching_ids(columns, spec))
+    with pytest.raises(ValueError):
+        MetadataColumns(ids=np.array([2, 1]), path_rank=np.zeros(2, np.int32), taken=np.zeros(2, np.int64),
+                        lat=np.zeros(2, np.float32), lon=np.zeros(2, np.float32), camera=np.zeros(2, np.int32))
