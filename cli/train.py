@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # imported by the command when it runs: `--help` stays fast
 
     from jrsearch.retrieval.encoders import Encoder
     from jrsearch.retrieval.encoders.audio import AudioTowerConfig
-    from jrsearch.retrieval.training.avid import PairSet
+    from jrsearch.retrieval.training.avid import PairSet, TrainResult
 
 train_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Learn towers from your own media.")
 
@@ -49,14 +49,13 @@ def audio(
     as_json: JsonOpt = False,
 ) -> None:
     """AVID: soundtrack windows learn to match the frozen image-tower vectors of the frames at the same time."""
-    import numpy as np
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jrsearch.indexer.walk import walk
     from jrsearch.retrieval.encoders import load_encoder
     from jrsearch.retrieval.encoders.audio import AudioTowerConfig
     from jrsearch.retrieval.extras import require
-    from jrsearch.retrieval.training.avid import PairSet, TrainConfig, save_loss_curve, train_audio_tower
+    from jrsearch.retrieval.training.avid import TrainConfig, save_loss_curve, train_audio_tower
     from jrsearch.retrieval.types import MediaKind
 
     require("matplotlib", "train", "jrsearch train audio (its loss curve)")  # before hours of training, not after
@@ -69,10 +68,7 @@ def audio(
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.fields[info]}"), disable=as_json)
     with bar:
-        parts, skipped = _decode_pairs(videos, encoder, tower, fps, bar)
-        if not parts:
-            raise JrsearchError("none of the videos has both frames and sound to learn from")
-        pairs = PairSet(np.concatenate([p.features for p in parts]), np.concatenate([p.targets for p in parts]))
+        pairs, used, skipped = _pair_set(videos, encoder, tower, fps, bar)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature, queue_size=queue,
                              cma_k=cma, ema=ema, seed=seed)
         task = bar.add_task("training", total=epochs, info="")
@@ -82,14 +78,31 @@ def audio(
     curve = curve or out.with_suffix(".loss.png")
     save_loss_curve(result.losses, curve, title=f"AVID{'+CMA' if cma else ''} on {len(pairs)} pairs")
     summary = {"out": str(out), "loss_curve": str(curve), "image_model": spec.label(), "pairs": len(pairs),
-               "videos": len(videos), "videos_used": len(parts), "epochs": len(result.losses),
-               "resumed_from": result.resumed_from,
-               "first_loss": round(result.losses[0], 4), "final_loss": round(result.losses[-1], 4),
-               "train_seconds": round(result.seconds, 1), "skipped": skipped}
+               "videos": len(videos), "videos_used": used, **_training_figures(result), "skipped": skipped}
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
+
+
+def _pair_set(videos: list[Path], encoder: Encoder, tower: AudioTowerConfig, fps: float,
+              bar: Progress) -> tuple[PairSet, int, list[str]]:
+    """The (sound window, frame vector) pairs of every video that has both; how many videos gave some."""
+    import numpy as np
+
+    from jrsearch.retrieval.training.avid import PairSet
+
+    parts, skipped = _decode_pairs(videos, encoder, tower, fps, bar)
+    if not parts:
+        raise JrsearchError("none of the videos has both frames and sound to learn from")
+    return PairSet(np.concatenate([p.features for p in parts]), np.concatenate([p.targets for p in parts])), \
+        len(parts), skipped
+
+
+def _training_figures(result: TrainResult) -> dict[str, Any]:
+    return {"epochs": len(result.losses), "resumed_from": result.resumed_from,
+            "first_loss": round(result.losses[0], 4), "final_loss": round(result.losses[-1], 4),
+            "train_seconds": round(result.seconds, 1)}
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
