@@ -48,12 +48,13 @@ class SearchOptions(BaseModel):
 
     def echo(self) -> dict[str, Any]:
         """For the response's `query`: the parameters as given (kind, top_k, under, glob as always; the
-        metadata filters where set) and `filters`, what they were read as (`Filters.to_json`)."""
+        metadata filters where set) and, where any filter is set, `filters`: what they were read as
+        (`Filters.to_json`: the absolute folder, dates as ISO 8601 UTC, `near` as [lat, lon, km])."""
         given = self.model_dump(mode="json")
         for name in METADATA_PARAMS:
             if given[name] is None:
                 del given[name]
-        return {**given, "filters": self.filters.to_json()}
+        return {**given, "filters": self.filters.to_json()} if self.filters else given
 
 
 METADATA_PARAMS = ("after", "before", "near", "camera")
