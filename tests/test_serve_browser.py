@@ -1,6 +1,7 @@
 """End to end in a real browser: headless Chromium loads the page served by uvicorn, runs a query
 by keyboard, sees the result thumbnails load, opens a result, plays a video result from the
-time that matched, goes Back to an earlier search and opens a shared search link."""
+time that matched, goes Back to an earlier search and opens a shared search link; sets filters by
+keyboard, sees them in the URL, in the request the service gets and restored by a reload."""
 
 from __future__ import annotations
 
@@ -157,6 +158,9 @@ class RecordingService:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
+    def status(self):
+        return {"with_date_taken": 1, "with_place": 1, **self.inner.status()}
+
     def search(self, vector, request):
         from dataclasses import replace
 
@@ -194,6 +198,7 @@ def test_page_filters_are_reachable_by_keyboard_kept_in_the_url_and_sent(tmp_pat
         wait = WebDriverWait(driver, 20)
         driver.get(url + "/")
         wait.until(lambda d: "3 image" in d.find_element(By.ID, "message").text)
+        assert "with a date taken" in driver.find_element(By.ID, "message").text  # the status's counts
         box = driver.find_element(By.ID, "q")
         box.send_keys("a photo")
         for _ in range(6):  # Tab from the query box reaches the filter panel's summary
