@@ -25,6 +25,9 @@ from jrsearch.cli.common import (
 )
 from jrsearch.retrieval.types import MediaKind, ModelChoice
 
+INDEXDIR_METADATA = ("--after, --before, --near and --camera are not supported with --index (an INDEXDIR "
+                     "keeps no date taken, place or camera) yet; use --under/--glob, or search a library")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cross-modal search over your photos, texts, videos and sounds.")
 
@@ -89,6 +92,18 @@ def query(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
     under: Annotated[Path | None, typer.Option("--under", help="Only results under this folder.")] = None,
     glob: Annotated[str | None, typer.Option("--glob", help="Only paths (or names) matching this glob.")] = None,
+    after: Annotated[str | None, typer.Option(
+        "--after", metavar="DATE", help="Only what was taken on or after DATE: YYYY, YYYY-MM, YYYY-MM-DD or "
+                                        "ISO 8601 (a date without a zone is local time).")] = None,
+    before: Annotated[str | None, typer.Option(
+        "--before", metavar="DATE", help="Only what was taken before the end of DATE (--before 2024: "
+                                         "up to 2024-12-31).")] = None,
+    near: Annotated[str | None, typer.Option(
+        "--near", metavar="LAT,LON[,KM]", help="Only what was taken within KM (default 1) of a place, "
+                                               "in degrees: --near 43.46,11.88,5.")] = None,
+    camera: Annotated[str | None, typer.Option(
+        "--camera", metavar="TEXT", help="Only what a camera whose make or model contains TEXT took "
+                                         "(any case).")] = None,
     nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
     rerank: Annotated[int | None, typer.Option(
         "--rerank", min=0,
@@ -101,6 +116,7 @@ def query(
     as_json: JsonOpt = False,
 ) -> None:
     """Search the library: by text (TEXT) or by example (--image, --audio)."""
+    from jrsearch.retrieval.errors import QueryError
     from jrsearch.retrieval.request import Filters, SearchRequest
 
     queries = [(m, q) for m, q in (("text", text), ("image", image), ("audio", audio)) if q is not None]
@@ -108,7 +124,13 @@ def query(
         return fail("give one of a TEXT query, --image PATH or --audio PATH")
     if index is not None and audio is not None:
         return fail("give a TEXT query or --image PATH (an INDEXDIR holds images only: no --audio)")
-    request = SearchRequest(kind, top_k, Filters.make(under, glob), nprobe, rerank)
+    try:
+        filters = Filters.make(under, glob, after=after, before=before, near=near, camera=camera)
+    except QueryError as exc:  # a usage error: exit 2, like typer's own
+        return fail(str(exc), 2)
+    if index is not None and filters.by_metadata:
+        return fail(INDEXDIR_METADATA, 2)
+    request = SearchRequest(kind, top_k, filters, nprobe, rerank)
     if text is not None and index is None and choice.is_default:
         from jrsearch.cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 

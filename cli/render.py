@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jrsearch.retrieval.paths import display_path
@@ -90,7 +91,10 @@ def print_results(results: Sequence[SearchResult]) -> None:
         out.print("no results")
         return
     table = Table(box=None, show_header=True, header_style="bold")
-    for name in ("#", "score", "path", "detail"):
+    # what the files say of themselves, each in a column only where a result has it
+    taken = any(r.taken_at for r in results)
+    camera = any(r.camera for r in results)
+    for name in ("#", "score", "path", "detail", *(["taken"] if taken else []), *(["camera"] if camera else [])):
         table.add_column(name, overflow="fold")
     for r in results:
         detail = ""
@@ -98,8 +102,21 @@ def print_results(results: Sequence[SearchResult]) -> None:
             detail = f"line {r.line}: {r.text}"
         elif r.start_s is not None:
             detail = f"{r.start_s:.1f}-{r.end_s:.1f} s"
-        table.add_row(str(r.rank), f"{r.score:.4f}", display_path(r.path), detail)
+        row = [str(r.rank), f"{r.score:.4f}", display_path(r.path), detail]
+        if taken:
+            row.append(taken_text(r.taken_at))
+        if camera:
+            row.append(escape(r.camera or ""))  # the file's text, not rich markup
+        table.add_row(*row)
     out.print(table)
+
+
+def taken_text(taken_at: str | None) -> str:
+    """A date taken as people read it: `2024-06-01 12:30` (the file's own clock; ISO 8601 in --json)."""
+    if not taken_at:
+        return ""
+    day, _, time = taken_at.partition("T")
+    return f"{day} {time[:5]}".strip()
 
 
 def _mib(n: int) -> str:
@@ -114,6 +131,9 @@ def print_status(info: dict) -> None:
         out.print(f"audio     {info['audio_model']['path']} ({info['audio_model']['kind']})")
     for kind, counts in sorted(info["items"].items()):
         out.print(f"{kind:9} " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if "with_date_taken" in info or "with_place" in info:
+        out.print(f"metadata  {info.get('with_date_taken', 0)} with a date taken, "
+                  f"{info.get('with_place', 0)} with a place")
     for kind, idx in sorted(info["indexes"].items()):
         fresh = "" if idx["up_to_date"] else " (stale: rebuilt on next use)"
         out.print(f"index     {kind}: {idx['factory'] or '-'} with {idx['vectors']} vectors{fresh}")

@@ -1,6 +1,7 @@
 """End to end in a real browser: headless Chromium loads the page served by uvicorn, runs a query
 by keyboard, sees the result thumbnails load, opens a result, plays a video result from the
-time that matched, goes Back to an earlier search and opens a shared search link."""
+time that matched, goes Back to an earlier search and opens a shared search link; sets filters by
+keyboard, sees them in the URL, in the request the service gets and restored by a reload."""
 
 from __future__ import annotations
 
@@ -143,3 +144,106 @@ def test_page_searches_by_keyboard_and_shows_thumbnails(tmp_path, tiny_encoder):
         assert driver.find_element(By.ID, "glob").get_attribute("value") == "photo1*"
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]  # no JS errors, no 4xx/5xx
     assert os.listdir(library.root / "thumbnails")  # the server cached what the page showed
+
+
+class RecordingService:
+    """A library's service that keeps each `SearchRequest` it is asked, and says of its first result
+    what a photo's metadata would (date taken, camera, place), so the page's rendering is seen
+    whether or not the library under it keeps such metadata."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.requests: list = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def status(self):
+        return {"with_date_taken": 1, "with_place": 1, **self.inner.status()}
+
+    def search(self, vector, request):
+        from dataclasses import replace
+
+        from jrsearch.retrieval.types import ResultSet
+
+        self.requests.append(request)
+        found = list(self.inner.search(vector, request))
+        if found:
+            found[0] = replace(found[0], taken_at="2024-06-01T12:30:00+02:00", camera="Canon EOS R5",
+                               latitude=43.46, longitude=11.88)
+        return ResultSet(tuple(found))
+
+
+@pytest.mark.slow
+def test_page_filters_are_reachable_by_keyboard_kept_in_the_url_and_sent(tmp_path, tiny_encoder):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from jrsearch.cli.web.app import create_app
+    from jrsearch.cli.web.security import LOOPBACK_NAMES
+    from jrsearch.retrieval.request import Filters
+    from jrsearch.retrieval.service import LibraryService
+
+    media = tmp_path / "media"
+    for i in range(3):
+        make_image(media / f"photo{i}.jpg", seed=i, size=(120, 80))
+    library = Library.open(tmp_path / "lib", create=True)
+    run_index(library, tiny_encoder, [media])
+    service = RecordingService(LibraryService(library, SearchEngine(library, encoder=tiny_encoder)))
+    app = create_app(service, allowed_hosts=LOOPBACK_NAMES)
+    wanted = Filters.make(None, None, after="2024-06", near="43.46,11.88,5", camera="Canon")
+
+    with running_server(app) as url, chromium(tmp_path / "profile") as driver:
+        wait = WebDriverWait(driver, 20)
+        driver.get(url + "/")
+        wait.until(lambda d: "3 image" in d.find_element(By.ID, "message").text)
+        assert "with a date taken" in driver.find_element(By.ID, "message").text  # the status's counts
+        box = driver.find_element(By.ID, "q")
+        box.send_keys("a photo")
+        for _ in range(6):  # Tab from the query box reaches the filter panel's summary
+            driver.switch_to.active_element.send_keys(Keys.TAB)
+            if driver.switch_to.active_element.tag_name == "summary":
+                break
+        assert driver.switch_to.active_element.tag_name == "summary"
+        driver.switch_to.active_element.send_keys(Keys.ENTER)  # opens the panel
+        wait.until(lambda d: d.find_element(By.ID, "after").is_displayed())
+        typed = {"after": "2024-06", "near": "43.46,11.88,5", "camera": "Canon"}
+        visited = []
+        while "camera" not in visited and len(visited) < 8:  # Tab on through the fields, typing into three
+            driver.switch_to.active_element.send_keys(Keys.TAB)
+            visited.append(field := driver.switch_to.active_element.get_attribute("id"))
+            if field in typed:
+                driver.switch_to.active_element.send_keys(typed[field])
+        assert visited == ["top_k", "under", "glob", "after", "before", "near", "camera"]
+        for name, value in typed.items():
+            assert driver.find_element(By.ID, name).get_attribute("value") == value
+            label = driver.find_element(By.XPATH, f"//label[.//input[@id='{name}']]")
+            assert label.text.strip(), f"{name} has no label"
+        driver.switch_to.active_element.send_keys(Keys.ENTER)  # Enter in a field searches
+        wait.until(lambda d: "results for “a photo”" in d.find_element(By.ID, "message").text)
+        assert service.requests[-1].filters == wanted  # the request the service received carries them
+        for part in ("after=2024-06", "near=43.46%2C11.88%2C5", "camera=Canon", "q=a+photo"):
+            assert part in driver.current_url
+        assert driver.find_element(By.ID, "filter-count").text == "(3)"
+        taken = driver.find_element(By.CSS_SELECTOR, "#results .result[data-index='0'] .taken")
+        assert taken.text == "2024-06-01 12:30 · Canon EOS R5 · 43.4600, 11.8800"
+        assert not driver.find_elements(By.CSS_SELECTOR, "#results .result[data-index='1'] .taken")
+
+        asked = len(service.requests)
+        driver.refresh()  # a reload (or a shared link) restores the filters and searches with them
+        wait.until(lambda d: len(service.requests) > asked)
+        wait.until(lambda d: "results for “a photo”" in d.find_element(By.ID, "message").text)
+        assert service.requests[-1].filters == wanted
+        for name, value in typed.items():
+            assert driver.find_element(By.ID, name).get_attribute("value") == value
+        assert driver.find_element(By.ID, "filters").get_attribute("open") is not None
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+        after = driver.find_element(By.ID, "after")  # a date that is none: the server's line, as an error
+        after.clear()
+        after.send_keys("2024-13", Keys.ENTER)
+        message = driver.find_element(By.ID, "message")
+        wait.until(lambda d: "is not a date" in message.text)
+        assert message.text.startswith("after '2024-13' is not a date: use YYYY")
+        assert "error" in message.get_attribute("class")

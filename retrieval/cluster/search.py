@@ -21,6 +21,9 @@ from jrsearch.retrieval.request import SearchRequest
 from jrsearch.retrieval.service import UnsupportedQuery
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec, Partial, ResultSet
 
+METADATA_UNSUPPORTED = ("filters by date taken, place or camera (after, before, near, camera) are not supported "
+                        "on an INDEXDIR yet: it keeps no such metadata; filter by folder or glob, or search a library")
+
 
 class ClusterService:
     """The `SearchService` of an INDEXDIR: its dataset and its model; `address` spreads the shards over a
@@ -91,6 +94,8 @@ class ClusterService:
 
     def search(self, vector: np.ndarray, request: SearchRequest) -> ResultSet:
         """Image results (an INDEXDIR holds nothing else); `nprobe` is the one it was opened with."""
+        if request.filters.by_metadata:
+            raise UnsupportedQuery(METADATA_UNSUPPORTED)
         if request.kind != MediaKind.IMAGE.value:
             return ResultSet()
         with self._lock:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from jrsearch.cli.web.media import sniff_upload
 from jrsearch.cli.web.models import SearchOut, result_out
@@ -28,15 +28,37 @@ MAX_QUERY_CHARS = 1000
 
 
 class SearchOptions(BaseModel):
-    """The request's query parameters, as the response echoes them."""
+    """The request's query parameters, as the response echoes them (as given), and the `Filters`
+    they make (parsed when the parameters are read, so a bad date is refused before any embedding)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     kind: str
     top_k: int
     under: str | None
     glob: str | None
+    after: str | None = None
+    before: str | None = None
+    near: str | None = None
+    camera: str | None = None
+    filters: Filters = Field(default_factory=Filters, exclude=True)
 
     def request(self) -> SearchRequest:
-        return SearchRequest(self.kind, self.top_k, Filters.make(self.under, self.glob))
+        return SearchRequest(self.kind, self.top_k, self.filters)
+
+    def echo(self) -> dict[str, Any]:
+        """For the response's `query`: the parameters as given (kind, top_k, under, glob as always; the
+        metadata filters where set) and, where any filter is set, `filters`: what they were read as
+        (`Filters.to_json`: the absolute folder, dates as ISO 8601 UTC, `near` as [lat, lon, km])."""
+        given = self.model_dump(mode="json")
+        for name in METADATA_PARAMS:
+            if given[name] is None:
+                del given[name]
+        return {**given, "filters": self.filters.to_json()} if self.filters else given
+
+
+METADATA_PARAMS = ("after", "before", "near", "camera")
+DATE_HELP = "YYYY, YYYY-MM, YYYY-MM-DD or ISO 8601; a date without a zone is the server's local time"
 
 
 def search_options(
@@ -45,13 +67,25 @@ def search_options(
     top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many results.")] = 10,
     under: Annotated[str | None, Query(max_length=4096, description="Only results under this folder.")] = None,
     glob: Annotated[str | None, Query(max_length=512, description="Only paths (or names) matching this glob.")] = None,
+    after: Annotated[str | None, Query(max_length=64, description=f"Only what was taken on or after this date "
+                                                                  f"({DATE_HELP}).")] = None,
+    before: Annotated[str | None, Query(max_length=64, description=f"Only what was taken before the end of "
+                                                                   f"this date ({DATE_HELP}).")] = None,
+    near: Annotated[str | None, Query(max_length=100, description="Only what was taken near a place: LAT,LON "
+                                                                  "or LAT,LON,KM (degrees; 1 km by default).")] = None,
+    camera: Annotated[str | None, Query(max_length=200, description="Only what a camera whose make or model "
+                                                                    "contains this took (any case).")] = None,
 ) -> SearchOptions:
     if kind not in KIND_HANDLERS:
         *others, last = (f"'{name}'" for name in KIND_HANDLERS)  # pydantic's wording for an enum
         raise HTTPException(422, f"kind: Input should be {', '.join(others)} or {last}")
-    return SearchOptions(kind=kind, top_k=top_k, under=under or None, glob=glob or None)
-
-
+    texts = {name: (value or "").strip() or None for name, value in
+             (("after", after), ("before", before), ("near", near), ("camera", camera))}
+    try:
+        filters = Filters.make(under or None, glob or None, **texts)
+    except QueryError as exc:  # `--after '2024-13' is not a date: ...`: the option named as the parameter
+        raise HTTPException(422, str(exc).removeprefix("--")) from None
+    return SearchOptions(kind=kind, top_k=top_k, under=under or None, glob=glob or None, filters=filters, **texts)
 Options = Annotated[SearchOptions, Depends(search_options)]
 
 
@@ -60,7 +94,7 @@ def run_search(service: SearchService, vector: np.ndarray, options: SearchOption
     embedded = time.perf_counter()
     found = service.search(vector, options.request())
     done = time.perf_counter()
-    return SearchOut(query={**query, **options.model_dump(mode="json")},
+    return SearchOut(query={**query, **options.echo()},
                      took_ms=round((done - started) * 1000, 2), embed_ms=round((embedded - started) * 1000, 2),
                      search_ms=round((done - embedded) * 1000, 2), results=[result_out(r) for r in found],
                      partial=found.partial.to_json() if found.partial else None)

@@ -6,12 +6,22 @@ const $ = (id) => document.getElementById(id);
 let results = [];
 let retry = null; // the last search, run again after a login
 
+// The filter panel's fields, each sent as the API's parameter of the same name.
+const FILTERS = ["under", "glob", "after", "before", "near", "camera"];
+
 function options() {
   const params = new URLSearchParams({ kind: $("kind").value, top_k: $("top_k").value || "24" });
-  for (const name of ["under", "glob"]) {
+  for (const name of FILTERS) {
     if ($(name).value.trim()) params.set(name, $(name).value.trim());
   }
   return params;
+}
+
+// The panel's summary counts the filters set, and a search (or link) with filters opens it.
+function showFilters() {
+  const set = FILTERS.filter((name) => $(name).value.trim()).length;
+  $("filter-count").textContent = set ? ` (${set})` : "";
+  if (set) $("filters").open = true;
 }
 
 function say(text, isError = false) {
@@ -44,12 +54,14 @@ async function run(label, request) {
   }
 }
 
-// The text search lives in the page's URL (?q=…&kind=…&top_k=…&under=…&glob=…), so a search can be
-// bookmarked and shared, and Back/Forward step through earlier searches.
-const URL_FIELDS = ["q", "kind", "top_k", "under", "glob"];
+// The text search lives in the page's URL (?q=…&kind=…&top_k=… and the filters: under, glob, after,
+// before, near, camera), so a search can be bookmarked and shared, and Back/Forward step through
+// earlier searches.
+const URL_FIELDS = ["q", "kind", "top_k", ...FILTERS];
 
 function searchText({ remember = true } = {}) {
   const q = $("q").value.trim();
+  showFilters();
   if (!q) return;
   const params = options();
   params.set("q", q);
@@ -71,6 +83,7 @@ function searchFromUrl() {
       field.value = value ?? field.defaultValue;
     }
   }
+  showFilters();
   if ($("q").value.trim()) searchText({ remember: false });
   else render([]);
 }
@@ -124,9 +137,30 @@ function card(result, index) {
   score.className = "score";
   score.textContent = `#${result.rank} · ${result.score.toFixed(3)}`;
   meta.append(name, score);
+  const about = described(result);
+  if (about) {
+    const taken = document.createElement("div");
+    taken.className = "taken";
+    taken.textContent = about;
+    meta.append(taken);
+  }
   li.append(top, meta);
   li.addEventListener("click", () => open(index));
   return li;
+}
+
+// What a file says of itself, where it does: "2024-06-01 12:30 · Canon EOS R5 · 43.4600, 11.8800".
+function described(result) {
+  const parts = [];
+  if (result.taken_at) {
+    const [day, time = ""] = result.taken_at.split("T");
+    parts.push(time ? `${day} ${time.slice(0, 5)}` : day);
+  }
+  if (result.camera) parts.push(result.camera);
+  if (result.latitude != null && result.longitude != null) {
+    parts.push(`${result.latitude.toFixed(4)}, ${result.longitude.toFixed(4)}`);
+  }
+  return parts.join(" · ");
 }
 
 function icon(symbol) {
@@ -164,7 +198,9 @@ function open(index) {
   }
   body.replaceChildren(element);
   const where = result.start_s != null ? ` at ${seconds(result.start_s)}` : result.line != null ? ` line ${result.line}` : "";
-  $("viewer-caption").textContent = `${result.path}${where} · score ${result.score.toFixed(3)}`;
+  const about = described(result);
+  $("viewer-caption").textContent = `${result.path}${where} · score ${result.score.toFixed(3)}`
+    + (about ? ` · ${about}` : "");
   $("viewer").hidden = false;
   $("viewer").dataset.index = index;
   $("close").focus();
@@ -238,7 +274,9 @@ async function showStatus({ quiet = false } = {}) {
   try {
     const info = await call("/api/status");
     const counts = Object.entries(info.indexes).map(([kind, idx]) => `${idx.vectors} ${kind}`).join(", ");
-    if (!quiet) say(`${counts || "nothing indexed"} · ${info.server.model}`);
+    const described = info.with_date_taken != null
+      ? ` · ${info.with_date_taken} with a date taken, ${info.with_place ?? 0} with a place` : "";
+    if (!quiet) say(`${counts || "nothing indexed"}${described} · ${info.server.model}`);
     if (!info.server.audio_search) $("file").accept = "image/*";
   } catch (error) {
     say(error.message, true);
@@ -271,8 +309,10 @@ document.addEventListener("DOMContentLoaded", () => {
     else if ($("viewer").hidden && $("login").hidden) moveFocus(e);
   });
   window.addEventListener("popstate", searchFromUrl);
+  for (const name of FILTERS) $(name).addEventListener("change", showFilters);
   dropZone();
   const searchInUrl = Boolean(new URLSearchParams(location.search).get("q"));
+  if (!searchInUrl) searchFromUrl();  // filters in a link without a query still fill the panel
   loadKinds().catch(() => {}).then(() => {  // without a login the status line asks for one
     showStatus({ quiet: searchInUrl });  // a search in the URL says its own line
     if (searchInUrl) searchFromUrl();
