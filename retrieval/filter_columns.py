@@ -136,11 +136,12 @@ def load_columns(root: Path, kind: str, generation: int) -> FilterColumns | None
         return None
 
 
-def remove_columns(root: Path) -> None:
-    """Remove every kind's saved folder (their data predates a migration)."""
+def remove_columns(root: Path, kind: str | None = None) -> None:
+    """Remove `kind`'s saved folder, or every kind's (their data predates a migration), with any
+    half-written copy."""
     folder = root / INDEX_DIR
     if folder.is_dir():
-        for path in folder.glob("*.columns*"):
+        for path in folder.glob(f"{kind}.columns*" if kind else "*.columns*"):
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -164,14 +165,15 @@ def filtered_ranked_search(index: VectorIndex | None, query: np.ndarray, top_k: 
     (exact over their float16 rows when few, the index with an ID selector when many), ranked one
     per item/text; asks for more vectors while fewer than `top_k` results come out of the join
     (several vectors of one video, a glob post-filter) and more are allowed."""
-    from jrsearch.retrieval.filtered_search import filtered_search
+    from jrsearch.retrieval import filtered_search as plan
 
     matching = len(allowed.ids)
     if index is None or matching == 0:
         return []
     k = min(matching, top_k if path_filter is None else max(top_k * 8, 256))
     while True:
-        scores, ids = filtered_search(index, query, allowed, k, exact, nprobe=nprobe, rerank=rerank)
+        scores, ids = plan.filtered_search(index, query, allowed, k, exact, nprobe=nprobe, rerank=rerank,
+                                           exact_max=plan.EXACT_FILTER_MAX)
         results = rank_hits(scores[0], ids[0], fetch_rows, path_filter, top_k)
         if len(results) >= top_k or k >= matching:
             return results

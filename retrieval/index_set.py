@@ -22,7 +22,14 @@ import numpy as np
 
 from jrsearch.retrieval.catalog import IndexStateRow
 from jrsearch.retrieval.diskspace import no_space_as_error
-from jrsearch.retrieval.filter_columns import FilterColumns, build_columns, load_columns, save_columns, saved_generation
+from jrsearch.retrieval.filter_columns import (
+    FilterColumns,
+    build_columns,
+    load_columns,
+    remove_columns,
+    save_columns,
+    saved_generation,
+)
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
 from jrsearch.retrieval.paths import index_path, slot_runs_path
 from jrsearch.retrieval.shards import Reads, ShardStore, Writes
@@ -184,13 +191,17 @@ class IndexSet:
             runs.save(path)
 
     def _save_columns(self, kind: str, generation: int, only_if_missing: bool = False) -> None:
-        """Save the kind's filter columns at `generation` (built from SQLite unless kept at it)."""
+        """Save the kind's filter columns at `generation` (built from SQLite unless kept at it).
+        Best effort: where they cannot be written (a full disk), none are left, and the service
+        builds them from the store (the cold path hands such searches to it)."""
         if self._writes is None or (only_if_missing and saved_generation(self.root, kind) == generation):
             return
         columns = self._columns.get(kind)
         if columns is None or columns.generation != generation:
             with self._reads() as catalog:
                 columns = build_columns(catalog.filter_rows(kind), generation)
-        with no_space_as_error(self.root, "saving the filter columns"):
-            save_columns(self.root, kind, columns)
         self._columns[kind] = columns
+        try:
+            save_columns(self.root, kind, columns)
+        except OSError:  # a cache: without it, filtered searches build the columns from the store
+            remove_columns(self.root, kind)
