@@ -212,6 +212,37 @@ def test_the_shared_gps_photos_are_found_by_place(tmp_path, tiny_encoder):
     library.close()
 
 
+def test_a_video_is_filtered_by_its_container_date_and_place(tmp_path, tiny_encoder):
+    import av
+
+    from jrsearch.indexer.pipeline import run_index
+    from jrsearch.retrieval.library import Library
+    from jrsearch.retrieval.request import Filters, SearchRequest
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name, metadata in (("sydney.mp4", {"creation_time": "2021-06-01T12:34:56.000000Z",
+                                           "location": "-33.8688+151.2093/"}), ("plain.mp4", {})):
+        with av.open(str(media / name), "w") as container:
+            container.metadata.update(metadata)
+            stream = container.add_stream("libx264", rate=4)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for i in range(8):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 30, np.uint8), format="rgb24")
+                frame.pts = i
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    library = Library.open(tmp_path / "lib", create=True)
+    assert not run_index(library, tiny_encoder, [media]).failed
+    service = service_of(library, tiny_encoder)
+    vector = service.embed("text", "a grey wall")
+    found = service.search(vector, SearchRequest(kind="video", filters=Filters.make(near="-33.87,151.21,5"))).results
+    assert names(found) == {"sydney.mp4"} and found[0].taken_at == "2021-06-01T12:34:56+00:00"
+    assert names(service.search(vector, SearchRequest(kind="video", filters=Filters.make(before="2022"))).results) \
+        == {"sydney.mp4"}
+    library.close()
+
+
 # -- a lossy index: few and many matching ----------------------------------------------------
 
 DIM = 32
