@@ -40,7 +40,7 @@ from jrsearch.retrieval.ranking import RowFetcher, rank_hits
 from jrsearch.retrieval.request import Filters
 
 if TYPE_CHECKING:
-    from jrsearch.retrieval.catalog import FilterRows
+    from jrsearch.retrieval.catalog import Catalog, FilterRows
     from jrsearch.retrieval.index import VectorIndex
     from jrsearch.retrieval.types import SearchResult
 
@@ -143,6 +143,17 @@ def remove_columns(root: Path, kind: str | None = None) -> None:
     if folder.is_dir():
         for path in folder.glob(f"{kind}.columns*" if kind else "*.columns*"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def rebuild_saved_columns(root: Path, catalog: Catalog) -> None:
+    """Replace every kind's saved folder with columns built from the store now (a writer holding
+    the lock, e.g. at the end of a migration); best effort: a kind that cannot be written has none."""
+    remove_columns(root)
+    for kind, state in catalog.index_states().items():
+        try:
+            save_columns(root, kind, build_columns(catalog.filter_rows(kind), state.generation))
+        except OSError:
+            remove_columns(root, kind)
 
 
 def exact_rows(index: VectorIndex) -> ExactRows:

@@ -26,7 +26,7 @@ commit, which is the only one that drops anything.
                 per commit, each commit recording the last item done: a killed run resumes there;
                 a file gone from disk, or unreadable, keeps NULLs
              c. one commit drops the progress row, user_version = 4; then the filter columns
-                beside the indexes (`filter_columns.py`), which predate the data, are removed
+                beside the indexes (`filter_columns.py`) are written afresh from the new data
 
 The statements of each step live in `catalog_steps.py`; this module runs them in order.
 """
@@ -137,8 +137,9 @@ def _v2_to_v3(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
 
 
 def _v3_to_v4(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
+    from jrsearch.retrieval.catalog import Catalog
     from jrsearch.retrieval.catalog_writer import metadata_row
-    from jrsearch.retrieval.filter_columns import remove_columns
+    from jrsearch.retrieval.filter_columns import rebuild_saved_columns
     from jrsearch.retrieval.media_metadata import file_metadata
     from jrsearch.retrieval.paths import path_from_db
 
@@ -152,7 +153,7 @@ def _v3_to_v4(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
             steps.v4_record(con, rows, last)
     with steps.one_transaction(con):
         steps.v4_finish(con)
-    remove_columns(root)
+    rebuild_saved_columns(root, Catalog(con))
 
 
 STEPS: dict[int, Callable[[sqlite3.Connection, Engine, Path], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
