@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from jrsearch.retrieval.encoders.audio import pool
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.hashing import hash_stream
 from jrsearch.retrieval.library import SoundRecord
+from jrsearch.retrieval.media_metadata import av_metadata
 from jrsearch.retrieval.types import MediaKind
 
 COMMIT_EVERY = 32  # sound files per store transaction
@@ -52,11 +54,12 @@ def hashed(candidate: Candidate) -> Decoded:
         return failed(candidate, f"cannot read: {exc.strerror}", FailureCode.UNREADABLE)
 
 
-def embed_sound(path: Path, audio: AudioTower) -> SoundVectors:
-    """Stream `path`'s first audio stream through the tower, window by window."""
+def embed_sound(path: Path, audio: AudioTower, opened: Callable[[Any], None] | None = None) -> SoundVectors:
+    """Stream `path`'s first audio stream through the tower, window by window; `opened(container)`
+    once the container is open."""
     chunk_s = audio.window_samples / audio.sample_rate * 30  # whole windows per chunk
     vectors, segments, samples = [], [], 0
-    for chunk in iter_audio(path, audio.sample_rate, chunk_s=chunk_s):
+    for chunk in iter_audio(path, audio.sample_rate, chunk_s=chunk_s, opened=opened):
         windows, spans = audio.windows(chunk.samples, chunk.start_s)
         vectors.append(audio.encode("audio", windows))
         segments.extend(spans)
@@ -87,7 +90,10 @@ def decode_streamed(candidate: Candidate, embed: Callable[[Path, Decoded], None]
 
 def decode_sound_file(candidate: Candidate, audio: AudioTower) -> Decoded:
     def embed(path: Path, out: Decoded) -> None:
-        sound = with_pooled(embed_sound(path, audio))
+        def read_metadata(container: Any) -> None:  # from the container the sound is decoded from
+            out.metadata = av_metadata(container, path, mtime_ns=candidate.mtime_ns)
+
+        sound = with_pooled(embed_sound(path, audio, read_metadata))
         out.vectors, out.fields["duration_s"] = sound.vectors, sound.duration_s
         out.segments = list(sound.segments)
         out.modalities = ["audio"] * len(sound.vectors)

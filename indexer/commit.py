@@ -13,6 +13,7 @@ from jrsearch.indexer.run import IndexRun
 from jrsearch.retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
 from jrsearch.retrieval.errors import FailureCode
 from jrsearch.retrieval.library import FileRecord, RowDetails
+from jrsearch.retrieval.media_metadata import MediaMetadata
 from jrsearch.retrieval.types import ItemStatus
 
 
@@ -27,6 +28,7 @@ class StoredFields(TypedDict):
     error: str | None
     failure: FailureCode | None
     vectors: np.ndarray | None
+    metadata: MediaMetadata | None
 
 
 def stored_fields(decoded: Decoded) -> StoredFields:
@@ -34,7 +36,7 @@ def stored_fields(decoded: Decoded) -> StoredFields:
     return StoredFields(path=str(c.path), size=c.size, mtime_ns=c.mtime_ns, content_hash=decoded.content_hash,
                         status=ItemStatus.FAILED if failure else ItemStatus.INDEXED,
                         error=failure.reason if failure else None, failure=failure.code if failure else None,
-                        vectors=decoded.vectors)
+                        vectors=decoded.vectors, metadata=decoded.metadata)
 
 
 RecordOf = Callable[[Decoded], FileRecord]

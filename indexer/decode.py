@@ -13,6 +13,7 @@ from typing import Any
 from jrsearch.indexer.changes import Candidate
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.hashing import content_hash
+from jrsearch.retrieval.media_metadata import MediaMetadata
 from jrsearch.retrieval.types import ItemStatus
 
 
@@ -28,6 +29,7 @@ class Decoded:
     vectors: Any = None  # (n, dim) float32, filled in by the model
     segments: list[tuple[float | None, float | None]] = field(default_factory=list)  # per vector row
     modalities: list[str] = field(default_factory=list)  # per vector row, when they differ
+    metadata: MediaMetadata | None = None  # date taken, place, camera: read where the file is opened
 
     def fail(self, reason: str, code: FailureCode = FailureCode.UNDECODABLE) -> Decoded:
         """Mark the file failed (`reason` without the file's name, as stored); returns self."""

@@ -16,6 +16,7 @@ from jrsearch.retrieval.encoders import Encoder
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.imageio import open_image
 from jrsearch.retrieval.library import ImageRecord
+from jrsearch.retrieval.media_metadata import image_metadata
 from jrsearch.retrieval.types import MediaKind
 
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # the largest real photos (RAW-sized TIFFs) stay well below
@@ -36,6 +37,7 @@ def decode_image(candidate: Candidate, transform: Callable, draft_size: int) -> 
         out.failure = exc
         return out
     out.fields["width"], out.fields["height"] = image.info["full_size"]
+    out.metadata = image_metadata(image, candidate.path, mtime_ns=candidate.mtime_ns)  # the same open
     out.payload = transform(image)
     return out
 

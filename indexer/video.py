@@ -37,6 +37,7 @@ from jrsearch.retrieval.encoders.audio import pool
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.imageio import upright_frame
 from jrsearch.retrieval.library import VideoRecord
+from jrsearch.retrieval.media_metadata import MediaMetadata, av_metadata
 from jrsearch.retrieval.sniff import picture_streams
 from jrsearch.retrieval.types import MediaKind
 
@@ -65,6 +66,7 @@ class VideoVectors:
     width: int | None = None
     height: int | None = None
     notes: list[str] = field(default_factory=list)
+    metadata: MediaMetadata | None = None  # date taken, place, camera (read from the same open)
 
 
 def _open(path: Path):
@@ -134,6 +136,7 @@ class FrameVectors:
     size: tuple[int, int] | None  # (width, height) as shown; None without a video stream
     duration: float | None  # the container's
     has_audio: bool  # the container holds an audio stream
+    metadata: MediaMetadata | None = None  # the container's date taken, place, camera
 
 
 def embed_frames(path: Path, encoder, fps: float, batch_size: int,
@@ -150,15 +153,18 @@ def sampled_frames(path: Path, encoder, fps: float, batch_size: int, notes: list
         duration = probe_duration(container)
         has_audio = bool(container.streams.audio)
         if not picture_streams(container):
-            return FrameVectors(np.zeros((0, encoder.dim), np.float32), [], None, duration, has_audio)
+            return FrameVectors(np.zeros((0, encoder.dim), np.float32), [], None, duration, has_audio,
+                                av_metadata(container, path))
         stream = picture_streams(container)[0]
         size = (stream.codec_context.width, stream.codec_context.height)
         vectors: list[np.ndarray] = []
         times: list[float] = []
         batch: list = []
+        quarter_turned = False
         for sample in iter_frames(container, fps, image_side=encoder.image_size, errors=notes):
             if not times and sample.quarter_turned:
                 size = size[::-1]  # stored as shown: a portrait phone video is portrait
+                quarter_turned = True
             batch.append(encoder.preprocess(sample.image))
             times.append(sample.time_s)
             if len(batch) == batch_size:
@@ -166,10 +172,11 @@ def sampled_frames(path: Path, encoder, fps: float, batch_size: int, notes: list
                 batch = []
         if batch:
             vectors.append(encoder.encode_images(batch))
+        metadata = av_metadata(container, path, quarter_turned=quarter_turned)
     finally:
         container.close()
     return FrameVectors(np.concatenate(vectors) if vectors else np.zeros((0, encoder.dim), np.float32), times, size,
-                        duration, has_audio)
+                        duration, has_audio, metadata)
 
 
 def frame_segments(times: list[float], duration: float) -> list[tuple[float, float]]:
@@ -207,7 +214,7 @@ def embed_video(path: Path, encoder, audio: AudioTower | None, fps: float = DEFA
         segments += [(round(s, 3), round(e, 3)) for s, e in sound.segments[:-1]] + [(0.0, round(duration, 3))]
         modalities += ["audio"] * len(sound.vectors)
     return VideoVectors(np.concatenate(vectors), segments, modalities, duration,
-                        size[0] if size else None, size[1] if size else None, notes)
+                        size[0] if size else None, size[1] if size else None, notes, sampled.metadata)
 
 
 def decode_video(candidate: Candidate, encoder, audio: AudioTower | None, fps: float, batch_size: int) -> Decoded:
@@ -215,6 +222,7 @@ def decode_video(candidate: Candidate, encoder, audio: AudioTower | None, fps: f
         video = embed_video(path, encoder, audio, fps, batch_size)
         out.vectors, out.segments, out.modalities = video.vectors, list(video.segments), video.modalities
         out.fields.update(width=video.width, height=video.height, duration_s=video.duration_s)
+        out.metadata = video.metadata
 
     return decode_streamed(candidate, embed)
 

@@ -6,7 +6,7 @@ by audio queries.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,8 +50,10 @@ def has_audio(path: Path) -> bool:
         container.close()
 
 
-def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S) -> Iterator[AudioChunk]:
-    """Yield the first audio stream of `path` as consecutive mono chunks at `sample_rate`.
+def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S,
+               opened: Callable[[av.container.InputContainer], None] | None = None) -> Iterator[AudioChunk]:
+    """Yield the first audio stream of `path` as consecutive mono chunks at `sample_rate`;
+    `opened(container)` is called once the container is open (the indexer reads its tags there).
 
     Raises `MediaError` when the file cannot be opened, has no audio stream, or yields no
     samples at all. Data that stops decoding part way (a truncated or damaged file) ends the
@@ -61,6 +63,8 @@ def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S) -> Iterat
 
     container = _open(path)
     try:
+        if opened is not None:
+            opened(container)
         if not container.streams.audio:
             raise MediaError(path, "no audio stream", FailureCode.NO_CONTENT)
         stream = container.streams.audio[0]

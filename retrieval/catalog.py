@@ -25,12 +25,14 @@ import numpy as np
 from jrsearch.retrieval.paths import path_from_db, path_to_db
 from jrsearch.retrieval.types import ItemStatus
 
-SCHEMA_VERSION = 3  # 1: float32 blobs in SQLite, text paths; 2: float16 shards, byte paths;
-#                    3: per-kind item fields as data (items.details), the failure code in a column
+SCHEMA_VERSION = 4  # 1: float32 blobs in SQLite, text paths; 2: float16 shards, byte paths;
+#                    3: per-kind item fields as data (items.details), the failure code in a column;
+#                    4: date taken, place and camera as item columns
 WAL_SUFFIX = "-wal"
 
 HITS_SQL = """
-SELECT v.id, v.item_id, v.text_id, v.start_s, v.end_s, i.path, i.kind, t.text, t.line
+SELECT v.id, v.item_id, v.text_id, v.start_s, v.end_s, i.path, i.kind, t.text, t.line,
+       i.taken_at, i.latitude, i.longitude, i.camera_make, i.camera_model
 FROM vectors v JOIN items i ON v.item_id = i.id LEFT JOIN texts t ON v.text_id = t.id
 WHERE v.id IN ({})"""
 
@@ -120,6 +122,30 @@ class HitRow(NamedTuple):
     kind: str
     text: str | None
     line: int | None
+    taken_at: str | None = None  # ISO 8601 with its offset
+    latitude: float | None = None
+    longitude: float | None = None
+    camera: str | None = None  # `camera_name(make, model)`
+
+
+def camera_name(make: str | None, model: str | None) -> str | None:
+    """"make model" as results show it and camera filters match it; a model that already starts
+    with its make ("Canon" + "Canon EOS 5D") is not given the make twice."""
+    make, model = (make or "").strip(), (model or "").strip()
+    if make and model.lower().startswith(make.lower()):
+        return model
+    return " ".join(part for part in (make, model) if part) or None
+
+
+class FilterRows(NamedTuple):
+    """A kind's vectors with what filters read of their items (`filter_columns.build_columns`)."""
+
+    ids: np.ndarray  # vector ids, ascending
+    paths: list[bytes]  # each vector's item path, as stored
+    taken: np.ndarray  # POSIX seconds, NaN where unknown
+    lat: np.ndarray  # NaN where unknown
+    lon: np.ndarray
+    cameras: list[str | None]  # `camera_name` per vector
 
 
 class ModelRow(NamedTuple):
@@ -270,8 +296,28 @@ class Catalog:
         if not vector_ids:
             return []
         rows = self.con.execute(HITS_SQL.format(",".join("?" * len(vector_ids))), list(vector_ids)).fetchall()
-        return [HitRow(vid, item_id, text_id, start_s, end_s, path_from_db(path), kind, text, line)
-                for vid, item_id, text_id, start_s, end_s, path, kind, text, line in rows]
+        return [HitRow(vid, item_id, text_id, start_s, end_s, path_from_db(path), kind, text, line, taken_at,
+                       lat, lon, camera_name(make, model))
+                for vid, item_id, text_id, start_s, end_s, path, kind, text, line, taken_at, lat, lon, make, model
+                in rows]
+
+    def filter_rows(self, kind: str) -> FilterRows:
+        """Every live vector of `kind` with its item's path, date taken, place and camera, in id order."""
+        rows = self.con.execute("SELECT v.id, i.path, i.taken_ts, i.latitude, i.longitude, i.camera_make, "
+                                "i.camera_model FROM vectors v JOIN items i ON v.item_id = i.id WHERE v.kind = ? "
+                                "ORDER BY v.id", (kind,)).fetchall()
+
+        def floats(column: int) -> np.ndarray:
+            return np.array([np.nan if r[column] is None else r[column] for r in rows], dtype=np.float64)
+
+        return FilterRows(np.array([r[0] for r in rows], dtype=np.int64), [bytes(r[1]) for r in rows], floats(2),
+                          floats(3), floats(4), [camera_name(r[5], r[6]) for r in rows])
+
+    def metadata_counts(self) -> tuple[int, int]:
+        """(items with a date taken from the file itself, items with a place)."""
+        row = self.con.execute("SELECT count(*) FILTER (WHERE taken_source IN ('exif', 'container')), "
+                               "count(*) FILTER (WHERE latitude IS NOT NULL) FROM items").fetchone()
+        return int(row[0]), int(row[1])
 
     # -- where vectors live (`retrieval/vectors.py`, `retrieval/shards.py`) --------------------
 

@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 V2_SLOTS = "migration_v2_slots"  # vector id -> (shard, row) while 1 -> 2 runs
 V2_NEEDS_AUDIO_TOWER_MARK = " (and no audio tower to index its sound)"  # how version 2 marked the code
@@ -134,3 +135,54 @@ def v3_drop_columns(con: sqlite3.Connection) -> None:
     for name in V3_FIELDS:
         if name in columns:
             con.execute(f"ALTER TABLE items DROP COLUMN {name}")
+
+
+# -- 3 -> 4 ----------------------------------------------------------------------------------
+
+V4_PROGRESS = "migration_v4_progress"  # the last item id whose file was read again, while 3 -> 4 runs
+V4_COLUMNS = (("taken_ts", "DOUBLE"), ("taken_at", "VARCHAR"), ("taken_source", "VARCHAR(16)"),
+              ("taken_naive", "BOOLEAN"), ("latitude", "DOUBLE"), ("longitude", "DOUBLE"),
+              ("camera_make", "VARCHAR"), ("camera_model", "VARCHAR"))
+V4_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_items_taken ON items (taken_ts) WHERE taken_ts IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS ix_items_place ON items (latitude, longitude) WHERE latitude IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS ix_items_camera ON items (camera_make, camera_model) "
+    "WHERE camera_make IS NOT NULL OR camera_model IS NOT NULL",
+)
+
+
+def v4_add_columns(con: sqlite3.Connection) -> None:
+    """Date taken, place and camera columns with their indexes, and the progress row (in the
+    caller's transaction; a second run finds them there)."""
+    columns = {row[1] for row in con.execute("PRAGMA table_info(items)")}
+    for name, sql_type in V4_COLUMNS:
+        if name not in columns:
+            con.execute(f"ALTER TABLE items ADD COLUMN {name} {sql_type}")
+    for statement in V4_INDEXES:
+        con.execute(statement)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {V4_PROGRESS} (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                f"last_item INTEGER NOT NULL)")
+    con.execute(f"INSERT OR IGNORE INTO {V4_PROGRESS} (id, last_item) VALUES (1, 0)")
+
+
+def v4_last_item(con: sqlite3.Connection) -> int:
+    return int(con.execute(f"SELECT last_item FROM {V4_PROGRESS}").fetchone()[0])
+
+
+def v4_items_to_read(con: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """(id, path) of the next indexed files (text corpora have no such metadata), in id order."""
+    return con.execute("SELECT id, path FROM items WHERE id > ? AND status = 'indexed' AND kind != 'text' "
+                       "ORDER BY id LIMIT ?", (after, limit)).fetchall()
+
+
+def v4_record(con: sqlite3.Connection, rows: list[tuple[Any, ...]], last_item: int) -> None:
+    """(taken_ts, taken_at, taken_source, taken_naive, latitude, longitude, camera_make,
+    camera_model, id) rows, and how far the pass got (the caller commits)."""
+    con.executemany("UPDATE items SET taken_ts = ?, taken_at = ?, taken_source = ?, taken_naive = ?, latitude = ?, "
+                    "longitude = ?, camera_make = ?, camera_model = ? WHERE id = ?", rows)
+    con.execute(f"UPDATE {V4_PROGRESS} SET last_item = ?", (last_item,))
+
+
+def v4_finish(con: sqlite3.Connection) -> None:
+    con.execute(f"DROP TABLE IF EXISTS {V4_PROGRESS}")
+    set_version(con, 4)

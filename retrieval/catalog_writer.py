@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jrsearch.retrieval.catalog import AudioModelRecord
+from jrsearch.retrieval.media_metadata import MediaMetadata
 
 ID_CHUNK = 10_000  # values per IN (...) list (SQLite allows 32,766)
 
@@ -33,6 +34,21 @@ class ItemInsert(NamedTuple):
     status: str
     error: str | None
     failure: str | None
+    metadata: tuple[Any, ...] = ()  # `metadata_row`: the METADATA_COLUMNS values (empty: all NULL)
+
+
+METADATA_COLUMNS = ("taken_ts", "taken_at", "taken_source", "taken_naive", "latitude", "longitude", "camera_make",
+                    "camera_model")
+
+
+def metadata_row(metadata: MediaMetadata | None) -> tuple[Any, ...]:
+    """The `items` values of METADATA_COLUMNS for what a file says of itself (None: all NULL)."""
+    if metadata is None:
+        return (None,) * len(METADATA_COLUMNS)
+    taken = metadata.taken_at
+    return (taken.timestamp() if taken else None, taken.isoformat() if taken else None, metadata.taken_source,
+            int(metadata.taken_naive) if taken else None, metadata.latitude, metadata.longitude,
+            metadata.camera_make, metadata.camera_model)
 
 
 Removed = dict[str, list[tuple[int, int]]]  # kind -> [(vector id, shard)] of deleted vectors
@@ -121,10 +137,11 @@ class CatalogWriter:
 
     def insert_items(self, first_id: int, rows: Sequence[ItemInsert], now: datetime) -> None:
         when = stored_time(now)
+        empty = metadata_row(None)
         self.con.executemany(
-            "INSERT INTO items (id, path, kind, size, mtime_ns, content_hash, details, status, error, failure, "
-            "indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(item_id, *row, when) for item_id, row in enumerate(rows, start=first_id)])
+            f"INSERT INTO items (id, path, kind, size, mtime_ns, content_hash, details, status, error, failure, "
+            f"indexed_at, {', '.join(METADATA_COLUMNS)}) VALUES ({', '.join('?' * (11 + len(METADATA_COLUMNS)))})",
+            [(item_id, *row[:-1], when, *(row.metadata or empty)) for item_id, row in enumerate(rows, start=first_id)])
 
     def insert_texts(self, rows: Sequence[tuple[int, int, int, str]]) -> None:
         """(id, item id, line, text) rows."""

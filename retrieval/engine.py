@@ -1,5 +1,7 @@
 """Search in every direction over a library: encode the query, search the kind's index, join
-the hits to the store in one query, filter, rank."""
+the hits to the store in one query, filter, rank. A folder or metadata filter is resolved first,
+on the kind's filter columns (`filter_columns.py`), and the search runs among the vectors it
+allows (`filtered_search.py`); a glob is applied to the joined rows, as without columns."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 
 from jrsearch.retrieval.encoders import Encoder, load_encoder
 from jrsearch.retrieval.errors import QueryError
+from jrsearch.retrieval.filter_columns import exact_rows, filtered_ranked_search, uses_columns
 from jrsearch.retrieval.library import Library
 from jrsearch.retrieval.ranking import SearchableIndex, ranked_search
 from jrsearch.retrieval.request import Filters
@@ -101,6 +104,12 @@ class SearchEngine:
         """Nearest stored vectors of `kind` (a kind's name) to one query vector, best first, one per
         item/text; `nprobe`, `rerank`: this search's (None: the index's)."""
         loaded = self.library.index(kind)
+        if isinstance(path_filter, Filters) and uses_columns(path_filter):
+            columns = self.library.indexes.columns(kind)
+            if loaded is None or columns is None:
+                return []
+            return filtered_ranked_search(loaded, query, top_k, columns.allowed(path_filter), exact_rows(loaded),
+                                          self._rows, path_filter if path_filter.glob else None, nprobe, rerank)
         index: SearchableIndex | None = loaded
         if loaded is not None and (nprobe is not None or rerank is not None):
             index = _Knobs(loaded, nprobe, rerank)

@@ -97,14 +97,17 @@ class MetadataColumns:
         known = {name: code for code, name in enumerate(self.cameras)}
         return tuple(known[name] for name in names if name in known)
 
-    def save(self, folder: Path) -> None:
-        """Write every column as FOLDER/NAME.npy (+ cameras.json), replacing the folder whole."""
+    def save(self, folder: Path, meta: dict[str, Any] | None = None) -> None:
+        """Write every column as FOLDER/NAME.npy (+ cameras.json, and `meta` as meta.json where
+        given: what its owner needs to know the folder by), replacing the folder whole."""
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for name in (*COLUMNS, "by_rank", "by_taken"):
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
         (tmp / "cameras.json").write_text(json.dumps(self.cameras))
+        if meta is not None:
+            (tmp / "meta.json").write_text(json.dumps(meta))
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():

@@ -3,6 +3,7 @@ shards, refreshed when another process has moved the store on, saved, retrained.
 
     LIBRARY/index/KIND.faiss       KIND's vectors in the index type the store names
     LIBRARY/index/KIND.slots.npz   where they live (`vectors.SlotRuns`), at the same generation
+    LIBRARY/index/KIND.columns/    what filters read of them (`filter_columns.py`), same generation
 
 The store records which generation each file matches (`index_state`); a file behind its store
 (a crash, a kill -9) is rebuilt from the shards on the next open. Both query paths open indexes
@@ -21,6 +22,14 @@ import numpy as np
 
 from jrsearch.retrieval.catalog import IndexStateRow
 from jrsearch.retrieval.diskspace import no_space_as_error
+from jrsearch.retrieval.filter_columns import (
+    FilterColumns,
+    build_columns,
+    load_columns,
+    remove_columns,
+    save_columns,
+    saved_generation,
+)
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
 from jrsearch.retrieval.paths import index_path, slot_runs_path
 from jrsearch.retrieval.shards import Reads, ShardStore, Writes
@@ -44,6 +53,7 @@ class IndexSet:
         self._writes = writes
         self._check_writable = check_writable
         self._indexes: dict[str, VectorIndex] = {}
+        self._columns: dict[str, FilterColumns] = {}  # built or loaded, each at its generation
         self._rebuild: set[str] = set()
         self._seen_generations: dict[str, int] = {}
 
@@ -66,6 +76,27 @@ class IndexSet:
             return None
         return VectorIndex.load(path, state.factory, self.nprobe, trained_on=state.trained_on, rerank=self.rerank,
                                 source=self.shards.source(kind))
+
+    def saved_columns(self, kind: str, state: IndexStateRow) -> FilterColumns | None:
+        """`kind`'s saved filter columns if they describe the store's generation (`state`); never a build."""
+        return load_columns(self.root, kind, state.generation)
+
+    def columns(self, kind: str) -> FilterColumns | None:
+        """`kind`'s filter columns at the store's generation: kept, saved, else built from SQLite
+        (kept in memory; `save` writes them); None for a kind the library has never stored."""
+        kind = str(kind)
+        with self._reads() as catalog:
+            state = catalog.index_state(kind)
+            if state is None:
+                return None
+            kept = self._columns.get(kind)
+            if kept is not None and kept.generation == state.generation:
+                return kept
+            columns = self.saved_columns(kind, state)
+            if columns is None:
+                columns = build_columns(catalog.filter_rows(kind), state.generation)
+        self._columns[kind] = columns
+        return columns
 
     def index(self, kind: str) -> VectorIndex | None:
         """The index for a kind (its name), loaded from its file or rebuilt from the shards if stale;
@@ -125,6 +156,7 @@ class IndexSet:
         for kind, state in states.items():
             if state.generation == state.built_generation and kind not in self._rebuild:
                 self._save_slot_runs(kind, state.generation, only_if_missing=True)  # libraries indexed before them
+                self._save_columns(kind, state.generation, only_if_missing=True)
                 continue
             if self._check_writable is not None:
                 self._check_writable()
@@ -133,6 +165,7 @@ class IndexSet:
                 index = self._indexes[kind] = self._build(kind)
             index.save(self.path(kind))  # a full disk here: the caller knows the size to ask for
             self._save_slot_runs(kind, state.generation)
+            self._save_columns(kind, state.generation)
             assert self._writes is not None, "a read-only index set saves nothing"
             from jrsearch.retrieval.catalog_writer import utcnow  # not loaded on the cold (read-only) path
 
@@ -156,3 +189,19 @@ class IndexSet:
             runs = SlotRuns.scan(catalog.iter_slots(kind, SLOT_BATCH), generation)
         with no_space_as_error(self.root, "saving where the vectors live"):
             runs.save(path)
+
+    def _save_columns(self, kind: str, generation: int, only_if_missing: bool = False) -> None:
+        """Save the kind's filter columns at `generation` (built from SQLite unless kept at it).
+        Best effort: where they cannot be written (a full disk), none are left, and the service
+        builds them from the store (the cold path hands such searches to it)."""
+        if self._writes is None or (only_if_missing and saved_generation(self.root, kind) == generation):
+            return
+        columns = self._columns.get(kind)
+        if columns is None or columns.generation != generation:
+            with self._reads() as catalog:
+                columns = build_columns(catalog.filter_rows(kind), generation)
+        self._columns[kind] = columns
+        try:
+            save_columns(self.root, kind, columns)
+        except OSError:  # a cache: without it, filtered searches build the columns from the store
+            remove_columns(self.root, kind)

@@ -41,11 +41,12 @@ from jrsearch.retrieval.catalog import (
     is_locked,
     open_readable,
 )
-from jrsearch.retrieval.catalog_writer import CatalogWriter, ItemInsert, Removed, utcnow
+from jrsearch.retrieval.catalog_writer import CatalogWriter, ItemInsert, Removed, metadata_row, utcnow
 from jrsearch.retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
 from jrsearch.retrieval.errors import FailureCode, LibraryError, ModelMismatchError
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
 from jrsearch.retrieval.index_set import IndexSet
+from jrsearch.retrieval.media_metadata import MediaMetadata
 from jrsearch.retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_to_db
 from jrsearch.retrieval.shards import ShardStore
 from jrsearch.retrieval.store import SCHEMA_VERSION, Store
@@ -76,6 +77,7 @@ class FileRecord:
     failure: FailureCode | None = None  # what code decides on (`items.failure`)
     vectors: np.ndarray | None = None  # (n, dim) float32, one row per vector of this file
     modality: str = "image"  # the tower that made the vectors
+    metadata: MediaMetadata | None = None  # what the file says of itself (date taken, place, camera)
 
     def item_fields(self) -> dict[str, Any]:
         """The kind's own per-file fields (JSON values; unset ones left out)."""
@@ -484,6 +486,7 @@ class Library:
         model = self.model()
         with self.store.read() as catalog:
             counts = catalog.counts()
+            with_date_taken, with_place = catalog.metadata_counts()
             states = catalog.index_states()
             audio = catalog.audio_model()
         per_kind: dict[str, dict[str, int]] = {}
@@ -500,6 +503,8 @@ class Library:
             "items": per_kind,
             "status": per_status,
             "texts": counts.texts,
+            "with_date_taken": with_date_taken,  # items whose file gives its date taken (EXIF, container)
+            "with_place": with_place,  # items whose file gives where it was taken (GPS)
             "indexes": {kind: {"factory": s.factory, "vectors": counts.vectors.get(kind, 0),
                                "up_to_date": s.built_generation == s.generation,
                                "trained_on": s.trained_on,
@@ -531,7 +536,8 @@ def _item_insert(record: FileRecord) -> ItemInsert:
     fields = record.item_fields()
     return ItemInsert(path_to_db(record.path), str(record.kind), record.size, record.mtime_ns, record.content_hash,
                       json.dumps(fields) if fields else None, record.status.value, record.error,
-                      record.failure.value if record.failure else None)
+                      record.failure.value if record.failure else None,
+                      metadata_row(record.metadata) if record.metadata is not None else ())
 
 
 def _vector_rows(records: list[FileRecord], first_item: int, next_text: int) -> tuple[TextRows, VectorRows]:

@@ -19,6 +19,14 @@ commit, which is the only one that drops anything.
              fills the code from the end of the error text that version 2 marked it with (the
              last time anything reads it there), drops the three columns, user_version = 3.
              A new kind with fields of its own then needs no schema change.
+    3 -> 4   what files say of themselves becomes item columns (date taken, place, camera):
+             a. one commit adds the columns, their indexes and a progress row
+             b. every indexed file (not text corpora) is read again, headers only
+                (`media_metadata.file_metadata`; nothing is embedded again), METADATA_BATCH files
+                per commit, each commit recording the last item done: a killed run resumes there;
+                a file gone from disk, or unreadable, keeps NULLs
+             c. one commit drops the progress row, user_version = 4; then the filter columns
+                beside the indexes (`filter_columns.py`) are written afresh from the new data
 
 The statements of each step live in `catalog_steps.py`; this module runs them in order.
 """
@@ -40,6 +48,7 @@ from jrsearch.retrieval.paths import VECTORS_DIR
 from jrsearch.retrieval.store import SCHEMA_VERSION, Base
 
 MIGRATION_BATCH = 1 << 16
+METADATA_BATCH = 256  # files read again per commit by 3 -> 4
 SLOTS = steps.V2_SLOTS
 
 
@@ -127,4 +136,24 @@ def _v2_to_v3(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
         steps.set_version(con, 3)
 
 
-STEPS: dict[int, Callable[[sqlite3.Connection, Engine, Path], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
+    from jrsearch.retrieval.catalog import Catalog
+    from jrsearch.retrieval.catalog_writer import metadata_row
+    from jrsearch.retrieval.filter_columns import rebuild_saved_columns
+    from jrsearch.retrieval.media_metadata import file_metadata
+    from jrsearch.retrieval.paths import path_from_db
+
+    with steps.one_transaction(con):
+        steps.v4_add_columns(con)
+    last = steps.v4_last_item(con)
+    while batch := steps.v4_items_to_read(con, last, METADATA_BATCH):
+        rows = [(*metadata_row(file_metadata(Path(path_from_db(path)))), item_id) for item_id, path in batch]
+        last = batch[-1][0]
+        with steps.one_transaction(con):
+            steps.v4_record(con, rows, last)
+    with steps.one_transaction(con):
+        steps.v4_finish(con)
+    rebuild_saved_columns(root, Catalog(con))
+
+
+STEPS: dict[int, Callable[[sqlite3.Connection, Engine, Path], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}

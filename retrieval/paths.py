@@ -20,6 +20,11 @@ def slot_runs_path(root: Path, kind: str) -> Path:
     return root / INDEX_DIR / f"{kind}.slots.npz"
 
 
+def columns_path(root: Path, kind: str) -> Path:
+    """KIND's filter columns (`filter_columns.py`), saved with its index at the same generation."""
+    return root / INDEX_DIR / f"{kind}.columns"
+
+
 def default_library_dir() -> Path:
     """JRSEARCH_LIBRARY, else the user's data dir (platformdirs)."""
     env = LIBRARY.get()

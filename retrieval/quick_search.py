@@ -5,14 +5,15 @@ gives (the same `SearchResult`s, ranking and one-per-item/text dedupe) using the
 tower (`retrieval/query_model.py`), the library's catalog (`retrieval/catalog.py`: stdlib sqlite3,
 opened read-only, so a full disk does not stop it), the FAISS file and the vector shards. It
 returns None whenever it cannot answer exactly as the normal path would: no library or model
-row, no or a stale text-tower export, an index file behind its store, a SQLite or FAISS error.
+row, no or a stale text-tower export, an index file behind its store, a folder or metadata filter
+with no filter columns at the store's generation (`filter_columns.py`), a SQLite or FAISS error.
 The caller then takes the normal path, which rebuilds, loads or reports as usual.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from jrsearch.retrieval.catalog import SCHEMA_VERSION, Catalog, open_readable, s
 from jrsearch.retrieval.hf_text_tower import load_query_tower
 from jrsearch.retrieval.paths import DB_NAME
 from jrsearch.retrieval.ranking import ranked_search
-from jrsearch.retrieval.request import SearchRequest
+from jrsearch.retrieval.request import Filters, SearchRequest
 from jrsearch.retrieval.types import ModelSpec, SearchResult
 
 
@@ -34,7 +35,7 @@ def quick_text_search(root: Path, text: str, request: SearchRequest | None = Non
         con, _ = open_readable(db)
         with closing(con):
             return _search(Catalog(con), root.expanduser(), text, r.kind, r.top_k, r.nprobe, r.rerank,
-                           r.filters or None)
+                           r.filters if r.filters else None)
     except (sqlite3.Error, OSError, RuntimeError, ValueError):
         return None  # a damaged or half-written file: the normal path rebuilds or explains
 
@@ -52,7 +53,8 @@ def library_model_name(root: Path) -> str | None:
 
 
 def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, nprobe: int | None,
-            rerank: int | None, path_filter: Callable[[str], bool] | None) -> list[SearchResult] | None:
+            rerank: int | None, filters: Filters | None) -> list[SearchResult] | None:
+    from jrsearch.retrieval.filter_columns import exact_rows, filtered_ranked_search, uses_columns
     from jrsearch.retrieval.index import DEFAULT_NPROBE
     from jrsearch.retrieval.index_set import IndexSet
     from jrsearch.retrieval.shards import ShardStore
@@ -75,6 +77,11 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
     indexes = IndexSet(root, shards, same_catalog, nprobe=nprobe or DEFAULT_NPROBE, rerank=rerank)
     if not state.current or not indexes.path(kind).is_file():
         return None  # the normal path rebuilds the index from the shards
+    columns = None
+    if uses_columns(filters):
+        columns = indexes.saved_columns(kind, state)
+        if columns is None:
+            return None  # the normal path builds them from the store
     tower = load_query_tower(root, ModelSpec(manifest.name, manifest.pretrained), manifest.dim)
     if tower is None:
         return None
@@ -82,4 +89,7 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
     index = indexes.saved(kind, state)
     if index is None:
         return None
-    return ranked_search(index, query, top_k, path_filter, catalog.hits)
+    if columns is not None and filters is not None:
+        return filtered_ranked_search(index, query, top_k, columns.allowed(filters), exact_rows(index), catalog.hits,
+                                      filters if filters.glob else None, nprobe, rerank)
+    return ranked_search(index, query, top_k, filters, catalog.hits)

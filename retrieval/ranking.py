@@ -15,6 +15,7 @@ from jrsearch.retrieval.types import SearchResult
 
 # What `fetch_rows(vector_ids)` returns per vector, in this order.
 ROW_COLUMNS = ("vector_id", "item_id", "text_id", "start_s", "end_s", "path", "kind", "text", "line")
+EXTRA_COLUMNS = ("taken_at", "latitude", "longitude", "camera")  # optional, after ROW_COLUMNS (a library's rows)
 JOIN_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
 
 RowFetcher = Callable[[list[int]], Iterable[Sequence[Any]]]
@@ -58,12 +59,13 @@ def rank_hits(scores: np.ndarray, ids: np.ndarray, fetch_rows: RowFetcher,
         row = by_id.get(vid)
         if row is None or (path_filter and not path_filter(row[5])):
             continue
-        _, item_id, text_id, start_s, end_s, path, kind, text, line = row
+        _, item_id, text_id, start_s, end_s, path, kind, text, line = row[:9]
+        extra = dict(zip(EXTRA_COLUMNS, row[9:], strict=False))
         if (item_id, text_id) in seen:  # one result per image/video/audio file, per text
             continue
         seen.add((item_id, text_id))
         results.append(SearchResult(rank=len(results) + 1, score=score, item_id=item_id, vector_id=vid, path=path,
-                                    kind=kind, text=text, line=line, start_s=start_s, end_s=end_s))
+                                    kind=kind, text=text, line=line, start_s=start_s, end_s=end_s, **extra))
         if len(results) == top_k:
             break
     return results

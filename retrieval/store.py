@@ -54,10 +54,26 @@ class Item(Base):
     error: Mapped[str | None]  # why it failed, as the report shows it
     failure: Mapped[str | None] = mapped_column(String(32))  # its `FailureCode` (NULL: none, or failed before v3)
     indexed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # what the file says of itself (`media_metadata.MediaMetadata`, read at index time; NULL: unknown)
+    taken_ts: Mapped[float | None]  # date taken, POSIX seconds: what date filters compare
+    taken_at: Mapped[str | None]  # the same instant as ISO 8601 with the file's UTC offset
+    taken_source: Mapped[str | None] = mapped_column(String(16))  # exif, container or mtime
+    taken_naive: Mapped[bool | None]  # the file gave no offset: the indexing machine's was assumed
+    latitude: Mapped[float | None]
+    longitude: Mapped[float | None]
+    camera_make: Mapped[str | None]
+    camera_model: Mapped[str | None]
 
     # Only failures are looked up by status; an index on kind, status or hash would cost every
-    # bulk write and ~100 bytes per file for lookups nothing makes.
-    __table_args__ = (Index("ix_items_failed", "id", sqlite_where=sql_text(f"status = '{ItemStatus.FAILED.value}'")),)
+    # bulk write and ~100 bytes per file for lookups nothing makes. Date, place and camera are
+    # looked up by filters (partial: files that know none cost nothing).
+    __table_args__ = (
+        Index("ix_items_failed", "id", sqlite_where=sql_text(f"status = '{ItemStatus.FAILED.value}'")),
+        Index("ix_items_taken", "taken_ts", sqlite_where=sql_text("taken_ts IS NOT NULL")),
+        Index("ix_items_place", "latitude", "longitude", sqlite_where=sql_text("latitude IS NOT NULL")),
+        Index("ix_items_camera", "camera_make", "camera_model",
+              sqlite_where=sql_text("camera_make IS NOT NULL OR camera_model IS NOT NULL")),
+    )
 
     texts: Mapped[list[Text]] = relationship(back_populates="item", cascade="all, delete-orphan",
                                                passive_deletes=True)

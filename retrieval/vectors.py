@@ -106,7 +106,14 @@ class ShardSet:
 
         Stored vectors are unit vectors; each row comes back renormalized, because float16
         rounding moves a norm by ~1e-4 and an exact match would then score above 1."""
-        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        out = self.read_stored(shards, rows, np.empty((len(rows), self.dim), dtype=np.float32))
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
+        return np.divide(out, norms, out=out, where=norms > 0)
+
+    def read_stored(self, shards: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The rows as stored (float16, not renormalized), into `out` (any float dtype) if given."""
+        if out is None:
+            out = np.empty((len(rows), self.dim), dtype=DTYPE)
         shards = np.asarray(shards, dtype=np.int64)
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
@@ -124,8 +131,7 @@ class ShardSet:
                 out[where] = mapped[first:last + 1]  # consecutive rows: one slice, no gather
             else:
                 out[where] = mapped[wanted]
-        norms = np.sqrt(np.einsum("ij,ij->i", out, out))[:, None]
-        return np.divide(out, norms, out=out, where=norms > 0)
+        return out
 
     def _map(self, shard: int, need_rows: int) -> np.memmap:
         mapped = self._maps.get(shard)
@@ -280,6 +286,22 @@ class ShardSource:
         """Rows for `ids` in their order; NaN rows for ids that are not live."""
         ids = np.asarray(ids, dtype=np.int64)
         out = np.full((len(ids), self.dim), np.nan, dtype=np.float32)
+        where, shards, rows = self._locate(ids)
+        if len(where):
+            out[where] = self.shards.read(shards, rows)
+        return out
+
+    def get_stored(self, ids: np.ndarray) -> np.ndarray:
+        """`get` as stored: float16 rows, not renormalized (filtered search scores them exactly as is)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.full((len(ids), self.dim), np.nan, dtype=DTYPE)
+        where, shards, rows = self._locate(ids)
+        if len(where):
+            out[where] = self.shards.read_stored(shards, rows)
+        return out
+
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(positions in `ids` that are live, their shards, their rows): slot runs, then SQLite."""
         with self._catalog() as catalog:
             covered, shards, rows = (self._current_runs(catalog) or SlotRuns.empty()).locate(ids)
             shards, rows = shards[covered], rows[covered]
@@ -289,9 +311,7 @@ class ShardSource:
             position = {int(v): i for i, v in enumerate(ids)}
             where = np.append(where, np.fromiter((position[int(v)] for v in found), dtype=np.int64, count=len(found)))
             shards, rows = np.append(shards, more_shards), np.append(rows, more_rows)
-        if len(where):
-            out[where] = self.shards.read(shards, rows)
-        return out
+        return where, shards, rows
 
     def _current_runs(self, catalog: Catalog) -> SlotRuns | None:
         """The saved runs if they describe the kind's current generation (one SELECT, one stat)."""

@@ -72,7 +72,7 @@ def test_vectors_live_in_float16_shards_not_in_sqlite(tmp_path, monkeypatch):
     with sqlite3.connect(tmp_path / "lib" / "library.db") as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(vectors)")}
         assert "embedding" not in columns and {"shard", "row"} <= columns
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
 
     ids, stored = library.shards.stored("image")
     assert len(ids) == 150 and np.all(np.diff(ids) > 0)
@@ -295,7 +295,7 @@ def test_version_1_library_migrates_with_every_vector_intact(tmp_path):
     assert [(v.modality, v.start_s) for v in library.vectors_of("/videos/clip.mp4")][2:4] == [("image", 2.0),
                                                                                              ("audio", 3.0)]
     with sqlite3.connect(root / "library.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
         assert "embedding" not in {row[1] for row in db.execute("PRAGMA table_info(vectors)")}
     # the stale image index (two files deleted after it was saved) is rebuilt from the shards
     index = library.index("image")
@@ -342,7 +342,7 @@ def test_version_2_library_moves_item_fields_into_data_and_the_failure_code_into
     root = tmp_path / "lib"
     library = Library.open(root)
     with sqlite3.connect(root / "library.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
         columns = {row[1] for row in db.execute("PRAGMA table_info(items)")}
         assert {"details", "failure"} <= columns
         if sqlite3.sqlite_version_info >= (3, 35):

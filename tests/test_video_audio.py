@@ -173,6 +173,10 @@ def test_without_audio_tower_frames_are_indexed_and_sound_skipped(media, tmp_pat
     assert later.indexed == 4 and later.unchanged == 1 and not later.failed  # silent.mp4 unchanged
     assert {m for m, _, _ in vectors_of(lib, media / "videos" / "scenes.mp4")} == {"image", "audio"}
     assert {m for m, _, _ in vectors_of(lib, media / "videos" / "soundonly.mp4")} == {"audio"}
+    with lib.store.read() as catalog:  # each video and sound's date taken, read from the container it opened
+        unknown = catalog.con.execute("SELECT count(*) FROM items WHERE status = 'indexed' AND kind != 'text' "
+                                      "AND taken_source IS NULL").fetchone()[0]
+    assert unknown == 0
     sound_only = item_of(lib, media / "videos" / "soundonly.mp4")
     assert (sound_only.status, sound_only.kind) == ("indexed", "audio")
     assert run_index(lib, tiny_encoder, [media / "videos"], IndexOptions()).indexed == 0

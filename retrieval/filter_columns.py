@@ -1,0 +1,191 @@
+"""The filter columns beside each index, and the filtered search both query paths run over them.
+
+    LIBRARY/index/KIND.columns/   `filtered_search.MetadataColumns` of KIND's vectors (.npy files,
+                                  memory-mapped) and meta.json: the generation they describe and
+                                  the sorted folder list
+
+Row i describes vector `ids[i]` (ids ascending, as in the index): `path_rank` is the rank of its
+item's folder (the parent folder's bytes + "/") in the sorted folder list, so every folder under
+`--under DIR` is one contiguous rank range, found by two bisects; `taken` is the date taken in
+whole POSIX seconds (floor), `lat`/`lon` degrees, `camera` a code into the dictionary of
+"make model" names (`catalog.camera_name`).
+
+Staleness: the folder is written by `IndexSet.save` with the index file, labelled with the store
+generation of the kind (`index_state.generation`, bumped by every commit that changes the kind's
+vectors: a file's metadata and path only change with its vectors). A folder whose generation is not
+the store's, or that is missing or unreadable, is stale: writers (and the long-lived service,
+in memory) rebuild it from SQLite (`Catalog.filter_rows`); the cold path cannot answer quickly and
+falls back to the normal path. The 3 -> 4 migration removes every folder (the data predates it).
+
+Reading is numpy + stdlib (the cold query path loads it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from jrsearch.retrieval.filtered_search import TAKEN_UNKNOWN, Allowed, ColumnFilter, ExactRows, MetadataColumns
+from jrsearch.retrieval.paths import INDEX_DIR, columns_path
+from jrsearch.retrieval.ranking import RowFetcher, rank_hits
+from jrsearch.retrieval.request import Filters
+
+if TYPE_CHECKING:
+    from jrsearch.retrieval.catalog import Catalog, FilterRows
+    from jrsearch.retrieval.index import VectorIndex
+    from jrsearch.retrieval.types import SearchResult
+
+FORMAT = 1  # meta.json's "format": a folder of another format is stale
+TAKEN_MAX = int(np.iinfo(np.int64).max)
+SEP = os.sep.encode()
+
+
+@dataclass(frozen=True)
+class FilterColumns:
+    """A kind's columns, the sorted folder keys their `path_rank` indexes, and their generation."""
+
+    columns: MetadataColumns
+    folders: list[bytes]
+    generation: int
+
+    def spec(self, filters: Filters) -> ColumnFilter:
+        """The column filter of `filters`' folder and metadata conditions (glob stays a post-filter)."""
+        rank_ranges = None
+        if filters.under is not None:
+            prefix = os.fsencode(filters.under)
+            if not prefix.endswith(SEP):
+                prefix += SEP
+            end = prefix[:-1] + bytes([prefix[-1] + 1])  # the first key past every one starting with prefix
+            rank_ranges = ((bisect.bisect_left(self.folders, prefix), bisect.bisect_left(self.folders, end)),)
+        taken_range = None
+        if filters.after is not None or filters.before is not None:
+            lo = math.ceil(filters.after) if filters.after is not None else TAKEN_UNKNOWN + 1
+            hi = math.ceil(filters.before) if filters.before is not None else TAKEN_MAX
+            taken_range = (lo, hi)
+        cameras = None
+        if filters.camera is not None:
+            needle = filters.camera.lower()
+            cameras = tuple(code for code, name in enumerate(self.columns.cameras) if needle in name.lower())
+        return ColumnFilter(rank_ranges=rank_ranges, taken_range=taken_range, near=filters.near, cameras=cameras)
+
+    def allowed(self, filters: Filters) -> Allowed:
+        return Allowed.of(self.columns, self.spec(filters))
+
+
+def uses_columns(filters: Filters | None) -> bool:
+    """Whether a search with `filters` goes through the filter columns (a folder or metadata)."""
+    return filters is not None and (filters.under is not None or filters.by_metadata)
+
+
+def folder_key(path: bytes) -> bytes:
+    """The key a file's folder is ranked by: the parent folder's bytes, ending in the separator."""
+    parent = os.path.dirname(path)
+    return parent if parent.endswith(SEP) else parent + SEP
+
+
+def build_columns(rows: FilterRows, generation: int) -> FilterColumns:
+    """Columns from the store's rows (`Catalog.filter_rows`, ids ascending)."""
+    keys = [folder_key(path) for path in rows.paths]
+    folders = sorted(set(keys))
+    rank_of = {key: rank for rank, key in enumerate(folders)}
+    names = sorted({name for name in rows.cameras if name})
+    code_of = {name: code for code, name in enumerate(names)}
+    taken = np.full(len(rows.ids), TAKEN_UNKNOWN, dtype=np.int64)
+    known = ~np.isnan(rows.taken)
+    taken[known] = np.floor(rows.taken[known]).astype(np.int64)
+    columns = MetadataColumns.build(
+        rows.ids, np.array([rank_of[key] for key in keys], dtype=np.int32), taken, rows.lat, rows.lon,
+        np.array([code_of[name] if name else -1 for name in rows.cameras], dtype=np.int32), names)
+    return FilterColumns(columns, folders, generation)
+
+
+def save_columns(root: Path, kind: str, columns: FilterColumns) -> None:
+    folders = [os.fsdecode(key) for key in columns.folders]  # surrogate escapes keep any bytes
+    columns.columns.save(columns_path(root, kind), {"format": FORMAT, "generation": columns.generation,
+                                                     "folders": folders})
+
+
+def saved_generation(root: Path, kind: str) -> int | None:
+    """The generation the saved folder describes, None where there is none readable."""
+    try:
+        meta = json.loads((columns_path(root, kind) / "meta.json").read_text())
+        return int(meta["generation"]) if meta.get("format") == FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_columns(root: Path, kind: str, generation: int) -> FilterColumns | None:
+    """The saved folder if it describes `generation` (memory-mapped); None where stale or unreadable."""
+    folder = columns_path(root, kind)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("format") != FORMAT or int(meta["generation"]) != generation:
+            return None
+        folders = [os.fsencode(name) for name in meta["folders"]]
+        return FilterColumns(MetadataColumns.load(folder), folders, generation)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remove_columns(root: Path, kind: str | None = None) -> None:
+    """Remove `kind`'s saved folder, or every kind's (their data predates a migration), with any
+    half-written copy."""
+    folder = root / INDEX_DIR
+    if folder.is_dir():
+        for path in folder.glob(f"{kind}.columns*" if kind else "*.columns*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def rebuild_saved_columns(root: Path, catalog: Catalog) -> None:
+    """Replace every kind's saved folder with columns built from the store now (a writer holding
+    the lock, e.g. at the end of a migration); best effort: a kind that cannot be written has none."""
+    remove_columns(root)
+    for kind, state in catalog.index_states().items():
+        try:
+            save_columns(root, kind, build_columns(catalog.filter_rows(kind), state.generation))
+        except OSError:
+            remove_columns(root, kind)
+
+
+def exact_rows(index: VectorIndex) -> ExactRows:
+    """How filtered search reads the exact vectors of ids: the index's shards as stored (float16),
+    through its slot runs (`vectors.ShardSource.get_stored`), or whatever source it has."""
+    from jrsearch.retrieval.vectors import ShardSource
+
+    source = index.source
+    if isinstance(source, ShardSource):
+        return source.get_stored
+    if source is None:
+        raise ValueError("an index without a vector source cannot answer a filtered search")
+    return source.get
+
+
+def filtered_ranked_search(index: VectorIndex | None, query: np.ndarray, top_k: int, allowed: Allowed,
+                           exact: ExactRows, fetch_rows: RowFetcher, path_filter: Callable[[str], bool] | None = None,
+                           nprobe: int | None = None, rerank: int | None = None) -> list[SearchResult]:
+    """`ranking.ranked_search` for a filter resolved to vector ids: `filtered_search` among them
+    (exact over their float16 rows when few, the index with an ID selector when many), ranked one
+    per item/text; asks for more vectors while fewer than `top_k` results come out of the join
+    (several vectors of one video, a glob post-filter) and more are allowed."""
+    from jrsearch.retrieval import filtered_search as plan
+
+    matching = len(allowed.ids)
+    if index is None or matching == 0:
+        return []
+    k = min(matching, top_k if path_filter is None else max(top_k * 8, 256))
+    while True:
+        scores, ids = plan.filtered_search(index, query, allowed, k, exact, nprobe=nprobe, rerank=rerank,
+                                           exact_max=plan.EXACT_FILTER_MAX)
+        results = rank_hits(scores[0], ids[0], fetch_rows, path_filter, top_k)
+        if len(results) >= top_k or k >= matching:
+            return results
+        k = min(matching, k * 4)
