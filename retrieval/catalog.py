@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from jrsearch.retrieval.errors import FailureCode
 from jrsearch.retrieval.paths import path_from_db, path_to_db
 from jrsearch.retrieval.types import ItemStatus
 
@@ -154,8 +155,10 @@ class ModelRow(NamedTuple):
     dim: int
 
 
-class ItemRow(NamedTuple):
-    """One stored file as the store holds it (`library.ItemRecord` is what readers get)."""
+@dataclass(frozen=True)
+class ItemRecord:
+    """One stored file, as readers see it. `details` holds its kind's own fields; the shipped
+    kinds' (`width`, `height`, `duration_s`) read as attributes too, None where not set."""
 
     id: int
     path: str
@@ -163,11 +166,23 @@ class ItemRow(NamedTuple):
     size: int
     mtime_ns: int
     content_hash: str | None
-    details: Mapping[str, Any]
     status: ItemStatus
     error: str | None
-    failure: str | None
     indexed_at: datetime
+    details: Mapping[str, Any] = field(default_factory=dict, hash=False)  # the kind's own fields
+    failure: FailureCode | None = None
+
+    @property
+    def width(self) -> int | None:
+        return self.details.get("width")
+
+    @property
+    def height(self) -> int | None:
+        return self.details.get("height")
+
+    @property
+    def duration_s(self) -> float | None:
+        return self.details.get("duration_s")
 
 
 @dataclass(frozen=True)
@@ -208,9 +223,10 @@ class StoredCounts(NamedTuple):
 ITEM_COLUMNS = "id, path, kind, size, mtime_ns, content_hash, details, status, error, failure, indexed_at"
 
 
-def item_row(row: Sequence[Any]) -> ItemRow:
-    return ItemRow(row[0], path_from_db(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]) if row[6] else {},
-                   ItemStatus(row[7]), row[8], row[9], stored_time(row[10]))
+def item_row(row: Sequence[Any]) -> ItemRecord:
+    return ItemRecord(row[0], path_from_db(row[1]), row[2], row[3], row[4], row[5], ItemStatus(row[7]), row[8],
+                      stored_time(row[10]), json.loads(row[6]) if row[6] else {},
+                      FailureCode(row[9]) if row[9] else None)
 
 
 def stored_time(value: str | datetime | None) -> datetime:
@@ -260,15 +276,15 @@ class Catalog:
         rows = self.con.execute("SELECT path, id, size, mtime_ns, content_hash, status FROM items")
         return {path_from_db(r[0]): KnownFile(r[1], r[2], r[3], r[4], ItemStatus(r[5])) for r in rows}
 
-    def item(self, item_id: int) -> ItemRow | None:
+    def item(self, item_id: int) -> ItemRecord | None:
         row = self.con.execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,)).fetchone()
         return item_row(row) if row else None
 
-    def item_at(self, path: str) -> ItemRow | None:
+    def item_at(self, path: str) -> ItemRecord | None:
         row = self.con.execute(f"SELECT {ITEM_COLUMNS} FROM items WHERE path = ?", (path_to_db(path),)).fetchone()
         return item_row(row) if row else None
 
-    def items(self) -> list[ItemRow]:
+    def items(self) -> list[ItemRecord]:
         return [item_row(row) for row in self.con.execute(f"SELECT {ITEM_COLUMNS} FROM items ORDER BY id")]
 
     def vectors_of(self, path: str) -> list[VectorRecord]:

@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +34,7 @@ from jrsearch.retrieval import migrations
 from jrsearch.retrieval.catalog import (
     AudioModelRecord,
     HitRow,
-    ItemRow,
+    ItemRecord,
     KnownFile,
     VectorRecord,
     is_locked,
@@ -148,41 +147,6 @@ def _set(**values: Any) -> dict[str, Any]:
 
 
 # -- what readers get -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ItemRecord:
-    """One stored file, as readers see it. `details` holds its kind's own fields; the shipped
-    kinds' (`width`, `height`, `duration_s`) read as attributes too, None where not set."""
-
-    id: int
-    path: str
-    kind: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    status: ItemStatus
-    error: str | None
-    indexed_at: datetime
-    details: Mapping[str, Any] = field(default_factory=dict, hash=False)  # the kind's own fields
-    failure: FailureCode | None = None
-
-    @property
-    def width(self) -> int | None:
-        return self.details.get("width")
-
-    @property
-    def height(self) -> int | None:
-        return self.details.get("height")
-
-    @property
-    def duration_s(self) -> float | None:
-        return self.details.get("duration_s")
-
-    @classmethod
-    def from_row(cls, row: ItemRow) -> ItemRecord:
-        return cls(row.id, row.path, row.kind, row.size, row.mtime_ns, row.content_hash, row.status, row.error,
-                   row.indexed_at, row.details, FailureCode(row.failure) if row.failure else None)
-
 
 class LibraryModel(NamedTuple):
     """The model a library's vectors come from, and their dimension."""
@@ -379,16 +343,16 @@ class Library:
     def item(self, item_id: int) -> ItemRecord | None:
         with self.store.read() as catalog:
             row = catalog.item(item_id)
-        return ItemRecord.from_row(row) if row else None
+        return row
 
     def item_at(self, path: str) -> ItemRecord | None:
         with self.store.read() as catalog:
             row = catalog.item_at(path)
-        return ItemRecord.from_row(row) if row else None
+        return row
 
     def items(self) -> list[ItemRecord]:
         with self.store.read() as catalog:
-            return [ItemRecord.from_row(row) for row in catalog.items()]
+            return catalog.items()
 
     def vectors_of(self, path: str) -> list[VectorRecord]:
         """The vectors of one file, in the order they were stored."""

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from jrsearch.retrieval.catalog import ItemRecord
 from jrsearch.retrieval.engine import SearchEngine
 from jrsearch.retrieval.errors import JrsearchError, QueryError
-from jrsearch.retrieval.library import ItemRecord, Library
+from jrsearch.retrieval.library import Library
 from jrsearch.retrieval.request import SearchRequest
 from jrsearch.retrieval.types import ModelChoice, ModelSpec, ResultSet
 

@@ -23,8 +23,8 @@ from typing import BinaryIO
 from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse
 
+from jrsearch.retrieval.catalog import ItemRecord
 from jrsearch.retrieval.hashing import hash_stream
-from jrsearch.retrieval.library import ItemRecord
 from jrsearch.retrieval.paths import display_path
 from jrsearch.retrieval.sniff import HEAD_BYTES, Signature, sniff
 

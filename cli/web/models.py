@@ -12,7 +12,7 @@ from pydantic import BaseModel, create_model
 
 from jrsearch.cli.web.thumbnails import picture_of
 from jrsearch.indexer.handler import Picture
-from jrsearch.retrieval.library import ItemRecord
+from jrsearch.retrieval.catalog import ItemRecord
 from jrsearch.retrieval.paths import display_path
 from jrsearch.retrieval.types import JSON_SKIPPED, SearchResult, record_json
 

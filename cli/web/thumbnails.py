@@ -18,10 +18,10 @@ from typing import BinaryIO
 
 from jrsearch.indexer.handler import Picture
 from jrsearch.indexer.kinds import kind_info
+from jrsearch.retrieval.catalog import ItemRecord
 from jrsearch.retrieval.errors import FailureCode, MediaError
 from jrsearch.retrieval.fileio import write_bytes_atomic
 from jrsearch.retrieval.imageio import open_image, upright_frame
-from jrsearch.retrieval.library import ItemRecord
 from jrsearch.retrieval.sniff import picture_streams
 
 SIZES = (128, 256, 512)

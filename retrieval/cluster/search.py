@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from jrsearch.retrieval.catalog import ItemRecord
 from jrsearch.retrieval.cluster.dataset import EmbeddingDataset
 from jrsearch.retrieval.cluster.index_dir import IndexDir, IndexManifest
 from jrsearch.retrieval.cluster.model import ClusterModel, load_model
 from jrsearch.retrieval.errors import QueryError
-from jrsearch.retrieval.library import ItemRecord
 from jrsearch.retrieval.ranking import ranked_search
 from jrsearch.retrieval.request import SearchRequest
 from jrsearch.retrieval.service import UnsupportedQuery

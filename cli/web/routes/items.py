@@ -13,8 +13,8 @@ from jrsearch.cli.web.media import file_response, open_item
 from jrsearch.cli.web.models import ItemOut, item_out
 from jrsearch.cli.web.routes import WebContext
 from jrsearch.cli.web.thumbnails import SIZES, NoPicture, picture_of
+from jrsearch.retrieval.catalog import ItemRecord
 from jrsearch.retrieval.errors import MediaError
-from jrsearch.retrieval.library import ItemRecord
 
 MAX_ITEM_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY is a signed 64-bit integer
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID, description="An item id (from a search result).")]
