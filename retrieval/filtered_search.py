@@ -32,9 +32,10 @@ import numpy as np
 
 from jrsearch.retrieval.index import VectorIndex, _faiss
 
-# Up to this many matching vectors the plan scores them all exactly. Measured on 2 AMD EPYC cores
-# (benchmarks/filtered.py): exact scoring of m float16 rows costs ~0.25 ms per 1,000, the selector
-# path at 1M (OPQ64,IVF4096,PQ64 + re-rank of 1,000) ~8-15 ms whatever m; they cross near 30-50k.
+# Up to this many matching vectors the plan scores them all exactly (recall 1). Measured on 2 shared
+# AMD EPYC cores (benchmarks/filtered.py, float16 rows): exact costs ~0.45-0.75 us per row (30k:
+# 14-23 ms p50), the selector path at 1M (OPQ64,IVF4096,PQ64, SCAN_MATCHING) 10-17 ms at 20-50k
+# matching with recall ~0.98: speed alone crosses at ~20-30k; 30k keeps exact answers under ~20 ms.
 EXACT_FILTER_MAX = 30_000
 EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cache-sized (measured: 65,536 is ~3x slower)
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
