@@ -32,14 +32,19 @@ import numpy as np
 
 from jrsearch.retrieval.index import VectorIndex, _faiss
 
-# Up to this many matching vectors the plan scores them all exactly. Measured on 2 AMD EPYC cores
-# (benchmarks/filtered.py): exact scoring of m float16 rows costs ~0.25 ms per 1,000, the selector
-# path at 1M (OPQ64,IVF4096,PQ64 + re-rank of 1,000) ~8-15 ms whatever m; they cross near 30-50k.
+# Up to this many matching vectors the plan scores them all exactly (recall 1). Measured on 2 shared
+# AMD EPYC cores (benchmarks/filtered.py, float16 rows): exact costs ~0.45-0.75 us per row (30k:
+# 14-23 ms p50), the selector path at 1M (OPQ64,IVF4096,PQ64, SCAN_MATCHING) 10-17 ms at 20-50k
+# matching with recall ~0.98: speed alone crosses at ~20-30k; 30k keeps exact answers under ~20 ms.
 EXACT_FILTER_MAX = 30_000
 EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cache-sized (measured: 65,536 is ~3x slower)
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
 EARTH_RADIUS_KM = 6371.0088
-NPROBE_EXPONENT = 1.0  # nprobe grows as (1/selectivity) ** this on the selector path
+# The selector path probes enough lists to pass this many matching vectors on average. Measured
+# (benchmarks/filtered.py, clustered set, 10k centres): 300k OPQ64,IVF2048,PQ64 at 50k matching,
+# recall@10 0.87 / 0.94 / 0.96 / 0.97 probing 384 / 819 / 1200 / 2048 lists (~9k/20k/29k/50k seen);
+# 1M OPQ64,IVF4096,PQ64 at 50k: 0.94 / 0.96 / 0.98 probing 640 / 1024 / 1600 lists.
+SCAN_MATCHING = 30_000
 RANGE_SORT_FRACTION = 16  # a range of more than n/16 rows is found by comparison, not by sorting its rows
 COLUMNS = ("ids", "path_rank", "taken", "lat", "lon", "camera")
 DTYPES = {"ids": np.int64, "path_rank": np.int32, "taken": np.int64, "lat": np.float32, "lon": np.float32,
@@ -373,7 +378,7 @@ def _ann_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, e
     kept = allowed.selector()
     depth = index.rerank_depth(rerank)
     nlist = index.layout.nlist
-    probe = scaled_nprobe(nprobe or index.nprobe, m, index.ntotal, nlist, max(k, depth))
+    probe = scaled_nprobe(nprobe or index.nprobe, m, index.ntotal, nlist)
     scores, ids = _selector_search(index, query, kept, k, depth, probe, exact)
     if ids.shape[1] >= want:
         return scores, ids, Plan("ann", m, probe)
@@ -385,20 +390,19 @@ def _ann_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, e
     return scores, ids, Plan("ann+exact", m, probe)
 
 
-def scaled_nprobe(base: int, matching: int, total: int, nlist: int, candidates: int) -> int:
+def scaled_nprobe(base: int, matching: int, total: int, nlist: int, scan: int = SCAN_MATCHING) -> int:
     """Lists to probe when only `matching` of `total` vectors may be returned.
 
     The filtered neighbours of a query lie ~total/matching times deeper in the unfiltered order,
-    so the probe count grows with 1/selectivity: base * (total/matching) ** NPROBE_EXPONENT (1: a
-    square root was measured short of recall 0.95 on clustered sets whose clusters the filter
-    thins out), and at least enough lists to hold 2 x `candidates` matching vectors on average;
-    at most every list.
+    so the probe count grows with 1/selectivity, base * total/matching, and covers at least enough
+    lists to pass `scan` matching vectors on average, scan * nlist/matching (a clustered set thinned
+    by the filter needs them: see SCAN_MATCHING); at least `base`, at most every list.
     """
     if not nlist:
         return 0
-    selectivity = max(matching, 1) / max(total, 1)
-    grown = base * selectivity ** -NPROBE_EXPONENT
-    enough = candidates * nlist / max(matching, 1) * 2
+    m = max(matching, 1)
+    grown = base * max(total, 1) / m
+    enough = scan * nlist / m
     return int(min(nlist, max(base, math.ceil(grown), math.ceil(enough))))
 
 

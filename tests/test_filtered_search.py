@@ -132,10 +132,11 @@ def test_deleted_vectors_are_dropped_on_the_exact_path(data: tuple) -> None:
 
 
 def test_nprobe_grows_as_the_filter_narrows() -> None:
-    assert scaled_nprobe(32, 1_000_000, 1_000_000, 4096, 1000) == 32
-    assert scaled_nprobe(32, 100_000, 1_000_000, 4096, 1000) > 32
-    assert scaled_nprobe(32, 1000, 1_000_000, 4096, 1000) == 4096
-    assert scaled_nprobe(32, 10, 100, 0, 10) == 0
+    assert scaled_nprobe(32, 10_000_000, 10_000_000, 16384) == 50  # ~30k matching vectors seen
+    assert scaled_nprobe(32, 1_000_000, 1_000_000, 4096, scan=1000) == 32
+    assert scaled_nprobe(32, 100_000, 1_000_000, 4096) == 1229
+    assert scaled_nprobe(32, 1000, 1_000_000, 4096) == 4096
+    assert scaled_nprobe(32, 10, 100, 0) == 0
 
 
 # -- columns and masks ----------------------------------------------------------------------
