@@ -50,6 +50,25 @@ CompiledFanoutOpt = Annotated[bool, typer.Option(
                               "while idle; hung on a 2-node test cluster with Ray 2.60).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
+# What `query` keeps (filters) and how hard the index looks (nprobe, rerank); `serve` shares NprobeOpt.
+UnderOpt = Annotated[Path | None, typer.Option("--under", help="Only results under this folder.")]
+GlobOpt = Annotated[str | None, typer.Option("--glob", help="Only paths (or names) matching this glob.")]
+AfterOpt = Annotated[str | None, typer.Option(
+    "--after", metavar="DATE", help="Only what was taken on or after DATE: YYYY, YYYY-MM, YYYY-MM-DD or "
+                                    "ISO 8601 (a date without a zone is local time).")]
+BeforeOpt = Annotated[str | None, typer.Option(
+    "--before", metavar="DATE", help="Only what was taken before the end of DATE (--before 2024: "
+                                     "up to 2024-12-31).")]
+NearOpt = Annotated[str | None, typer.Option(
+    "--near", metavar="LAT,LON[,KM]", help="Only what was taken within KM (default 1) of a place, "
+                                           "in degrees: --near 43.46,11.88,5.")]
+CameraOpt = Annotated[str | None, typer.Option(
+    "--camera", metavar="TEXT", help="Only what a camera whose make or model contains TEXT took (any case).")]
+NprobeOpt = Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")]
+RerankOpt = Annotated[int | None, typer.Option(
+    "--rerank", min=0,
+    help="Candidates re-scored on the exact vectors (default: 100 for SQ8, 1000 for PQ indexes; 0: none).")]
+
 
 def known_kind(name: str) -> str:
     """`name` if a kind by that name is registered (`indexer/kinds.py`), else a typer error listing them.

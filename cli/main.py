@@ -11,12 +11,20 @@ import typer
 from jrsearch.cli.common import (
     MODEL_CHOICE,
     AddressOpt,
+    AfterOpt,
     AllowPartialOpt,
+    BeforeOpt,
+    CameraOpt,
+    GlobOpt,
     IndexOpt,
     JsonOpt,
     KindOpt,
     LibraryOpt,
+    NearOpt,
+    NprobeOpt,
+    RerankOpt,
     ServiceOptions,
+    UnderOpt,
     fail,
     handles_errors,
     model_options,
@@ -90,24 +98,14 @@ def query(
     audio: Annotated[Path | None, typer.Option("--audio", help="Search with a sound (wav, flac, mp3, ...).")] = None,
     kind: KindOpt = MediaKind.IMAGE,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
-    under: Annotated[Path | None, typer.Option("--under", help="Only results under this folder.")] = None,
-    glob: Annotated[str | None, typer.Option("--glob", help="Only paths (or names) matching this glob.")] = None,
-    after: Annotated[str | None, typer.Option(
-        "--after", metavar="DATE", help="Only what was taken on or after DATE: YYYY, YYYY-MM, YYYY-MM-DD or "
-                                        "ISO 8601 (a date without a zone is local time).")] = None,
-    before: Annotated[str | None, typer.Option(
-        "--before", metavar="DATE", help="Only what was taken before the end of DATE (--before 2024: "
-                                         "up to 2024-12-31).")] = None,
-    near: Annotated[str | None, typer.Option(
-        "--near", metavar="LAT,LON[,KM]", help="Only what was taken within KM (default 1) of a place, "
-                                               "in degrees: --near 43.46,11.88,5.")] = None,
-    camera: Annotated[str | None, typer.Option(
-        "--camera", metavar="TEXT", help="Only what a camera whose make or model contains TEXT took "
-                                         "(any case).")] = None,
-    nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
-    rerank: Annotated[int | None, typer.Option(
-        "--rerank", min=0,
-        help="Candidates re-scored on the exact vectors (default: 100 for SQ8, 1000 for PQ indexes; 0: none).")] = None,
+    under: UnderOpt = None,
+    glob: GlobOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    near: NearOpt = None,
+    camera: CameraOpt = None,
+    nprobe: NprobeOpt = None,
+    rerank: RerankOpt = None,
     library: LibraryOpt = None,
     choice: ModelChoice = MODEL_CHOICE,
     index: IndexOpt = None,

@@ -14,6 +14,7 @@ from jrsearch.cli.common import (
     CompiledFanoutOpt,
     IndexOpt,
     LibraryOpt,
+    NprobeOpt,
     ServiceOptions,
     fail,
     handles_errors,
@@ -32,7 +33,7 @@ def serve(
         "--token-file", help="File holding the access token (else $JRSEARCH_TOKEN); "
                              "required when --host is not loopback.")] = None,
     max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", min=1, help="Largest query upload, MiB.")] = 20,
-    nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")] = None,
+    nprobe: NprobeOpt = None,
     library: LibraryOpt = None,
     choice: ModelChoice = MODEL_CHOICE,
     index: IndexOpt = None,
