@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -246,3 +246,40 @@ def jrsearch(*args: str, lib: Path, ok: bool = True) -> Result:
     if ok:
         assert result.exit_code == 0, result.output
     return result
+
+
+def dms(value: float) -> tuple:
+    from PIL import TiffImagePlugin
+
+    value = abs(value)
+    degrees = int(value)
+    minutes = int((value - degrees) * 60)
+    seconds = (value - degrees - minutes / 60) * 3600
+    return (TiffImagePlugin.IFDRational(degrees), TiffImagePlugin.IFDRational(minutes),
+            TiffImagePlugin.IFDRational(round(seconds * 1000), 1000))
+
+
+def exif_photo(path: Path, seed: int, taken: str | None = None, offset: str | None = None,
+               place: tuple[float, float] | None = None, camera: tuple[str, str] | None = None,
+               **image: Any) -> Path:
+    """A JPEG with real EXIF written by Pillow: DateTimeOriginal (+ OffsetTimeOriginal), the GPS IFD,
+    Make and Model, each where given."""
+    from PIL import Image
+
+    make_image(path, seed, **image)
+    with Image.open(path) as opened:
+        image = opened.copy()
+    exif = Image.Exif()
+    if camera:
+        exif[0x010F], exif[0x0110] = camera
+    if taken:
+        sub = exif.get_ifd(0x8769)
+        sub[0x9003] = taken
+        if offset:
+            sub[0x9011] = offset
+    if place:
+        gps = exif.get_ifd(0x8825)
+        gps[1], gps[2] = ("N" if place[0] >= 0 else "S"), dms(place[0])
+        gps[3], gps[4] = ("E" if place[1] >= 0 else "W"), dms(place[1])
+    image.save(path, exif=exif)
+    return path

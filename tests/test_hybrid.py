@@ -13,49 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED_DATA, make_image, make_sound, tone
+from helpers import SHARED_DATA, exif_photo, make_image, make_sound, tone
 
 FIXTURES = Path(__file__).parent / "fixtures"
 AREZZO = (43.4633, 11.8797)
 PARIS = (48.8566, 2.3522)
 CANON = ("Canon", "Canon EOS 5D")
 NIKON = ("NIKON CORPORATION", "NIKON D750")
-
-
-def dms(value: float) -> tuple:
-    from PIL import TiffImagePlugin
-
-    value = abs(value)
-    degrees = int(value)
-    minutes = int((value - degrees) * 60)
-    seconds = (value - degrees - minutes / 60) * 3600
-    return (TiffImagePlugin.IFDRational(degrees), TiffImagePlugin.IFDRational(minutes),
-            TiffImagePlugin.IFDRational(round(seconds * 1000), 1000))
-
-
-def exif_photo(path: Path, seed: int, taken: str | None = None, offset: str | None = None,
-               place: tuple[float, float] | None = None, camera: tuple[str, str] | None = None) -> Path:
-    """A JPEG with real EXIF written by Pillow: DateTimeOriginal (+ OffsetTimeOriginal), the GPS IFD,
-    Make and Model, each where given."""
-    from PIL import Image
-
-    make_image(path, seed)
-    with Image.open(path) as opened:
-        image = opened.copy()
-    exif = Image.Exif()
-    if camera:
-        exif[0x010F], exif[0x0110] = camera
-    if taken:
-        sub = exif.get_ifd(0x8769)
-        sub[0x9003] = taken
-        if offset:
-            sub[0x9011] = offset
-    if place:
-        gps = exif.get_ifd(0x8825)
-        gps[1], gps[2] = ("N" if place[0] >= 0 else "S"), dms(place[0])
-        gps[3], gps[4] = ("E" if place[1] >= 0 else "W"), dms(place[1])
-    image.save(path, exif=exif)
-    return path
 
 
 def near(place: tuple[float, float], dlat: float) -> tuple[float, float]:
