@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from jrsearch.retrieval.fileio import write_folder_atomic
 from jrsearch.retrieval.index import VectorIndex, _faiss
 
 # Up to this many matching vectors the plan scores them all exactly (recall 1). Measured on 2 shared
@@ -105,20 +105,15 @@ class MetadataColumns:
     def save(self, folder: Path, meta: dict[str, Any] | None = None) -> None:
         """Write every column as FOLDER/NAME.npy (+ cameras.json, and `meta` as meta.json where
         given: what its owner needs to know the folder by), replacing the folder whole."""
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in (*COLUMNS, "by_rank", "by_taken"):
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
-        (tmp / "cameras.json").write_text(json.dumps(self.cameras))
-        if meta is not None:
-            (tmp / "meta.json").write_text(json.dumps(meta))
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        def fill(tmp: Path) -> None:
+            for name in (*COLUMNS, "by_rank", "by_taken"):
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
+            (tmp / "cameras.json").write_text(json.dumps(self.cameras))
+            if meta is not None:
+                (tmp / "meta.json").write_text(json.dumps(meta))
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        write_folder_atomic(folder, fill)
 
     @classmethod
     def load(cls, folder: Path, mmap: bool = True) -> MetadataColumns:
