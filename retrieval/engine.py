@@ -13,7 +13,7 @@ import numpy as np
 
 from jrsearch.retrieval.encoders import Encoder, load_encoder
 from jrsearch.retrieval.errors import QueryError
-from jrsearch.retrieval.filter_columns import exact_rows, filtered_ranked_search, uses_columns
+from jrsearch.retrieval.filter_columns import filtered_ranked_search, uses_columns
 from jrsearch.retrieval.library import Library
 from jrsearch.retrieval.ranking import SearchableIndex, ranked_search
 from jrsearch.retrieval.request import Filters
@@ -106,10 +106,9 @@ class SearchEngine:
         loaded = self.library.index(kind)
         if isinstance(path_filter, Filters) and uses_columns(path_filter):
             columns = self.library.indexes.columns(kind)
-            if loaded is None or columns is None:
+            if columns is None:  # a kind the library has never stored
                 return []
-            return filtered_ranked_search(loaded, query, top_k, columns.allowed(path_filter), exact_rows(loaded),
-                                          self._rows, path_filter if path_filter.glob else None, nprobe, rerank)
+            return filtered_ranked_search(loaded, columns, query, top_k, path_filter, self._rows, nprobe, rerank)
         index: SearchableIndex | None = loaded
         if loaded is not None and (nprobe is not None or rerank is not None):
             index = _Knobs(loaded, nprobe, rerank)

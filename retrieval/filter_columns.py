@@ -27,17 +27,24 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jrsearch.retrieval.filtered_search import TAKEN_UNKNOWN, Allowed, ColumnFilter, ExactRows, MetadataColumns
+from jrsearch.retrieval.filtered_search import (
+    TAKEN_UNKNOWN,
+    Allowed,
+    ColumnFilter,
+    ExactRows,
+    MetadataColumns,
+    filtered_search,
+)
 from jrsearch.retrieval.paths import INDEX_DIR, columns_path
-from jrsearch.retrieval.ranking import RowFetcher, rank_hits
+from jrsearch.retrieval.ranking import RowFetcher, widening_search
 from jrsearch.retrieval.request import Filters
+from jrsearch.retrieval.vectors import ShardSource
 
 if TYPE_CHECKING:
     from jrsearch.retrieval.catalog import Catalog, FilterRows
@@ -159,8 +166,6 @@ def rebuild_saved_columns(root: Path, catalog: Catalog) -> None:
 def exact_rows(index: VectorIndex) -> ExactRows:
     """How filtered search reads the exact vectors of ids: the index's shards as stored (float16),
     through its slot runs (`vectors.ShardSource.get_stored`), or whatever source it has."""
-    from jrsearch.retrieval.vectors import ShardSource
-
     source = index.source
     if isinstance(source, ShardSource):
         return source.get_stored
@@ -169,23 +174,16 @@ def exact_rows(index: VectorIndex) -> ExactRows:
     return source.get
 
 
-def filtered_ranked_search(index: VectorIndex | None, query: np.ndarray, top_k: int, allowed: Allowed,
-                           exact: ExactRows, fetch_rows: RowFetcher, path_filter: Callable[[str], bool] | None = None,
-                           nprobe: int | None = None, rerank: int | None = None) -> list[SearchResult]:
-    """`ranking.ranked_search` for a filter resolved to vector ids: `filtered_search` among them
-    (exact over their float16 rows when few, the index with an ID selector when many), ranked one
-    per item/text; asks for more vectors while fewer than `top_k` results come out of the join
-    (several vectors of one video, a glob post-filter) and more are allowed."""
-    from jrsearch.retrieval import filtered_search as plan
-
-    matching = len(allowed.ids)
-    if index is None or matching == 0:
+def filtered_ranked_search(index: VectorIndex | None, columns: FilterColumns, query: np.ndarray, top_k: int,
+                           filters: Filters, fetch_rows: RowFetcher, nprobe: int | None = None,
+                           rerank: int | None = None) -> list[SearchResult]:
+    """`ranking.ranked_search` for filters the columns resolve to vector ids (`uses_columns`):
+    `filtered_search` among them (exact over their float16 rows when few, the index with an ID
+    selector when many), ranked one per item/text, the glob applied after."""
+    allowed = columns.allowed(filters)
+    if index is None or len(allowed.ids) == 0:
         return []
-    k = min(matching, top_k if path_filter is None else max(top_k * 8, 256))
-    while True:
-        scores, ids = plan.filtered_search(index, query, allowed, k, exact, nprobe=nprobe, rerank=rerank,
-                                           exact_max=plan.EXACT_FILTER_MAX)
-        results = rank_hits(scores[0], ids[0], fetch_rows, path_filter, top_k)
-        if len(results) >= top_k or k >= matching:
-            return results
-        k = min(matching, k * 4)
+    exact = exact_rows(index)
+    return widening_search(
+        lambda k: filtered_search(index, query, allowed, k, exact, nprobe=nprobe, rerank=rerank),
+        len(allowed.ids), top_k, filters if filters.glob else None, fetch_rows)

@@ -338,7 +338,7 @@ class Plan:
 
 def filtered_search(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.ndarray | None, k: int,
                     exact: ExactRows, nprobe: int | None = None, rerank: int | None = None,
-                    exact_max: int = EXACT_FILTER_MAX) -> tuple[np.ndarray, np.ndarray]:
+                    exact_max: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores, ids), each (1, min(k, m)) for m allowed ids, best first; see `filtered_plan`."""
     scores, ids, _ = filtered_plan(index, query, allowed, k, exact, nprobe, rerank, exact_max)
     return scores, ids
@@ -346,9 +346,10 @@ def filtered_search(index: VectorIndex, query: np.ndarray, allowed: Allowed | np
 
 def filtered_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.ndarray | None, k: int,
                   exact: ExactRows, nprobe: int | None = None, rerank: int | None = None,
-                  exact_max: int = EXACT_FILTER_MAX) -> tuple[np.ndarray, np.ndarray, Plan]:
+                  exact_max: int | None = None) -> tuple[np.ndarray, np.ndarray, Plan]:
     """`filtered_search` and the plan it took. `allowed` None searches unfiltered (`index.search`);
-    a bare array is sorted unique ids with no known bound (hash-set selector)."""
+    a bare array is sorted unique ids with no known bound (hash-set selector). Up to `exact_max`
+    (None: `EXACT_FILTER_MAX`, read at each call) allowed ids are scored exactly."""
     query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
     if allowed is None:
         scores, ids = index.search(query, k, nprobe=nprobe, rerank=rerank)
@@ -359,7 +360,7 @@ def filtered_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.n
     m = len(allowed.ids)
     if m == 0 or k <= 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), Plan("empty", 0)
-    if m <= exact_max:
+    if m <= (EXACT_FILTER_MAX if exact_max is None else exact_max):
         scores, ids = exact_top(query, allowed.ids, k, exact)
         return scores, ids, Plan("exact", m)
     return _ann_plan(index, query, allowed, k, exact, nprobe, rerank)

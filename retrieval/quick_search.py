@@ -54,7 +54,7 @@ def library_model_name(root: Path) -> str | None:
 
 def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, nprobe: int | None,
             rerank: int | None, filters: Filters | None) -> list[SearchResult] | None:
-    from jrsearch.retrieval.filter_columns import exact_rows, filtered_ranked_search, uses_columns
+    from jrsearch.retrieval.filter_columns import filtered_ranked_search, uses_columns
     from jrsearch.retrieval.index import DEFAULT_NPROBE
     from jrsearch.retrieval.index_set import IndexSet
     from jrsearch.retrieval.shards import ShardStore
@@ -75,8 +75,9 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
 
     shards = ShardStore(root, lambda: manifest.dim, same_catalog)  # reads only: no writer
     indexes = IndexSet(root, shards, same_catalog, nprobe=nprobe or DEFAULT_NPROBE, rerank=rerank)
-    if not state.current or not indexes.path(kind).is_file():
-        return None  # the normal path rebuilds the index from the shards
+    index = indexes.saved(kind, state)
+    if index is None:
+        return None  # behind the store or missing: the normal path rebuilds it from the shards
     columns = None
     if uses_columns(filters):
         columns = indexes.saved_columns(kind, state)
@@ -86,10 +87,6 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
     if tower is None:
         return None
     query = tower.encode_texts([text])
-    index = indexes.saved(kind, state)
-    if index is None:
-        return None
     if columns is not None and filters is not None:
-        return filtered_ranked_search(index, query, top_k, columns.allowed(filters), exact_rows(index), catalog.hits,
-                                      filters if filters.glob else None, nprobe, rerank)
+        return filtered_ranked_search(index, columns, query, top_k, filters, catalog.hits, nprobe, rerank)
     return ranked_search(index, query, top_k, filters, catalog.hits)

@@ -36,13 +36,21 @@ def ranked_search(index: SearchableIndex | None, query: np.ndarray, top_k: int,
     candidates until `top_k` pass or the whole index has been seen."""
     if index is None or index.ntotal == 0:
         return []
+    return widening_search(lambda k: index.search(query.reshape(1, -1), k), index.ntotal, top_k, path_filter,
+                           fetch_rows)
+
+
+def widening_search(search: Callable[[int], tuple[np.ndarray, np.ndarray]], total: int, top_k: int,
+                    path_filter: Callable[[str], bool] | None, fetch_rows: RowFetcher) -> list[SearchResult]:
+    """Rank `search(k)`'s hits; while fewer than `top_k` results come out (a path filter, several
+    vectors of one item) and fewer than `total` vectors were asked for, ask for 4x more."""
     fetch = top_k if not path_filter else max(top_k * 8, 256)
     while True:
-        scores, ids = index.search(query.reshape(1, -1), fetch)
+        scores, ids = search(fetch)
         results = rank_hits(scores[0], ids[0], fetch_rows, path_filter, top_k)
-        if len(results) >= top_k or fetch >= index.ntotal:
+        if len(results) >= top_k or fetch >= total:
             return results
-        fetch = min(index.ntotal, fetch * 4)
+        fetch = min(total, fetch * 4)
 
 
 def rank_hits(scores: np.ndarray, ids: np.ndarray, fetch_rows: RowFetcher,
