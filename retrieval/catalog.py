@@ -225,11 +225,11 @@ ITEM_COLUMNS = "id, path, kind, size, mtime_ns, content_hash, details, status, e
 
 def item_row(row: Sequence[Any]) -> ItemRecord:
     return ItemRecord(row[0], path_from_db(row[1]), row[2], row[3], row[4], row[5], ItemStatus(row[7]), row[8],
-                      stored_time(row[10]), json.loads(row[6]) if row[6] else {},
+                      parse_stored_time(row[10]), json.loads(row[6]) if row[6] else {},
                       FailureCode(row[9]) if row[9] else None)
 
 
-def stored_time(value: str | datetime | None) -> datetime:
+def parse_stored_time(value: str | datetime | None) -> datetime:
     """A DATETIME column as written (SQLAlchemy's SQLite form, "YYYY-MM-DD HH:MM:SS.ffffff")."""
     if isinstance(value, datetime):
         return value
@@ -261,7 +261,7 @@ class Catalog:
         where, args = ("WHERE kind = ?", (kind,)) if kind is not None else ("", ())
         rows = self.con.execute(f"SELECT kind, factory, generation, built_generation, trained_on, built_at "
                                 f"FROM index_state {where} ORDER BY kind", args).fetchall()
-        return {kind: IndexStateRow(factory, generation, built, trained_on, stored_time(at) if at else None)
+        return {kind: IndexStateRow(factory, generation, built, trained_on, parse_stored_time(at) if at else None)
                 for kind, factory, generation, built, trained_on, at in rows}
 
     def counts(self) -> StoredCounts:

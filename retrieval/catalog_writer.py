@@ -34,7 +34,7 @@ class ItemInsert(NamedTuple):
     status: str
     error: str | None
     failure: str | None
-    metadata: tuple[Any, ...] = ()  # `metadata_row`: the METADATA_COLUMNS values (empty: all NULL)
+    metadata: tuple[Any, ...]  # `metadata_row`: the METADATA_COLUMNS values
 
 
 METADATA_COLUMNS = ("taken_ts", "taken_at", "taken_source", "taken_naive", "latitude", "longitude", "camera_make",
@@ -58,7 +58,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def stored_time(when: datetime) -> str:
+def format_stored_time(when: datetime) -> str:
     """A DATETIME as SQLAlchemy writes it on SQLite, so both read it back alike."""
     return when.strftime("%Y-%m-%d %H:%M:%S.%f")
 
@@ -77,13 +77,13 @@ class CatalogWriter:
 
     def adopt_model(self, schema_version: int, name: str, pretrained: str, dim: int, now: datetime) -> None:
         self.con.execute("INSERT INTO manifest (id, schema_version, model_name, pretrained, dim, created_at) "
-                         "VALUES (1, ?, ?, ?, ?, ?)", (schema_version, name, pretrained, dim, stored_time(now)))
+                         "VALUES (1, ?, ?, ?, ?, ?)", (schema_version, name, pretrained, dim, format_stored_time(now)))
 
     def record_audio_model(self, record: AudioModelRecord, now: datetime) -> None:
         """The audio tower, or where the same checkpoint moved to."""
         self.con.execute("INSERT INTO audio_model (id, path, content_hash, kind, dim, adopted_at) "
                          "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET path = excluded.path",
-                         (record.path, record.content_hash, record.kind, record.dim, stored_time(now)))
+                         (record.path, record.content_hash, record.kind, record.dim, format_stored_time(now)))
 
     def bump(self, kinds: Iterable[str]) -> None:
         """A new generation for each changed kind: its index file is behind until saved again."""
@@ -96,7 +96,7 @@ class CatalogWriter:
         another write has moved the kind on meanwhile, so its index stays stale."""
         cursor = self.con.execute("UPDATE index_state SET built_generation = ?, factory = ?, trained_on = ?, "
                                   "built_at = ? WHERE kind = ? AND generation = ?",
-                                  (generation, factory, trained_on, stored_time(now), kind, generation))
+                                  (generation, factory, trained_on, format_stored_time(now), kind, generation))
         return cursor.rowcount > 0
 
     # -- files -------------------------------------------------------------------------------
@@ -136,12 +136,11 @@ class CatalogWriter:
         return int(self.con.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
 
     def insert_items(self, first_id: int, rows: Sequence[ItemInsert], now: datetime) -> None:
-        when = stored_time(now)
-        empty = metadata_row(None)
+        when = format_stored_time(now)
         self.con.executemany(
             f"INSERT INTO items (id, path, kind, size, mtime_ns, content_hash, details, status, error, failure, "
             f"indexed_at, {', '.join(METADATA_COLUMNS)}) VALUES ({', '.join('?' * (11 + len(METADATA_COLUMNS)))})",
-            [(item_id, *row[:-1], when, *(row.metadata or empty)) for item_id, row in enumerate(rows, start=first_id)])
+            [(item_id, *row[:-1], when, *row.metadata) for item_id, row in enumerate(rows, start=first_id)])
 
     def insert_texts(self, rows: Sequence[tuple[int, int, int, str]]) -> None:
         """(id, item id, line, text) rows."""

@@ -26,9 +26,6 @@ if TYPE_CHECKING:
     from jrsearch.retrieval.query_model import TextTower
 
 
-PathFilter = Filters  # the earlier name: `PathFilter.make(under, glob)` is `Filters.make`
-
-
 class SearchEngine:
     """A library plus the towers that built it (`LibraryTowers`), each loaded on first use."""
 

@@ -501,7 +501,7 @@ def _item_insert(record: FileRecord) -> ItemInsert:
     return ItemInsert(path_to_db(record.path), str(record.kind), record.size, record.mtime_ns, record.content_hash,
                       json.dumps(fields) if fields else None, record.status.value, record.error,
                       record.failure.value if record.failure else None,
-                      metadata_row(record.metadata) if record.metadata is not None else ())
+                      metadata_row(record.metadata))
 
 
 def _vector_rows(records: list[FileRecord], first_item: int, next_text: int) -> tuple[TextRows, VectorRows]:

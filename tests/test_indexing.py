@@ -13,8 +13,9 @@ from helpers import make_image, require_coco_images
 from PIL import Image
 
 from jrsearch.indexer.pipeline import IndexOptions, run_index
-from jrsearch.retrieval.engine import PathFilter, SearchEngine
+from jrsearch.retrieval.engine import SearchEngine
 from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.request import Filters
 from jrsearch.retrieval.types import MediaKind
 
 
@@ -75,9 +76,9 @@ def test_path_filters(tmp_path, photos, tiny_encoder):
     index(lib, tiny_encoder, photos)
     engine = SearchEngine(Library.open(lib), encoder=tiny_encoder)
     query = engine.embed_text("anything")
-    under = engine.search(query, top_k=10, path_filter=PathFilter.make(under=photos / "sub"))
+    under = engine.search(query, top_k=10, path_filter=Filters.make(under=photos / "sub"))
     assert {Path(r.path).parent.name for r in under} == {"sub"} and len(under) == 4
-    globbed = engine.search(query, top_k=10, path_filter=PathFilter.make(glob="img1*.jpg"))
+    globbed = engine.search(query, top_k=10, path_filter=Filters.make(glob="img1*.jpg"))
     assert sorted(Path(r.path).name for r in globbed) == ["img10.jpg", "img11.jpg"]
 
 
