@@ -116,29 +116,42 @@ def build_columns(rows: FilterRows, generation: int) -> FilterColumns:
 
 
 def save_columns(root: Path, kind: str, columns: FilterColumns) -> None:
+    """Write the folder; best effort (a cache: without it, filtered searches build the columns from
+    the store): where it cannot be written (a full disk), none is left."""
     folders = [os.fsdecode(key) for key in columns.folders]  # surrogate escapes keep any bytes
-    columns.columns.save(columns_path(root, kind), {"format": FORMAT, "generation": columns.generation,
-                                                     "folders": folders})
+    try:
+        columns.columns.save(columns_path(root, kind), {"format": FORMAT, "generation": columns.generation,
+                                                         "folders": folders})
+    except OSError:
+        remove_columns(root, kind)
+
+
+def _saved_meta(root: Path, kind: str) -> tuple[int, list[str]] | None:
+    """The saved folder's generation and folder list (its meta.json), None where there is none
+    readable of this FORMAT."""
+    try:
+        meta = json.loads((columns_path(root, kind) / "meta.json").read_text())
+        if meta.get("format") != FORMAT:
+            return None
+        return int(meta["generation"]), list(meta["folders"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def saved_generation(root: Path, kind: str) -> int | None:
     """The generation the saved folder describes, None where there is none readable."""
-    try:
-        meta = json.loads((columns_path(root, kind) / "meta.json").read_text())
-        return int(meta["generation"]) if meta.get("format") == FORMAT else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    meta = _saved_meta(root, kind)
+    return meta[0] if meta is not None else None
 
 
 def load_columns(root: Path, kind: str, generation: int) -> FilterColumns | None:
     """The saved folder if it describes `generation` (memory-mapped); None where stale or unreadable."""
-    folder = columns_path(root, kind)
+    meta = _saved_meta(root, kind)
+    if meta is None or meta[0] != generation:
+        return None
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != FORMAT or int(meta["generation"]) != generation:
-            return None
-        folders = [os.fsencode(name) for name in meta["folders"]]
-        return FilterColumns(MetadataColumns.load(folder), folders, generation)
+        folders = [os.fsencode(name) for name in meta[1]]
+        return FilterColumns(MetadataColumns.load(columns_path(root, kind)), folders, generation)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -157,10 +170,7 @@ def rebuild_saved_columns(root: Path, catalog: Catalog) -> None:
     the lock, e.g. at the end of a migration); best effort: a kind that cannot be written has none."""
     remove_columns(root)
     for kind, state in catalog.index_states().items():
-        try:
-            save_columns(root, kind, build_columns(catalog.filter_rows(kind), state.generation))
-        except OSError:
-            remove_columns(root, kind)
+        save_columns(root, kind, build_columns(catalog.filter_rows(kind), state.generation))
 
 
 def exact_rows(index: VectorIndex) -> ExactRows:

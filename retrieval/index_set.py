@@ -26,7 +26,6 @@ from jrsearch.retrieval.filter_columns import (
     FilterColumns,
     build_columns,
     load_columns,
-    remove_columns,
     save_columns,
     saved_generation,
 )
@@ -201,7 +200,4 @@ class IndexSet:
             with self._reads() as catalog:
                 columns = build_columns(catalog.filter_rows(kind), generation)
         self._columns[kind] = columns
-        try:
-            save_columns(self.root, kind, columns)
-        except OSError:  # a cache: without it, filtered searches build the columns from the store
-            remove_columns(self.root, kind)
+        save_columns(self.root, kind, columns)
