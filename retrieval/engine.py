@@ -5,9 +5,9 @@ allows (`filtered_search.py`); a glob is applied to the joined rows, as without 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -105,15 +105,12 @@ class SearchEngine:
             columns = self.library.indexes.columns(kind)
             if columns is None:  # a kind the library has never stored
                 return []
-            return filtered_ranked_search(loaded, columns, query, top_k, path_filter, self._rows, nprobe, rerank)
+            return filtered_ranked_search(loaded, columns, query, top_k, path_filter, self.library.hits, nprobe, rerank)
         index: SearchableIndex | None = loaded
         if loaded is not None and (nprobe is not None or rerank is not None):
             index = _Knobs(loaded, nprobe, rerank)
-        return ranked_search(index, query, top_k, path_filter, self._rows)
+        return ranked_search(index, query, top_k, path_filter, self.library.hits)
 
-    def _rows(self, vector_ids: list[int]) -> list[Sequence[Any]]:
-        """Store rows (`ranking.ROW_COLUMNS`) for vector ids."""
-        return list(self.library.hits(vector_ids))
 
 
 class _Knobs:
