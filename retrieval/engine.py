@@ -13,7 +13,7 @@ import numpy as np
 
 from jrsearch.retrieval.encoders import Encoder, load_encoder
 from jrsearch.retrieval.errors import QueryError
-from jrsearch.retrieval.filter_columns import filtered_ranked_search, uses_columns
+from jrsearch.retrieval.filter_columns import filtered_ranked_search
 from jrsearch.retrieval.library import Library
 from jrsearch.retrieval.ranking import SearchableIndex, ranked_search
 from jrsearch.retrieval.request import Filters
@@ -101,7 +101,7 @@ class SearchEngine:
         """Nearest stored vectors of `kind` (a kind's name) to one query vector, best first, one per
         item/text; `nprobe`, `rerank`: this search's (None: the index's)."""
         loaded = self.library.index(kind)
-        if isinstance(path_filter, Filters) and uses_columns(path_filter):
+        if isinstance(path_filter, Filters) and path_filter.by_columns:
             columns = self.library.indexes.columns(kind)
             if columns is None:  # a kind the library has never stored
                 return []

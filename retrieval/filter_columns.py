@@ -88,11 +88,6 @@ class FilterColumns:
         return Allowed.of(self.columns, self.spec(filters))
 
 
-def uses_columns(filters: Filters | None) -> bool:
-    """Whether a search with `filters` goes through the filter columns (a folder or metadata)."""
-    return filters is not None and (filters.under is not None or filters.by_metadata)
-
-
 def folder_key(path: bytes) -> bytes:
     """The key a file's folder is ranked by: the parent folder's bytes, ending in the separator."""
     parent = os.path.dirname(path)
@@ -187,7 +182,7 @@ def exact_rows(index: VectorIndex) -> ExactRows:
 def filtered_ranked_search(index: VectorIndex | None, columns: FilterColumns, query: np.ndarray, top_k: int,
                            filters: Filters, fetch_rows: RowFetcher, nprobe: int | None = None,
                            rerank: int | None = None) -> list[SearchResult]:
-    """`ranking.ranked_search` for filters the columns resolve to vector ids (`uses_columns`):
+    """`ranking.ranked_search` for filters the columns resolve to vector ids (`Filters.by_columns`):
     `filtered_search` among them (exact over their float16 rows when few, the index with an ID
     selector when many), ranked one per item/text, the glob applied after."""
     allowed = columns.allowed(filters)

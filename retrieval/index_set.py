@@ -17,22 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jrsearch.retrieval.catalog import IndexStateRow
 from jrsearch.retrieval.diskspace import no_space_as_error
-from jrsearch.retrieval.filter_columns import (
-    FilterColumns,
-    build_columns,
-    load_columns,
-    save_columns,
-    saved_generation,
-)
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
 from jrsearch.retrieval.paths import index_path, slot_runs_path
 from jrsearch.retrieval.shards import Reads, ShardStore, Writes
 from jrsearch.retrieval.vectors import SLOT_BATCH, SlotRuns
+
+if TYPE_CHECKING:  # filter columns are imported where used: an unfiltered cold query never loads them
+    from jrsearch.retrieval.filter_columns import FilterColumns
 
 
 class IndexSet:
@@ -78,11 +75,15 @@ class IndexSet:
 
     def saved_columns(self, kind: str, state: IndexStateRow) -> FilterColumns | None:
         """`kind`'s saved filter columns if they describe the store's generation (`state`); never a build."""
+        from jrsearch.retrieval.filter_columns import load_columns
+
         return load_columns(self.root, kind, state.generation)
 
     def columns(self, kind: str) -> FilterColumns | None:
         """`kind`'s filter columns at the store's generation: kept, saved, else built from SQLite
         (kept in memory; `save` writes them); None for a kind the library has never stored."""
+        from jrsearch.retrieval.filter_columns import build_columns
+
         kind = str(kind)
         with self._reads() as catalog:
             state = catalog.index_state(kind)
@@ -193,6 +194,8 @@ class IndexSet:
         """Save the kind's filter columns at `generation` (built from SQLite unless kept at it).
         Best effort: where they cannot be written (a full disk), none are left, and the service
         builds them from the store (the cold path hands such searches to it)."""
+        from jrsearch.retrieval.filter_columns import build_columns, save_columns, saved_generation
+
         if self._writes is None or (only_if_missing and saved_generation(self.root, kind) == generation):
             return
         columns = self._columns.get(kind)

@@ -54,7 +54,6 @@ def library_model_name(root: Path) -> str | None:
 
 def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, nprobe: int | None,
             rerank: int | None, filters: Filters | None) -> list[SearchResult] | None:
-    from jrsearch.retrieval.filter_columns import filtered_ranked_search, uses_columns
     from jrsearch.retrieval.index import DEFAULT_NPROBE
     from jrsearch.retrieval.index_set import IndexSet
     from jrsearch.retrieval.shards import ShardStore
@@ -79,7 +78,7 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
     if index is None:
         return None  # behind the store or missing: the normal path rebuilds it from the shards
     columns = None
-    if uses_columns(filters):
+    if filters is not None and filters.by_columns:
         columns = indexes.saved_columns(kind, state)
         if columns is None:
             return None  # the normal path builds them from the store
@@ -88,5 +87,7 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
         return None
     query = tower.encode_texts([text])
     if columns is not None and filters is not None:
+        from jrsearch.retrieval.filter_columns import filtered_ranked_search  # filtered queries only
+
         return filtered_ranked_search(index, columns, query, top_k, filters, catalog.hits, nprobe, rerank)
     return ranked_search(index, query, top_k, filters, catalog.hits)

@@ -50,6 +50,12 @@ class Filters:
         """True where a filter reads what the files say of themselves (date, place, camera)."""
         return self.after is not None or self.before is not None or self.near is not None or self.camera is not None
 
+    @property
+    def by_columns(self) -> bool:
+        """True where the store's filter columns resolve the filter to vector ids before the search
+        (a folder, or what the files say of themselves); a glob alone is applied after it."""
+        return self.under is not None or self.by_metadata
+
     def __call__(self, path: str) -> bool:
         """The path part of the filter (folder and glob); metadata filters are resolved by the store."""
         if self.under and not path.startswith(self.under):
