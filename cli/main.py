@@ -31,6 +31,7 @@ from jrsearch.cli.common import (
     open_service,
     resolve_model,
 )
+from jrsearch.cli.terms import MAIN_QUERY, AddOpt, LikeOpt, PreviewOpt, SubtractOpt, main_query, query_terms
 from jrsearch.retrieval.types import MediaKind, ModelChoice
 
 INDEXDIR_METADATA = ("--after, --before, --near and --camera are not supported with --index (an INDEXDIR "
@@ -94,8 +95,12 @@ def index(
 @model_options()
 def query(
     text: Annotated[str | None, typer.Argument(help="What to search for, in words.")] = None,
-    image: Annotated[Path | None, typer.Option("--image", help="Search with an image instead.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Search with an image (a file or an http(s) URL) "
+                                                              "instead.")] = None,
     audio: Annotated[Path | None, typer.Option("--audio", help="Search with a sound (wav, flac, mp3, ...).")] = None,
+    like: LikeOpt = None,
+    add: AddOpt = None,
+    subtract: SubtractOpt = None,
     kind: KindOpt = MediaKind.IMAGE,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
     under: UnderOpt = None,
@@ -112,14 +117,16 @@ def query(
     address: AddressOpt = None,
     allow_partial: AllowPartialOpt = False,
     as_json: JsonOpt = False,
+    preview: PreviewOpt = False,
 ) -> None:
-    """Search the library: by text (TEXT) or by example (--image, --audio)."""
+    """Search the library: by text (TEXT), by example (--image, --audio), like an indexed file (--like),
+    or a combination (--add, --subtract)."""
     from jrsearch.retrieval.errors import QueryError
     from jrsearch.retrieval.request import Filters, SearchRequest
 
-    queries = [(m, q) for m, q in (("text", text), ("image", image), ("audio", audio)) if q is not None]
-    if len(queries) != 1:
-        return fail("give one of a TEXT query, --image PATH or --audio PATH")
+    queries = [q for q in (text, image, audio, like) if q is not None]
+    if len(queries) > 1 or not (queries or add):
+        return fail(MAIN_QUERY)
     if index is not None and audio is not None:
         return fail("give a TEXT query or --image PATH (an INDEXDIR holds images only: no --audio)")
     try:
@@ -128,8 +135,12 @@ def query(
         return fail(str(exc), 2)
     if index is not None and filters.by_metadata:
         return fail(INDEXDIR_METADATA, 2)
-    request = SearchRequest(kind, top_k, filters, nprobe, rerank)
-    if text is not None and index is None and choice.is_default:
+    try:
+        terms = query_terms(image, like, add, subtract)
+    except QueryError as exc:
+        return fail(str(exc), 2)
+    request = SearchRequest(kind, top_k, filters, nprobe, rerank, terms)
+    if text is not None and not terms and not preview and index is None and choice.is_default:
         from jrsearch.cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
         if quick_query(text, request, library, as_json):
@@ -138,8 +149,13 @@ def query(
 
     options = ServiceOptions(nprobe, address=address, allow_partial=allow_partial, numpy_text=False)
     service = open_service(library, choice, index, options)
-    modality, what = queries[0]
-    print_result_set(service.search(service.embed(modality, what), request), as_json)
+    main = main_query(text, image, audio)
+    results = service.search(service.embed(*main) if main else None, request)
+    print_result_set(results, as_json)
+    if preview and not as_json:
+        from jrsearch.cli.preview import print_previews
+
+        print_previews(service, results)
     if text is not None and index is None:
         from jrsearch.cli.quick import print_language_hint
 

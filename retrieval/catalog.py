@@ -200,6 +200,7 @@ class VectorRecord:
     modality: str
     start_s: float | None
     end_s: float | None
+    line: int | None = None  # a text corpus's line (`item_vectors`)
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,12 @@ class Catalog:
         """The vectors of one file, in the order they were stored."""
         rows = self.con.execute("SELECT v.id, v.modality, v.start_s, v.end_s FROM vectors v JOIN items i "
                                 "ON v.item_id = i.id WHERE i.path = ? ORDER BY v.id", (path_to_db(path),))
+        return [VectorRecord(*row) for row in rows]
+
+    def item_vectors(self, item_id: int) -> list[VectorRecord]:
+        """The live vectors of one item, with their time ranges and text lines, in stored order."""
+        rows = self.con.execute("SELECT v.id, v.modality, v.start_s, v.end_s, t.line FROM vectors v "
+                                "LEFT JOIN texts t ON v.text_id = t.id WHERE v.item_id = ? ORDER BY v.id", (item_id,))
         return [VectorRecord(*row) for row in rows]
 
     def failures(self) -> list[tuple[str, str | None]]:

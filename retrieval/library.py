@@ -359,6 +359,11 @@ class Library:
         with self.store.read() as catalog:
             return catalog.vectors_of(path)
 
+    def item_vectors(self, item_id: int) -> list[VectorRecord]:
+        """One item's vectors with their time ranges and text lines (what "more like this" picks from)."""
+        with self.store.read() as catalog:
+            return catalog.item_vectors(item_id)
+
     def hits(self, vector_ids: list[int]) -> list[HitRow]:
         """`ranking.ROW_COLUMNS` rows for vector ids: what a search result is made of."""
         with self.store.read() as catalog:

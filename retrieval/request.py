@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -124,8 +125,90 @@ class SearchRequest:
     filters: Filters = field(default_factory=Filters)
     nprobe: int | None = None  # IVF lists visited (recall vs speed)
     rerank: int | None = None  # candidates re-scored on the exact vectors (0: none)
+    terms: tuple[QueryTerm, ...] = ()  # added to the query's vector (weight 1): a combined query
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", str(self.kind))  # a `MediaKind` member becomes its name
         if self.top_k < 1:
             raise QueryError(f"top_k must be at least 1, not {self.top_k}")
+
+
+@dataclass(frozen=True)
+class Like:
+    """An indexed item as a query, by its stored vector (nothing is embedded again): `item` is its id
+    or its path; `at_s` a moment of a video or sound (the vector whose time range covers it), `line`
+    one line of a text corpus. Without either, the mean of the item's vectors."""
+
+    item: int | str
+    at_s: float | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    """One part of a combined query, added with its weight (negative: subtracted). `value`: words
+    (str), an image URL (str starting http:// or https://), an image or sound file (Path), or an
+    indexed item (`Like`). The query is the normalised weighted sum of the terms' unit vectors."""
+
+    value: str | Path | Like
+    weight: float = 1.0
+
+
+WEIGHTED = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.DOTALL)  # rclip's `2:golden retriever`
+LIKE_PREFIX = "like:"
+TERM_FORM = ("[W:]TERM, where TERM is words, an image or sound file, an image URL (https://...) or an indexed "
+             "item (like:PATH, like:PATH@SECONDS)")
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def parse_like(ref: str, *, by_id: bool = False) -> Like:
+    """`REF`, `REF@SECONDS` (a moment of a video or sound) or `REF#LINE` (a line of a text corpus);
+    REF is an item id where `by_id` (the web API), else a path."""
+    at_s: float | None = None
+    line: int | None = None
+    head, sep, tail = ref.rpartition("@")
+    if sep and _is_number(tail):
+        ref, at_s = head, float(tail)
+    else:
+        head, sep, tail = ref.rpartition("#")
+        if sep and tail.isdigit():
+            ref, line = head, int(tail)
+    if at_s is not None and not (math.isfinite(at_s) and at_s >= 0):
+        raise QueryError(f"like {ref}@{tail}: the time must be seconds from the start (0 or more)")
+    if not by_id:
+        if not ref:
+            raise QueryError("like: give the path of an indexed file (PATH, PATH@SECONDS or PATH#LINE)")
+        return Like(ref, at_s, line)
+    if not ref.isdigit():
+        raise QueryError(f"like {ref!r} is not an item id (ID, ID@SECONDS or ID#LINE)")
+    return Like(int(ref), at_s, line)
+
+
+def parse_term(text: str, *, subtract: bool = False, files: bool = True) -> QueryTerm:
+    """One `--add`/`--subtract` as rclip writes it (`2:golden retriever`, `fruit`, `./pool.jpg`,
+    `https://.../cat.jpg`, `like:./clip.mp4@12`). `files`: an existing file's path is a file to
+    embed (the CLI); the web API passes False (its terms are words, URLs and `like:ID`)."""
+    weight, body = 1.0, text
+    match = WEIGHTED.match(text)
+    if match:
+        weight, body = float(match.group(1)), match.group(2)
+    body = body.strip()
+    if not body:
+        raise QueryError(f"empty query term {text!r}: use {TERM_FORM}")
+    value: str | Path | Like = body
+    if body.startswith(LIKE_PREFIX):
+        value = parse_like(body[len(LIKE_PREFIX):].strip(), by_id=not files)
+    elif files and not is_url(body) and os.path.isfile(os.path.expanduser(body)):
+        value = Path(os.path.expanduser(body))
+    return QueryTerm(value, -weight if subtract else weight)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

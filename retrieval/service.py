@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from jrsearch.retrieval.catalog import ItemRecord
+from jrsearch.retrieval.combine import combined_vector, term_vector
 from jrsearch.retrieval.engine import SearchEngine
 from jrsearch.retrieval.errors import JrsearchError, QueryError
 from jrsearch.retrieval.library import Library
-from jrsearch.retrieval.request import SearchRequest
+from jrsearch.retrieval.request import Like, QueryTerm, SearchRequest
 from jrsearch.retrieval.types import ModelChoice, ModelSpec, ResultSet
 
 if TYPE_CHECKING:
@@ -58,7 +59,15 @@ class SearchService(Protocol):
         for a modality not in `modalities()`."""
         ...
 
-    def search(self, vector: np.ndarray, request: SearchRequest) -> ResultSet: ...
+    def embed_term(self, term: QueryTerm) -> np.ndarray:
+        """One term of a combined query as a unit vector: words, a file, an image URL or an indexed
+        item (`Like`: its stored vector)."""
+        ...
+
+    def search(self, vector: np.ndarray | None, request: SearchRequest) -> ResultSet:
+        """The nearest results to `vector` plus `request.terms` (`combine.combined_vector`);
+        `vector` None: the terms alone."""
+        ...
 
     def item(self, item_id: int) -> ItemRecord | None: ...
 
@@ -184,7 +193,17 @@ class LibraryService:
                 self._text_cache.popitem(last=False)
         return vector
 
-    def search(self, vector: np.ndarray, request: SearchRequest) -> ResultSet:
+    def like(self, like: Like) -> np.ndarray:
+        """An indexed item's stored vector (`retrieval/like.py`): "more like this"."""
+        from jrsearch.retrieval.like import like_vector
+
+        return like_vector(self.library, like)
+
+    def embed_term(self, term: QueryTerm) -> np.ndarray:
+        return term_vector(term, self.embed, self.like)
+
+    def search(self, vector: np.ndarray | None, request: SearchRequest) -> ResultSet:
+        vector = combined_vector(vector, request.terms, self.embed_term)
         self._fresh_index(request.kind)
         if self.search_threads:
             import faiss

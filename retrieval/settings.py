@@ -54,6 +54,13 @@ CUDA_VISIBLE_DEVICES = Setting("CUDA_VISIBLE_DEVICES", "unset",
                                "empty or -1 hides the GPUs: the model runs on the CPU without importing torch")
 OPENBLAS_NUM_THREADS = Setting("OPENBLAS_NUM_THREADS", "1 for `jrsearch query`",
                                "BLAS threads; `jrsearch query` sets 1 unless given (one query row)")
+# what `jrsearch query --preview` reads to tell whether the terminal shows images (cli/preview.py)
+TERM = Setting("TERM", "set by the terminal", "`xterm-kitty`: `--preview` uses the kitty image protocol")
+TERM_PROGRAM = Setting("TERM_PROGRAM", "set by the terminal",
+                       "`iTerm.app` or `WezTerm`: `--preview` uses the iTerm2 image protocol")
+KITTY_WINDOW_ID = Setting("KITTY_WINDOW_ID", "set by kitty", "any value: `--preview` uses the kitty image protocol")
+LC_TERMINAL = Setting("LC_TERMINAL", "set by iTerm2", "`iTerm2` (kept over ssh): `--preview` uses its image protocol")
 
 SETTINGS: tuple[Setting, ...] = (LIBRARY, CACHE, INDEX_MEMORY, THREADS, TOKEN, HF_HUB_OFFLINE, XDG_CACHE_HOME,
-                                 CUDA_VISIBLE_DEVICES, OPENBLAS_NUM_THREADS)
+                                 CUDA_VISIBLE_DEVICES, OPENBLAS_NUM_THREADS, TERM, TERM_PROGRAM, KITTY_WINDOW_ID,
+                                 LC_TERMINAL)

@@ -15,9 +15,10 @@ from jrsearch.retrieval.catalog import ItemRecord
 from jrsearch.retrieval.cluster.dataset import EmbeddingDataset
 from jrsearch.retrieval.cluster.index_dir import IndexDir, IndexManifest
 from jrsearch.retrieval.cluster.model import ClusterModel, load_model
+from jrsearch.retrieval.combine import combined_vector, term_vector
 from jrsearch.retrieval.errors import QueryError
 from jrsearch.retrieval.ranking import ranked_search
-from jrsearch.retrieval.request import SearchRequest
+from jrsearch.retrieval.request import Like, QueryTerm, SearchRequest
 from jrsearch.retrieval.service import UnsupportedQuery
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec, Partial, ResultSet
 
@@ -92,10 +93,14 @@ class ClusterService:
         pixels = self.model.pixel_transform()(open_image(path, name=str(path)))
         return self.model.embed_pixels(pixels[None])[0]
 
-    def search(self, vector: np.ndarray, request: SearchRequest) -> ResultSet:
+    def embed_term(self, term: QueryTerm) -> np.ndarray:
+        return term_vector(term, self.embed, _no_like)
+
+    def search(self, vector: np.ndarray | None, request: SearchRequest) -> ResultSet:
         """Image results (an INDEXDIR holds nothing else); `nprobe` is the one it was opened with."""
         if request.filters.by_metadata:
             raise UnsupportedQuery(METADATA_UNSUPPORTED)
+        vector = combined_vector(vector, request.terms, self.embed_term)
         if request.kind != MediaKind.IMAGE.value:
             return ResultSet()
         with self._lock:
@@ -141,3 +146,8 @@ class ClusterService:
                                                     "serving_shards": len(m.shards)}},
                 "dataset": m.dataset,
                 "bytes_on_disk": sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())}
+
+
+def _no_like(like: Like) -> np.ndarray:
+    raise UnsupportedQuery("more like this (like) reads a library's stored vectors; an INDEXDIR keeps them in "
+                           "its dataset only: search it by --image PATH instead")

@@ -1,0 +1,91 @@
+"""An image URL as a query (`--image https://...`, `--add https://...`): fetched with the bounds of an
+upload to `jrsearch serve` (at most `MAX_QUERY_BYTES`, checked by its bytes to be an image), within
+a time limit, on stdlib urllib; any failure is one `ImageUrlError` naming the URL and the reason."""
+
+from __future__ import annotations
+
+import http.client
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from jrsearch.retrieval.diskspace import human_bytes
+from jrsearch.retrieval.errors import QueryError
+from jrsearch.retrieval.request import is_url
+from jrsearch.retrieval.sniff import HEAD_BYTES, Signature, sniff
+from jrsearch.retrieval.types import MediaKind
+
+MAX_QUERY_BYTES = 20 * 2**20  # an example image or sound given to search with: a URL's answer or an upload
+FETCH_TIMEOUT_S = 15.0  # the whole answer, not each read
+CHUNK = 64 * 1024
+
+
+class ImageUrlError(QueryError):
+    """An image URL that could not be used as a query."""
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if not is_url(newurl):
+            raise urllib.error.URLError(f"it redirects to {newurl}, which is not http(s)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def fetch_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES,
+                timeout_s: float = FETCH_TIMEOUT_S) -> tuple[bytes, Signature]:
+    """The bytes of the image at `url` and what they are; `ImageUrlError` when the URL is not
+    http(s), the server cannot be reached or answers an error, the answer is over `max_bytes`,
+    takes longer than `timeout_s` in all, or is not an image."""
+    if not is_url(url):
+        raise ImageUrlError(f"image URL {url}: only http:// and https:// URLs can be fetched")
+    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    request = urllib.request.Request(url, headers={"User-Agent": "jrsearch", "Accept": "image/*"})
+    deadline = time.monotonic() + timeout_s
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            length = response.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > max_bytes:
+                raise _refused(url, f"the answer is {human_bytes(int(length))}, "
+                                    f"over the limit of {human_bytes(max_bytes)}")
+            data = bytearray()
+            while chunk := response.read1(CHUNK):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise _refused(url, f"the answer is over the limit of {human_bytes(max_bytes)}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+    except urllib.error.HTTPError as exc:
+        raise _refused(url, f"the server answered {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            raise _refused(url, f"no answer within {timeout_s:g} s") from None
+        raise _refused(url, f"cannot fetch it ({reason})") from None
+    except TimeoutError:
+        raise _refused(url, f"the answer took longer than {timeout_s:g} s") from None
+    except (http.client.HTTPException, OSError, ValueError) as exc:
+        raise _refused(url, f"cannot fetch it ({type(exc).__name__}: {exc})") from None
+    if not data:
+        raise _refused(url, "the answer is empty")
+    signature = sniff(bytes(data[:HEAD_BYTES]))
+    if signature is None or signature.kind != MediaKind.IMAGE:
+        raise _refused(url, "the answer is not an image (JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC, AVIF)")
+    return bytes(data), signature
+
+
+@contextmanager
+def fetched_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES, timeout_s: float = FETCH_TIMEOUT_S) -> Iterator[Path]:
+    """The image at `url` in a temporary file (named by what it holds), removed afterwards."""
+    data, signature = fetch_image(url, max_bytes=max_bytes, timeout_s=timeout_s)
+    with tempfile.TemporaryDirectory(prefix="jrsearch-url-") as tmp:
+        path = Path(tmp) / ("query" + signature.suffix)
+        path.write_bytes(data)
+        yield path
+
+
+def _refused(url: str, reason: str) -> ImageUrlError:
+    return ImageUrlError(f"image URL {url}: {reason}; give another URL or a local file")
