@@ -242,3 +242,61 @@ def test_query_preview_shows_thumbnails_or_says_it_cannot(base, monkeypatch):
     monkeypatch.setenv("KITTY_WINDOW_ID", "3")
     shown = jrsearch("query", "a dog", "--preview", "-k", "2", lib=base / "lib").stdout
     assert shown.count("\x1b_Ga=T,f=100") == 2 and "#1 " in shown
+
+
+# -- the HTTP API -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(base):
+    from helpers import make_client
+
+    from jrsearch.retrieval.engine import SearchEngine
+    from jrsearch.retrieval.library import Library
+
+    library = Library.open(base / "lib")
+    yield make_client(library, None, engine=SearchEngine(library), warm=False)
+    library.close()
+
+
+def test_api_like_an_item_and_a_video_moment(base, client):
+    from helpers import item_id
+
+    from jrsearch.retrieval.library import Library
+
+    library = Library.open(base / "lib")
+    image, video = item_id(library, base / "photos" / "img2.jpg"), item_id(library, base / "clip.mp4")
+    library.close()
+    body = client.get("/api/search", params={"like": image, "top_k": 3}).json()
+    assert body["results"][0]["item_id"] == image and body["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert body["query"]["like"] == image
+    moment = client.get("/api/search", params={"like": video, "like_at": 3, "kind": "video", "top_k": 1}).json()
+    assert [moment["results"][0][k] for k in ("start_s", "end_s")] == [2.0, 4.0]
+    missing = client.get("/api/search", params={"like": 99999})
+    assert missing.status_code == 400 and "item 99999 is not in the library" in missing.json()["detail"]
+
+
+def test_api_terms_as_params_or_body_are_one_query(base, client):
+    from helpers import item_id
+
+    from jrsearch.retrieval.library import Library
+
+    library = Library.open(base / "lib")
+    image = item_id(library, base / "photos" / "img4.jpg")
+    library.close()
+    params = {"q": "a dog on a beach", "add": [f"2:like:{image}", "a red car"], "subtract": ["0.5:sky"], "top_k": 6}
+    by_params = client.get("/api/search", params=params).json()
+    by_body = client.post("/api/search", params={"top_k": 6},
+                          json={"q": "a dog on a beach", "add": params["add"], "subtract": params["subtract"]}).json()
+    assert [r["item_id"] for r in by_params["results"]] == [r["item_id"] for r in by_body["results"]]
+    assert by_params["results"][0]["item_id"] == image
+    assert by_body["query"]["add"] == params["add"] and by_body["query"]["text"] == "a dog on a beach"
+    plain = client.get("/api/search", params={"q": "a dog on a beach", "top_k": 6}).json()["results"]
+    nearest = plain[0]["item_id"]
+    pushed = client.get("/api/search", params={"q": "a dog on a beach", "subtract": f"like:{nearest}",
+                                               "top_k": 6}).json()["results"]
+    assert [r["item_id"] for r in pushed].index(nearest) > 0
+    bad = client.get("/api/search", params={"q": "x", "add": "like:./a.jpg"})
+    assert bad.status_code == 422 and "not an item id" in bad.json()["detail"]
+    none = client.post("/api/search", json={"subtract": ["fruit"]})
+    assert none.status_code == 422 and none.json()["detail"].startswith("q: Field required")

@@ -152,7 +152,7 @@ def test_audio_upload_goes_to_the_audio_tower(served, tiny_encoder):
     ({"q": "x", "top_k": 0}, "top_k: Input should be greater than or equal to 1"),
     ({"q": "x", "top_k": 100000}, "top_k: Input should be less than or equal to 200"),
     ({"q": "x", "kind": "pdf"}, "kind: Input should be 'image', 'text', 'video' or 'audio'"),
-    ({}, "q: Field required"),
+    ({}, "q: Field required (or like: an item id, or add: a term)"),
     ({"q": ""}, "q: String should have at least 1 character"),
     ({"q": "x" * 1001}, "q: String should have at most 1000 characters"),
 ])

@@ -236,3 +236,66 @@ def test_page_filters_are_reachable_by_keyboard_kept_in_the_url_and_sent(tmp_pat
         wait.until(lambda d: "is not a date" in message.text)
         assert message.text.startswith("after '2024-13' is not a date: use YYYY")
         assert "error" in message.get_attribute("class")
+
+
+@pytest.mark.slow
+def test_page_more_like_this_and_term_chips_are_in_the_url(tmp_path, tiny_encoder):
+    """Issue 24: a result's "more like this" button (by keyboard) searches by its stored vector and the
+    URL keeps it (a reload searches the same); a term typed is a chip, in the URL, removable."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from jrsearch.cli.web.app import create_app
+    from jrsearch.cli.web.security import LOOPBACK_NAMES
+    from jrsearch.retrieval.request import Like, QueryTerm
+    from jrsearch.retrieval.service import LibraryService
+
+    media = tmp_path / "media"
+    for i in range(4):
+        make_image(media / f"photo{i}.jpg", seed=i, size=(120, 80))
+    library = Library.open(tmp_path / "lib", create=True)
+    run_index(library, tiny_encoder, [media])
+    service = RecordingService(LibraryService(library, SearchEngine(library, encoder=tiny_encoder)))
+    app = create_app(service, allowed_hosts=LOOPBACK_NAMES)
+
+    def names(driver) -> list[str]:
+        return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#results .result .name")]
+
+    with running_server(app) as url, chromium(tmp_path / "profile") as driver:
+        wait = WebDriverWait(driver, 20)
+        driver.get(url + "/")
+        wait.until(lambda d: "4 image" in d.find_element(By.ID, "message").text)
+        driver.find_element(By.ID, "q").send_keys("a photo", Keys.ENTER)
+        wait.until(lambda d: "results for “a photo”" in d.find_element(By.ID, "message").text)
+        second = driver.find_element(By.CSS_SELECTOR, "#results .result[data-index='1']")
+        liked_name = second.find_element(By.CSS_SELECTOR, ".name").text
+        button = second.find_element(By.CSS_SELECTOR, "button.like")
+        assert button.get_attribute("aria-label") == f"More like {liked_name}"
+        second.send_keys(Keys.TAB)  # from the card, Tab reaches its button; Enter presses it
+        assert driver.switch_to.active_element == button
+        button.send_keys(Keys.ENTER)
+        wait.until(lambda d: f"results for more like {liked_name}" in d.find_element(By.ID, "message").text)
+        liked = library.item_at(str(media / liked_name))
+        assert liked is not None and f"like={liked.id}" in driver.current_url and "q=" not in driver.current_url
+        assert service.requests[-1].terms == (QueryTerm(Like(liked.id)),)
+        assert names(driver)[0] == liked_name
+        assert driver.find_element(By.ID, "viewer").get_attribute("hidden") is not None  # the card did not open
+        first = names(driver)
+
+        asked = len(service.requests)
+        driver.refresh()  # a reload (or a shared link) searches the same
+        wait.until(lambda d: len(service.requests) > asked and names(d) == first)
+        assert service.requests[-1].terms == (QueryTerm(Like(liked.id)),)
+        assert f"like item {liked.id}" in driver.find_element(By.ID, "terms").text
+
+        term = driver.find_element(By.ID, "term")
+        term.send_keys("2:a red car", Keys.ENTER)  # Enter adds the term and searches
+        wait.until(lambda d: "add=2%3Aa+red+car" in d.current_url)
+        wait.until(lambda d: len(service.requests[-1].terms) == 2)
+        assert service.requests[-1].terms[1] == QueryTerm("a red car", 2.0)
+        remove = driver.find_element(By.CSS_SELECTOR, "#terms button[aria-label='Remove + 2:a red car']")
+        remove.send_keys(Keys.ENTER)
+        wait.until(lambda d: "add=" not in d.current_url)
+        assert service.requests[-1].terms == (QueryTerm(Like(liked.id)),)
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

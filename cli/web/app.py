@@ -23,10 +23,11 @@ from jrsearch.cli.web.routes.status import STATIC_DIR, status_router
 from jrsearch.cli.web.security import AccessGuard, BodyLimit, TokenGuard
 from jrsearch.cli.web.thumbnails import ThumbnailCache
 from jrsearch.retrieval.errors import JrsearchError, LibraryError
+from jrsearch.retrieval.image_url import MAX_QUERY_BYTES
 from jrsearch.retrieval.service import SearchService
 
 log = logging.getLogger("jrsearch.serve")
-MAX_UPLOAD_BYTES = 20 * 2**20
+MAX_UPLOAD_BYTES = MAX_QUERY_BYTES  # the bound an image URL's answer has too (retrieval/image_url.py)
 MULTIPART_OVERHEAD = 64 * 1024
 
 

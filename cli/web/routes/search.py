@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,16 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from jrsearch.cli.web.media import sniff_upload
 from jrsearch.cli.web.models import SearchOut, result_out
 from jrsearch.cli.web.routes import MAX_TOP_K, WebContext
+from jrsearch.cli.web.routes.terms import QueryIn, query_params
 from jrsearch.cli.web.security import human_bytes
 from jrsearch.indexer.kinds import KIND_HANDLERS
 from jrsearch.retrieval.diskspace import is_disk_full
 from jrsearch.retrieval.errors import MediaError, QueryError
 from jrsearch.retrieval.query_language import english_only_hint
-from jrsearch.retrieval.request import Filters, SearchRequest
+from jrsearch.retrieval.request import Filters, QueryTerm, SearchRequest
 from jrsearch.retrieval.service import SearchService, UnsupportedQuery
 from jrsearch.retrieval.types import MediaKind
-
-MAX_QUERY_CHARS = 1000
 
 
 class SearchOptions(BaseModel):
@@ -89,10 +89,11 @@ def search_options(
 Options = Annotated[SearchOptions, Depends(search_options)]
 
 
-def run_search(service: SearchService, vector: np.ndarray, options: SearchOptions, query: dict[str, Any],
-               started: float) -> SearchOut:
+def run_search(service: SearchService, vector: np.ndarray | None, options: SearchOptions, query: dict[str, Any],
+               started: float, terms: tuple[QueryTerm, ...] = ()) -> SearchOut:
+    """`embed_ms`: the main query's; `search_ms` includes the terms' (stored vectors, URLs fetched)."""
     embedded = time.perf_counter()
-    found = service.search(vector, options.request())
+    found = service.search(vector, replace(options.request(), terms=terms))
     done = time.perf_counter()
     return SearchOut(query={**query, **options.echo()},
                      took_ms=round((done - started) * 1000, 2), embed_ms=round((embedded - started) * 1000, 2),
@@ -104,13 +105,22 @@ def search_router(ctx: WebContext) -> APIRouter:
     router = APIRouter()
     service = ctx.service
 
-    @router.get("/api/search", response_model=SearchOut, summary="Search by text")
-    def search_text(q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS,
-                                            description="Words to search for.")], options: Options) -> SearchOut:
+    def search_query(query: QueryIn, options: SearchOptions) -> SearchOut:
         started = time.perf_counter()
-        out = run_search(service, service.embed("text", q), options, {"text": q}, started)
-        out.hint = english_only_hint(q, service.spec.name)
+        terms = query.terms()
+        vector = service.embed("text", query.q) if query.q else None
+        out = run_search(service, vector, options, query.echo(), started, terms)
+        out.hint = english_only_hint(query.q, service.spec.name) if query.q else None
         return out
+
+    @router.get("/api/search", response_model=SearchOut,
+                summary="Search by text, more like an item, or a combination (add, subtract)")
+    def search_text(query: Annotated[QueryIn, Depends(query_params)], options: Options) -> SearchOut:
+        return search_query(query, options)
+
+    @router.post("/api/search", response_model=SearchOut, summary="The same search, its query as a JSON body")
+    def search_body(query: QueryIn, options: Options) -> SearchOut:
+        return search_query(query, options)
 
     @router.post("/api/search/file", response_model=SearchOut, summary="Search by an example image or sound")
     def search_file(file: Annotated[UploadFile, File(description="An image (JPEG, PNG, GIF, WebP, BMP, TIFF) "

@@ -17,6 +17,80 @@ function options() {
   return params;
 }
 
+// A combined query (issue 24): "more like this" an item (like, like_at, like_line) and terms added
+// or subtracted as rclip writes them ([W:]words, an image URL, like:ID[@S]), shown as removable chips
+// and kept in the URL beside q.
+let like = null; // { id, at, line, name }
+let terms = []; // { sign: "add" | "subtract", text }
+
+function queryParams() {
+  const params = new URLSearchParams();
+  const q = $("q").value.trim();
+  if (q) params.set("q", q);
+  if (like) {
+    params.set("like", like.id);
+    if (like.at != null) params.set("like_at", like.at);
+    if (like.line != null) params.set("like_line", like.line);
+  }
+  for (const term of terms) params.append(term.sign, term.text);
+  return params;
+}
+
+function hasQuery(params = queryParams()) {
+  return params.has("q") || params.has("like") || params.has("add");
+}
+
+function readTerms(params) {
+  const id = params.get("like");
+  like = id && /^\d+$/.test(id) ? { id, at: params.get("like_at"), line: params.get("like_line"), name: `item ${id}` } : null;
+  terms = [...params.getAll("add").map((text) => ({ sign: "add", text })),
+           ...params.getAll("subtract").map((text) => ({ sign: "subtract", text }))];
+  showTerms();
+}
+
+function chip(label, remove) {
+  const li = document.createElement("li");
+  li.className = "chip";
+  const text = document.createElement("span");
+  text.textContent = label;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "×";
+  button.setAttribute("aria-label", `Remove ${label}`);
+  button.addEventListener("click", () => { remove(); showTerms(); searchText(); });
+  li.append(text, button);
+  return li;
+}
+
+function showTerms() {
+  const chips = [];
+  if (like) {
+    const where = like.at != null ? ` at ${seconds(Number(like.at))}` : like.line != null ? ` line ${like.line}` : "";
+    chips.push(chip(`like ${like.name}${where}`, () => { like = null; }));
+  }
+  for (const term of terms) {
+    chips.push(chip(`${term.sign === "add" ? "+" : "−"} ${term.text}`, () => { terms = terms.filter((t) => t !== term); }));
+  }
+  $("terms").replaceChildren(...chips);
+}
+
+function addTerm(sign) {
+  const text = $("term").value.trim();
+  if (!text) return;
+  terms.push({ sign, text });
+  $("term").value = "";
+  showTerms();
+  searchText();
+}
+
+function moreLike(result) {
+  like = { id: String(result.item_id), at: result.start_s ?? null, line: result.line ?? null, name: result.name };
+  terms = [];
+  $("q").value = "";
+  showTerms();
+  searchText();
+}
+
 // The panel's summary counts the filters set, and a search (or link) with filters opens it.
 function showFilters() {
   const set = FILTERS.filter((name) => $(name).value.trim()).length;
@@ -61,15 +135,17 @@ const URL_FIELDS = ["q", "kind", "top_k", ...FILTERS];
 
 function searchText({ remember = true } = {}) {
   const q = $("q").value.trim();
+  const query = queryParams();
   showFilters();
-  if (!q) return;
+  if (!hasQuery(query)) return;
   const params = options();
-  params.set("q", q);
+  for (const [name, value] of query) params.append(name, value);
   if (remember) {
     const url = `${location.pathname}?${params}`;
     if (`${location.pathname}${location.search}` !== url) history.pushState(null, "", url);
   }
-  run(`“${q}”`, () => call(`/api/search?${params}`));
+  const label = q ? `“${q}”` : like ? `more like ${like.name}` : "the terms";
+  run(`${label}${q && (like || terms.length) ? " and the terms" : ""}`, () => call(`/api/search?${params}`));
 }
 
 function searchFromUrl() {
@@ -84,7 +160,8 @@ function searchFromUrl() {
     }
   }
   showFilters();
-  if ($("q").value.trim()) searchText({ remember: false });
+  readTerms(params);
+  if (hasQuery()) searchText({ remember: false });
   else render([]);
 }
 
@@ -137,6 +214,14 @@ function card(result, index) {
   score.className = "score";
   score.textContent = `#${result.rank} · ${result.score.toFixed(3)}`;
   meta.append(name, score);
+  const similar = document.createElement("button");
+  similar.type = "button";
+  similar.className = "like";
+  similar.textContent = "more like this";
+  similar.setAttribute("aria-label", `More like ${result.line != null ? `${result.name} line ${result.line}` : result.name}`
+    + (result.start_s != null ? ` at ${seconds(result.start_s)}` : ""));
+  similar.addEventListener("click", (event) => { event.stopPropagation(); moreLike(result); });
+  meta.append(similar);
   const about = described(result);
   if (about) {
     const taken = document.createElement("div");
@@ -299,7 +384,9 @@ function dropZone() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("search").addEventListener("submit", (e) => { e.preventDefault(); searchText(); });
-  $("kind").addEventListener("change", () => { if ($("q").value.trim()) searchText(); });
+  $("kind").addEventListener("change", () => { if (hasQuery()) searchText(); });
+  $("terms-form").addEventListener("submit", (e) => { e.preventDefault(); addTerm("add"); });
+  $("term-subtract").addEventListener("click", () => addTerm("subtract"));
   $("file").addEventListener("change", () => { searchFile($("file").files[0]); $("file").value = ""; });
   $("login-form").addEventListener("submit", login);
   $("close").addEventListener("click", closeViewer);
@@ -311,7 +398,7 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("popstate", searchFromUrl);
   for (const name of FILTERS) $(name).addEventListener("change", showFilters);
   dropZone();
-  const searchInUrl = Boolean(new URLSearchParams(location.search).get("q"));
+  const searchInUrl = hasQuery(new URLSearchParams(location.search));
   if (!searchInUrl) searchFromUrl();  // filters in a link without a query still fill the panel
   loadKinds().catch(() => {}).then(() => {  // without a login the status line asks for one
     showStatus({ quiet: searchInUrl });  // a search in the URL says its own line
