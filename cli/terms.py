@@ -7,11 +7,12 @@ added to it by the service."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from jrsearch.retrieval.request import QueryTerm, is_url, parse_like, parse_term
+if TYPE_CHECKING:  # imported where used: `jrsearch --help` and other commands need none of it
+    from jrsearch.retrieval.request import QueryTerm
 
 LikeOpt = Annotated[str | None, typer.Option(
     "--like", metavar="PATH[@SECONDS]", help="More like this: search with an indexed file's stored vector "
@@ -31,6 +32,8 @@ MAIN_QUERY = ("give one of a TEXT query, --image PATH|URL, --audio PATH or --lik
 def main_query(text: str | None, image: str | None, audio: Path | None) -> tuple[str, str | Path] | None:
     """The query the service embeds itself: (modality, words or file); None where the main query is
     a term (`--like`, an image URL) or there is none (only `--add`)."""
+    from jrsearch.retrieval.request import is_url
+
     if text is not None:
         return "text", text
     if image is not None and not is_url(image):
@@ -44,6 +47,8 @@ def query_terms(image: str | None, like: str | None, add: list[str] | None,
                 subtract: list[str] | None) -> tuple[QueryTerm, ...]:
     """The terms added to the main query's vector: `--like` or an image URL (weight 1) first, then
     every `--add` and `--subtract`; a `QueryError` for one that does not parse."""
+    from jrsearch.retrieval.request import QueryTerm, is_url, parse_like, parse_term
+
     terms: list[QueryTerm] = []
     if like is not None:
         terms.append(QueryTerm(parse_like(like)))

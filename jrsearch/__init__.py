@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from jrsearch.retrieval.request import Filters, SearchRequest
+    from jrsearch.retrieval.request import Filters, Like, QueryTerm, SearchRequest
     from jrsearch.retrieval.service import SearchService
     from jrsearch.retrieval.types import ResultSet, SearchResult
 
-__all__ = ["Filters", "ResultSet", "SearchRequest", "SearchResult", "SearchService", "open"]
+__all__ = ["Filters", "Like", "QueryTerm", "ResultSet", "SearchRequest", "SearchResult", "SearchService", "open"]
 
 _LAZY = {  # public name -> module that defines it
     "Filters": "jrsearch.retrieval.request",
     "SearchRequest": "jrsearch.retrieval.request",
+    "Like": "jrsearch.retrieval.request",
+    "QueryTerm": "jrsearch.retrieval.request",
     "SearchService": "jrsearch.retrieval.service",
     "ResultSet": "jrsearch.retrieval.types",
     "SearchResult": "jrsearch.retrieval.types",

@@ -69,6 +69,8 @@ def test_like_a_caption_line_through_the_python_api(base):
     finally:
         service.close()
     assert found[0].text == "a red car" and found[0].score == pytest.approx(1.0, abs=1e-3)
+    line3 = query(base, "--like", f"{base / 'caps.txt'}#3", "--kind", "text", "-k", "1")[0]
+    assert line3["text"] == "blue sky over the sea" and line3["score"] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_like_a_path_not_indexed_is_one_line_suggesting_image(base, tmp_path):
