@@ -81,6 +81,7 @@ def index(
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
     if encoder.loaded is not None:
         report.notes[:0] = encoder.loaded.notes  # e.g. ONNX Runtime unavailable, text-tower export not written
+    report.notes[:0] = lib.notes  # damaged shards or index files found, and what was done
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -184,7 +185,7 @@ def _accept_command(name: str, command: object, registered: Mapping[str, object]
 # The commands beyond index, query and status: `jrsearch.commands` entry points (retrieval/plugins.py),
 # jrsearch's own (serve, bench, train, cluster) and a plugin's alike.
 COMMANDS: PluginRegistry[object] = PluginRegistry(COMMANDS_GROUP, _accept_command,
-                                                  order=("serve", "bench", "train", "cluster"))
+                                                  order=("serve", "bench", "train", "cluster", "check"))
 _added: set[str] = set()
 
 

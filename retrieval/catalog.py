@@ -94,6 +94,20 @@ def schema_version(con: sqlite3.Connection) -> int:
     return 1 if has_items else 0
 
 
+def integrity_problems(db: Path, quick: bool = False) -> list[str]:
+    """What SQLite's `PRAGMA integrity_check` (or `quick_check`) finds wrong in `db`; [] when sound."""
+    try:
+        con = connect(db, readonly=True)
+        try:
+            rows = con.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    found = [str(row[0]) for row in rows]
+    return [] if found == ["ok"] else found
+
+
 def is_locked(exc: BaseException) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
