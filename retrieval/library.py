@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from jrsearch.retrieval import migrations
 from jrsearch.retrieval.catalog import (
@@ -38,6 +38,8 @@ from jrsearch.retrieval.catalog import (
     ItemRecord,
     KnownFile,
     VectorRecord,
+    damaged_error,
+    is_damaged,
     is_locked,
     open_readable,
 )
@@ -224,6 +226,10 @@ class Library:
                 raise self._locked_error() from None
             store = self._open_readonly(db, exc)
             version = store.version()
+        except (DatabaseError, sqlite3.DatabaseError) as exc:
+            if is_damaged(exc):
+                raise damaged_error(db, exc) from None
+            raise
         if version > SCHEMA_VERSION:
             raise LibraryError(f"library {self.root} was written by a newer jrsearch (schema version {version}, this "
                                f"one reads up to {SCHEMA_VERSION}); upgrade jrsearch to use it")

@@ -126,6 +126,7 @@ class ShardStore:
                 writer.shorten_shard(kind, shard, path.stat().st_size // self.shard_set(kind).row_bytes
                                      if path.exists() else 0)
                 writer.bump(set(gone) | {kind})
+            self.shard_set(kind).reseal(shard, damage.bad)
             for vkind, pairs in gone.items():
                 removed.setdefault(vkind, []).extend(pairs)
             self.marked.append((damage, [path_from_db(p) for p in paths]))

@@ -153,6 +153,20 @@ class ShardSet:
             return np.zeros(0, dtype=SUMS_DTYPE)
         return np.frombuffer(raw[:len(raw) - len(raw) % SUMS_DTYPE.itemsize], dtype=SUMS_DTYPE)
 
+    def reseal(self, shard: int, bad: tuple[tuple[int, int], ...]) -> None:
+        """Record the current CRC-32 of the regions in `bad` (whose rows no live vector points at any
+        more: `ShardStore.repair` removed them), so they are not found damaged again."""
+        sums = self._sums(shard).copy()
+        mapped = None
+        for i, (first, count, _) in enumerate(sums.tolist()):
+            if (first, first + count) in bad:
+                self._maps.pop(shard, None)
+                mapped = mapped if mapped is not None else self._map(shard, first + count)
+                sums["crc32"][i] = zlib.crc32(mapped[first:first + count].data.cast("B"))
+        with open(self.sums_path(shard), "r+b") as handle:
+            handle.write(sums.tobytes())
+            os.fsync(handle.fileno())
+
     def damage(self, shard: int, rows: int, full: bool = False) -> ShardDamage:
         """Check a shard against its `rows` committed rows: its length always (one stat), its regions'
         CRC-32s when `full`."""
