@@ -136,11 +136,15 @@ def query(
         if quick_query(text, request, library, as_json):
             return None
     from jrsearch.cli.render import print_result_set
+    from jrsearch.retrieval.service import LibraryService
 
     options = ServiceOptions(nprobe, address=address, allow_partial=allow_partial, numpy_text=False)
     service = open_service(library, choice, index, options)
     modality, what = queries[0]
     print_result_set(service.search(service.embed(modality, what), request), as_json)
+    library_notes = service.library.notes if isinstance(service, LibraryService) else []
+    for note in library_notes:  # a damaged index file rebuilt in memory
+        typer.echo(f"note: {note}", err=True)
     if text is not None and index is None:
         from jrsearch.cli.quick import print_language_hint
 
