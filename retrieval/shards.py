@@ -78,13 +78,9 @@ class ShardStore:
         """Truncate shard bytes past the last commit; unlink shards a compaction left dead; mark the
         files whose vectors a shard cut short has lost for re-indexing (`repair`). The vectors removed."""
         with self._reads() as catalog:
-            rows = catalog.shards()
             if catalog.model() is None:
                 return {}
-        committed: dict[str, dict[int, int]] = {}
-        for kind, shard, count, dead in rows:
-            if not dead:
-                committed.setdefault(kind, {})[shard] = count
+        committed = self.committed()
         removed = self.repair([(kind, shard, damage) for kind, shard, damage in self.damage(committed)
                                if damage.damaged])
         folder = self.root / VECTORS_DIR

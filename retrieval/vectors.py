@@ -157,12 +157,14 @@ class ShardSet:
         """Record the current CRC-32 of the regions in `bad` (whose rows no live vector points at any
         more: `ShardStore.repair` removed them), so they are not found damaged again."""
         sums = self._sums(shard).copy()
-        mapped = None
-        for i, (first, count, _) in enumerate(sums.tolist()):
-            if (first, first + count) in bad:
-                self._maps.pop(shard, None)
-                mapped = mapped if mapped is not None else self._map(shard, first + count)
-                sums["crc32"][i] = zlib.crc32(mapped[first:first + count].data.cast("B"))
+        resealed = [i for i, (first, count, _) in enumerate(sums.tolist()) if (first, first + count) in bad]
+        if not resealed:
+            return
+        self._maps.pop(shard, None)
+        mapped = self._map(shard, int((sums["first_row"] + sums["rows"])[resealed].max()))
+        for i in resealed:
+            first, count = int(sums["first_row"][i]), int(sums["rows"][i])
+            sums["crc32"][i] = zlib.crc32(mapped[first:first + count].data.cast("B"))
         with open(self.sums_path(shard), "r+b") as handle:
             handle.write(sums.tobytes())
             os.fsync(handle.fileno())
