@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from jrsearch.retrieval.catalog import damaged_error, is_damaged
 from jrsearch.retrieval.diskspace import disk_full_error, is_disk_full
 from jrsearch.retrieval.errors import JrsearchError
 from jrsearch.retrieval.types import MediaKind, ModelChoice, ModelSpec
@@ -112,10 +113,12 @@ def handles_errors(command: Callable) -> Callable:
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # a full disk met where no step gave it a size: still one line
+            from jrsearch.retrieval.paths import DB_NAME, default_library_dir
+
+            if is_damaged(exc):  # a damaged page met mid-command (library.db: the one SQLite file)
+                fail(str(damaged_error((kwargs.get("library") or default_library_dir()) / DB_NAME, exc)))
             if not is_disk_full(exc):
                 raise
-            from jrsearch.retrieval.paths import default_library_dir
-
             fail(str(disk_full_error(kwargs.get("library") or default_library_dir(), f"`jrsearch {command.__name__}`")))
 
     return wrapper

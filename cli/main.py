@@ -82,6 +82,7 @@ def index(
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
     if encoder.loaded is not None:
         report.notes[:0] = encoder.loaded.notes  # e.g. ONNX Runtime unavailable, text-tower export not written
+    report.notes[:0] = lib.notes  # damaged shards or index files found, and what was done
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -146,12 +147,16 @@ def query(
         if quick_query(text, request, library, as_json):
             return None
     from jrsearch.cli.render import print_result_set
+    from jrsearch.retrieval.service import LibraryService
 
     options = ServiceOptions(nprobe, address=address, allow_partial=allow_partial, numpy_text=False)
     service = open_service(library, choice, index, options)
     main = main_query(text, image, audio)
     results = service.search(service.embed(*main) if main else None, request)
     print_result_set(results, as_json)
+    library_notes = service.library.notes if isinstance(service, LibraryService) else []
+    for note in library_notes:  # a damaged index file rebuilt in memory
+        typer.echo(f"note: {note}", err=True)
     if preview and not as_json:
         from jrsearch.cli.preview import print_previews
 
@@ -200,7 +205,7 @@ def _accept_command(name: str, command: object, registered: Mapping[str, object]
 # The commands beyond index, query and status: `jrsearch.commands` entry points (retrieval/plugins.py),
 # jrsearch's own (serve, bench, train, cluster) and a plugin's alike.
 COMMANDS: PluginRegistry[object] = PluginRegistry(COMMANDS_GROUP, _accept_command,
-                                                  order=("serve", "bench", "train", "cluster"))
+                                                  order=("serve", "bench", "train", "cluster", "check"))
 _added: set[str] = set()
 
 

@@ -142,6 +142,8 @@ def print_status(info: dict) -> None:
             out.print(f"          RAM {_mib(idx['memory_bytes'])} once warm{mapped}; "
                       f"disk {_mib(idx['disk_bytes'])} index + {_mib(idx.get('vector_bytes', 0))} vectors")
     out.print(f"on disk   {info['bytes_on_disk'] / 2**20:.1f} MiB")
+    for damaged in info.get("damaged", []):
+        out.print(f"damaged   {damaged} (`jrsearch check --repair` repairs it)", markup=False, highlight=False)
     for failure in info.get("failures", []):
         out.print(f"failed    {failure['path']}: {failure['error']}", markup=False, highlight=False)
     if info.get("failures"):

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jrsearch.retrieval.errors import FailureCode
+from jrsearch.retrieval.errors import FailureCode, LibraryError
 from jrsearch.retrieval.paths import path_from_db, path_to_db
 from jrsearch.retrieval.types import ItemStatus
 
@@ -92,6 +92,33 @@ def schema_version(con: sqlite3.Connection) -> int:
         return int(version)
     has_items = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone()
     return 1 if has_items else 0
+
+
+def integrity_problems(db: Path, quick: bool = False) -> list[str]:
+    """What SQLite's `PRAGMA integrity_check` (or `quick_check`) finds wrong in `db`; [] when sound."""
+    try:
+        con = connect(db, readonly=True)
+        try:
+            rows = con.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    found = [str(row[0]) for row in rows]
+    return [] if found == ["ok"] else found
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """Whether `exc` (sqlite3's, or SQLAlchemy's around it) says the file is damaged: SQLITE_CORRUPT
+    ("database disk image is malformed") or SQLITE_NOTADB ("file is not a database")."""
+    orig = getattr(exc, "orig", exc)
+    return type(orig) is sqlite3.DatabaseError
+
+
+def damaged_error(db: Path, exc: BaseException) -> LibraryError:
+    """The one line a damaged library.db gives."""
+    return LibraryError(f"{db} is damaged ({getattr(exc, 'orig', exc)}); run `jrsearch check` on the library "
+                        f"to see what can be repaired")
 
 
 def is_locked(exc: BaseException) -> bool:

@@ -122,13 +122,17 @@ class CatalogWriter:
                 removed.setdefault(kind, []).append((vid, shard))
             self.con.execute(f"DELETE FROM items WHERE id IN ({marks})", item_ids)
             items += len(item_ids)
+        self._count_dead(removed)
+        return removed, items
+
+    def _count_dead(self, removed: Removed) -> None:
+        """Lower the live counts of the shards `removed` vectors were in."""
         for kind, pairs in removed.items():
             dead: dict[int, int] = {}
             for _, shard in pairs:
                 dead[shard] = dead.get(shard, 0) + 1
             self.con.executemany("UPDATE vector_shards SET live = live - ? WHERE kind = ? AND shard = ?",
                                  [(n, kind, shard) for shard, n in dead.items()])
-        return removed, items
 
     def next_id(self, table: str) -> int:
         """The first free id of `items`, `texts` or `vectors` (the transaction holds the write lock)."""
@@ -175,6 +179,36 @@ class CatalogWriter:
         live = self.con.execute("SELECT id, row FROM vectors WHERE kind = ? AND shard = ? ORDER BY row",
                                 (kind, shard)).fetchall()
         return [vid for vid, _ in live], np.array([row for _, row in live], dtype=np.int64)
+
+    def mark_damaged(self, kind: str, shard: int, ranges: Sequence[tuple[int, int]], reason: str,
+                     failure: str) -> tuple[Removed, list[bytes]]:
+        """Files with a vector in `shard`'s row `ranges` ([first, end)) lose all their vectors and are
+        recorded failed with `reason` and the code `failure`, their size, mtime and hash cleared, so the
+        next `index` of their folder embeds them again: (the vectors removed; the files' paths)."""
+        self.lock()
+        where = " OR ".join("row >= ? AND row < ?" for _ in ranges)
+        bounds = [value for pair in ranges for value in pair]
+        item_ids = [row[0] for row in self.con.execute(
+            f"SELECT DISTINCT item_id FROM vectors WHERE kind = ? AND shard = ? AND ({where})", (kind, shard, *bounds))]
+        removed: Removed = {}
+        paths: list[bytes] = []
+        for start in range(0, len(item_ids), ID_CHUNK):
+            chunk = item_ids[start:start + ID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for vkind, vid, vshard in self.con.execute(
+                    f"SELECT kind, id, shard FROM vectors WHERE item_id IN ({marks})", chunk):
+                removed.setdefault(vkind, []).append((vid, vshard))
+            paths += [row[0] for row in self.con.execute(f"SELECT path FROM items WHERE id IN ({marks})", chunk)]
+            self.con.execute(f"DELETE FROM vectors WHERE item_id IN ({marks})", chunk)
+            self.con.execute(f"UPDATE items SET status = 'failed', error = ?, failure = ?, size = -1, mtime_ns = -1, "
+                             f"content_hash = NULL WHERE id IN ({marks})", (reason, failure, *chunk))
+        self._count_dead(removed)
+        return removed, paths
+
+    def shorten_shard(self, kind: str, shard: int, rows: int) -> None:
+        """A shard cut short keeps `rows` rows (the vectors past them were marked damaged first)."""
+        self.con.execute("UPDATE vector_shards SET rows = ? WHERE kind = ? AND shard = ? AND rows > ?",
+                         (rows, kind, shard, rows))
 
     def move_vectors(self, ids: Sequence[int], shards: np.ndarray, rows: np.ndarray) -> None:
         self.con.executemany("UPDATE vectors SET shard = ?, row = ? WHERE id = ?",

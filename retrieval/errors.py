@@ -34,6 +34,7 @@ class FailureCode(str, enum.Enum):
     UNDECODABLE = "undecodable"  # not a file of its kind, or damaged
     NO_CONTENT = "no_content"  # decodes, but holds nothing to embed (no text records, no frames)
     NEEDS_AUDIO_TOWER = "needs_audio_tower"  # only sound, and no audio tower: a run with one retries it
+    DAMAGED_VECTORS = "damaged_vectors"  # its stored vectors were lost or damaged: the next index embeds it again
 
     @property
     def retryable(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,6 +30,36 @@ def write_atomic(path: Path, write: Callable[[Path], object], suffix: str = ".tm
     finally:
         tmp.unlink(missing_ok=True)
     fsync_folder(path.parent)
+
+
+TEMP_FILE = re.compile(r"^.+\.[a-z0-9_]{8}\.tmp$")  # write_atomic's temp: TARGET.XXXXXXXX.tmp (mkstemp)
+TEMP_FOLDER = re.compile(r"^.+\.[a-z0-9_]{8}$")  # write_folder_atomic's: TARGET.XXXXXXXX (mkdtemp)
+
+
+def remove_stale_temps(folder: Path, before: float) -> list[Path]:
+    """Remove the temp files and folders `write_atomic` and `write_folder_atomic` left in `folder`
+    (a killed save) last changed before `before` (a `time.time()`). For folders that only writers
+    holding one lock write into, called by a writer holding it. What was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if not (TEMP_FOLDER if is_dir else TEMP_FILE).match(entry.name):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime >= before:
+                continue
+            if is_dir:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def write_folder_atomic(target: Path, fill: Callable[[Path], object]) -> None:

@@ -123,7 +123,11 @@ def save_columns(root: Path, kind: str, columns: FilterColumns) -> None:
 
 def _saved_meta(root: Path, kind: str) -> tuple[int, list[str]] | None:
     """The saved folder's generation and folder list (its meta.json), None where there is none
-    readable of this FORMAT."""
+    readable of this FORMAT, or a file in it does not have the size its checksums record."""
+    from jrsearch.retrieval.checksums import check_folder
+
+    if check_folder(columns_path(root, kind)).damaged:
+        return None
     try:
         meta = json.loads((columns_path(root, kind) / "meta.json").read_text())
         if meta.get("format") != FORMAT:
@@ -147,7 +151,7 @@ def load_columns(root: Path, kind: str, generation: int) -> FilterColumns | None
     try:
         folders = [os.fsencode(name) for name in meta[1]]
         return FilterColumns(MetadataColumns.load(columns_path(root, kind)), folders, generation)
-    except (OSError, ValueError, KeyError, TypeError):
+    except Exception:  # any damage np.load or json can meet means "unreadable"
         return None
 
 

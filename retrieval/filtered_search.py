@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from jrsearch.retrieval.fileio import write_folder_atomic
+from jrsearch.retrieval.checksums import write_folder_checked
 from jrsearch.retrieval.index import VectorIndex, _faiss
 
 # Up to this many matching vectors the plan scores them all exactly (recall 1). Measured on 2 shared
@@ -113,7 +113,7 @@ class MetadataColumns:
                 (tmp / "meta.json").write_text(json.dumps(meta))
 
         folder.parent.mkdir(parents=True, exist_ok=True)
-        write_folder_atomic(folder, fill)
+        write_folder_checked(folder, fill)
 
     @classmethod
     def load(cls, folder: Path, mmap: bool = True) -> MetadataColumns:

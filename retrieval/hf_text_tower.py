@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jrsearch.retrieval.checksums import check_folder, write_folder_checked
 from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
 from jrsearch.retrieval.errors import LibraryError
-from jrsearch.retrieval.fileio import write_folder_atomic
 from jrsearch.retrieval.hf_tokenizer import HfTokenizer
 from jrsearch.retrieval.query_model import (
     EXPORT_DIR,
@@ -165,7 +165,7 @@ def _write(arrays: dict[str, np.ndarray], tokenizer_json: str, meta: dict, targe
         (tmp / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
-    write_folder_atomic(target, fill)
+    write_folder_checked(target, fill)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -187,7 +187,8 @@ class HfTextTower:
         the `tokenizers` package is not installed."""
         folder = library_root / EXPORT_DIR
         meta = _read_meta(folder)
-        if (meta is None or meta.get("format") != FORMAT or meta.get("model") != spec.name
+        if (meta is None or check_folder(folder).damaged or meta.get("format") != FORMAT
+                or meta.get("model") != spec.name
                 or meta.get("pretrained") != spec.pretrained or meta.get("dim") != dim
                 or meta.get("checkpoint") != _checkpoint_stamp(spec)):
             return None

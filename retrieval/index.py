@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from jrsearch.retrieval.checksums import write_checked
 from jrsearch.retrieval.extras import require
-from jrsearch.retrieval.fileio import write_atomic
 from jrsearch.retrieval.settings import INDEX_MEMORY
 
 EXACT_MAX = 50_000  # exact search over 50k x 512 floats takes a few ms on two cores
@@ -425,11 +425,12 @@ class VectorIndex:
     # -- files ------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
-        """Write atomically: a reader sees the old file or the new one, never half of one."""
+        """Write atomically (a reader sees the old file or the new one, never half of one), with its
+        checksum beside it (`checksums.py`)."""
         faiss = _faiss()
 
         self._writable()
-        write_atomic(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
+        write_checked(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
 
     @classmethod
     def load(cls, path: Path, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0,

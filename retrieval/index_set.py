@@ -6,7 +6,9 @@ shards, refreshed when another process has moved the store on, saved, retrained.
     LIBRARY/index/KIND.columns/    what filters read of them (`filter_columns.py`), same generation
 
 The store records which generation each file matches (`index_state`); a file behind its store
-(a crash, a kill -9) is rebuilt from the shards on the next open. Both query paths open indexes
+(a crash, a kill -9) is rebuilt from the shards on the next open, and so is one that fails its
+checksum (`checksums.py`: its size on every open, its bytes too up to FULL_CHECK_MAX) or that faiss
+cannot read: in memory with a note, and written again by the next save. Both query paths open indexes
 here: `Library` through its `IndexSet`, the cold query path (`quick_search.py`) through one over
 its read-only connection, which only takes a file that is current (`saved`) and never builds.
 No SQL and no SQLAlchemy here: reads are the catalog's, the one write (`mark_built`) the
@@ -22,11 +24,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jrsearch.retrieval.catalog import IndexStateRow
+from jrsearch.retrieval.checksums import check_file
 from jrsearch.retrieval.diskspace import no_space_as_error
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
 from jrsearch.retrieval.paths import index_path, slot_runs_path
 from jrsearch.retrieval.shards import Reads, ShardStore, Writes
 from jrsearch.retrieval.vectors import SLOT_BATCH, SlotRuns
+
+# Index files up to this size are checked byte for byte on open: by a library (serve, index; CRC-32
+# runs at ~250 MB/s on the shared 2-core VM: <= 0.25 s once per process) and by the cold query
+# path (<= 1 ms of its ~0.4 s); larger ones by size only there, in full by `jrsearch check`.
+FULL_CHECK_MAX = 64 << 20
+FULL_CHECK_MAX_COLD = 256 << 10
 
 if TYPE_CHECKING:  # filter columns are imported where used: an unfiltered cold query never loads them
     from jrsearch.retrieval.filter_columns import FilterColumns
@@ -51,7 +60,9 @@ class IndexSet:
         self._indexes: dict[str, VectorIndex] = {}
         self._columns: dict[str, FilterColumns] = {}  # built or loaded, each at its generation
         self._rebuild: set[str] = set()
+        self._damaged: set[str] = set()  # kinds whose file was damaged: rebuilt, to be written again
         self._seen_generations: dict[str, int] = {}
+        self.notes: list[str] = []  # one line per damaged file found (and rebuilt)
 
     def path(self, kind: str) -> Path:
         return index_path(self.root, kind)
@@ -70,8 +81,19 @@ class IndexSet:
         path = self.path(kind)
         if state is None or not state.current or not path.is_file():
             return None
-        return VectorIndex.load(path, state.factory, self.nprobe, trained_on=state.trained_on, rerank=self.rerank,
-                                source=self.shards.source(kind))
+        full_max = FULL_CHECK_MAX if self._writes is not None else FULL_CHECK_MAX_COLD
+        check = check_file(path, full=path.stat().st_size <= full_max)
+        why = check.reason if check.damaged else ""
+        if not why:
+            try:
+                return VectorIndex.load(path, state.factory, self.nprobe, trained_on=state.trained_on,
+                                        rerank=self.rerank, source=self.shards.source(kind))
+            except RuntimeError as exc:  # faiss cannot read it
+                why = f"faiss cannot read it: {str(exc).strip().splitlines()[-1][:120]}"
+        self._damaged.add(kind)
+        self.notes.append(f"{path} is damaged ({why}); rebuilt from the vector shards (the next `jrsearch index` "
+                          f"or `jrsearch check --repair` writes it again)")
+        return None
 
     def saved_columns(self, kind: str, state: IndexStateRow) -> FilterColumns | None:
         """`kind`'s saved filter columns if they describe the store's generation (`state`); never a build."""
@@ -154,7 +176,7 @@ class IndexSet:
         with self._reads() as catalog:
             states = catalog.index_states()
         for kind, state in states.items():
-            if state.generation == state.built_generation and kind not in self._rebuild:
+            if state.generation == state.built_generation and not {kind} & (self._rebuild | self._damaged):
                 self._save_slot_runs(kind, state.generation, only_if_missing=True)  # libraries indexed before them
                 self._save_columns(kind, state.generation, only_if_missing=True)
                 continue
@@ -164,6 +186,7 @@ class IndexSet:
             if index is None or kind in self._rebuild or index.outgrown(index.ntotal):
                 index = self._indexes[kind] = self._build(kind)
             index.save(self.path(kind))  # a full disk here: the caller knows the size to ask for
+            self._damaged.discard(kind)
             self._save_slot_runs(kind, state.generation)
             self._save_columns(kind, state.generation)
             assert self._writes is not None, "a read-only index set saves nothing"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from jrsearch.retrieval import migrations
 from jrsearch.retrieval.catalog import (
@@ -37,16 +38,19 @@ from jrsearch.retrieval.catalog import (
     ItemRecord,
     KnownFile,
     VectorRecord,
+    damaged_error,
+    is_damaged,
     is_locked,
     open_readable,
 )
 from jrsearch.retrieval.catalog_writer import CatalogWriter, ItemInsert, Removed, metadata_row, utcnow
 from jrsearch.retrieval.diskspace import SQLITE_MARGIN, no_space_as_error
 from jrsearch.retrieval.errors import FailureCode, LibraryError, ModelMismatchError
+from jrsearch.retrieval.fileio import remove_stale_temps
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
 from jrsearch.retrieval.index_set import IndexSet
 from jrsearch.retrieval.media_metadata import MediaMetadata
-from jrsearch.retrieval.paths import DB_NAME, VECTORS_DIR, default_library_dir, path_to_db
+from jrsearch.retrieval.paths import DB_NAME, INDEX_DIR, VECTORS_DIR, default_library_dir, path_to_db
 from jrsearch.retrieval.shards import ShardStore
 from jrsearch.retrieval.store import SCHEMA_VERSION, Store
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
@@ -222,6 +226,10 @@ class Library:
                 raise self._locked_error() from None
             store = self._open_readonly(db, exc)
             version = store.version()
+        except (DatabaseError, sqlite3.DatabaseError) as exc:
+            if is_damaged(exc):
+                raise damaged_error(db, exc) from None
+            raise
         if version > SCHEMA_VERSION:
             raise LibraryError(f"library {self.root} was written by a newer jrsearch (schema version {version}, this "
                                f"one reads up to {SCHEMA_VERSION}); upgrade jrsearch to use it")
@@ -271,11 +279,14 @@ class Library:
     def writing(self) -> Iterator[None]:
         """An exclusive lock for one writer; a second `jrsearch index` fails at once, clearly.
 
-        Taking it also clears what a crashed writer left: shard bytes past the last commit and
-        shard files a finished compaction no longer needs."""
+        Taking it also clears what a crashed writer left: shard bytes past the last commit, shard
+        files a finished compaction no longer needs, and temp files of a killed index save; and
+        marks the files whose vectors a shard cut short lost for re-indexing (`notes` says which)."""
         self._check_writable()
         with self._locked():
-            self.shards.recover()
+            remove_stale_temps(self.root / INDEX_DIR, time.time())
+            removed = self.shards.recover()
+            self.indexes.apply({}, {kind: [vid for vid, _ in pairs] for kind, pairs in removed.items()})
             yield
 
     def _check_writable(self) -> None:
@@ -445,6 +456,13 @@ class Library:
         """Media kinds that have an index (possibly empty)."""
         return self.indexes.kinds()
 
+    @property
+    def notes(self) -> list[str]:
+        """One line per damaged part found since this library was opened, and what was done."""
+        marked = [f"{damage.path}: {damage.reason}; {len(paths)} file(s) marked to index again"
+                  + (f" (e.g. {paths[0]})" if paths else "") for damage, paths in self.shards.marked]
+        return marked + self.indexes.notes
+
     def save_indexes(self) -> None:
         """Write every index whose file is behind the store; retrain where the size outgrew it."""
         self.indexes.save()
@@ -481,6 +499,7 @@ class Library:
                                **self._footprint(kind, s.factory, counts.vectors.get(kind, 0))}
                         for kind, s in states.items()},
             "bytes_on_disk": sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()),
+            "damaged": [f"{d.path}: {d.reason}" for _, _, d in self.shards.damage() if d.damaged],  # lengths only
             "read_only": self.readonly,
         }
 

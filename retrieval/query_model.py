@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jrsearch.retrieval.checksums import check_folder, write_folder_checked
 from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
 from jrsearch.retrieval.errors import LibraryError
-from jrsearch.retrieval.fileio import write_folder_atomic
 from jrsearch.retrieval.tokenizer import ClipTokenizer
 from jrsearch.retrieval.types import ModelSpec
 
@@ -159,7 +159,7 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     meta = {"format": FORMAT, "model": spec.name, "pretrained": spec.pretrained, "checkpoint": _checkpoint_stamp(spec),
             "dim": dim, "digest": _weights_digest(model), **config}
     target = library_root / EXPORT_DIR
-    if _read_meta(target) == meta:
+    if _read_meta(target) == meta and not check_folder(target, full=True).damaged:
         return True
     arrays = _arrays(model)
     then = "it is written the next time jrsearch loads this model (text queries take the slower path until then)"
@@ -183,7 +183,7 @@ def _write(arrays: dict[str, np.ndarray], meta: dict, target: Path) -> None:
         ClipTokenizer.from_bpe_file(Path(default_bpe()), meta["context_length"]).save(tmp / "merges.npy")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
-    write_folder_atomic(target, fill)
+    write_folder_checked(target, fill)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -215,7 +215,8 @@ class TextTower:
         """The export for `spec`, or None where it is missing, partial or made for other weights."""
         folder = library_root / EXPORT_DIR
         meta = _read_meta(folder)
-        if (meta is None or meta.get("format") != FORMAT or meta.get("model") != spec.name
+        if (meta is None or check_folder(folder).damaged or meta.get("format") != FORMAT
+                or meta.get("model") != spec.name
                 or meta.get("pretrained") != spec.pretrained or meta.get("dim") != dim
                 or meta.get("activation") not in ACTIVATIONS or meta.get("checkpoint") != _checkpoint_stamp(spec)):
             return None

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jrsearch.retrieval.catalog import Catalog
-from jrsearch.retrieval.paths import VECTORS_DIR, slot_runs_path
-from jrsearch.retrieval.vectors import SHARD_ROWS, ShardSet, ShardSource
+from jrsearch.retrieval.errors import FailureCode
+from jrsearch.retrieval.paths import VECTORS_DIR, path_from_db, slot_runs_path
+from jrsearch.retrieval.vectors import SHARD_ROWS, ShardDamage, ShardSet, ShardSource
 
 COMPACT_BELOW = 0.5  # a shard is rewritten once fewer than this share of its rows are live
 COMPACT_MIN_DEAD = 1 << 16  # ... and, for the last, growing shard, at least this many are dead
 
 if TYPE_CHECKING:  # the cold query path only reads: it need not load the writer
-    from jrsearch.retrieval.catalog_writer import CatalogWriter
+    from jrsearch.retrieval.catalog_writer import CatalogWriter, Removed
 
 Reads = Callable[[], AbstractContextManager[Catalog]]
 Writes = Callable[[], AbstractContextManager["CatalogWriter"]]
@@ -45,6 +46,7 @@ class ShardStore:
         self._reads = reads
         self._writes = writes
         self._sets: dict[str, ShardSet] = {}
+        self.marked: list[tuple[ShardDamage, list[str]]] = []  # damage found, and the files marked to re-index
 
     def shard_set(self, kind: str) -> ShardSet:
         shards = self._sets.get(kind)
@@ -72,20 +74,59 @@ class ShardStore:
         writer.count_shard_rows(kind, shards)
         return shards, rows
 
-    def recover(self) -> None:
-        """Truncate shard bytes past the last commit; unlink shards a compaction left dead."""
+    def recover(self) -> Removed:
+        """Truncate shard bytes past the last commit; unlink shards a compaction left dead; mark the
+        files whose vectors a shard cut short has lost for re-indexing (`repair`). The vectors removed."""
         with self._reads() as catalog:
-            rows = catalog.shards()
             if catalog.model() is None:
-                return
-        committed: dict[str, dict[int, int]] = {}
-        for kind, shard, count, dead in rows:
-            if not dead:
-                committed.setdefault(kind, {})[shard] = count
+                return {}
+        committed = self.committed()
+        removed = self.repair([(kind, shard, damage) for kind, shard, damage in self.damage(committed)
+                               if damage.damaged])
         folder = self.root / VECTORS_DIR
         kinds = set(committed) | ({p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set())
         for kind in kinds:
             self.shard_set(kind).truncate(committed.get(kind, {}))
+        return removed
+
+    def committed(self) -> dict[str, dict[int, int]]:
+        """kind -> shard -> committed rows, of the live shards."""
+        with self._reads() as catalog:
+            rows = catalog.shards()
+        committed: dict[str, dict[int, int]] = {}
+        for kind, shard, count, dead in rows:
+            if not dead:
+                committed.setdefault(kind, {})[shard] = count
+        return committed
+
+    def damage(self, committed: dict[str, dict[int, int]] | None = None,
+               full: bool = False) -> list[tuple[str, int, ShardDamage]]:
+        """(kind, shard, what is wrong) of every committed shard: lengths always, checksums when `full`."""
+        committed = self.committed() if committed is None else committed
+        return [(kind, shard, self.shard_set(kind).damage(shard, rows, full))
+                for kind, shards in committed.items() for shard, rows in sorted(shards.items())]
+
+    def repair(self, damaged: list[tuple[str, int, ShardDamage]]) -> Removed:
+        """Mark the files with vectors in damaged rows failed (`FailureCode.DAMAGED_VECTORS`) with their
+        vectors removed, so the next `index` of their folders embeds them again; a shard cut short keeps
+        the rows still on disk. Recorded in `marked`; the vectors removed, by kind."""
+        removed: Removed = {}
+        if not damaged:
+            return removed
+        assert self._writes is not None, "a read-only shard store repairs nothing"
+        for kind, shard, damage in damaged:
+            reason = f"its vectors in {damage.path} were damaged ({damage.reason}); index it again"
+            with self._writes() as writer:
+                gone, paths = writer.mark_damaged(kind, shard, damage.bad, reason, FailureCode.DAMAGED_VECTORS.value)
+                path = damage.path
+                writer.shorten_shard(kind, shard, path.stat().st_size // self.shard_set(kind).row_bytes
+                                     if path.exists() else 0)
+                writer.bump(set(gone) | {kind})
+            self.shard_set(kind).reseal(shard, damage.bad)
+            for vkind, pairs in gone.items():
+                removed.setdefault(vkind, []).extend(pairs)
+            self.marked.append((damage, [path_from_db(p) for p in paths]))
+        return removed
 
     def compact(self, kinds: set[str]) -> None:
         """Rewrite shards of `kinds` that are mostly dead: their live rows move to the tail (a new

@@ -4,6 +4,7 @@ Layout, one folder per media kind (the kind's FAISS index is built from it):
 
     LIBRARY/vectors/KIND/000000.f16   rows of `dim` little-endian float16, no header:
     LIBRARY/vectors/KIND/000001.f16   row r of a shard starts at byte r * dim * 2
+    LIBRARY/vectors/KIND/000000.sums  one (first row, rows, CRC-32) record per region written
 
 A shard holds at most `SHARD_ROWS` rows; the row after that starts the next file. The SQLite
 store says where every vector lives (`vectors.shard`, `vectors.row`, keyed by the vector id that
@@ -15,7 +16,11 @@ Crash ordering, which makes a kill -9 at any moment lose nothing committed:
               crash left there), 2. fsync the file, and the folder when the file is new,
               3. commit the SQLite rows that point at them.
            A crash before 3 leaves bytes past the committed end: the next writer truncates them
-           (`ShardSet.truncate`), a reader never looks at them.
+           (`ShardSet.truncate`), a reader never looks at them. Each write also appends its
+           region's CRC-32 to the shard's `.sums` file (fsynced with it); regions without a
+           record (shards written before checksums) are "unknown", not damaged. A shard
+           shorter than its committed rows is never written past (`ShardSet.damage`): the
+           shard store marks the lost rows' files for re-indexing first.
   delete   the vector's SQLite row goes in the same commit as its item (a tombstone: the bytes
            stay, `vector_shards.live` drops).
   compact  a shard that is mostly dead has its live rows appended to the tail (1-2 above),
@@ -29,6 +34,7 @@ and `shards.py` runs append, recover and compact over both.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -37,11 +43,29 @@ from pathlib import Path
 import numpy as np
 
 from jrsearch.retrieval.catalog import Catalog
-from jrsearch.retrieval.fileio import write_atomic
+from jrsearch.retrieval.checksums import check_file, write_checked
+from jrsearch.retrieval.errors import LibraryError
 
 SHARD_ROWS = 1 << 20  # 1,048,576 rows: 1 GiB per shard at 512-d
 DTYPE = np.dtype("<f2")
 SUFFIX = ".f16"
+SUMS_SUFFIX = ".sums"
+SUMS_DTYPE = np.dtype([("first_row", "<i8"), ("rows", "<i8"), ("crc32", "<u8")])  # one region written
+
+
+@dataclass(frozen=True)
+class ShardDamage:
+    """What is wrong with one shard: the row ranges [first, end) that cannot be trusted, and how many
+    committed rows no checksum covers (written before checksums: unknown, not damage)."""
+
+    path: Path
+    bad: tuple[tuple[int, int], ...]
+    unchecked_rows: int
+    reason: str
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.bad)
 
 
 class ShardSet:
@@ -55,6 +79,9 @@ class ShardSet:
 
     def path(self, shard: int) -> Path:
         return self.folder / f"{shard:06d}{SUFFIX}"
+
+    def sums_path(self, shard: int) -> Path:
+        return self.folder / f"{shard:06d}{SUMS_SUFFIX}"
 
     def shards_on_disk(self) -> list[int]:
         if not self.folder.is_dir():
@@ -89,6 +116,9 @@ class ShardSet:
             self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
+            if os.fstat(fd).st_size < row * self.row_bytes:  # never zero-fill committed rows a truncation lost
+                raise LibraryError(f"vector shard {path} is shorter than its {row} committed rows; run "
+                                   f"`jrsearch check --repair` on the library")
             os.ftruncate(fd, row * self.row_bytes)  # drop an uncommitted tail a crash left
             view = data.data.cast("B")
             written = 0
@@ -97,9 +127,73 @@ class ShardSet:
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._append_sum(shard, row, len(data), zlib.crc32(data.data.cast("B")))
         if new:
             _fsync_dir(self.folder)
         self._maps.pop(shard, None)
+
+    def _append_sum(self, shard: int, row: int, rows: int, crc: int) -> None:
+        """Record a region's CRC-32 after the records of rows before `row` (later ones a crash left go)."""
+        kept = self._sums(shard)
+        kept = kept[kept["first_row"] + kept["rows"] <= row]
+        record = np.array([(row, rows, crc)], dtype=SUMS_DTYPE)
+        fd = os.open(self.sums_path(shard), os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, len(kept) * SUMS_DTYPE.itemsize)
+            os.pwrite(fd, record.tobytes(), len(kept) * SUMS_DTYPE.itemsize)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sums(self, shard: int) -> np.ndarray:
+        """The shard's region records, in row order (none for a shard written before checksums)."""
+        try:
+            raw = self.sums_path(shard).read_bytes()
+        except OSError:
+            return np.zeros(0, dtype=SUMS_DTYPE)
+        return np.frombuffer(raw[:len(raw) - len(raw) % SUMS_DTYPE.itemsize], dtype=SUMS_DTYPE)
+
+    def reseal(self, shard: int, bad: tuple[tuple[int, int], ...]) -> None:
+        """Record the current CRC-32 of the regions in `bad` (whose rows no live vector points at any
+        more: `ShardStore.repair` removed them), so they are not found damaged again."""
+        sums = self._sums(shard).copy()
+        resealed = [i for i, (first, count, _) in enumerate(sums.tolist()) if (first, first + count) in bad]
+        if not resealed:
+            return
+        self._maps.pop(shard, None)
+        mapped = self._map(shard, int((sums["first_row"] + sums["rows"])[resealed].max()))
+        for i in resealed:
+            first, count = int(sums["first_row"][i]), int(sums["rows"][i])
+            sums["crc32"][i] = zlib.crc32(mapped[first:first + count].data.cast("B"))
+        with open(self.sums_path(shard), "r+b") as handle:
+            handle.write(sums.tobytes())
+            os.fsync(handle.fileno())
+
+    def damage(self, shard: int, rows: int, full: bool = False) -> ShardDamage:
+        """Check a shard against its `rows` committed rows: its length always (one stat), its regions'
+        CRC-32s when `full`."""
+        path = self.path(shard)
+        try:
+            on_disk = path.stat().st_size // self.row_bytes
+        except OSError:
+            on_disk = 0
+        bad: list[tuple[int, int]] = []
+        reasons: list[str] = []
+        if on_disk < rows:
+            bad.append((on_disk, rows))
+            reasons.append(f"{rows - on_disk} of its {rows} rows are missing (the file was cut short)")
+        sums = self._sums(shard)
+        sums = sums[sums["first_row"] + sums["rows"] <= min(rows, on_disk)]
+        covered = int(sums["rows"].sum())
+        if full and len(sums):
+            self._maps.pop(shard, None)
+            mapped = self._map(shard, int((sums["first_row"] + sums["rows"]).max()))
+            for first, count, crc in sums.tolist():
+                if zlib.crc32(mapped[first:first + count].data.cast("B")) != crc:
+                    bad.append((first, first + count))
+            if len(bad) > (on_disk < rows):
+                reasons.append(f"{len(bad) - (on_disk < rows)} written regions fail their checksum")
+        return ShardDamage(path, tuple(sorted(bad)), max(rows - covered, 0), "; ".join(reasons))
 
     def read(self, shards: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(len(rows), dim) float32 for rows given as parallel (shard, row) arrays.
@@ -138,8 +232,8 @@ class ShardSet:
         if mapped is None or len(mapped) < need_rows:
             count = self.path(shard).stat().st_size // self.row_bytes
             if count < need_rows:
-                raise ValueError(f"vector shard {self.path(shard)} has {count} rows, the store points at row "
-                                 f"{need_rows - 1}")
+                raise LibraryError(f"vector shard {self.path(shard)} has {count} rows, the store points at row "
+                                   f"{need_rows - 1}; run `jrsearch check --repair` on the library")
             mapped = self._maps[shard] = np.memmap(self.path(shard), dtype=DTYPE, mode="r", shape=(count, self.dim))
         return mapped
 
@@ -150,7 +244,7 @@ class ShardSet:
             rows = committed.get(shard)
             path = self.path(shard)
             if rows is None:
-                path.unlink()
+                self.unlink(shard)
             elif path.stat().st_size > rows * self.row_bytes:
                 with open(path, "r+b") as handle:
                     handle.truncate(rows * self.row_bytes)
@@ -159,6 +253,7 @@ class ShardSet:
     def unlink(self, shard: int) -> None:
         self._maps.pop(shard, None)
         self.path(shard).unlink(missing_ok=True)
+        self.sums_path(shard).unlink(missing_ok=True)
 
     def close(self) -> None:
         self._maps.clear()
@@ -230,16 +325,20 @@ class SlotRuns:
                 np.savez(handle, generation=np.int64(self.generation), first_id=self.first_id, count=self.count,
                          shard=self.shard, first_row=self.first_row)
 
-        write_atomic(path, fill)
+        write_checked(path, fill)
 
     @classmethod
     def load(cls, path: Path) -> SlotRuns | None:
+        """The saved runs; None where absent, damaged (checked in full: a few KB) or unreadable: then
+        SQLite says where each vector lives, and the next save writes the file again."""
+        if check_file(path, full=True).damaged:
+            return None
         try:
             with np.load(path) as saved:
                 return cls(int(saved["generation"]), saved["first_id"], saved["count"], saved["shard"],
                            saved["first_row"])
-        except (OSError, ValueError, KeyError):
-            return None  # absent or unreadable: SQLite says where each vector lives
+        except Exception:  # any damage (BadZipFile, zlib.error, ...) means "not there"
+            return None
 
 
 class ShardSource:

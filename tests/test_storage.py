@@ -67,7 +67,7 @@ def test_vectors_live_in_float16_shards_not_in_sqlite(tmp_path, monkeypatch):
     library.write(images([f"/p/{i:03d}.jpg" for i in range(100)], vectors[:100]))
     library.write(images([f"/p/{i:03d}.jpg" for i in range(100, 150)], vectors[100:]))
     shard_files = sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir())
-    assert shard_files == ["000000.f16", "000001.f16", "000002.f16"]
+    assert shard_files == ["000000.f16", "000000.sums", "000001.f16", "000001.sums", "000002.f16", "000002.sums"]
     assert (tmp_path / "lib" / "vectors" / "image" / "000002.f16").stat().st_size == (150 - 128) * DIM * 2
     with sqlite3.connect(tmp_path / "lib" / "library.db") as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(vectors)")}
@@ -167,9 +167,9 @@ def test_the_last_shard_is_compacted_into_a_new_one(tmp_path, monkeypatch):
     library = new_library(tmp_path / "lib")
     library.write(images(paths, vectors))
     library.remove(paths[:9])  # 9 dead: under COMPACT_MIN_DEAD, kept
-    assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000000.f16"]
-    library.remove(paths[9:16])  # 16 dead of 30: the only shard moves into shard 1
-    assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000001.f16"]
+    assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000000.f16", "000000.sums"]
+    library.remove(paths[9:16])  # 16 dead of 30: the only shard moves into shard 1 (its checksums too)
+    assert sorted(p.name for p in (tmp_path / "lib" / "vectors" / "image").iterdir()) == ["000001.f16", "000001.sums"]
     np.testing.assert_allclose(library.shards.stored("image")[1], vectors[16:], atol=1e-3)
     library.write(images(["/p/new.jpg"], vectors[:1]))  # appends after the moved rows
     np.testing.assert_allclose(library.shards.stored("image")[1][-1], vectors[0], atol=1e-3)

@@ -76,12 +76,17 @@ def _torch(spec: ModelSpec, device: str | None, precision: str) -> OpenClipEncod
 
 
 def _onnx(spec: ModelSpec, precision: str, runtime: str) -> OnnxClipEncoder | OpenClipEncoder:
+    from jrsearch.retrieval.checksums import check_folder
     from jrsearch.retrieval.encoders.onnx import ExportError, export_model
     from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
     torch_precision = "fp32" if precision == "bf16" else precision  # torch's bf16 is slower on a CPU
 
     folder = model_cache.find(spec)
+    # sizes only (a truncated tower): reading ViT-B-32's 600 MB would add ~2 s to each start (`check` reads them)
+    damage = check_folder(folder / ONNX_DIR) if folder is not None else None
+    if damage is not None and damage.damaged:
+        folder = None  # exported again below
     if folder is not None:
         try:
             found = _open_export(spec, folder / ONNX_DIR, precision, runtime)
@@ -97,6 +102,8 @@ def _onnx(spec: ModelSpec, precision: str, runtime: str) -> OnnxClipEncoder | Op
         opened = _open_export(spec, folder / ONNX_DIR, precision, runtime)
         if opened is None:
             raise ExportError(f"the export in {folder} could not be read back")
+        if damage is not None and damage.damaged:
+            opened.notes.append(f"{damage.path} was damaged ({damage.reason}); exported the model again")
         return opened
     except ExportError as exc:
         why = str(exc)
@@ -164,13 +171,15 @@ def prepare_folder(encoder: OpenClipEncoder) -> Path:
 def share_text_tower(encoder: OpenClipEncoder) -> Path | None:
     """Write the numpy text tower into the model's cache folder unless it is there. A failure
     (a full disk, a read-only cache) becomes a note: text queries then take the slower path."""
+    from jrsearch.retrieval.checksums import check_folder
     from jrsearch.retrieval.errors import JrsearchError
     from jrsearch.retrieval.hf_text_tower import export_query_tower
     from jrsearch.retrieval.query_model import EXPORT_DIR
 
     try:
         folder = model_cache.find(encoder.spec) or prepare_folder(encoder)
-        if not (folder / EXPORT_DIR / "meta.json").is_file():
+        export = folder / EXPORT_DIR
+        if not (export / "meta.json").is_file() or check_folder(export).damaged:
             export_query_tower(encoder, folder)
     except JrsearchError as exc:  # ExportError, DiskFullError, LibraryError: each says what happened
         encoder.notes.append(str(exc))

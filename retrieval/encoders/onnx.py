@@ -25,16 +25,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from jrsearch.retrieval import model_cache
+from jrsearch.retrieval.checksums import check_file, write_checked, write_folder_checked
 from jrsearch.retrieval.encoders.joint import JointTowers
 from jrsearch.retrieval.encoders.preprocess import ImagePreprocess, stack
 from jrsearch.retrieval.errors import JrsearchError
-from jrsearch.retrieval.fileio import (
-    keep_json_entry,
-    read_json_object,
-    write_atomic,
-    write_folder_atomic,
-    write_json_atomic,
-)
+from jrsearch.retrieval.fileio import keep_json_entry, read_json_object, write_json_atomic
 from jrsearch.retrieval.settings import THREADS
 from jrsearch.retrieval.types import ModelSpec
 
@@ -240,7 +235,7 @@ def ensure_quantized(folder: Path, precision: str) -> None:
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its advice goes to the root logger
     for tower in TOWERS:
         target = folder / tower_file(tower, precision)
-        if target.is_file():
+        if target.is_file() and not check_file(target).damaged:
             continue
         source = folder / tower_file(tower, "fp32")
 
@@ -249,7 +244,7 @@ def ensure_quantized(folder: Path, precision: str) -> None:
                              extra_options={"MatMulConstBOnly": True})
 
         try:
-            write_atomic(target, quantise, suffix=".onnx")
+            write_checked(target, quantise, suffix=".onnx")
         except Exception as exc:
             raise ExportError(f"could not quantise {source} to {precision} "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
@@ -284,7 +279,7 @@ def export_model(encoder: OpenClipEncoder, folder: Path) -> Path:
     if why:
         raise ExportError(f"{encoder.spec.label()} cannot run on ONNX Runtime: {why}")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    write_folder_atomic(folder, lambda tmp: write_json_atomic(tmp / "meta.json", _export_into(encoder, tmp)))
+    write_folder_checked(folder, lambda tmp: write_json_atomic(tmp / "meta.json", _export_into(encoder, tmp)))
     return folder
 
 
