@@ -40,6 +40,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cross-modal search over your photos, texts, videos and sounds.")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version  # only here: its import alone costs 10-30 ms
+
+        typer.echo(f"jrsearch {version('jrsearch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    pass
+
+
 @app.command()
 @handles_errors
 @model_options()
@@ -112,6 +126,7 @@ def query(
     address: AddressOpt = None,
     allow_partial: AllowPartialOpt = False,
     as_json: JsonOpt = False,
+    paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print the paths alone, one a line.")] = False,
 ) -> None:
     """Search the library: by text (TEXT) or by example (--image, --audio)."""
     from jrsearch.retrieval.errors import QueryError
@@ -132,14 +147,14 @@ def query(
     if text is not None and index is None and choice.is_default:
         from jrsearch.cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
-        if quick_query(text, request, library, as_json):
+        if quick_query(text, request, library, as_json, paths_only):
             return None
     from jrsearch.cli.render import print_result_set
 
     options = ServiceOptions(nprobe, address=address, allow_partial=allow_partial, numpy_text=False)
     service = open_service(library, choice, index, options)
     modality, what = queries[0]
-    print_result_set(service.search(service.embed(modality, what), request), as_json)
+    print_result_set(service.search(service.embed(modality, what), request), as_json, paths_only)
     if text is not None and index is None:
         from jrsearch.cli.quick import print_language_hint
 

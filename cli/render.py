@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +72,7 @@ def print_index_report(report: IndexReport) -> None:
         out.print(f"  ... and {len(report.failed) - 20} more (jrsearch status --failures)")
 
 
-def print_result_set(results: Sequence[SearchResult], as_json: bool) -> None:
+def print_result_set(results: Sequence[SearchResult], as_json: bool, paths_only: bool = False) -> None:
     """`jrsearch query`'s answer: a table, or JSON (a list; with `{"results", "partial"}` where
     shards of an INDEXDIR did not answer), and a warning on stderr for partial results."""
     partial = results.partial if isinstance(results, ResultSet) else None
@@ -80,22 +82,40 @@ def print_result_set(results: Sequence[SearchResult], as_json: bool) -> None:
             payload = {"results": payload, "partial": {"missing_shards": partial.missing_shards}}
         typer.echo(json.dumps(payload, indent=2))
         return
-    print_results(results)
+    print_results(results, paths_only)
     if partial is not None:
         typer.echo(f"warning: partial results: shard(s) {', '.join(partial.missing_shards)} did not answer",
                    err=True)
 
 
-def print_results(results: Sequence[SearchResult]) -> None:
+def print_results(results: Sequence[SearchResult], paths_only: bool = False) -> None:
+    """Both query paths' answer for people: a table on a terminal; piped, one line per result
+    (tab-separated, never wrapped, under a `#` header line); `paths_only`, the paths alone."""
+    if paths_only:
+        sys.stdout.write("".join(f"{one_line(display_path(r.path))}\n" for r in results))
+        return
     if not results:
-        out.print("no results")
+        (out if out.is_terminal else err).print("no results")
+        return
+    columns, rows = result_rows(results)
+    if not out.is_terminal:
+        sys.stdout.write("".join("\t".join(map(one_line, row)) + "\n" for row in [columns, *rows]))
         return
     table = Table(box=None, show_header=True, header_style="bold")
-    # what the files say of themselves, each in a column only where a result has it
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))  # the files' text, not rich markup
+    out.print(table)
+
+
+def result_rows(results: Sequence[SearchResult]) -> tuple[list[str], list[list[str]]]:
+    """The answer's column names and rows: what the files say of themselves (date taken, camera)
+    each in a column only where a result has it."""
     taken = any(r.taken_at for r in results)
     camera = any(r.camera for r in results)
-    for name in ("#", "score", "path", "detail", *(["taken"] if taken else []), *(["camera"] if camera else [])):
-        table.add_column(name, overflow="fold")
+    columns = ["#", "score", "path", "detail", *(["taken"] if taken else []), *(["camera"] if camera else [])]
+    rows = []
     for r in results:
         detail = ""
         if r.text is not None:
@@ -106,9 +126,18 @@ def print_results(results: Sequence[SearchResult]) -> None:
         if taken:
             row.append(taken_text(r.taken_at))
         if camera:
-            row.append(escape(r.camera or ""))  # the file's text, not rich markup
-        table.add_row(*row)
-    out.print(table)
+            row.append(r.camera or "")
+        rows.append(row)
+    return columns, rows
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters (tabs, line breaks) written as \\xNN, as `display_path`
+    writes undecodable bytes: a piped result stays one line and its columns stay apart."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def taken_text(taken_at: str | None) -> str:
