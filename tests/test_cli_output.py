@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def library(tmp_path_factory, tiny_encoder) -> Path:
 def cold_query(library: Path, *args: str) -> subprocess.CompletedProcess:
     """`jrsearch query ...` in its own process, stdout a pipe (as in `jrsearch query ... | cat`)."""
     ran = subprocess.run([sys.executable, "-m", "jrsearch.cli.main", "query", *args, "--library", str(library)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "80"})
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
     assert ran.returncode == 0, ran.stderr
     return ran
 
@@ -56,7 +57,7 @@ def test_piped_cold_query_prints_one_unwrapped_line_per_result(library):
     rows = [line.split("\t") for line in lines[1:]]
     assert [row[0] for row in rows] == ["1", "2", "3", "4"]
     assert {row[2] for row in rows} == photos(library)  # whole paths, not folded at 80 columns
-    assert all(float(row[1]) <= float(prev[1]) for prev, row in zip(rows, rows[1:], strict=False))
+    assert all(float(row[1]) <= float(prev[1]) for prev, row in pairwise(rows))
 
 
 def test_piped_text_results_keep_a_caption_with_a_tab_on_one_line(library):
