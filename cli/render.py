@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` m
 
     from jrsearch.indexer.pipeline import IndexReport
 
-out = Console()
+out = Console(soft_wrap=True)  # lines are not broken at the width: piped, a path stays whole
 err = Console(stderr=True)
 
 
@@ -63,13 +64,33 @@ class RichProgress:
 
 
 def print_index_report(report: IndexReport) -> None:
-    out.print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
-              f"failed {len(report.failed)}" + (f", skipped {report.skipped} (see the notes)" if report.skipped else "")
-              + f" in {report.seconds:.1f} s")
+    out.print(f"indexed {indexed_text(report.kinds, report.captions)}, unchanged {report.unchanged}, "
+              f"removed {report.removed}, failed {len(report.failed)}"
+              + (f", skipped {report.skipped} (see the notes)" if report.skipped else "")
+              + f" in {report.seconds:.1f} s", markup=False, highlight=False)
     for path, error in report.failed[:20]:
         out.print(f"  failed: {display_path(path)}: {error}", markup=False, highlight=False)
     if len(report.failed) > 20:
         out.print(f"  ... and {len(report.failed) - 20} more (jrsearch status --failures)")
+
+
+# What a kind's files are called in a count (a plugin's kind: "N note files").
+KIND_NOUNS = {"image": "image", "video": "video", "audio": "sound", "text": "text file"}
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def indexed_text(kinds: dict[str, int], captions: dict[str, int]) -> str:
+    """Files indexed by kind, a text corpus as its captions: "3 videos, 6 captions from caps.txt"."""
+    parts = [counted(n, KIND_NOUNS.get(kind, f"{kind} file")) for kind, n in kinds.items()
+             if n and not (kind == "text" and captions)]
+    if captions:
+        names = [os.path.basename(display_path(p)) for p in captions]
+        source = names[0] if len(names) == 1 else counted(len(names), "file")
+        parts.append(f"{counted(sum(captions.values()), 'caption')} from {source}")
+    return ", ".join(parts) or "0 files"
 
 
 def print_result_set(results: Sequence[SearchResult], as_json: bool, paths_only: bool = False) -> None:

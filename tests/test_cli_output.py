@@ -13,7 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from helpers import jrsearch, make_image
+from helpers import Scene, jrsearch, make_image, make_video
 from typer.testing import CliRunner
 
 from jrsearch.cli.main import app
@@ -98,3 +98,20 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_loading_anything(tmp_pa
     assert result.stderr.count("\n") == 1 and "serving on" not in result.output
     assert f"port {port} on 127.0.0.1 is in use" in result.stderr and "--port" in result.stderr
     assert not (tmp_path / "none").exists()  # failed before opening (or creating) anything
+
+
+def test_index_summary_counts_files_by_kind_captions_and_soundtracks(tmp_path):
+    media = tmp_path / "media"
+    for i in range(2):
+        make_image(media / f"photo{i}.jpg", seed=i)
+    make_video(media / "talk.mp4", [Scene(1.0, 1, 440.0), Scene(1.0, 2, 880.0)])  # several vectors, with sound
+    make_video(media / "quiet.mp4", [Scene(1.0, 3, 0.0)], audio_codec=None)
+    (tmp_path / "caps.txt").write_text("a dog on a beach\na red car\nthree bikes\n")
+    result = jrsearch("index", str(media), str(tmp_path / "caps.txt"), "--model", "tiny-test", "--backend", "torch",
+                      lib=tmp_path / "lib")
+    summary, *notes = result.stdout.splitlines()
+    assert summary.startswith("indexed 2 images, 2 videos, 3 captions from caps.txt, unchanged 0, removed 0, ")
+    assert [n for n in notes if "soundtrack" in n] == [notes[0]] and notes[0].startswith(
+        "note: 1 video soundtrack skipped: no audio tower")  # quiet.mp4 has no sound to skip
+    again = json.loads(jrsearch("index", str(tmp_path / "caps.txt"), "--json", lib=tmp_path / "lib").stdout)
+    assert (again["indexed"], again["indexed_kinds"], again["captions"], again["unchanged"]) == (0, {}, 0, 1)
