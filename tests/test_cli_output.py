@@ -115,3 +115,13 @@ def test_index_summary_counts_files_by_kind_captions_and_soundtracks(tmp_path):
         "note: 1 video soundtrack skipped: no audio tower")  # quiet.mp4 has no sound to skip
     again = json.loads(jrsearch("index", str(tmp_path / "caps.txt"), "--json", lib=tmp_path / "lib").stdout)
     assert (again["indexed"], again["indexed_kinds"], again["captions"], again["unchanged"]) == (0, {}, 0, 1)
+
+
+def test_readme_lists_the_tests_that_skip_without_the_shared_data():
+    root = Path(__file__).resolve().parents[1]
+    listed = subprocess.run([sys.executable, str(root / ".ci" / "shared-data-tests")], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "tests/test_indexing.py::test_real_coco_images_find_themselves_first" in listed
+    readme = (root / "README.md").read_text()
+    shown = [line[3:-1] for line in readme.splitlines() if line.startswith("- `tests/") and "::" in line]
+    assert shown == listed and f"**Tests that need `../shared/data`.** {len(listed)} tests" in readme
