@@ -180,7 +180,8 @@ def print_status(info: dict) -> None:
     if info.get("audio_model"):
         out.print(f"audio     {info['audio_model']['path']} ({info['audio_model']['kind']})")
     for kind, counts in sorted(info["items"].items()):
-        out.print(f"{kind:9} " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        captions = f" ({counted(info['texts'], 'caption')})" if kind == "text" and info.get("texts") else ""
+        out.print(f"{kind:9} " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + captions)
     if "with_date_taken" in info or "with_place" in info:
         out.print(f"metadata  {info.get('with_date_taken', 0)} with a date taken, "
                   f"{info.get('with_place', 0)} with a place")

@@ -113,6 +113,7 @@ def test_index_summary_counts_files_by_kind_captions_and_soundtracks(tmp_path):
     assert summary.startswith("indexed 2 images, 2 videos, 3 captions from caps.txt, unchanged 0, removed 0, ")
     assert [n for n in notes if "soundtrack" in n] == [notes[0]] and notes[0].startswith(
         "note: 1 video soundtrack skipped: no audio tower")  # quiet.mp4 has no sound to skip
+    assert "text      1 indexed (3 captions)" in jrsearch("status", lib=tmp_path / "lib").stdout
     again = json.loads(jrsearch("index", str(tmp_path / "caps.txt"), "--json", lib=tmp_path / "lib").stdout)
     assert (again["indexed"], again["indexed_kinds"], again["captions"], again["unchanged"]) == (0, {}, 0, 1)
 
