@@ -71,7 +71,7 @@ def test_paths_only_prints_the_paths_alone_on_both_query_paths(library, tmp_path
     cold = cold_query(library, "a photo", "-f").stdout
     assert cold.endswith("\n") and set(cold.splitlines()) == photos(library)
     example = sorted(photos(library))[0]
-    service = jrsearch("query", "--image", example, "--paths-only", "-k", "2", lib=library).stdout
+    service = jrsearch("query", "--image", example, "--paths-only", "-k", "2", "--backend", "torch", lib=library).stdout
     lines = service.splitlines()
     assert len(lines) == 2 and lines[0] == example and set(lines) <= photos(library)
 
