@@ -41,6 +41,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cross-modal search over your photos, texts, videos and sounds.")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version  # only here: its import alone costs 10-30 ms
+
+        typer.echo(f"jrsearch {version('jrsearch')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    pass
+
+
 @app.command()
 @handles_errors
 @model_options()
@@ -119,6 +133,7 @@ def query(
     allow_partial: AllowPartialOpt = False,
     as_json: JsonOpt = False,
     preview: PreviewOpt = False,
+    paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print the paths alone, one a line.")] = False,
 ) -> None:
     """Search the library: by text (TEXT), by example (--image, --audio), like an indexed file (--like),
     or a combination (--add, --subtract)."""
@@ -144,7 +159,7 @@ def query(
     if text is not None and not terms and not preview and index is None and choice.is_default:
         from jrsearch.cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
-        if quick_query(text, request, library, as_json):
+        if quick_query(text, request, library, as_json, paths_only):
             return None
     from jrsearch.cli.render import print_result_set
     from jrsearch.retrieval.service import LibraryService
@@ -153,7 +168,7 @@ def query(
     service = open_service(library, choice, index, options)
     main = main_query(text, image, audio)
     results = service.search(service.embed(*main) if main else None, request)
-    print_result_set(results, as_json)
+    print_result_set(results, as_json, paths_only)
     library_notes = service.library.notes if isinstance(service, LibraryService) else []
     for note in library_notes:  # a damaged index file rebuilt in memory
         typer.echo(f"note: {note}", err=True)

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 EXIT_WHEN_ANSWERED = False  # set by the `jrsearch` entry point (`cli.main.main`), never by in-process callers
 
 
-def quick_query(text: str, request: SearchRequest, library: Path | None, as_json: bool) -> bool:
+def quick_query(text: str, request: SearchRequest, library: Path | None, as_json: bool,
+                paths_only: bool = False) -> bool:
     """Answer a text query on the lean path and print it as `query` does; False where it cannot."""
     OPENBLAS_NUM_THREADS.set_default("1")  # one query row: BLAS threads only contend (9x here)
     from jrsearch.retrieval.paths import default_library_dir
@@ -35,7 +36,7 @@ def quick_query(text: str, request: SearchRequest, library: Path | None, as_json
     else:
         from jrsearch.cli.render import print_results
 
-        print_results(results)
+        print_results(results, paths_only)
     if not text.isascii():
         from jrsearch.retrieval.quick_search import library_model_name
 

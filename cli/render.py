@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +22,7 @@ if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` m
 
     from jrsearch.indexer.pipeline import IndexReport
 
-out = Console()
+out = Console(soft_wrap=True)  # lines are not broken at the width: piped, a path stays whole
 err = Console(stderr=True)
 
 
@@ -61,16 +64,36 @@ class RichProgress:
 
 
 def print_index_report(report: IndexReport) -> None:
-    out.print(f"indexed {report.indexed}, unchanged {report.unchanged}, removed {report.removed}, "
-              f"failed {len(report.failed)}" + (f", skipped {report.skipped} (see the notes)" if report.skipped else "")
-              + f" in {report.seconds:.1f} s")
+    out.print(f"indexed {indexed_text(report.kinds, report.captions)}, unchanged {report.unchanged}, "
+              f"removed {report.removed}, failed {len(report.failed)}"
+              + (f", skipped {report.skipped} (see the notes)" if report.skipped else "")
+              + f" in {report.seconds:.1f} s", markup=False, highlight=False)
     for path, error in report.failed[:20]:
         out.print(f"  failed: {display_path(path)}: {error}", markup=False, highlight=False)
     if len(report.failed) > 20:
         out.print(f"  ... and {len(report.failed) - 20} more (jrsearch status --failures)")
 
 
-def print_result_set(results: Sequence[SearchResult], as_json: bool) -> None:
+# What a kind's files are called in a count (a plugin's kind: "N note files").
+KIND_NOUNS = {"image": "image", "video": "video", "audio": "sound", "text": "text file"}
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def indexed_text(kinds: dict[str, int], captions: dict[str, int]) -> str:
+    """Files indexed by kind, a text corpus as its captions: "3 videos, 6 captions from caps.txt"."""
+    parts = [counted(n, KIND_NOUNS.get(kind, f"{kind} file")) for kind, n in kinds.items()
+             if n and not (kind == "text" and captions)]
+    if captions:
+        names = [os.path.basename(display_path(p)) for p in captions]
+        source = names[0] if len(names) == 1 else counted(len(names), "file")
+        parts.append(f"{counted(sum(captions.values()), 'caption')} from {source}")
+    return ", ".join(parts) or "0 files"
+
+
+def print_result_set(results: Sequence[SearchResult], as_json: bool, paths_only: bool = False) -> None:
     """`jrsearch query`'s answer: a table, or JSON (a list; with `{"results", "partial"}` where
     shards of an INDEXDIR did not answer), and a warning on stderr for partial results."""
     partial = results.partial if isinstance(results, ResultSet) else None
@@ -80,22 +103,40 @@ def print_result_set(results: Sequence[SearchResult], as_json: bool) -> None:
             payload = {"results": payload, "partial": {"missing_shards": partial.missing_shards}}
         typer.echo(json.dumps(payload, indent=2))
         return
-    print_results(results)
+    print_results(results, paths_only)
     if partial is not None:
         typer.echo(f"warning: partial results: shard(s) {', '.join(partial.missing_shards)} did not answer",
                    err=True)
 
 
-def print_results(results: Sequence[SearchResult]) -> None:
+def print_results(results: Sequence[SearchResult], paths_only: bool = False) -> None:
+    """Both query paths' answer for people: a table on a terminal; piped, one line per result
+    (tab-separated, never wrapped, under a `#` header line); `paths_only`, the paths alone."""
+    if paths_only:
+        sys.stdout.write("".join(f"{one_line(display_path(r.path))}\n" for r in results))
+        return
     if not results:
-        out.print("no results")
+        (out if out.is_terminal else err).print("no results")
+        return
+    columns, rows = result_rows(results)
+    if not out.is_terminal:
+        sys.stdout.write("".join("\t".join(map(one_line, row)) + "\n" for row in [columns, *rows]))
         return
     table = Table(box=None, show_header=True, header_style="bold")
-    # what the files say of themselves, each in a column only where a result has it
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))  # the files' text, not rich markup
+    out.print(table)
+
+
+def result_rows(results: Sequence[SearchResult]) -> tuple[list[str], list[list[str]]]:
+    """The answer's column names and rows: what the files say of themselves (date taken, camera)
+    each in a column only where a result has it."""
     taken = any(r.taken_at for r in results)
     camera = any(r.camera for r in results)
-    for name in ("#", "score", "path", "detail", *(["taken"] if taken else []), *(["camera"] if camera else [])):
-        table.add_column(name, overflow="fold")
+    columns = ["#", "score", "path", "detail", *(["taken"] if taken else []), *(["camera"] if camera else [])]
+    rows = []
     for r in results:
         detail = ""
         if r.text is not None:
@@ -106,9 +147,18 @@ def print_results(results: Sequence[SearchResult]) -> None:
         if taken:
             row.append(taken_text(r.taken_at))
         if camera:
-            row.append(escape(r.camera or ""))  # the file's text, not rich markup
-        table.add_row(*row)
-    out.print(table)
+            row.append(r.camera or "")
+        rows.append(row)
+    return columns, rows
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters (tabs, line breaks) written as \\xNN, as `display_path`
+    writes undecodable bytes: a piped result stays one line and its columns stay apart."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def taken_text(taken_at: str | None) -> str:
@@ -130,7 +180,8 @@ def print_status(info: dict) -> None:
     if info.get("audio_model"):
         out.print(f"audio     {info['audio_model']['path']} ({info['audio_model']['kind']})")
     for kind, counts in sorted(info["items"].items()):
-        out.print(f"{kind:9} " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        captions = f" ({counted(info['texts'], 'caption')})" if kind == "text" and info.get("texts") else ""
+        out.print(f"{kind:9} " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + captions)
     if "with_date_taken" in info or "with_place" in info:
         out.print(f"metadata  {info.get('with_date_taken', 0)} with a date taken, "
                   f"{info.get('with_place', 0)} with a place")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +63,11 @@ def serve(
         fail(f"--host {host} is reachable from other machines: pass --token-file FILE (or set JRSEARCH_TOKEN) "
              f"so that only people with the token can search, or keep the default --host 127.0.0.1")
     shown = f"[{host}]" if ":" in host else host
+    try:
+        listening = bind_port(host, port)  # before the minutes of loading: a busy port is one line, now
+    except OSError as exc:
+        fail(port_problem(host, port, exc), 2)
+    port = listening.getsockname()[1]  # --port 0: the one the system gave
     if index is not None:  # an INDEXDIR from `jrsearch cluster build`, its shards here or on Ray actors
         typer.echo(f"loading the index {index} ...", err=True)
     options = ServiceOptions(nprobe, search_threads=1, address=address, allow_partial=allow_partial,
@@ -71,4 +78,27 @@ def serve(
     app = create_app(service, token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
                      max_upload_bytes=max_upload_mb * 2**20)
     typer.echo(f"serving on http://{shown}:{port}  (API docs: /docs{', token required' if token else ''})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+                   ).run(sockets=[listening])
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` as uvicorn binds one, for the server to listen on."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listening = socket.socket(family, kind, proto)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError:
+        listening.close()
+        raise
+    listening.set_inheritable(True)
+    return listening
+
+
+def port_problem(host: str, port: int, exc: OSError) -> str:
+    """Why `host`:`port` cannot be served on, and what to do, in one line."""
+    if isinstance(exc, socket.gaierror):
+        return f"--host {host} is not an address of this machine ({exc.strerror}); pass another --host"
+    why = "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+    return f"port {port} on {host} {why}: pass another --port (--port 0 picks a free one)"

@@ -32,8 +32,12 @@ from jrsearch.retrieval.types import MediaKind
 COMMIT_EVERY = 32  # sound files per store transaction
 EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aiff",
                         ".aif"})
-NO_TOWER_NOTE = ("{n} {what} skipped: no audio tower; train one with `jrsearch train audio DIR --out tower.pt` "
-                 "(or use a Wav2CLIP checkpoint) and index with --audio-model tower.pt")
+
+
+def no_tower_note(n: int, noun: str) -> str:
+    """The report's note on `n` files (or soundtracks) whose sound waits for an audio tower."""
+    return (f"{n} {noun}{'' if n == 1 else 's'} skipped: no audio tower; train one with `jrsearch train audio DIR "
+            f"--out tower.pt` (or use a Wav2CLIP checkpoint) and index with --audio-model tower.pt")
 
 
 @dataclass
@@ -116,7 +120,7 @@ class SoundHandler(KindHandler):
         audio = run.towers.audio()
         if audio is None:
             run.report.skipped += len(todo)
-            run.report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="sound files"))
+            run.report.notes.append(no_tower_note(len(todo), "sound file"))
             run.progress.advance(len(todo))
             return
         for start in range(0, len(todo), COMMIT_EVERY):

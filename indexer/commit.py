@@ -56,7 +56,10 @@ def commit(run: IndexRun, batch: list[Decoded], record_of: RecordOf) -> None:
             report.failed.append((str(c.path), d.failure.reason))
         else:
             report.indexed += 1
+            report.kinds[str(c.kind)] = report.kinds.get(str(c.kind), 0) + 1
         records.append(record_of(d))
+        if d.failure is None and (texts := _texts(records[-1].row_details())):
+            report.captions[str(c.path)] = len(texts)
     if records:
         stored = sum(r.vectors.nbytes for r in records if r.vectors is not None)
         text = sum(len(t.encode()) for r in records for _, t in _texts(r.row_details()))

@@ -15,6 +15,8 @@ from jrsearch.retrieval.towers import LibraryTowers
 @dataclass
 class IndexReport:
     indexed: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)  # files indexed, by kind
+    captions: dict[str, int] = field(default_factory=dict)  # texts indexed, by the corpus (path) holding them
     unchanged: int = 0
     removed: int = 0
     skipped: int = 0  # files left for a later run (sound without an audio tower): see notes
@@ -24,7 +26,8 @@ class IndexReport:
     vector_bytes: int = 0  # float32 bytes of the vectors stored by this run (what the indexes grow by)
 
     def to_json(self) -> dict[str, Any]:
-        return {"indexed": self.indexed, "unchanged": self.unchanged, "removed": self.removed,
+        return {"indexed": self.indexed, "indexed_kinds": self.kinds, "captions": sum(self.captions.values()),
+                "unchanged": self.unchanged, "removed": self.removed,
                 "skipped": self.skipped, "failed": [{"path": p, "error": e} for p, e in self.failed],
                 "seconds": round(self.seconds, 3), "notes": self.notes}
 

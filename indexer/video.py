@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jrsearch.indexer.audio import NO_TOWER_NOTE, SoundVectors, decode_streamed, embed_sound, with_pooled
+from jrsearch.indexer.audio import SoundVectors, decode_streamed, embed_sound, no_tower_note, with_pooled
 from jrsearch.indexer.changes import Candidate
 from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded
@@ -241,20 +241,21 @@ class VideoHandler(KindHandler):
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
         options = run.options
         audio = run.towers.audio()
-        if audio is None:
-            run.report.notes.append(NO_TOWER_NOTE.format(n=len(todo), what="video soundtracks"))
+        unheard = 0  # videos indexed by their pictures alone although they hold sound
         for candidate in todo:
-            commit(run, [decode_video(candidate, run.encoder, audio, options.video_fps, options.batch_size)],
-                   video_record)
+            decoded = decode_video(candidate, run.encoder, audio, options.video_fps, options.batch_size)
+            commit(run, [decoded], video_record)
+            if audio is None and decoded.vectors is not None and _holds_sound(candidate.path):
+                unheard += 1
             run.progress.advance(1)
+        if unheard:
+            run.report.notes.append(no_tower_note(unheard, "video soundtrack"))
 
     def revisit(self, run: IndexRun, unchanged: list[Path]) -> list[Candidate]:
         """Re-embed unchanged videos that were indexed without sound, once an audio tower is there
         (`jrsearch index ./videos`, then `train audio`, then `index ./videos --audio-model t.pt`),
         and retry sound-only ones that failed for want of a tower. Videos with no audio stream are
         probed (headers only) and left alone."""
-        from jrsearch.retrieval.audioio import has_audio
-
         if "audio" not in run.towers.modalities() or not unchanged:
             return []
         videos = set(map(str, unchanged))
@@ -264,16 +265,23 @@ class VideoHandler(KindHandler):
         for path, size, mtime_ns in waiting:
             if path not in videos:
                 continue
-            try:
-                if not has_audio(Path(path)):
-                    continue
-            except MediaError:
+            if not _holds_sound(Path(path)):
                 continue
             again.append(Candidate(Path(path), MediaKind.VIDEO, size, mtime_ns, known=None))  # no hash shortcut
         return again
 
 
 VIDEOS = VideoHandler()
+
+
+def _holds_sound(path: Path) -> bool:
+    """Whether the video has an audio stream (headers only)."""
+    from jrsearch.retrieval.audioio import has_audio
+
+    try:
+        return has_audio(path)
+    except MediaError:
+        return False
 
 
 def windows_at(path: Path, times: list[float], sample_rate: int, window: int) -> np.ndarray:

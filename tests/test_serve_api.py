@@ -415,7 +415,8 @@ def test_serve_builds_the_app_it_promises(served, tmp_path, monkeypatch):
 
     _, library, _ = served
     started: list[tuple] = []
-    monkeypatch.setattr(uvicorn, "run", lambda api, host, port, **kw: started.append((TestClient(api), host, port)))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: started.append(
+        (TestClient(server.config.app), server.config.host, server.config.port)))  # serve's own socket, bound
     monkeypatch.delenv("JRSEARCH_TOKEN", raising=False)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)  # serve sets it; put it back afterwards
     result = CliRunner().invoke(app, ["serve", "--library", str(library.root), "--port", "8123"])
@@ -427,7 +428,7 @@ def test_serve_builds_the_app_it_promises(served, tmp_path, monkeypatch):
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    result = CliRunner().invoke(app, ["serve", "--library", str(library.root), "--host", "0.0.0.0",
+    result = CliRunner().invoke(app, ["serve", "--library", str(library.root), "--host", "0.0.0.0", "--port", "0",
                                       "--token-file", str(token_file)])
     assert result.exit_code == 0, result.output
     client, host, _ = started[1]

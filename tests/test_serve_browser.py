@@ -163,6 +163,7 @@ class RecordingService:
 
 @pytest.mark.slow
 def test_page_filters_are_reachable_by_keyboard_kept_in_the_url_and_sent(tmp_path, tiny_encoder):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -191,7 +192,7 @@ def test_page_filters_are_reachable_by_keyboard_kept_in_the_url_and_sent(tmp_pat
         box = driver.find_element(By.ID, "q")
         box.send_keys("a photo")
         for _ in range(6):  # Tab from the query box reaches the filter panel's summary
-            driver.switch_to.active_element.send_keys(Keys.TAB)
+            ActionChains(driver).send_keys(Keys.TAB).perform()  # (by example's file input takes keys as a path)
             if driver.switch_to.active_element.tag_name == "summary":
                 break
         assert driver.switch_to.active_element.tag_name == "summary"
@@ -236,6 +237,103 @@ def test_page_filters_are_reachable_by_keyboard_kept_in_the_url_and_sent(tmp_pat
         wait.until(lambda d: "is not a date" in message.text)
         assert message.text.startswith("after '2024-13' is not a date: use YYYY")
         assert "error" in message.get_attribute("class")
+
+
+AXE = Path(__file__).parent / ".axe" / "node_modules" / "axe-core" / "axe.min.js"
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True}
+
+
+def axe_violations(driver) -> list[str]:
+    """axe-core's violations on the page as it is now (rule id and the first offending element)."""
+    if not AXE.is_file():
+        pytest.skip(f"axe-core not found at {AXE} (npm install --prefix tests/.axe axe-core; .ci/run does)")
+    driver.execute_script(AXE.read_text())
+    found = driver.execute_async_script("const done = arguments[arguments.length - 1];"
+                                        "axe.run(document).then((r) => done(r.violations), (e) => done(String(e)));")
+    assert isinstance(found, list), found
+    return [f"{v['id']}: {v['nodes'][0]['html'][:120]}" for v in found]
+
+
+@pytest.mark.slow
+def test_page_works_by_keyboard_on_a_phone_and_passes_axe(tmp_path, tiny_encoder):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from jrsearch.cli.web.app import create_app
+    from jrsearch.cli.web.security import LOOPBACK_NAMES
+    from jrsearch.retrieval.service import LibraryService
+
+    media = tmp_path / "media"
+    for i in range(6):
+        make_image(media / f"photo{i}.jpg", seed=i, size=(800, 600))  # more pixels than a phone's card shows
+    (tmp_path / "caps.txt").write_text("a dog on a beach\na red car\nthree bikes\n")
+    library = Library.open(tmp_path / "lib", create=True)
+    run_index(library, tiny_encoder, [media, tmp_path / "caps.txt"])
+    add_video(library, write_video(media / "clip.webm", codec="libvpx"), tiny_encoder.dim)  # 1 file, 2 vectors
+    app = create_app(LibraryService(library, SearchEngine(library, encoder=tiny_encoder)), allowed_hosts=LOOPBACK_NAMES)
+    active = "return [document.activeElement.id, document.activeElement.tagName, document.activeElement.className]"
+
+    with running_server(app) as url, chromium(tmp_path / "profile") as driver:
+        wait = WebDriverWait(driver, 20)
+
+        def press(*keys: str) -> None:  # as a person does (an element's send_keys to a file input uploads)
+            ActionChains(driver).send_keys(*keys).perform()
+
+        driver.get(url + "/")
+        message = driver.find_element(By.ID, "message")
+        wait.until(lambda d: "6 images" in message.text)  # files by kind, captions as captions
+        assert message.text.startswith("6 images, 3 captions, 1 video · ")  # (was "6 image, 2 video": vectors)
+        headings = driver.find_elements(By.TAG_NAME, "h1")
+        assert len(headings) == 1 and headings[0].get_attribute("textContent").startswith("jrsearch")
+        driver.find_element(By.ID, "q").send_keys("a photo", Keys.ENTER)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == 6)
+
+        walk = []  # Tab from the query box through every control to the first result
+        while len(walk) < 10 and "result" not in (walk[-1][2] if walk else ""):
+            press(Keys.TAB)
+            walk.append(driver.execute_script(active))
+        assert [w[0] or w[1] for w in walk] == ["BUTTON", "kind", "file", "SUMMARY", "LI"]
+        example = driver.find_element(By.ID, "file")
+        assert driver.find_element(By.XPATH, "//label[.//input[@id='file']]").text.strip() == "by example"
+        example.send_keys(str(media / "photo3.jpg"))  # the focusable control searches by example
+        wait.until(lambda d: "results for photo3.jpg" in message.text)
+        assert driver.find_element(By.CSS_SELECTOR, "#results .result .name").text == "photo3.jpg"
+
+        driver.execute_script("document.querySelector(\"#results .result[data-index='2']\").focus()")
+        press(Keys.ENTER)
+        viewer = driver.find_element(By.ID, "viewer")
+        wait.until(lambda d: viewer.is_displayed())
+        assert driver.execute_script(active)[0] == "close"
+        assert axe_violations(driver) == []  # the open viewer
+        for back in (False, False, True, False):
+            if back:
+                ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
+            else:
+                press(Keys.TAB)
+            assert driver.execute_script("return document.getElementById('viewer').contains(document.activeElement)")
+        press(Keys.ESCAPE)
+        wait.until(lambda d: not viewer.is_displayed())
+        assert driver.execute_script("return document.activeElement.dataset.index") == "2"  # back where it opened
+        assert axe_violations(driver) == []  # the page with results
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+        driver.get(url + "/?q=a+photo")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result img")) == 6)
+        sharp = """const done = arguments[arguments.length - 1];
+            Promise.all([...document.querySelectorAll('#results .result img')].map((img) => new Promise((ok) => {
+              const check = () => { const real = new Image(); real.onload = () => ok([real.naturalWidth,
+                img.getBoundingClientRect().width * devicePixelRatio, img.getBoundingClientRect().left]);
+                real.src = img.currentSrc; };
+              img.complete && img.currentSrc ? check() : img.addEventListener('load', check, {once: true});
+            }))).then(done);"""
+        thumbs = driver.execute_async_script(sharp)  # [pixels in the thumbnail, device pixels shown, left]
+        assert len({round(left) for _, _, left in thumbs}) >= 2  # two columns or more at 390 px
+        assert all(pixels >= shown for pixels, shown, _ in thumbs), thumbs
+        assert axe_violations(driver) == []
+
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from jrsearch.retrieval.fileio import write_bytes_atomic
 from jrsearch.retrieval.imageio import open_image, upright_frame
 from jrsearch.retrieval.sniff import picture_streams
 
-SIZES = (128, 256, 512)
+SIZES = (128, 256, 512, 768)  # the page asks 256-768 by the card's width and the screen's pixel ratio (srcset)
 QUALITY = 82
 log = logging.getLogger("jrsearch.serve")
 

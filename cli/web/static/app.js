@@ -191,6 +191,8 @@ function card(result, index) {
   } else if (result.thumbnail) {
     const img = document.createElement("img");
     img.src = result.thumbnail;
+    img.srcset = thumbnailSizes(result.thumbnail);
+    img.sizes = CARD_SIZES;
     img.alt = result.name;
     img.loading = "lazy";
     img.onerror = () => img.replaceWith(icon("▣"));
@@ -232,6 +234,19 @@ function card(result, index) {
   li.append(top, meta);
   li.addEventListener("click", () => open(index));
   return li;
+}
+
+// Thumbnails as sharp as the screen: the server makes these widths (cli/web/thumbnails.py SIZES), the
+// browser picks by the card's width (two columns on a phone, about 300 px wide at most) and its pixel ratio.
+const THUMBNAIL_SIZES = [256, 512, 768];
+const CARD_SIZES = "(max-width: 760px) 50vw, 300px";
+
+function thumbnailSizes(link) {
+  return THUMBNAIL_SIZES.map((size) => {
+    const url = new URL(link, location.href);
+    url.searchParams.set("size", size);
+    return `${url.pathname}${url.search} ${size}w`;
+  }).join(", ");
 }
 
 // What a file says of itself, where it does: "2024-06-01 12:30 · Canon EOS R5 · 43.4600, 11.8800".
@@ -288,15 +303,36 @@ function open(index) {
     + (about ? ` · ${about}` : "");
   $("viewer").hidden = false;
   $("viewer").dataset.index = index;
+  for (const behind of BEHIND_VIEWER) document.querySelector(behind).inert = true;
   $("close").focus();
 }
+
+// While the viewer is open the page behind it is inert and Tab cycles through the viewer's controls;
+// closing it gives focus back to the result that opened it.
+const BEHIND_VIEWER = ["header", "main"];
 
 function closeViewer() {
   if ($("viewer").hidden) return;
   $("viewer-body").replaceChildren();
   $("viewer").hidden = true;
+  for (const behind of BEHIND_VIEWER) document.querySelector(behind).inert = false;
   const back = document.querySelector(`.result[data-index="${$("viewer").dataset.index}"]`);
   if (back) back.focus();
+}
+
+function keepFocusInViewer(event) {
+  const controls = [...$("viewer").querySelectorAll("button, [href], input, select, [controls], [tabindex]")]
+    .filter((element) => element.tabIndex >= 0 && element.getClientRects().length);
+  const first = controls[0];
+  const last = controls[controls.length - 1];
+  const inside = $("viewer").contains(document.activeElement);
+  if (event.shiftKey && (document.activeElement === first || !inside)) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && (document.activeElement === last || !inside)) {
+    event.preventDefault();
+    first.focus();
+  }
 }
 
 function columns() {
@@ -358,7 +394,7 @@ async function loadKinds() {
 async function showStatus({ quiet = false } = {}) {
   try {
     const info = await call("/api/status");
-    const counts = Object.entries(info.indexes).map(([kind, idx]) => `${idx.vectors} ${kind}`).join(", ");
+    const counts = indexedCounts(info);
     const described = info.with_date_taken != null
       ? ` · ${info.with_date_taken} with a date taken, ${info.with_place ?? 0} with a place` : "";
     if (!quiet) say(`${counts || "nothing indexed"}${described} · ${info.server.model}`);
@@ -366,6 +402,16 @@ async function showStatus({ quiet = false } = {}) {
   } catch (error) {
     say(error.message, true);
   }
+}
+
+// Files by kind, a text corpus by its captions: "6 images, 3 videos, 6 sounds, 12 captions".
+function indexedCounts(info) {
+  return Object.entries(info.items)
+    .map(([kind, statuses]) => (kind === "text" ? [info.texts, "captions"]
+      : [statuses.indexed ?? 0, KIND_LABELS[kind] || `${kind} files`]))
+    .filter(([n]) => n > 0)
+    .map(([n, noun]) => `${n} ${n === 1 ? noun.replace(/s$/, "") : noun}`)
+    .join(", ");
 }
 
 function dropZone() {
@@ -393,6 +439,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("viewer").addEventListener("click", (e) => { if (e.target === $("viewer")) closeViewer(); });
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape") closeViewer();
+    else if (e.key === "Tab" && !$("viewer").hidden) keepFocusInViewer(e);
     else if ($("viewer").hidden && $("login").hidden) moveFocus(e);
   });
   window.addEventListener("popstate", searchFromUrl);
