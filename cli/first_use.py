@@ -21,12 +21,13 @@ def announce(label: str) -> Iterator[None]:
     status = err.status(f"exporting {label} for this CPU", spinner="dots")
     try:
         status.start()
+        spinning = True
     except LiveError:
-        status = None  # the index progress bar is live; the line above says what the wait is
+        spinning = False  # the index progress bar is live; the line above says what the wait is
     try:
         yield
     finally:
-        if status is not None:
+        if spinning:
             status.stop()
     err.print(f"{label} is ready for this machine ({time.perf_counter() - started:.0f} s, not needed again)",
               markup=False, highlight=False, soft_wrap=True)

@@ -73,9 +73,10 @@ def check_choice(choice: ModelChoice) -> None:
     if (tag is None or choice.checkpoint is not None or tag.lower() == "none" or not tags
             or tag.lower() in {t.lower() for t in tags} or Path(tag).expanduser().exists()):
         return
-    close = _close(tag, tags) or tags[:CLOSE]
-    raise ModelUnavailableError(f"unknown pretrained tag '{tag}' for {name}; its tags include "
-                                f"{', '.join(close)} (or --pretrained none for random weights)")
+    close = _close(tag, tags)
+    hint = f"did you mean {' or '.join(close)}?" if close else f"its tags include {', '.join(tags[:CLOSE])}"
+    raise ModelUnavailableError(f"unknown pretrained tag '{tag}' for {name}; {hint} "
+                                f"(or --pretrained none for random weights)")
 
 
 def check_loadable(spec: ModelSpec, device: str | None, backend: str) -> None:
