@@ -50,3 +50,12 @@ def test_index_without_faiss_says_so_before_embedding_anything(tmp_path, monkeyp
         "error: vector search needs faiss, which is not installed: pip install 'faiss-cpu>=1.8,<2' "
         "(or faiss-gpu-cu12 instead, on a CUDA 12 machine)"]
     assert not (tmp_path / "lib").exists()
+
+
+def test_train_without_torch_names_the_train_extra_first(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    result = CliRunner().invoke(app, ["train", "audio", str(tmp_path), "--out", str(tmp_path / "t.pt"),
+                                      "--model", "tiny-test"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"error: jrsearch train audio needs torch, which is not installed: {install_hint('train')}"]
