@@ -98,7 +98,7 @@ def handles_errors(command: Callable) -> Callable:
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from jrsearch.cli.first_use import announce
-        from jrsearch.retrieval.encoders.first_use import set_announcer
+        from jrsearch.retrieval.first_use import set_announcer
 
         logging.getLogger().setLevel(logging.ERROR)  # open_clip logs warnings on the root logger
         set_announcer(announce)  # a model's one-time export says so on stderr

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jrsearch.retrieval import model_cache
-from jrsearch.retrieval.encoders.first_use import first_use
 from jrsearch.retrieval.errors import ModelUnavailableError
 from jrsearch.retrieval.fileio import write_json_atomic
+from jrsearch.retrieval.first_use import first_use
 from jrsearch.retrieval.settings import CUDA_VISIBLE_DEVICES
 from jrsearch.retrieval.types import ModelSpec
 
