@@ -106,7 +106,7 @@ def test_the_first_use_of_a_model_says_what_it_does_on_stderr(tmp_path, monkeypa
 
 
 def test_without_an_announcer_the_first_use_shows_nothing(capsys):
-    from jrsearch.retrieval.encoders.first_use import first_use, set_announcer
+    from jrsearch.retrieval.first_use import first_use, set_announcer
 
     seen = []
 
