@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -33,9 +34,15 @@ def _pretrained_tags() -> dict[str, list[str]]:
     return {str(name): [str(tag) for tag in tags] for name, tags in models.items()}
 
 
-@cache
 def known_models() -> frozenset[str]:
-    """open_clip's architectures (its installed configs, else the kept list) and jrsearch's shipped ones."""
+    """open_clip's architectures (its installed configs, else the kept list), jrsearch's shipped ones,
+    and any config registered in this process (`register_model_configs`, as the benchmarks do)."""
+    loaded = sys.modules.get("open_clip")
+    return _installed_models() | (frozenset(loaded.list_models()) if loaded else frozenset())
+
+
+@cache
+def _installed_models() -> frozenset[str]:
     import importlib.util
 
     names = {path.stem for path in SHIPPED_CONFIGS.glob("*.json")}
