@@ -98,7 +98,11 @@ def handles_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from jrsearch.cli.first_use import announce
+        from jrsearch.retrieval.first_use import set_announcer
+
         logging.getLogger().setLevel(logging.ERROR)  # open_clip logs warnings on the root logger
+        set_announcer(announce)  # a model's one-time export says so on stderr
         try:
             return command(*args, **kwargs)
         except JrsearchError as exc:
@@ -157,6 +161,10 @@ def model_options(*fields: str) -> Callable[[Callable[..., T]], Callable[..., T]
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> T:
             choice = ModelChoice(**{name: kwargs.pop(name) for name in names if name in kwargs})
+            if choice.model is not None:  # an unknown name or tag: one line now, before any folder is made
+                from jrsearch.retrieval.model_check import check_choice
+
+                check_choice(choice)
             return command(*args, choice=choice, **kwargs)
 
         wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]

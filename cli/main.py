@@ -78,16 +78,19 @@ def index(
     """Embed every media file under PATHS; unchanged files are skipped, deleted ones forgotten."""
     from jrsearch.cli.render import RichProgress, print_index_report
     from jrsearch.indexer.pipeline import IndexOptions, run_index
-    from jrsearch.retrieval.encoders import LazyEncoder, load_encoder
+    from jrsearch.retrieval.encoders import LazyEncoder, check_runnable, load_encoder
+    from jrsearch.retrieval.index import require_faiss
     from jrsearch.retrieval.library import Library
 
     for path in paths:
         if not path.exists():
             fail(f"{path} does not exist; pass a folder or file to index")
+    require_faiss()
     lib = Library.open(library, create=True)
     with lib.writing():
         spec = resolve_model(lib, choice)
         lib.check_model(spec)  # before spending seconds loading the wrong model
+        check_runnable(spec, choice.device, choice.backend)  # torch missing for a first export: say so now
         encoder = LazyEncoder(spec, lambda: load_encoder(spec, device=choice.device, precision=choice.precision,
                                                          backend=choice.backend))
         options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden,

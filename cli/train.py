@@ -51,14 +51,16 @@ def audio(
     """AVID: soundtrack windows learn to match the frozen image-tower vectors of the frames at the same time."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from jrsearch.retrieval.extras import require
+
+    require("torch", "train", "jrsearch train audio")
+    require("matplotlib", "train", "jrsearch train audio (its loss curve)")  # before hours of training, not after
     from jrsearch.indexer.walk import walk
     from jrsearch.retrieval.encoders import load_encoder
     from jrsearch.retrieval.encoders.audio import AudioTowerConfig
-    from jrsearch.retrieval.extras import require
     from jrsearch.retrieval.training.avid import TrainConfig, save_loss_curve, train_audio_tower
     from jrsearch.retrieval.types import MediaKind
 
-    require("matplotlib", "train", "jrsearch train audio (its loss curve)")  # before hours of training, not after
     spec = _image_model(library, choice)
     videos = [p for root in paths for p, kind in walk(root) if kind == MediaKind.VIDEO]
     if not videos:

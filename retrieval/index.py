@@ -112,8 +112,14 @@ class ArraySource:
 
 
 def _faiss() -> Any:
-    """The faiss module, from the `cpu` or the `gpu` extra (exactly one: both install `faiss`)."""
-    return require("faiss", "cpu", "vector search (or 'jrsearch[gpu]' on a CUDA 12 machine, instead of [cpu])")
+    """The faiss module: faiss-cpu (a base dependency) or faiss-gpu-cu12 in its place (both install `faiss`)."""
+    return require("faiss", "", "vector search",
+                   install="pip install 'faiss-cpu>=1.8,<2' (or faiss-gpu-cu12 instead, on a CUDA 12 machine)")
+
+
+def require_faiss() -> None:
+    """`MissingExtraError` now where faiss is missing: before a run embeds anything, not after."""
+    _faiss()
 
 
 # -- choosing an index ----------------------------------------------------------------------

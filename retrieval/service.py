@@ -83,8 +83,15 @@ class SearchService(Protocol):
 def choose_model(choice: ModelChoice, stored: ModelSpec | None = None) -> ModelSpec:
     """The model a command uses: explicit options first, then the library's (`stored`), then the default."""
     from jrsearch.retrieval.encoders import DEFAULT_MODEL, SHIPPED_MODELS
+    from jrsearch.retrieval.encoders.onnx_towers import folder_spec, is_repo_id
+    from jrsearch.retrieval.model_check import check_choice
 
+    check_choice(choice)
     name = choice.model or (stored.name if stored else DEFAULT_MODEL.name)
+    if choice.checkpoint is not None and choice.checkpoint.is_dir():
+        return folder_spec(choice.checkpoint, choice.model)
+    if choice.model is not None and Path(choice.model).is_dir():
+        return folder_spec(Path(choice.model))
     if choice.checkpoint is not None:
         if not choice.checkpoint.is_file():
             raise JrsearchError(f"checkpoint {choice.checkpoint} does not exist; "
@@ -98,6 +105,8 @@ def choose_model(choice: ModelChoice, stored: ModelSpec | None = None) -> ModelS
         return DEFAULT_MODEL
     if name in SHIPPED_MODELS:
         return SHIPPED_MODELS[name]
+    if is_repo_id(name):
+        return ModelSpec(name, "")
     raise JrsearchError(f"pass --pretrained TAG (or --checkpoint PATH) for model '{name}'")
 
 

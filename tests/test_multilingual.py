@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -117,13 +118,14 @@ def test_stale_or_unsupported_hf_exports_are_not_used(multilingual_encoder, tmp_
 def test_real_multilingual_models_fail_offline_with_a_remedy(monkeypatch):
     from jrsearch.retrieval.encoders import load_encoder
     from jrsearch.retrieval.errors import MissingExtraError, ModelUnavailableError
+    from jrsearch.retrieval.extras import install_hint
     from jrsearch.retrieval.types import ModelSpec
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match=r"xlm-roberta-base.*tiny-multilingual"):
         load_encoder(ModelSpec("xlm-roberta-base-ViT-B-32", ""), device="cpu")
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
-    with pytest.raises(MissingExtraError, match=r"needs transformers.*pip install 'jrsearch\[multilingual\]'"):
+    with pytest.raises(MissingExtraError, match="needs transformers.*" + re.escape(install_hint("multilingual"))):
         load_encoder(ModelSpec("xlm-roberta-base-ViT-B-32", ""), device="cpu")
 
 

@@ -30,6 +30,7 @@ SHIPPED_MODELS = {spec.name: spec for spec in (TINY_TEST_MODEL, TINY_MULTILINGUA
 
 __all__ = ["AUDIO", "AUDIO_FAMILY", "DEFAULT_MODEL", "ENCODER_FACTORIES", "OPEN_CLIP", "SHIPPED_MODELS",
            "TINY_MULTILINGUAL_MODEL", "TINY_TEST_MODEL", "AudioTower", "Encoder", "Family", "Tower", "audio_spec",
+           "check_runnable",
            "load_audio_tower", "load_encoder", "load_tower", "modalities_of", "register_family"]
 
 
@@ -42,6 +43,10 @@ class Family:
 
 
 def _open_clip(spec: ModelSpec, device: str | None, precision: str, backend: str) -> Tower:
+    from jrsearch.retrieval.encoders.onnx_towers import is_towers_spec, load_towers
+
+    if is_towers_spec(spec):  # pre-exported ONNX towers (a folder, a hub repo): no torch
+        return load_towers(spec, device, precision, backend)
     from jrsearch.retrieval.encoders.backend import load_open_clip
 
     return load_open_clip(spec, device=device, precision=precision, backend=backend)
@@ -83,6 +88,14 @@ def _family(spec: ModelSpec) -> Family:
 def modalities_of(spec: ModelSpec) -> tuple[str, ...]:
     """What the model named by `spec` embeds, without loading it."""
     return _family(spec).modalities
+
+
+def check_runnable(spec: ModelSpec, device: str | None = None, backend: str = "auto") -> None:
+    """Raise `MissingExtraError` now where loading `spec` would need torch and it is not installed."""
+    if _family(spec) is OPEN_CLIP:
+        from jrsearch.retrieval.model_check import check_loadable
+
+        check_loadable(spec, device, backend)
 
 
 def load_tower(spec: ModelSpec, device: str | None = None, precision: str = "auto", backend: str = "auto") -> Tower:

@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING
 from jrsearch.retrieval import model_cache
 from jrsearch.retrieval.errors import ModelUnavailableError
 from jrsearch.retrieval.fileio import write_json_atomic
+from jrsearch.retrieval.first_use import first_use
 from jrsearch.retrieval.settings import CUDA_VISIBLE_DEVICES
 from jrsearch.retrieval.types import ModelSpec
 
 if TYPE_CHECKING:
+    from jrsearch.retrieval.checksums import FileCheck
     from jrsearch.retrieval.encoders.onnx import OnnxClipEncoder
     from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
@@ -49,7 +51,9 @@ def _wants_gpu(device: str | None) -> bool:
 def load_open_clip(spec: ModelSpec, device: str | None = None, precision: str = "auto", backend: str = "auto"
                    ) -> OnnxClipEncoder | OpenClipEncoder:
     from jrsearch.retrieval.encoders.onnx import RUNTIME_PRECISIONS
+    from jrsearch.retrieval.model_check import check_loadable
 
+    check_loadable(spec, device, backend)
     if backend not in BACKENDS:
         raise ModelUnavailableError(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}")
     cpu_precision = "fp32" if precision == "auto" else precision
@@ -75,13 +79,16 @@ def _torch(spec: ModelSpec, device: str | None, precision: str) -> OpenClipEncod
     return encoder
 
 
+def _torch_precision(precision: str) -> str:
+    return "fp32" if precision == "bf16" else precision  # torch's bf16 is slower on a CPU
+
+
 def _onnx(spec: ModelSpec, precision: str, runtime: str) -> OnnxClipEncoder | OpenClipEncoder:
     from jrsearch.retrieval.checksums import check_folder
-    from jrsearch.retrieval.encoders.onnx import ExportError, export_model
+    from jrsearch.retrieval.encoders.onnx import ExportError
     from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
 
-    torch_precision = "fp32" if precision == "bf16" else precision  # torch's bf16 is slower on a CPU
-
+    torch_precision = _torch_precision(precision)
     folder = model_cache.find(spec)
     # sizes only (a truncated tower): reading ViT-B-32's 600 MB would add ~2 s to each start (`check` reads them)
     damage = check_folder(folder / ONNX_DIR) if folder is not None else None
@@ -94,6 +101,18 @@ def _onnx(spec: ModelSpec, precision: str, runtime: str) -> OnnxClipEncoder | Op
             return _fallback(OpenClipEncoder.load(spec, "cpu", torch_precision), str(exc))
         if found is not None:
             return found
+    with first_use(spec.label()):
+        return _export(spec, precision, runtime, damage)
+
+
+def _export(spec: ModelSpec, precision: str, runtime: str,
+            damage: FileCheck | None = None) -> OnnxClipEncoder | OpenClipEncoder:
+    """Load `spec` in torch, export it into the model cache and open the export (or torch, with a note);
+    `damage` is what was wrong with the export this one replaces."""
+    from jrsearch.retrieval.encoders.onnx import ExportError, export_model
+    from jrsearch.retrieval.encoders.openclip import OpenClipEncoder
+
+    torch_precision = _torch_precision(precision)
     encoder = OpenClipEncoder.load(spec, device="cpu", precision="fp32")
     share_text_tower(encoder)
     try:
@@ -136,6 +155,10 @@ def _open_export(spec: ModelSpec, folder: Path, precision: str, runtime: str) ->
             raise ModelUnavailableError(
                 f"--backend {runtime} cannot embed {spec.label()} in {precision}: {exc}") from None
     if precision == "int8":
+        return fastest(folder, precision, {"onnx": opener("onnx")})
+    from jrsearch.retrieval.extras import installed
+
+    if precision == "fp32" and not installed("openvino"):  # the `openvino` extra is not installed
         return fastest(folder, precision, {"onnx": opener("onnx")})
     runtimes = {"openvino": opener("openvino")} | ({"onnx": opener("onnx")} if precision == "fp32" else {})
     try:

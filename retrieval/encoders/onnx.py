@@ -95,13 +95,20 @@ class TowerRunner(Protocol):
 
 
 class OrtRunner:
-    """One tower on ONNX Runtime: one batch after another, each on all its intra-op threads."""
+    """One tower on ONNX Runtime: one batch after another, each on all its intra-op threads. A graph
+    with a fixed batch (immich's exports: 1) gets batches of that size; inputs take its dtype."""
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         self._session = session(path, threads)
+        graph_input = self._session.get_inputs()[0]
+        self._input = graph_input.name
+        self._dtype = np.int32 if graph_input.type == "tensor(int32)" else None
+        self._fixed_batch = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None
 
     def run(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-        return np.concatenate([self._session.run(None, {"input": inputs[i:i + batch_size]})[0]
+        batch_size = self._fixed_batch or batch_size
+        inputs = inputs.astype(self._dtype) if self._dtype else inputs
+        return np.concatenate([self._session.run(None, {self._input: inputs[i:i + batch_size]})[0]
                                for i in range(0, len(inputs), batch_size)])
 
 

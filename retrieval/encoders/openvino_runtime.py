@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jrsearch.retrieval.errors import JrsearchError
+from jrsearch.retrieval.extras import install_hint
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -46,7 +47,7 @@ def _core() -> ov.Core:
     try:
         import openvino as ov
     except ImportError as exc:
-        raise RuntimeUnavailable(f"OpenVINO is not installed ({exc}); pip install 'openvino>=2024,<2027'") from None
+        raise RuntimeUnavailable(f"OpenVINO is not installed ({exc}); {install_hint('openvino')}") from None
     return ov.Core()
 
 
@@ -71,6 +72,10 @@ class OpenVinoRunner:
         except OSError:
             pass  # a read-only cache folder only costs a slower compile
         compiled = _core().compile_model(str(path), "CPU", config)
+        graph_input = compiled.input(0)  # a fixed batch (immich's exports: 1) and int32 tokens are kept
+        batch = graph_input.get_partial_shape()[0]
+        self._fixed_batch = batch.get_length() if batch.is_static else None
+        self._dtype = np.int32 if graph_input.get_element_type() == ov.Type.i32 else None
         self.streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self._queue = ov.AsyncInferQueue(compiled, self.streams)
         self._queue.set_callback(self._keep)
@@ -79,7 +84,8 @@ class OpenVinoRunner:
 
     def run(self, inputs: np.ndarray, batch_size: int) -> np.ndarray:
         # each request's share of a batch; a call shorter than a batch is still split across all streams
-        part = max(1, -(-min(batch_size, len(inputs)) // self.streams))
+        part = self._fixed_batch or max(1, -(-min(batch_size, len(inputs)) // self.streams))
+        inputs = inputs.astype(self._dtype) if self._dtype else inputs
         starts = range(0, len(inputs), part)
         with self._busy:
             self._outputs = [np.empty(0, np.float32)] * len(starts)
