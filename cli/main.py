@@ -33,8 +33,8 @@ from jrsearch.cli.common import (
 )
 from jrsearch.retrieval.types import MediaKind, ModelChoice
 
-INDEXDIR_METADATA = ("--after, --before, --near and --camera are not supported with --index (an INDEXDIR "
-                     "keeps no date taken, place or camera) yet; use --under/--glob, or search a library")
+INDEXDIR_METADATA = ("--near and --camera are not supported with --index (an INDEXDIR keeps no place or "
+                     "camera) yet; use --under/--glob/--after/--before, or search a library")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cross-modal search over your photos, texts, videos and sounds.")
@@ -126,7 +126,7 @@ def query(
         filters = Filters.make(under, glob, after=after, before=before, near=near, camera=camera)
     except QueryError as exc:  # a usage error: exit 2, like typer's own
         return fail(str(exc), 2)
-    if index is not None and filters.by_metadata:
+    if index is not None and (filters.near is not None or filters.camera is not None):
         return fail(INDEXDIR_METADATA, 2)
     request = SearchRequest(kind, top_k, filters, nprobe, rerank)
     if text is not None and index is None and choice.is_default:
