@@ -33,9 +33,12 @@ from jrsearch.retrieval.fileio import write_folder_atomic
 from jrsearch.retrieval.index import VectorIndex, _faiss
 
 # Up to this many matching vectors the plan scores them all exactly (recall 1). Measured on 2 shared
-# AMD EPYC cores (benchmarks/filtered.py, float16 rows): exact costs ~0.45-0.75 us per row (30k:
-# 14-23 ms p50), the selector path at 1M (OPQ64,IVF4096,PQ64, SCAN_MATCHING) 10-17 ms at 20-50k
-# matching with recall ~0.98: speed alone crosses at ~20-30k; 30k keeps exact answers under ~20 ms.
+# AMD EPYC cores (benchmarks/filtered.py, float16 rows): exact cost ~0.45-0.75 us per row (30k:
+# 14-23 ms p50) when rows were copied three times; gathered straight into faiss's buffer (exact_top)
+# ~0.3 us per row of CPU (30k: ~9 ms unloaded), 1.4-2x less. The selector path at 1M
+# (OPQ64,IVF4096,PQ64, SCAN_MATCHING) costs 10-17 ms at 20-50k matching with recall ~0.98, at 300k
+# (IVF2048) 5-7 ms: it scans every list below SCAN_MATCHING matching, so its cost grows with the
+# index, the exact one with the match count; 30k keeps exact answers under ~20 ms at any size.
 EXACT_FILTER_MAX = 30_000
 EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cache-sized (measured: 65,536 is ~3x slower)
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
