@@ -63,11 +63,12 @@ def make_source(stored: np.ndarray) -> Any:
     return source
 
 
-def float16_rows(source: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """ids -> float16 rows as stored (NaN rows for unknown ids): what the plan's exact path reads."""
-    def get(ids: np.ndarray) -> np.ndarray:
+def float16_rows(source: Any) -> Any:
+    """ids -> float16 rows as stored, gathered into `out` where given (NaN rows for unknown ids): what
+    the plan's exact path reads (`vectors.ShardSource.get_stored`)."""
+    def get(ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         rows = np.searchsorted(source.ids, ids).clip(0, len(source.ids) - 1)
-        out = source.vectors[rows]
+        out = np.take(source.vectors, rows, axis=0, out=out, mode="clip")
         out[source.ids[rows] != ids] = np.nan
         return out
 

@@ -145,7 +145,7 @@ def result_rows(results: Sequence[SearchResult]) -> tuple[list[str], list[list[s
             detail = f"{r.start_s:.1f}-{r.end_s:.1f} s"
         row = [str(r.rank), f"{r.score:.4f}", display_path(r.path), detail]
         if taken:
-            row.append(taken_text(r.taken_at))
+            row.append(taken_text(r.taken_at, r.taken_source))
         if camera:
             row.append(r.camera or "")
         rows.append(row)
@@ -161,12 +161,13 @@ def one_line(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def taken_text(taken_at: str | None) -> str:
-    """A date taken as people read it: `2024-06-01 12:30` (the file's own clock; ISO 8601 in --json)."""
+def taken_text(taken_at: str | None, taken_source: str | None = None) -> str:
+    """A date taken as people read it: `2024-06-01 12:30` (the file's own clock; ISO 8601 in --json);
+    `modified 2024-06-01 12:30` where the file holds no date and its modification time stands in."""
     if not taken_at:
         return ""
     day, _, time = taken_at.partition("T")
-    return f"{day} {time[:5]}".strip()
+    return f"{'modified ' if taken_source == 'mtime' else ''}{day} {time[:5]}".strip()
 
 
 def _mib(n: int) -> str:

@@ -33,7 +33,7 @@ WAL_SUFFIX = "-wal"
 
 HITS_SQL = """
 SELECT v.id, v.item_id, v.text_id, v.start_s, v.end_s, i.path, i.kind, t.text, t.line,
-       i.taken_at, i.latitude, i.longitude, i.camera_make, i.camera_model
+       i.taken_at, i.latitude, i.longitude, i.camera_make, i.camera_model, i.taken_source
 FROM vectors v JOIN items i ON v.item_id = i.id LEFT JOIN texts t ON v.text_id = t.id
 WHERE v.id IN ({})"""
 
@@ -154,6 +154,7 @@ class HitRow(NamedTuple):
     latitude: float | None = None
     longitude: float | None = None
     camera: str | None = None  # `camera_name(make, model)`
+    taken_source: str | None = None  # where taken_at came from: "exif", "container", "mtime" (the file's)
 
 
 def camera_name(make: str | None, model: str | None) -> str | None:
@@ -347,9 +348,9 @@ class Catalog:
             return []
         rows = self.con.execute(HITS_SQL.format(",".join("?" * len(vector_ids))), list(vector_ids)).fetchall()
         return [HitRow(vid, item_id, text_id, start_s, end_s, path_from_db(path), kind, text, line, taken_at,
-                       lat, lon, camera_name(make, model))
-                for vid, item_id, text_id, start_s, end_s, path, kind, text, line, taken_at, lat, lon, make, model
-                in rows]
+                       lat, lon, camera_name(make, model), taken_source)
+                for vid, item_id, text_id, start_s, end_s, path, kind, text, line, taken_at, lat, lon, make, model,
+                taken_source in rows]
 
     def filter_rows(self, kind: str) -> FilterRows:
         """Every live vector of `kind` with its item's path, date taken, place and camera, in id order."""

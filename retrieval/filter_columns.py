@@ -90,8 +90,12 @@ class FilterColumns:
 
 def folder_key(path: bytes) -> bytes:
     """The key a file's folder is ranked by: the parent folder's bytes, ending in the separator."""
-    parent = os.path.dirname(path)
-    return parent if parent.endswith(SEP) else parent + SEP
+    head = path[:path.rfind(SEP) + 1]  # os.path.dirname's answer, without its cost (millions of paths)
+    if not head:
+        return SEP
+    if head.endswith(SEP + SEP) and head.strip(SEP):
+        return head.rstrip(SEP) + SEP  # "a/b//c" is in "a/b/", as dirname says
+    return head
 
 
 def build_columns(rows: FilterRows, generation: int) -> FilterColumns:
@@ -100,13 +104,15 @@ def build_columns(rows: FilterRows, generation: int) -> FilterColumns:
     folders = sorted(set(keys))
     rank_of = {key: rank for rank, key in enumerate(folders)}
     names = sorted({name for name in rows.cameras if name})
-    code_of = {name: code for code, name in enumerate(names)}
+    code_of: dict[str | None, int] = {name: code for code, name in enumerate(names)}
+    code_of[None] = code_of[""] = -1
     taken = np.full(len(rows.ids), TAKEN_UNKNOWN, dtype=np.int64)
     known = ~np.isnan(rows.taken)
     taken[known] = np.floor(rows.taken[known]).astype(np.int64)
+    n = len(rows.ids)
     columns = MetadataColumns.build(
-        rows.ids, np.array([rank_of[key] for key in keys], dtype=np.int32), taken, rows.lat, rows.lon,
-        np.array([code_of[name] if name else -1 for name in rows.cameras], dtype=np.int32), names)
+        rows.ids, np.fromiter(map(rank_of.__getitem__, keys), dtype=np.int32, count=n), taken, rows.lat, rows.lon,
+        np.fromiter(map(code_of.__getitem__, rows.cameras), dtype=np.int32, count=n), names)
     return FilterColumns(columns, folders, generation)
 
 
@@ -180,7 +186,12 @@ def exact_rows(index: VectorIndex) -> ExactRows:
         return source.get_stored
     if source is None:
         raise ValueError("an index without a vector source cannot answer a filtered search")
-    return source.get
+    get = source.get
+
+    def float32_rows(ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return get(ids)  # float32: `out` (a float16 buffer) is not for these
+
+    return float32_rows
 
 
 def filtered_ranked_search(index: VectorIndex | None, columns: FilterColumns, query: np.ndarray, top_k: int,

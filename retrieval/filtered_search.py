@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -33,9 +33,12 @@ from jrsearch.retrieval.checksums import write_folder_checked
 from jrsearch.retrieval.index import VectorIndex, _faiss
 
 # Up to this many matching vectors the plan scores them all exactly (recall 1). Measured on 2 shared
-# AMD EPYC cores (benchmarks/filtered.py, float16 rows): exact costs ~0.45-0.75 us per row (30k:
-# 14-23 ms p50), the selector path at 1M (OPQ64,IVF4096,PQ64, SCAN_MATCHING) 10-17 ms at 20-50k
-# matching with recall ~0.98: speed alone crosses at ~20-30k; 30k keeps exact answers under ~20 ms.
+# AMD EPYC cores (benchmarks/filtered.py, float16 rows): exact cost ~0.45-0.75 us per row (30k:
+# 14-23 ms p50) when rows were copied three times; gathered straight into faiss's buffer (exact_top)
+# ~0.3 us per row of CPU (30k: ~9 ms unloaded), 1.4-2x less. The selector path at 1M
+# (OPQ64,IVF4096,PQ64, SCAN_MATCHING) costs 10-17 ms at 20-50k matching with recall ~0.98, at 300k
+# (IVF2048) 5-7 ms: it scans every list below SCAN_MATCHING matching, so its cost grows with the
+# index, the exact one with the match count; 30k keeps exact answers under ~20 ms at any size.
 EXACT_FILTER_MAX = 30_000
 EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cache-sized (measured: 65,536 is ~3x slower)
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
@@ -49,8 +52,13 @@ RANGE_SORT_FRACTION = 16  # a range of more than n/16 rows is found by compariso
 COLUMNS = ("ids", "path_rank", "taken", "lat", "lon", "camera")
 DTYPES = {"ids": np.int64, "path_rank": np.int32, "taken": np.int64, "lat": np.float32, "lon": np.float32,
           "camera": np.int32}
-# ids (m,) int64 -> (m, d) rows, float32 or float16 as stored (faster: no cast); NaN rows for ids not live
-ExactRows = Callable[[np.ndarray], np.ndarray]
+
+
+class ExactRows(Protocol):
+    """ids (m,) int64 -> (m, d) rows, NaN rows for ids not live: float16 as stored (the fast way:
+    written into `out`, an (m, d) float16 buffer, where given), or float32."""
+
+    def __call__(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray: ...
 
 
 # -- columns --------------------------------------------------------------------------------
@@ -438,37 +446,63 @@ def search_parameters(index: VectorIndex, selector: Any, probe: int) -> Any:
 def exact_top(query: np.ndarray, ids: np.ndarray, k: int, exact: ExactRows) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner products of one query with the rows of `ids` (read in chunks), best k first.
 
-    `exact` may return float32 rows, or float16 rows as the shards store them: those are scored by
-    faiss's fp16 scalar-quantizer kernels without a float32 copy (~3x faster than casting on AVX-512).
-    Rows that come back NaN (deleted) are dropped; the answer holds min(k, live) results."""
+    Float16 rows are gathered straight into the codes of a faiss fp16 flat index and scored by its
+    kernels: no float32 copy (numpy's float16 cast is ~20x slower than the scoring) and no copy into
+    faiss. Rows that come back NaN (deleted) are dropped; the answer holds min(k, live) results."""
     query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
     best_scores = np.zeros(0, np.float32)
     best_ids = np.zeros(0, np.int64)
+    block = _Float16Block(query.shape[1], min(len(ids), EXACT_CHUNK)) if len(ids) else None
     for start in range(0, len(ids), EXACT_CHUNK):
+        assert block is not None
         part = np.asarray(ids[start:start + EXACT_CHUNK], dtype=np.int64)
-        rows = np.asarray(exact(part))
+        rows = np.asarray(exact(part, block.rows[:len(part)]))
         live = ~np.isnan(rows[:, 0]) if rows.size else np.zeros(len(part), bool)
         if not live.all():
             rows, part = rows[live], part[live]
-        scores, top = _chunk_top(query, rows, k)
+        if rows.dtype == np.float16:
+            scores, top = block.top(query, rows, k)
+        else:
+            scores, top = _float32_top(query, rows, k)
         best_scores = np.concatenate([best_scores, scores])
         best_ids = np.concatenate([best_ids, part[top]])
     order = np.lexsort((best_ids, -best_scores))[:k]
     return best_scores[order][None, :], best_ids[order][None, :]
 
 
-def _chunk_top(query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, row positions) of the best min(k, len(rows)) rows, unordered."""
-    if len(rows) == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    if rows.dtype == np.float16:
+class _Float16Block:
+    """A faiss fp16 flat index whose code storage is the numpy buffer `rows`: what is gathered into
+    it is searched where it lies."""
+
+    def __init__(self, dim: int, capacity: int) -> None:
         faiss = _faiss()
 
-        flat = faiss.IndexScalarQuantizer(rows.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-        faiss.copy_array_to_vector(np.ascontiguousarray(rows).view(np.uint8).ravel(), flat.codes)
-        flat.ntotal = len(rows)
-        scores, top = flat.search(query, min(k, len(rows)))
+        self.index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        size = capacity * dim * 2
+        self.index.codes.resize(size)
+        # a view into the index's own vector: valid while self.index lives and is not resized
+        self.rows = faiss.rev_swig_ptr(self.index.codes.data(), size).view(np.float16).reshape(capacity, dim)
+
+    def top(self, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, row positions) of the best min(k, len(rows)) of `rows` (float16), unordered."""
+        count = len(rows)
+        if count == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        if _address(rows) != _address(self.rows) or not rows.flags.c_contiguous:
+            self.rows[:count] = rows  # a reader that did not write into the buffer, or dropped rows
+        self.index.ntotal = count
+        scores, top = self.index.search(query, min(k, count))
         return scores[0], top[0]
+
+
+def _address(array: np.ndarray) -> int:
+    return int(array.__array_interface__["data"][0])
+
+
+def _float32_top(query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, row positions) of the best min(k, len(rows)) float32 rows, unordered."""
+    if len(rows) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
     scores = np.ascontiguousarray(rows, dtype=np.float32) @ query[0]
     top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
     return scores[top], top

@@ -15,7 +15,8 @@ from jrsearch.retrieval.types import SearchResult
 
 # What `fetch_rows(vector_ids)` returns per vector, in this order.
 ROW_COLUMNS = ("vector_id", "item_id", "text_id", "start_s", "end_s", "path", "kind", "text", "line")
-EXTRA_COLUMNS = ("taken_at", "latitude", "longitude", "camera")  # optional, after ROW_COLUMNS (a library's rows)
+# optional, after ROW_COLUMNS (a library's rows)
+EXTRA_COLUMNS = ("taken_at", "latitude", "longitude", "camera", "taken_source")
 JOIN_CHUNK = 900  # ids per IN (...) list, under SQLite's bound-parameter limit
 
 RowFetcher = Callable[[list[int]], Iterable[Sequence[Any]]]

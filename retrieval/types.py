@@ -74,6 +74,9 @@ class SearchResult:
     latitude: float | None = None  # where it was taken (GPS), degrees
     longitude: float | None = None
     camera: str | None = None  # make and model
+    # where taken_at came from: "exif", "container" (a video's creation_time), or "mtime": no date in
+    # the file, its modification time instead (shown as "modified ...", not as a date taken)
+    taken_source: str | None = None
 
     def to_json(self, *, nulls: bool = False) -> dict[str, Any]:
         """The one serialised form of a result (`jrsearch query --json`; the web API adds its links).
@@ -86,7 +89,8 @@ class SearchResult:
             "item_id": self.item_id,
             "vector_id": self.vector_id,
         }
-        for key in ("text", "line", "start_s", "end_s", "taken_at", "latitude", "longitude", "camera"):
+        for key in ("text", "line", "start_s", "end_s", "taken_at", "taken_source", "latitude", "longitude",
+                    "camera"):
             value = getattr(self, key)
             if value is not None or nulls:
                 out[key] = value

@@ -223,6 +223,8 @@ class ShardSet:
             mapped = self._map(shard, last + 1)
             if last - first + 1 == len(wanted) and (np.diff(wanted) == 1).all():
                 out[where] = mapped[first:last + 1]  # consecutive rows: one slice, no gather
+            elif isinstance(where, slice) and out.dtype == mapped.dtype and out.flags.c_contiguous:
+                np.take(mapped, wanted, axis=0, out=out, mode="clip")  # one gather, no temporary (bounds: _map)
             else:
                 out[where] = mapped[wanted]
         return out
@@ -390,11 +392,17 @@ class ShardSource:
             out[where] = self.shards.read(shards, rows)
         return out
 
-    def get_stored(self, ids: np.ndarray) -> np.ndarray:
-        """`get` as stored: float16 rows, not renormalized (filtered search scores them exactly as is)."""
+    def get_stored(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """`get` as stored: float16 rows, not renormalized (filtered search scores them exactly as is),
+        written into `out` ((len(ids), dim) float16) if given: when every id is live, gathered
+        straight into it."""
         ids = np.asarray(ids, dtype=np.int64)
-        out = np.full((len(ids), self.dim), np.nan, dtype=DTYPE)
+        if out is None:
+            out = np.empty((len(ids), self.dim), dtype=DTYPE)
         where, shards, rows = self._locate(ids)
+        if len(where) == len(ids) and bool(np.all(where[1:] > where[:-1])):
+            return self.shards.read_stored(shards, rows, out)  # all live, in order (where is 0..n-1)
+        out.fill(np.nan)
         if len(where):
             out[where] = self.shards.read_stored(shards, rows)
         return out

@@ -5,6 +5,7 @@ received: these tests check the surfaces, not how a store narrows results."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -124,6 +125,30 @@ def test_the_service_path_gets_the_filters_and_the_table_shows_date_and_camera(t
     assert header.split() == ["#", "score", "path", "detail", "taken", "camera"]
     assert "2024-06-01 12:30" in first and "Canon EOS R5" in first
     assert second.split() == ["2", "0.8000", "/photos/b.jpg"]
+
+
+def test_a_date_from_the_files_mtime_is_shown_as_modified_not_taken(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from jrsearch.cli.web.app import create_app
+
+    exif = dataclasses.replace(TAKEN, taken_source="exif")
+    modified = SearchResult(2, 0.8, 8, 80, "/photos/b.png", "image", taken_at="2023-02-03T04:05:06+00:00",
+                            taken_source="mtime")
+    fake = FakeService(tmp_path, (exif, modified))
+    monkeypatch.setattr("jrsearch.cli.main.open_service", lambda *args: fake)
+    example = tmp_path / "example.jpg"
+    example.write_bytes(b"")
+    table = run("query", "--image", str(example), "--library", str(tmp_path / "lib"))
+    assert table.exit_code == 0, table.output
+    first, second = table.stdout.splitlines()[1:3]
+    assert "2024-06-01 12:30" in first and "modified" not in first
+    assert "modified 2023-02-03 04:05" in second
+    as_json = run("query", "--image", str(example), "--json", "--library", str(tmp_path / "lib"))
+    api = TestClient(create_app(fake)).get("/api/search", params={"q": "x"}).json()["results"]
+    for first, second in (json.loads(as_json.stdout), api):
+        assert (first["taken_source"], second["taken_source"]) == ("exif", "mtime")
+        assert second["taken_at"] == "2023-02-03T04:05:06+00:00"
 
 
 def test_the_table_has_no_metadata_columns_when_no_result_has_metadata(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from jrsearch.retrieval import filtered_search as filtered_search_module
+from jrsearch.retrieval.filter_columns import exact_rows
 from jrsearch.retrieval.filtered_search import (
     TAKEN_UNKNOWN,
     Allowed,
@@ -60,7 +62,7 @@ def test_few_matches_are_answered_exactly(index: VectorIndex, data: tuple) -> No
     allowed = Allowed(some_ids(data, 25), int(data[1][-1]) + 1)
     want = exact_filtered(data, allowed.ids, K)
     for query, expected in zip(data[2], want, strict=True):
-        scores, ids, plan = filtered_plan(index, query, allowed, K, index.source.get)
+        scores, ids, plan = filtered_plan(index, query, allowed, K, exact_rows(index))
         assert plan.path == "exact" and ids[0].tolist() == expected
         assert np.all(np.diff(scores[0]) <= 0)
 
@@ -71,7 +73,7 @@ def test_selector_path_recall_and_count(index: VectorIndex, data: tuple, m: int)
     want = exact_filtered(data, allowed.ids, K)
     recalls = []
     for query, expected in zip(data[2], want, strict=True):
-        _, ids, plan = filtered_plan(index, query, allowed, K, index.source.get, rerank=100, exact_max=0)
+        _, ids, plan = filtered_plan(index, query, allowed, K, exact_rows(index), rerank=100, exact_max=0)
         assert plan.path in ("ann", "ann+exact") and ids.shape == (1, K)
         assert set(ids[0].tolist()) <= set(allowed.ids.tolist())
         recalls.append(len(set(ids[0].tolist()) & set(expected)) / K)
@@ -83,28 +85,32 @@ def test_never_fewer_than_min_k_matching(index: VectorIndex, data: tuple) -> Non
         allowed = some_ids(data, m, seed=m)  # a bare array: hash-set selector, no id bound
         want = exact_filtered(data, allowed, K)
         for query, expected in zip(data[2][:5], want[:5], strict=True):
-            _, ids = filtered_search(index, query, allowed, K, index.source.get, nprobe=1, exact_max=0)
+            _, ids = filtered_search(index, query, allowed, K, exact_rows(index), nprobe=1, exact_max=0)
             assert ids.shape == (1, m) and sorted(ids[0].tolist()) == sorted(expected)
 
 
-def test_float16_rows_score_like_float32(index: VectorIndex, data: tuple) -> None:
+@pytest.mark.parametrize("chunk", [64, 8192])  # the float16 buffer reused across chunks, or one chunk
+def test_float16_rows_score_like_float32(index: VectorIndex, data: tuple, chunk: int,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filtered_search_module, "EXACT_CHUNK", chunk)
     allowed = some_ids(data, 500)
 
-    def half(ids: np.ndarray) -> np.ndarray:
-        rows = index.source.get(ids).astype(np.float16)
+    def half(ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:  # as the shards: into `out`
+        rows = np.empty((len(ids), DIM), np.float16) if out is None else out
+        rows[:] = index.source.get(ids)
         rows[ids == allowed[0]] = np.nan  # deleted since
         return rows
 
     for query in data[2][:5]:
         scores, ids = filtered_search(index, query, allowed, K, half)
-        want, want_ids = filtered_search(index, query, allowed[1:], K, index.source.get)
+        want, want_ids = filtered_search(index, query, allowed[1:], K, exact_rows(index))
         assert ids.tolist() == want_ids.tolist() and np.allclose(scores, want, atol=2e-3)
 
 
 def test_match_nothing_answers_empty(index: VectorIndex, data: tuple) -> None:
     calls: list[int] = []
 
-    def exact(ids: np.ndarray) -> np.ndarray:
+    def exact(ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         calls.append(len(ids))
         return index.source.get(ids)
 
@@ -113,7 +119,7 @@ def test_match_nothing_answers_empty(index: VectorIndex, data: tuple) -> None:
 
 
 def test_unfiltered_is_the_index_search(index: VectorIndex, data: tuple) -> None:
-    _, ids = filtered_search(index, data[2][0], None, K, index.source.get)
+    _, ids = filtered_search(index, data[2][0], None, K, exact_rows(index))
     assert ids.tolist() == index.search(data[2][:1], K)[1].tolist()
 
 
@@ -122,7 +128,7 @@ def test_deleted_vectors_are_dropped_on_the_exact_path(data: tuple) -> None:
     index = VectorIndex.build(vectors, ids, DIM, factory="IDMap,Flat")
     gone = set(ids[:2000:2].tolist())
 
-    def exact(wanted: np.ndarray) -> np.ndarray:
+    def exact(wanted: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         rows = index.source.get(wanted)
         rows[np.isin(wanted, list(gone))] = np.nan
         return rows

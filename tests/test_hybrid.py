@@ -114,11 +114,12 @@ def test_filters_keep_exactly_the_matching_items(photo_library, tiny_encoder):
     assert found(under=media / "nowhere") == set()
 
     a1 = next(r for r in service.search(vector, SearchRequest(filters=Filters.make(glob="*a1.jpg"))).results)
-    assert (a1.taken_at, a1.camera) == ("2021-04-11T15:47:53+02:00", "Canon EOS 5D")
+    assert (a1.taken_at, a1.taken_source, a1.camera) == ("2021-04-11T15:47:53+02:00", "exif", "Canon EOS 5D")
     assert abs(a1.latitude - AREZZO[0] - 0.001) < 1e-6 and abs(a1.longitude - AREZZO[1]) < 1e-6
     assert a1.to_json()["camera"] == "Canon EOS 5D"
     plain = next(r for r in service.search(vector, SearchRequest(filters=Filters.make(glob="*plain.jpg"))).results)
     assert plain.camera is None and plain.latitude is None and "camera" not in plain.to_json()
+    assert plain.taken_source == "mtime" and plain.taken_at is not None  # no date inside: its mtime, said so
 
 
 def test_cold_path_gives_the_service_results_for_a_filtered_text_query(photo_library, tiny_encoder):

@@ -149,6 +149,24 @@ def test_saved_slot_runs_find_the_same_rows_as_sqlite_and_step_aside_when_stale(
     assert np.isnan(with_runs[-2:]).all()  # removed after the runs were saved: not live, whatever the runs say
 
 
+def test_stored_rows_are_gathered_into_the_callers_buffer(tmp_path, monkeypatch):
+    monkeypatch.setattr(shards_module, "SHARD_ROWS", 50)
+    vectors = unit(np.random.default_rng(4), 120)
+    library = new_library(tmp_path / "lib")
+    library.write(images([f"/p/{i:03d}.jpg" for i in range(120)], vectors))  # ids 1..120 over three shards
+    library.remove(["/p/010.jpg"])
+    library.save_indexes()
+    source = library.shards.source("image")
+    for asked in (np.array([30, 2, 17, 5]), np.array([3, 70, 110, 49]), np.array([3, 11, 70])):  # one shard,
+        buffer = np.full((len(asked), DIM), 7, np.float16)                   # three, one id deleted (11)
+        rows = source.get_stored(asked, out=buffer)
+        assert rows is buffer
+        live = asked != 11
+        np.testing.assert_array_equal(rows[live], vectors[asked[live] - 1].astype(np.float16))
+        assert np.isnan(rows[~live]).all()
+    library.close()
+
+
 def test_remove_returns_how_many_items_were_removed(tmp_path):
     library = new_library(tmp_path / "lib")
     paths = [f"/p/{i}.jpg" for i in range(3)]

@@ -213,6 +213,10 @@ class EmbeddingDataset:
             parts.append(np.asarray(self.vectors(int(shard))[rows], dtype=np.float32))
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
+    def metadata_columns(self, shard: int, columns: tuple[str, ...]) -> pa.Table:
+        """Shard `shard`'s metadata, only `columns` (memory-mapped where local)."""
+        return _read_table(self.meta_files[shard], self._fs).select(list(columns))
+
     def metadata(self, ids: list[int]) -> dict[int, dict]:
         """Metadata rows for global ids (unknown ids are left out)."""
         out: dict[int, dict] = {}

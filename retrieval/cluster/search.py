@@ -22,8 +22,9 @@ from jrsearch.retrieval.request import Like, QueryTerm, SearchRequest
 from jrsearch.retrieval.service import UnsupportedQuery
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec, Partial, ResultSet
 
-METADATA_UNSUPPORTED = ("filters by date taken, place or camera (after, before, near, camera) are not supported "
-                        "on an INDEXDIR yet: it keeps no such metadata; filter by folder or glob, or search a library")
+METADATA_UNSUPPORTED = ("filters by place or camera (near, camera) are not supported on an INDEXDIR yet: it keeps "
+                        "no such metadata; filter by folder, glob or date (its files' modification time), or search "
+                        "a library")
 
 
 class ClusterService:
@@ -98,13 +99,19 @@ class ClusterService:
 
     def search(self, vector: np.ndarray | None, request: SearchRequest) -> ResultSet:
         """Image results (an INDEXDIR holds nothing else); `nprobe` is the one it was opened with."""
-        if request.filters.by_metadata:
+        filters = request.filters
+        if filters.near is not None or filters.camera is not None:
             raise UnsupportedQuery(METADATA_UNSUPPORTED)
         vector = combined_vector(vector, request.terms, self.embed_term)
         if request.kind != MediaKind.IMAGE.value:
             return ResultSet()
         with self._lock:
-            results = ranked_search(self.index, vector, request.top_k, request.filters, self._rows)
+            if filters.by_columns:  # a folder or a date: the matching ids first (the dataset's parquet)
+                from jrsearch.retrieval.cluster.filters import cluster_filtered_search
+
+                results = cluster_filtered_search(self.dataset, self.index, vector, request.top_k, filters, self._rows)
+            else:
+                results = ranked_search(self.index, vector, request.top_k, filters, self._rows)
             missing = list(self.index.missing)
         if not missing:
             return ResultSet(tuple(results))

@@ -254,7 +254,8 @@ function described(result) {
   const parts = [];
   if (result.taken_at) {
     const [day, time = ""] = result.taken_at.split("T");
-    parts.push(time ? `${day} ${time.slice(0, 5)}` : day);
+    const when = time ? `${day} ${time.slice(0, 5)}` : day;
+    parts.push(result.taken_source === "mtime" ? `modified ${when}` : when);  // no date in the file
   }
   if (result.camera) parts.push(result.camera);
   if (result.latitude != null && result.longitude != null) {
