@@ -89,7 +89,7 @@ def test_the_first_use_of_a_model_says_what_it_does_on_stderr(tmp_path, monkeypa
 
     exports = []
 
-    def export(spec, precision, runtime):
+    def export(spec, precision, runtime, damage=None):
         exports.append(spec.name)
         return tiny_onnx_encoder
 
