@@ -159,7 +159,10 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
     lib = Library.open(library)
     info = lib.status()
     if failures:
-        info["failures"] = [{"path": display_path(p), "error": e} for p, e in lib.failures()]
+        from jrsearch.retrieval.walk_record import read_walk_record
+
+        left_out = read_walk_record(lib.root).failures()  # symlinks out of the roots, unreadable folders
+        info["failures"] = [{"path": display_path(p), "error": e} for p, e in lib.failures() + left_out]
     if as_json:
         typer.echo(json.dumps(info, indent=2))
     else:

@@ -271,13 +271,12 @@ def test_a_file_swapped_for_a_symlink_is_not_served(small, tmp_path):
     target.symlink_to(secret)
     for url in (f"/api/items/{iid}/media", f"/api/items/{iid}/thumbnail"):
         response = client.get(url)
-        assert response.status_code == 409 and "changed on disk" in response.json()["detail"]
+        assert response.status_code == 404 and "outside the indexed folders" in response.json()["detail"]
         assert b"private" not in response.content
 
 
 def test_a_symlinked_item_is_served_from_its_target(tmp_path, tiny_encoder):
-    real = make_image(tmp_path / "elsewhere" / "real.jpg", seed=7)
-    (tmp_path / "media").mkdir()
+    real = make_image(tmp_path / "media" / "elsewhere" / "real.jpg", seed=7)  # inside the roots
     (tmp_path / "media" / "link.jpg").symlink_to(real)
     library = Library.open(tmp_path / "lib", create=True)
     run_index(library, tiny_encoder, [tmp_path / "media"])
