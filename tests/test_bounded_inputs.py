@@ -1,0 +1,52 @@
+"""Issue 22, bounded work per input: aspect-ratio bombs, text parsers, query files that are not
+regular files or are huge."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from jrsearch.indexer.pipeline import run_index
+from jrsearch.retrieval.encoders.preprocess import ImagePreprocess
+from jrsearch.retrieval.imageio import MAX_ASPECT, open_image
+from jrsearch.retrieval.library import Library
+
+CLIP_224 = ImagePreprocess((224, 224), (0.48, 0.46, 0.41), (0.27, 0.26, 0.28))
+
+
+def png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_aspect_ratio_bomb_is_cropped_before_any_upscale(tmp_path, tiny_encoder):
+    # 240 bytes; resizing its 1-pixel side to 224 would make a 224 x 8,960,000 image (6 GB)
+    bomb = png(Image.new("RGB", (1, 40000), "white"))
+    image = open_image(bomb, draft_size=224)
+    assert image.size == (1, MAX_ASPECT) and image.info["full_size"] == (1, 40000)
+    assert CLIP_224(image).shape == (3, 224, 224)
+
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "line.png").write_bytes(bomb)
+    library = Library.open(tmp_path / "lib", create=True)
+    report = run_index(library, tiny_encoder, [tmp_path / "media"])
+    assert report.indexed == 1 and not report.failed
+    assert library.items()[0].details == {"width": 1, "height": 40000}
+
+
+def test_cropping_a_long_image_keeps_what_the_model_sees():
+    pixels = np.random.default_rng(0).integers(0, 256, (60, 60 * MAX_ASPECT + 240, 3), dtype=np.uint8)
+    panorama = Image.fromarray(pixels)
+    assert open_image(png(panorama)).width == 60 * MAX_ASPECT
+    assert np.abs(CLIP_224(open_image(png(panorama))) - CLIP_224(panorama)).max() < 1e-4
+
+
+def test_a_large_image_is_reduced_while_decoding():
+    pixels = np.random.default_rng(1).integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    photo = Image.fromarray(pixels).resize((2000, 1600), Image.Resampling.BICUBIC)
+    reduced = open_image(png(photo), draft_size=224)
+    assert reduced.size == (666, 533) and reduced.info["full_size"] == (2000, 1600)  # by 3: short side >= 2 x 224
+    assert np.abs(CLIP_224(reduced) - CLIP_224(photo)).mean() < 0.05  # of values spanning about 7
