@@ -50,3 +50,25 @@ def test_a_large_image_is_reduced_while_decoding():
     reduced = open_image(png(photo), draft_size=224)
     assert reduced.size == (666, 533) and reduced.info["full_size"] == (2000, 1600)  # by 3: short side >= 2 x 224
     assert np.abs(CLIP_224(reduced) - CLIP_224(photo)).mean() < 0.05  # of values spanning about 7
+
+
+def test_hostile_text_corpora_are_recorded_failed_and_the_run_goes_on(tmp_path, tiny_encoder):
+    big_field = tmp_path / "big.tsv"
+    big_field.write_text("id\tcaption\n1\ta fine caption\n2\t" + "x" * (200 * 1024) + "\n")
+    nested = tmp_path / "nested.jsonl"
+    nested.write_text('{"text": "fine"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    long_line = tmp_path / "long.jsonl"
+    long_line.write_text('{"text": "' + "y" * (2 << 20) + '"}\n')
+    short_rows = tmp_path / "short.tsv"
+    short_rows.write_text("id\tcaption\n1\n2\tthe only caption\n")
+    good = tmp_path / "good.txt"
+    good.write_text("a dog on a beach\n")
+    library = Library.open(tmp_path / "lib", create=True)
+    report = run_index(library, tiny_encoder, [big_field, nested, long_line, short_rows, good])
+    failed = dict(report.failed)
+    assert set(failed) == {str(big_field), str(nested), str(long_line)}
+    assert failed[str(big_field)].startswith("line 3: ") and "at most 131,072 characters" in failed[str(big_field)]
+    assert failed[str(nested)] == "line 2: JSON nested too deeply to read"
+    assert failed[str(long_line)].startswith("line 1: 2,097,164 characters, over the 1,048,576")
+    assert report.indexed == 2 and {f.path for f in library.items() if f.status == "indexed"} == {
+        str(short_rows), str(good)}
