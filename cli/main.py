@@ -129,6 +129,10 @@ def query(
     if index is not None and filters.by_metadata:
         return fail(INDEXDIR_METADATA, 2)
     request = SearchRequest(kind, top_k, filters, nprobe, rerank)
+    if text is None:  # refused before any model or index is opened
+        from jrsearch.retrieval.query_file import check_query_file
+
+        check_query_file(Path(queries[0][1]), queries[0][0])
     if text is not None and index is None and choice.is_default:
         from jrsearch.cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 

@@ -4,8 +4,12 @@ regular files or are huge."""
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
+import pytest
+from helpers import jrsearch
 from PIL import Image
 
 from jrsearch.indexer.pipeline import run_index
@@ -72,3 +76,19 @@ def test_hostile_text_corpora_are_recorded_failed_and_the_run_goes_on(tmp_path, 
     assert failed[str(long_line)].startswith("line 1: 2,097,164 characters, over the 1,048,576")
     assert report.indexed == 2 and {f.path for f in library.items() if f.status == "indexed"} == {
         str(short_rows), str(good)}
+
+
+@pytest.mark.parametrize("modality", ["image", "audio"])
+def test_query_files_that_are_not_regular_files_or_are_huge_are_named(tmp_path, modality):
+    fifo, huge = tmp_path / "pipe.jpg", tmp_path / "huge.jpg"
+    os.mkfifo(fifo)
+    with huge.open("wb") as out:  # sparse: 1 GiB on paper, nothing on disk
+        out.truncate(2**30)
+    expected = {tmp_path: "is a folder", fifo: "is not a regular file (a named pipe (FIFO))",
+                Path("/dev/zero"): "is not a regular file (a character device)",
+                huge: "is 1.0 GiB, over the 64 MiB a query file may have",
+                tmp_path / "missing.jpg": "does not exist"}
+    for path, says in expected.items():
+        result = jrsearch("query", f"--{modality}", str(path), lib=tmp_path / "lib", ok=False)
+        assert result.exit_code == 1 and says in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
