@@ -3,6 +3,7 @@ while the model embeds the previous batch, commit each batch, write the indexes.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from jrsearch.indexer.walk import LeftOut, content_kind, walk
 from jrsearch.retrieval.diskspace import is_disk_full, no_space_as_error
 from jrsearch.retrieval.encoders import Encoder
 from jrsearch.retrieval.errors import JrsearchError
-from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.library import KnownFile, Library
 from jrsearch.retrieval.towers import LibraryTowers
 from jrsearch.retrieval.walk_record import record_walk
 
@@ -40,7 +41,7 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
         record_walk(library.root, [str(r) for r in roots], left_out.all())
         known = library.known_files()
         todo = plan(found, known, roots, options.retry_failed)
-        todo.deleted += [p for p in left_out.outside if p in known]  # e.g. a file swapped for such a symlink
+        todo.deleted += _behind(left_out.outside, known)
         _note_left_out(report, left_out)
         run = IndexRun(library, encoder, options, report, progress,
                        LibraryTowers(library, lambda: encoder, options.audio_model))
@@ -67,6 +68,13 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
         finally:
             report.seconds = time.perf_counter() - started
     return report
+
+
+def _behind(links: dict[str, str], known: dict[str, KnownFile]) -> list[str]:
+    """Stored files now reached only through a symlink leading out of the roots (a file swapped for
+    one, or files of a folder an earlier run followed): forgotten, as deleted files are."""
+    under = tuple(os.path.join(link, "") for link in links)
+    return [path for path in known if path in links or (under and path.startswith(under))]
 
 
 def _note_left_out(report: IndexReport, left_out: LeftOut) -> None:

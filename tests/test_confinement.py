@@ -36,6 +36,19 @@ def test_a_symlink_out_of_the_roots_is_left_out_and_listed(tree, tmp_path, tiny_
     assert "holiday.jpg" in failures and str(secret) in failures and "outside the indexed folders" in failures
 
 
+def test_files_followed_through_a_symlink_once_inside_the_roots_are_forgotten_once_it_leads_out(tmp_path, tiny_encoder):
+    media, other = tmp_path / "media", tmp_path / "other"
+    make_image(media / "real.jpg", seed=1)
+    make_image(other / "far.jpg", seed=2)
+    (media / "linked").symlink_to(other, target_is_directory=True)
+    library = Library.open(tmp_path / "lib", create=True)
+    run_index(library, tiny_encoder, [media, other])  # both roots: the link stays inside them
+    assert library.item_at(str(media / "linked" / "far.jpg")) is not None
+    report = run_index(library, tiny_encoder, [media])  # now it leads out of the folders indexed
+    assert library.item_at(str(media / "linked" / "far.jpg")) is None and report.removed == 1
+    assert library.item_at(str(other / "far.jpg")) is not None
+
+
 def test_media_and_thumbnails_are_confined_to_the_roots(tree, tmp_path, tiny_encoder):
     media, secret = tree
     library = Library.open(tmp_path / "lib", create=True)
