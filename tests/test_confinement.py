@@ -4,6 +4,7 @@ it left out (`status --failures`)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -32,8 +33,9 @@ def test_a_symlink_out_of_the_roots_is_left_out_and_listed(tree, tmp_path, tiny_
     report = run_index(library, tiny_encoder, [media])
     assert library.item_at(str(media / "holiday.jpg")) is None
     assert report.indexed == 2 and any("outside the indexed folders" in n for n in report.notes)
-    failures = jrsearch("status", "--failures", lib=tmp_path / "lib").output
-    assert "holiday.jpg" in failures and str(secret) in failures and "outside the indexed folders" in failures
+    failures = json.loads(jrsearch("status", "--failures", "--json", lib=tmp_path / "lib").stdout)["failures"]
+    assert failures == [{"path": str(media / "holiday.jpg"),
+                         "error": f"symlink to the file {secret}, outside the indexed folders; not followed"}]
 
 
 def test_files_followed_through_a_symlink_once_inside_the_roots_are_forgotten_once_it_leads_out(tmp_path, tiny_encoder):
@@ -124,5 +126,5 @@ def test_unreadable_folders_are_listed(tmp_path, tiny_encoder, monkeypatch):
     monkeypatch.setattr(os, "scandir", scandir)
     assert report.indexed == 1
     assert any(n.startswith("1 folder(s) could not be read") for n in report.notes)
-    failures = jrsearch("status", "--failures", lib=tmp_path / "lib").output
-    assert "locked" in failures and "cannot be read (Permission denied)" in failures
+    failures = json.loads(jrsearch("status", "--failures", "--json", lib=tmp_path / "lib").stdout)["failures"]
+    assert failures == [{"path": locked, "error": "folder cannot be read (Permission denied); not indexed"}]
