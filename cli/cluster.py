@@ -6,6 +6,10 @@ Ray (the `cluster` extra) is imported by the commands when they run, never when 
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +25,27 @@ ClusterAddressOpt = Annotated[str | None, typer.Option(
     "--address", help="Ray cluster to use: HOST:PORT, ray://HOST:10001 or auto (the one running here); "
                       "default: start a local one.")]
 CpusOpt = Annotated[int | None, typer.Option("--num-cpus", min=1, help="CPUs of a local cluster started here.")]
+
+
+@contextmanager
+def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """While a Ray job runs, everything written to stdout goes to stderr instead: Ray's own lines and
+    its workers' (a dead worker's last words, forwarded to the driver), Python's and the processes'
+    it starts (they inherit file descriptor 1). stdout is then left for the one JSON document."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved_fd, saved_stdout = os.dup(1), sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+        sys.stdout = saved_stdout
 
 
 def _progress_printer(enabled: bool):
@@ -62,7 +87,8 @@ def embed(
     spec = resolve_model(None, choice)
     options = EmbedOptions(shard_size=shard_size, address=address, num_cpus=num_cpus, actors=actors,
                            actor_cpus=actor_cpus, batch_size=batch_size, precision=choice.precision)
-    report = run_embed(sources, out, spec, options, _progress_printer(not as_json))
+    with _stdout_to_stderr(as_json):
+        report = run_embed(sources, out, spec, options, _progress_printer(not as_json))
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return
@@ -102,7 +128,8 @@ def build(
         return fail(f"--memory {memory!r} is not a size; give bytes or a number with K, M, G or T (e.g. 64G)")
     options = BuildOptions(factory=factory, memory_budget=budget, serving_shards=shards, nprobe=nprobe,
                            address=address, num_cpus=num_cpus)
-    report = build_single(dataset, out, options) if single else run_build(dataset, out, options)
+    with _stdout_to_stderr(as_json):
+        report = build_single(dataset, out, options) if single else run_build(dataset, out, options)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return

@@ -159,6 +159,11 @@ def query(
     except QueryError as exc:
         return fail(str(exc), 2)
     request = SearchRequest(kind, top_k, filters, nprobe, rerank, terms)
+    main = main_query(text, image, audio)
+    if main is not None and main[0] != "text":  # refused before any model or index is opened
+        from jrsearch.retrieval.query_file import check_query_file
+
+        check_query_file(Path(main[1]), main[0])
     if text is not None and not terms and not preview and index is None and choice.is_default:
         from jrsearch.cli.quick import quick_query  # no torch, no ORM: a text query in a fresh process in < 1 s
 
@@ -169,7 +174,6 @@ def query(
 
     options = ServiceOptions(nprobe, address=address, allow_partial=allow_partial, numpy_text=False)
     service = open_service(library, choice, index, options)
-    main = main_query(text, image, audio)
     results = service.search(service.embed(*main) if main else None, request)
     print_result_set(results, as_json, paths_only)
     library_notes = service.library.notes if isinstance(service, LibraryService) else []
@@ -198,7 +202,10 @@ def status(library: LibraryOpt = None, as_json: JsonOpt = False,
     lib = Library.open(library)
     info = lib.status()
     if failures:
-        info["failures"] = [{"path": display_path(p), "error": e} for p, e in lib.failures()]
+        from jrsearch.retrieval.walk_record import read_walk_record
+
+        left_out = read_walk_record(lib.root).failures()  # symlinks out of the roots, unreadable folders
+        info["failures"] = [{"path": display_path(p), "error": e} for p, e in lib.failures() + left_out]
     if as_json:
         typer.echo(json.dumps(info, indent=2))
     else:

@@ -3,6 +3,7 @@ while the model embeds the previous batch, commit each batch, write the indexes.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,12 +11,13 @@ from pathlib import Path
 from jrsearch.indexer.changes import Plan, plan
 from jrsearch.indexer.kinds import KIND_HANDLERS
 from jrsearch.indexer.run import IndexOptions, IndexReport, IndexRun, NoProgress, Progress
-from jrsearch.indexer.walk import content_kind, walk
+from jrsearch.indexer.walk import LeftOut, content_kind, walk
 from jrsearch.retrieval.diskspace import is_disk_full, no_space_as_error
 from jrsearch.retrieval.encoders import Encoder
 from jrsearch.retrieval.errors import JrsearchError
-from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.library import KnownFile, Library
 from jrsearch.retrieval.towers import LibraryTowers
+from jrsearch.retrieval.walk_record import record_walk
 
 __all__ = ["KIND_HANDLERS", "IndexOptions", "IndexReport", "Progress", "run_index"]
 
@@ -34,8 +36,13 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
     with no_space_as_error(library.root, "indexing"):  # the steps below that know their size say it
         library.check_model(encoder.spec)  # the model itself loads only if something needs embedding
         library.indexes.load_all()
-        found = [hit for root in roots for hit in walk(root, options.include_hidden, skip=library.root)]
-        todo = plan(found, library.known_files(), roots, options.retry_failed)
+        left_out = LeftOut()
+        found = [hit for root in roots for hit in walk(root, options.include_hidden, library.root, roots, left_out)]
+        record_walk(library.root, [str(r) for r in roots], left_out.all())
+        known = library.known_files()
+        todo = plan(found, known, roots, options.retry_failed)
+        todo.deleted += _behind(left_out.outside, known)
+        _note_left_out(report, left_out)
         run = IndexRun(library, encoder, options, report, progress,
                        LibraryTowers(library, lambda: encoder, options.audio_model))
         _add_revisits(run, todo)
@@ -61,6 +68,20 @@ def run_index(library: Library, encoder: Encoder, roots: list[Path], options: In
         finally:
             report.seconds = time.perf_counter() - started
     return report
+
+
+def _behind(links: dict[str, str], known: dict[str, KnownFile]) -> list[str]:
+    """Stored files now reached only through a symlink leading out of the roots (a file swapped for
+    one, or files of a folder an earlier run followed): forgotten, as deleted files are."""
+    under = tuple(os.path.join(link, "") for link in links)
+    return [path for path in known if path in links or (under and path.startswith(under))]
+
+
+def _note_left_out(report: IndexReport, left_out: LeftOut) -> None:
+    for found, what in ((left_out.unreadable, "folder(s) could not be read"),
+                        (left_out.outside, "symlink(s) lead outside the indexed folders")):
+        if found:
+            report.notes.append(f"{len(found)} {what} and were left out (`jrsearch status --failures` lists them)")
 
 
 def _add_revisits(run: IndexRun, todo: Plan) -> None:

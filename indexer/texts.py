@@ -21,6 +21,7 @@ from jrsearch.retrieval.types import MediaKind
 
 MAX_TEXT_BYTES = 512 * 1024 * 1024
 MAX_TEXT_CHARS = 2000  # a document longer than this is cut; CLIP reads ~77 tokens anyway
+MAX_JSON_LINE_CHARS = 1 << 20  # a .jsonl record longer than this is refused, not parsed
 TEXT_BATCH = 256
 EXTENSIONS = frozenset({".txt", ".jsonl", ".tsv"})
 
@@ -49,26 +50,40 @@ def decode_text_corpus(candidate: Candidate) -> Decoded:
 
 
 def _records(suffix: str, text: str) -> Iterator[tuple[int, str]]:
+    """(line, text) of each record; ValueError naming the line for one that cannot be read
+    (bad JSON, nested too deeply, a line or field over its bound)."""
     if suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
+            if len(line) > MAX_JSON_LINE_CHARS:
+                raise ValueError(f"line {n}: {len(line):,} characters, over the {MAX_JSON_LINE_CHARS:,} "
+                                 f"a JSON record may have; split it")
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"line {n}: invalid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ValueError(f"line {n}: JSON nested too deeply to read") from None
             value = record.get("text", record.get("caption")) if isinstance(record, dict) else record
             if not isinstance(value, str):
                 raise ValueError(f"line {n}: expected a string or an object with a 'text' or 'caption' field")
             yield n, value
     elif suffix == ".tsv":
-        rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+        reader = csv.reader(io.StringIO(text), delimiter="\t")  # fields bounded by csv.field_size_limit()
+        try:
+            rows = list(reader)
+        except csv.Error as exc:
+            raise ValueError(f"line {reader.line_num}: not a TSV row Python can read ({exc}); "
+                             f"a field may hold at most {csv.field_size_limit():,} characters") from None
         header = [h.strip().lower() for h in rows[0]] if rows else []
         column = next((header.index(c) for c in ("text", "caption") if c in header), None)
         start = 1 if column is not None else 0
         for n, row in enumerate(rows[start:], start + 1):
-            if row:
-                yield n, row[column if column is not None else -1]
+            if column is None and row:
+                yield n, row[-1]
+            elif column is not None and column < len(row):  # a short row holds no text
+                yield n, row[column]
     else:
         for n, line in enumerate(text.splitlines(), 1):
             yield n, line.strip()

@@ -15,6 +15,7 @@ from jrsearch.retrieval.encoders import Encoder, load_encoder
 from jrsearch.retrieval.errors import QueryError
 from jrsearch.retrieval.filter_columns import filtered_ranked_search
 from jrsearch.retrieval.library import Library
+from jrsearch.retrieval.query_file import check_query_file
 from jrsearch.retrieval.ranking import SearchableIndex, ranked_search
 from jrsearch.retrieval.request import Filters
 from jrsearch.retrieval.towers import LibraryTowers
@@ -79,6 +80,7 @@ class SearchEngine:
         Text goes through `embed_text` (the numpy text tower answers a cold query fastest)."""
         if modality == "text":
             return self.embed_text(str(query))
+        check_query_file(Path(query), modality)
         return self.towers.get(modality).embed_query(modality, query)
 
     @property

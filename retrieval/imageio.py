@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from PIL import Image
 
 MAX_PIXELS = 90_000_000  # above this an image is treated as a decompression bomb
+# Longest side over shortest side kept: a longer image is centre-cropped along its long side, so
+# resizing its short side to the model's input never builds a huge strip (a 240-byte 1x40000 PNG
+# became 64x2,560,000 px, ~0.8 GB). What CLIP's centre crop sees (the middle square) is kept.
+MAX_ASPECT = 16
+REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F"})  # what Image.reduce takes
 
 _heif_lock = threading.Lock()
 _heif_state: list[bool] = []  # [True] once pillow-heif's opener is registered, [False] when it is not installed
@@ -43,9 +48,11 @@ def register_heif() -> bool:
 def open_image(source: Path | bytes, name: str | None = None, draft_size: int | None = None) -> Image.Image:
     """Decode an image to an upright RGB `PIL.Image`, or raise `MediaError` saying why.
 
-    `draft_size` lets JPEG decode at a reduced scale (still >= that size): much faster for
-    photos that will be resized to the model's input anyway. The full-resolution upright
-    (width, height) stays available as `image.info["full_size"]`.
+    `draft_size` lets JPEG decode at a reduced scale (still >= that size), and any other format
+    be reduced right after decoding (`Image.reduce`, short side kept >= 2 x that size): much
+    faster for photos that will be resized to the model's input anyway. An image longer than
+    `MAX_ASPECT` times its width (or the reverse) is centre-cropped to that ratio. The
+    full-resolution upright (width, height) stays available as `image.info["full_size"]`.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -67,7 +74,7 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
             upright = ImageOps.exif_transpose(image)
             if (upright.width > upright.height) != (image.width > image.height):
                 full_size = full_size[::-1]  # rotated by its EXIF orientation
-            image = to_rgb(upright)
+            image = to_rgb(_aspect_capped(_reduced(upright, draft_size)))
             image.info["full_size"] = full_size
             return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -77,6 +84,33 @@ def open_image(source: Path | bytes, name: str | None = None, draft_size: int | 
         raise MediaError(label, "not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise MediaError(label, f"corrupt or truncated image ({exc})") from None
+
+
+def _reduced(image: Image.Image, draft_size: int | None) -> Image.Image:
+    """A large image shrunk by a whole factor (a box filter, cheap) to a short side of at least
+    2 x `draft_size`: what the model's resize then reads is a fraction of the pixels."""
+    factor = min(image.size) // (2 * draft_size) if draft_size else 0
+    if factor < 2 or image.mode not in REDUCIBLE_MODES:
+        return image
+    spare_x, spare_y = image.width % factor, image.height % factor  # whole blocks only, centred
+    reduced = image.reduce(factor, box=(spare_x // 2, spare_y // 2, image.width - (spare_x - spare_x // 2),
+                                        image.height - (spare_y - spare_y // 2)))
+    reduced.info = image.info  # EXIF (orientation, date taken) stays with the picture
+    return reduced
+
+
+def _aspect_capped(image: Image.Image) -> Image.Image:
+    """The middle of an image longer than `MAX_ASPECT` times its short side, cut to that ratio."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if long <= short * MAX_ASPECT:
+        return image
+    keep = short * MAX_ASPECT
+    start = (long - keep) // 2
+    box = (start, 0, start + keep, height) if width > height else (0, start, width, start + keep)
+    cropped = image.crop(box)
+    cropped.info = image.info
+    return cropped
 
 
 QUARTER_TURNS = (None, "ROTATE_90", "ROTATE_180", "ROTATE_270")  # counter-clockwise, as PIL names them

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -285,8 +286,9 @@ def test_embed_survives_losing_a_node(tmp_path):
             time.sleep(0.2)
         assert job.poll() is None, "the job ended before the node could be removed: " + job.stderr.read()[-2000:]
         cluster.remove_node(worker)
-        _, stderr = job.communicate(timeout=240)
+        stdout, stderr = job.communicate(timeout=240)
         assert job.returncode == 0, stderr[-3000:]
+        assert json.loads(stdout)["embedded"] == 240  # stdout is the JSON alone, whatever Ray printed
     finally:
         if job.poll() is None:
             job.kill()
@@ -328,3 +330,35 @@ def test_an_indexdir_is_searched_through_its_service_by_the_api_and_the_cli(tmp_
     assert [r["path"] for r in json.loads(ran.stdout)] == [r.path for r in found]
     refused = CliRunner().invoke(app, ["query", "--audio", "x.wav", "--index", str(tmp_path / "index")])
     assert refused.exit_code == 1 and "images only" in refused.output
+
+
+def test_json_stdout_is_kept_clean_of_what_ray_and_its_processes_print():
+    code = ("import os, sys\n"
+            "from jrsearch.cli.cluster import _stdout_to_stderr\n"
+            "with _stdout_to_stderr(True):\n"
+            "    print('(raylet) a worker died')\n"
+            "    os.system('echo a child process line')\n"
+            "print('{\"ok\": true}')\n")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert json.loads(ran.stdout) == {"ok": True}
+    assert "a worker died" in ran.stderr and "a child process line" in ran.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated npy", "bad parquet"])
+def test_cluster_build_names_a_damaged_shard_in_one_line(tmp_path, damage):
+    from typer.testing import CliRunner
+
+    from jrsearch.cli.main import app
+
+    synthetic_dataset(tmp_path / "vectors", 400, 16, 2)
+    dataset = tmp_path / "vectors"
+    npy, parquet = dataset / "img_emb" / "img_emb_1.npy", dataset / "metadata" / "metadata_1.parquet"
+    if damage == "truncated npy":
+        npy.write_bytes(npy.read_bytes()[:-100])
+    else:
+        parquet.write_bytes(b"PAR1 not really a parquet file")
+    result = CliRunner().invoke(app, ["cluster", "build", str(tmp_path / "vectors"), "--out", str(tmp_path / "i")])
+    damaged = npy if damage == "truncated npy" else parquet
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and str(damaged) in result.stderr
+    assert "run the same `jrsearch cluster embed` again" in result.stderr

@@ -271,13 +271,12 @@ def test_a_file_swapped_for_a_symlink_is_not_served(small, tmp_path):
     target.symlink_to(secret)
     for url in (f"/api/items/{iid}/media", f"/api/items/{iid}/thumbnail"):
         response = client.get(url)
-        assert response.status_code == 409 and "changed on disk" in response.json()["detail"]
+        assert response.status_code == 404 and "outside the indexed folders" in response.json()["detail"]
         assert b"private" not in response.content
 
 
 def test_a_symlinked_item_is_served_from_its_target(tmp_path, tiny_encoder):
-    real = make_image(tmp_path / "elsewhere" / "real.jpg", seed=7)
-    (tmp_path / "media").mkdir()
+    real = make_image(tmp_path / "media" / "elsewhere" / "real.jpg", seed=7)  # inside the roots
     (tmp_path / "media" / "link.jpg").symlink_to(real)
     library = Library.open(tmp_path / "lib", create=True)
     run_index(library, tiny_encoder, [tmp_path / "media"])
@@ -574,7 +573,7 @@ def test_a_file_swapped_for_a_look_alike_with_the_same_size_and_mtime_is_not_ser
     iid = item_id(library, target)
     original = target.stat()
     assert client.get(f"/api/items/{iid}/media").status_code == 200  # verified once, then remembered
-    secret = tmp_path / "outside" / "secret.bin"
+    secret = media / "private" / "secret.bin"  # inside the roots: the content hash is what refuses it
     secret.parent.mkdir()
     secret.write_bytes(b"private!" * (original.st_size // 8) + b"p" * (original.st_size % 8))
     os.utime(secret, ns=(original.st_atime_ns, original.st_mtime_ns))

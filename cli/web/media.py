@@ -1,7 +1,8 @@
 """Serving library files safely: by item id only, checked against what was indexed, with ranges.
 
-A client never names a path. The stored path is resolved (symlinks followed), opened, and the
-open file must still be the regular file that was indexed before a byte of it is sent: same
+A client never names a path, and a failed item is never served. The stored path is opened
+(symlinks followed); the real path of the open descriptor must lie under an indexed folder, and
+the open file must still be the regular file that was indexed before a byte of it is sent: same
 size and mtime, and for files up to `VERIFY_MAX_BYTES` the same content hash as the one stored
 (size and mtime are easy to copy: `touch -r`; the store keeps no device and inode). The checks
 run on the open descriptor, so a file swapped after the check is not the one read; a verified
@@ -17,16 +18,17 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from fastapi import HTTPException
 from starlette.responses import Response, StreamingResponse
 
 from jrsearch.retrieval.catalog import ItemRecord
+from jrsearch.retrieval.confine import allowed_real_path, descriptor_real_path
 from jrsearch.retrieval.hashing import hash_stream
 from jrsearch.retrieval.paths import display_path
 from jrsearch.retrieval.sniff import HEAD_BYTES, Signature, sniff
+from jrsearch.retrieval.types import ItemStatus
 
 CHUNK = 256 * 1024
 VERIFY_MAX_BYTES = 256 * 2**20  # hashed before serving, once per file version: 64 MiB took 0.22 s (busy 2-core VM)
@@ -40,25 +42,40 @@ class OpenedFile:
     media_type: str
 
 
-def open_item(item: ItemRecord) -> OpenedFile:
-    """Open an item's file for reading, or raise 404/409 saying why it cannot be served."""
+def open_item(item: ItemRecord, roots: list[str]) -> OpenedFile:
+    """Open an item's file for reading, or raise 404/409 saying why it cannot be served.
+
+    `roots`: the library's indexed folders (`walk_record.recorded_roots`); the real path of the
+    opened descriptor must lie under one (`confine.allowed_real_path`)."""
+    refuse_failed(item)
     try:
-        real = Path(item.path).resolve(strict=True)
         # O_NONBLOCK: opening a FIFO put in a file's place must not wait for a writer
-        handle = os.fdopen(os.open(real, os.O_RDONLY | os.O_NONBLOCK), "rb")
+        fd = os.open(item.path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise HTTPException(404, f"item {item.id} is no longer on disk ({display_path(item.path)}); "
                                  f"run `jrsearch index` "
                                  f"to forget deleted files") from None
-    except (OSError, RuntimeError) as exc:  # permission denied, a symlink loop
-        raise HTTPException(403, f"item {item.id} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
-    info = os.fstat(handle.fileno())
+    except OSError as exc:  # permission denied, a symlink loop
+        raise HTTPException(403, f"item {item.id} cannot be read: {exc.strerror or exc}") from None
+    handle = os.fdopen(fd, "rb")
+    if not allowed_real_path(item.path, descriptor_real_path(fd, item.path), roots):
+        handle.close()
+        raise HTTPException(404, f"item {item.id}: its file now leads outside the indexed folders "
+                                 f"({display_path(item.path)}); it is not served")
+    info = os.fstat(fd)
     if not (stat.S_ISREG(info.st_mode) and info.st_size == item.size and info.st_mtime_ns == item.mtime_ns
             and _same_content(handle, info, item.content_hash)):
         handle.close()
         raise HTTPException(409, f"item {item.id} changed on disk since it was indexed ({display_path(item.path)}); "
                                  f"run `jrsearch index` again")
     return OpenedFile(handle, info.st_size, _media_type(handle, item))
+
+
+def refuse_failed(item: ItemRecord) -> None:
+    """A file that failed to index is never served (nor pictured): its bytes were never vetted."""
+    if item.status == ItemStatus.FAILED:
+        raise HTTPException(404, f"item {item.id} failed to index ({item.error or 'no reason recorded'}); "
+                                 f"its file is not served")
 
 
 def _media_type(handle: BinaryIO, item: ItemRecord) -> str:

@@ -176,11 +176,14 @@ class EmbeddingDataset:
         meta = sorted(p for p in fs.ls(posixpath.join(root, META_DIR), detail=False) if p.endswith(".parquet"))
         emb_stems = [posixpath.basename(p)[len("img_emb_"):-4] for p in emb]
         meta_stems = [posixpath.basename(p)[len("metadata_"):-8] for p in meta]
-        emb = [p for p, s in zip(emb, emb_stems, strict=True) if s in set(meta_stems)]  # a shard counts once committed
+        meta_of = dict(zip(meta_stems, meta, strict=True))
+        # a shard counts once committed (its metadata written)
+        committed = [(p, s) for p, s in zip(emb, emb_stems, strict=True) if s in meta_of]
+        emb = [p for p, _ in committed]
         if require_complete and len(meta) < plan.shards:
             raise DatasetError(f"{url} has {len(meta)} of {plan.shards} shards; run the same "
                                f"`jrsearch cluster embed` again to finish it")
-        rows = np.array([_npy_rows(fs, p) for p in emb], dtype=np.int64)
+        rows = np.array([_checked_rows(fs, p, meta_of[s], plan.dim) for p, s in committed], dtype=np.int64)
         return cls(url, plan, emb, meta, rows, _fs=fs)
 
     @property
@@ -234,12 +237,35 @@ def _is_local(fs: AbstractFileSystem) -> bool:
     return type(fs).__name__ == "LocalFileSystem"
 
 
-def _npy_rows(fs: AbstractFileSystem, path: str) -> int:
-    """Rows of a .npy file from its header alone."""
-    with fs.open(path, "rb") as handle:
-        major, _ = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, _ = read_header(handle)
+def _checked_rows(fs: AbstractFileSystem, npy: str, parquet: str, dim: int) -> int:
+    """Rows of one committed shard, from the .npy header and the parquet footer alone; a `DatasetError`
+    naming the file where either is damaged, truncated or disagrees with the other."""
+    remedy = (f"delete {posixpath.basename(npy)} and {posixpath.basename(parquet)} and run the same "
+              f"`jrsearch cluster embed` again to embed that shard anew")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        with fs.open(npy, "rb") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
+        size = fs.size(npy)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DatasetError(f"{npy} is not a readable .npy shard ({exc}); {remedy}") from None
+    if len(shape) != 2 or shape[1] != dim:
+        raise DatasetError(f"{npy} holds an array of shape {shape}, not rows of {dim} values; {remedy}")
+    needed = data_start + shape[0] * dim * dtype.itemsize
+    if size < needed:
+        raise DatasetError(f"{npy} is truncated ({size:,} bytes of {needed:,}); {remedy}")
+    try:
+        with fs.open(parquet, "rb") as handle:
+            meta_rows = pq.read_metadata(handle).num_rows
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DatasetError(f"{parquet} is not a readable parquet file ({exc}); {remedy}") from None
+    if meta_rows != shape[0]:
+        raise DatasetError(f"{parquet} has {meta_rows:,} rows and {npy} {shape[0]:,}; {remedy}")
     return int(shape[0])
 
 

@@ -9,12 +9,13 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from jrsearch.cli.web.media import file_response, open_item
+from jrsearch.cli.web.media import file_response, open_item, refuse_failed
 from jrsearch.cli.web.models import ItemOut, item_out
 from jrsearch.cli.web.routes import WebContext
 from jrsearch.cli.web.thumbnails import SIZES, NoPicture, picture_of
 from jrsearch.retrieval.catalog import ItemRecord
 from jrsearch.retrieval.errors import MediaError
+from jrsearch.retrieval.walk_record import recorded_roots
 
 MAX_ITEM_ID = 2**63 - 1  # SQLite's INTEGER PRIMARY KEY is a signed 64-bit integer
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ITEM_ID, description="An item id (from a search result).")]
@@ -41,10 +42,11 @@ def items_router(ctx: WebContext) -> APIRouter:
         if size not in SIZES:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, SIZES))}")
         item = get_item(item_id)
+        refuse_failed(item)
         if picture_of(item.kind) is None:
             raise HTTPException(404, f"item {item_id} is {item.kind}: only images and videos have thumbnails")
         try:
-            jpeg = ctx.thumbnails.get(item, size, lambda: open_item(item).handle, t)
+            jpeg = ctx.thumbnails.get(item, size, lambda: open_item(item, recorded_roots(ctx.service.root)).handle, t)
         except NoPicture as exc:
             raise HTTPException(404, f"item {item_id} has no thumbnail: {exc.reason}") from None
         except MediaError as exc:
@@ -54,6 +56,7 @@ def items_router(ctx: WebContext) -> APIRouter:
     @router.get("/api/items/{item_id}/media", summary="The item's file, with HTTP range requests",
                 response_class=Response)
     def item_media(item_id: ItemId, request: Request) -> Response:
-        return file_response(open_item(get_item(item_id)), request.headers.get("range"))
+        opened = open_item(get_item(item_id), recorded_roots(ctx.service.root))
+        return file_response(opened, request.headers.get("range"))
 
     return router
