@@ -5,9 +5,12 @@ a time limit, on stdlib urllib; any failure is one `ImageUrlError` naming the UR
 from __future__ import annotations
 
 import http.client
+import ipaddress
+import socket
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,6 +78,20 @@ def fetch_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES,
     if signature is None or signature.kind != MediaKind.IMAGE:
         raise _refused(url, "the answer is not an image (JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC, AVIF)")
     return bytes(data), signature
+
+
+def require_public_host(url: str) -> None:
+    """`ImageUrlError` unless every address `url`'s host resolves to is a public one: what `serve`
+    checks before it fetches a URL a request names, so a page cannot make it reach the machine's
+    own or its network's private services (a redirect is not checked again)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError) as exc:
+        raise _refused(url, f"cannot resolve {host or 'its host'} ({exc})") from None
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            raise _refused(url, f"{host} is a private or local address ({address}), which the server does not fetch")
 
 
 @contextmanager

@@ -302,3 +302,13 @@ def test_api_terms_as_params_or_body_are_one_query(base, client):
     assert bad.status_code == 422 and "not an item id" in bad.json()["detail"]
     none = client.post("/api/search", json={"subtract": ["fruit"]})
     assert none.status_code == 422 and none.json()["detail"].startswith("q: Field required")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/cat.jpg", "http://10.1.2.3/cat.jpg", "http://[::1]/cat.jpg",
+                                 "http://169.254.169.254/latest/meta-data"])
+def test_the_server_does_not_fetch_private_or_local_urls(client, url):
+    """A URL term given to `serve` is fetched only from a public address: a page elsewhere cannot make
+    the server reach its own machine's or its network's services (the CLI fetches any, as asked)."""
+    refused = client.get("/api/search", params={"q": "a dog", "add": url})
+    assert refused.status_code == 422
+    assert "private or local address" in refused.json()["detail"] and url in refused.json()["detail"]

@@ -10,7 +10,8 @@ from fastapi import HTTPException, Query
 from pydantic import BaseModel, Field
 
 from jrsearch.retrieval.errors import QueryError
-from jrsearch.retrieval.request import Like, QueryTerm, parse_term
+from jrsearch.retrieval.image_url import require_public_host
+from jrsearch.retrieval.request import Like, QueryTerm, is_url, parse_term
 
 MAX_QUERY_CHARS = 1000
 MAX_TERMS = 16  # each added or subtracted (a URL term is fetched: a few, not hundreds)
@@ -38,6 +39,9 @@ class QueryIn(BaseModel):
             terms = [QueryTerm(Like(self.like, self.like_at, self.like_line))] if self.like is not None else []
             terms += [parse_term(text, files=False) for text in self.add]
             terms += [parse_term(text, subtract=True, files=False) for text in self.subtract]
+            for term in terms:
+                if isinstance(term.value, str) and is_url(term.value):
+                    require_public_host(term.value)
         except QueryError as exc:
             raise HTTPException(422, str(exc)) from None
         return tuple(terms)
