@@ -13,9 +13,12 @@ libraries written by older versions carry their own copy in LIBRARY/query_model,
 causal mask, ln_final, the end-of-text position, text projection, L2 norm. The causal mask
 means positions after the end token never change it, so only the real tokens are computed.
 
-Only open_clip's `CLIP` class with its standard text transformer is exported (ViT-B-32,
-ViT-B-16, ViT-L-14, tiny-test ...); any other model has no export and queries take the torch
-path. A stale export (another model or weights) is detected and ignored.
+Exported: open_clip's standard text transformer, in a `CLIP` (ViT-B-32, ViT-L-14, convnext_base,
+tiny-test ...) or as the `text` tower of a `CustomTextCLIP` or `CoCa` (MobileCLIP2, EVA02,
+coca_ViT-B-32): causal or bidirectional (every position, padding included, as open_clip runs it),
+pooled on the end token, the first or the last position, or CoCa's appended class token. Any other
+tower has no export and its queries take the torch path. A stale export (another model or weights)
+is detected and ignored.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ FORMAT = 1
 LAYER_ARRAYS = ("ln_1_w", "ln_1_b", "qkv_w", "qkv_b", "out_w", "out_b", "ln_2_w", "ln_2_b", "fc_w", "fc_b",
                 "proj_w", "proj_b")
 ACTIVATIONS = ("gelu", "quick_gelu")
+POOLS = ("argmax", "last", "first")
 
 
 def _checkpoint_stamp(spec: ModelSpec) -> list[int] | None:
@@ -55,11 +59,18 @@ def _checkpoint_stamp(spec: ModelSpec) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def text_transformer(model: Any) -> Any:
+    """The object holding the text transformer's parts: a `CLIP` itself, else its `text` tower
+    (`CustomTextCLIP`, `CoCa`: open_clip's `TextTransformer`, same attribute names)."""
+    return model if hasattr(model, "token_embedding") else getattr(model, "text", None)
+
+
 def _weights_digest(model: Any) -> str:
     """A cheap fingerprint of the text tower's weights (a few small tensors)."""
+    text = text_transformer(model)
     digest = hashlib.sha256()
-    for tensor in (model.positional_embedding, model.ln_final.weight, model.transformer.resblocks[-1].mlp.c_proj.bias,
-                   getattr(model.text_projection, "weight", model.text_projection)):
+    for tensor in (text.positional_embedding, text.ln_final.weight, text.transformer.resblocks[-1].mlp.c_proj.bias,
+                   getattr(text.text_projection, "weight", text.text_projection)):
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
@@ -75,19 +86,40 @@ def _cleans_like_ours(clean_fn: Callable[[str], str]) -> bool:
     return all(clean_fn(text) == clean(text) for text in _CLEAN_PROBES)
 
 
+def _attention(text: Any) -> dict | None:
+    """How the tower's tokens attend and which one it pools, or None for a layout not covered.
+
+    causal: CLIP's mask (else every position attends every other, padding included); pool: the
+    position kept ("argmax": the end token, "last", "first"); cls: CoCa's class token appended
+    after the padded text and pooled, "legacy" or "correct" for open_clip's two masks of it."""
+    import open_clip
+
+    if isinstance(text, open_clip.CLIP):
+        return {"causal": text.attn_mask is not None, "pool": text.text_pool_type, "cls": None}
+    if not isinstance(text, open_clip.transformer.TextTransformer) or text.use_pad_mask:
+        return None
+    if text.cls_emb is not None:
+        if text.attn_mask is None or text.pad_id != 0:
+            return None
+        return {"causal": True, "pool": "last", "cls": "correct" if text.correct_cls_mask else "legacy"}
+    return {"causal": text.attn_mask is not None, "pool": text.pool_type, "cls": None}
+
+
 def _describe(model: Any, tokenizer: Any) -> dict | None:
-    """The layer config of a standard open_clip CLIP text tower, or None for anything else."""
+    """The layer config of a standard open_clip text transformer, or None for anything else."""
     import open_clip
     import torch
     from open_clip.tokenizer import SimpleTokenizer
 
-    if (not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None
-            or model.text_projection is None or not isinstance(model.ln_final, torch.nn.LayerNorm)):
+    text = text_transformer(model)
+    attention = _attention(text) if text is not None else None
+    if (attention is None or attention["pool"] not in POOLS or text.text_projection is None
+            or not isinstance(text.ln_final, torch.nn.LayerNorm)):
         return None
     if not (isinstance(tokenizer, SimpleTokenizer) and _cleans_like_ours(tokenizer.clean_fn)
             and tokenizer.reduction_fn is None and len(tokenizer.all_special_ids) == 2):
         return None
-    blocks = list(model.transformer.resblocks)
+    blocks = list(text.transformer.resblocks)
     for block in blocks:
         if not (type(block) is open_clip.transformer.ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
                 and isinstance(block.ln_1, torch.nn.LayerNorm) and isinstance(block.ln_2, torch.nn.LayerNorm)
@@ -102,11 +134,11 @@ def _describe(model: Any, tokenizer: Any) -> dict | None:
         activation = "gelu"
     else:
         return None
-    projection = model.text_projection
-    return {"width": int(model.positional_embedding.shape[1]), "heads": int(blocks[0].attn.num_heads),
-            "layers": len(blocks), "context_length": int(model.context_length), "activation": activation,
-            "eps": float(blocks[0].ln_1.eps), "final_eps": float(model.ln_final.eps),
-            "projection_bias": bool(getattr(projection, "bias", None) is not None)}
+    projection = text.text_projection
+    return {"width": int(text.positional_embedding.shape[1]), "heads": int(blocks[0].attn.num_heads),
+            "layers": len(blocks), "context_length": int(tokenizer.context_length), "activation": activation,
+            "eps": float(blocks[0].ln_1.eps), "final_eps": float(text.ln_final.eps),
+            "projection_bias": bool(getattr(projection, "bias", None) is not None), **attention}
 
 
 def _arrays(model: Any) -> dict[str, np.ndarray]:
@@ -114,7 +146,8 @@ def _arrays(model: Any) -> dict[str, np.ndarray]:
     def f32(tensor: torch.Tensor) -> np.ndarray:
         return tensor.detach().float().cpu().numpy()
 
-    blocks = list(model.transformer.resblocks)
+    text = text_transformer(model)
+    blocks = list(text.transformer.resblocks)
     per_layer = {
         "ln_1_w": lambda b: f32(b.ln_1.weight), "ln_1_b": lambda b: f32(b.ln_1.bias),
         "qkv_w": lambda b: f32(b.attn.in_proj_weight).T, "qkv_b": lambda b: f32(b.attn.in_proj_bias),
@@ -124,13 +157,15 @@ def _arrays(model: Any) -> dict[str, np.ndarray]:
         "proj_w": lambda b: f32(b.mlp.c_proj.weight).T, "proj_b": lambda b: f32(b.mlp.c_proj.bias),
     }
     arrays = {name: np.stack([get(b) for b in blocks]) for name, get in per_layer.items()}
-    projection = model.text_projection
-    arrays.update(token_embedding=f32(model.token_embedding.weight),
-                  positional_embedding=f32(model.positional_embedding),
-                  ln_final_w=f32(model.ln_final.weight), ln_final_b=f32(model.ln_final.bias),
+    projection = text.text_projection
+    arrays.update(token_embedding=f32(text.token_embedding.weight),
+                  positional_embedding=f32(text.positional_embedding),
+                  ln_final_w=f32(text.ln_final.weight), ln_final_b=f32(text.ln_final.bias),
                   text_projection=f32(projection.weight).T if hasattr(projection, "weight") else f32(projection))
     if getattr(projection, "bias", None) is not None:
         arrays["text_projection_b"] = f32(projection.bias)
+    if getattr(text, "cls_emb", None) is not None:
+        arrays["cls_emb"] = f32(text.cls_emb)
     return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
 
 
@@ -154,8 +189,8 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     if model is None or config is None:
         return False
     spec: ModelSpec = encoder.spec
-    dim = int(model.text_projection.shape[1] if not hasattr(model.text_projection, "weight")
-              else model.text_projection.weight.shape[0])
+    projection = text_transformer(model).text_projection
+    dim = int(projection.shape[1] if not hasattr(projection, "weight") else projection.weight.shape[0])
     meta = {"format": FORMAT, "model": spec.name, "pretrained": spec.pretrained, "checkpoint": _checkpoint_stamp(spec),
             "dim": dim, "digest": _weights_digest(model), **config}
     target = library_root / EXPORT_DIR
@@ -222,6 +257,7 @@ class TextTower:
         names = [*LAYER_ARRAYS, "token_embedding", "positional_embedding", "ln_final_w", "ln_final_b",
                  "text_projection"]
         names += ["text_projection_b"] if meta["projection_bias"] else []
+        names += ["cls_emb"] if meta.get("cls") else []
         try:
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}
             tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
@@ -237,9 +273,8 @@ class TextTower:
         """One row of token ids (padded to the context length) -> a (dim,) unit vector."""
         a, meta = self.a, self.meta
         heads, width = int(meta["heads"]), int(meta["width"])
-        n = int(np.argmax(tokens)) + 1  # through the end token (the highest id), as open_clip pools
-        x = a["token_embedding"][tokens[:n]] + a["positional_embedding"][:n]
-        mask = np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1)
+        x, mask = self._inputs(tokens)
+        n = len(x)
         scale = np.float32(1.0 / np.sqrt(width // heads))
         for layer in range(int(meta["layers"])):
             w = {name: a[name][layer] for name in LAYER_ARRAYS}
@@ -255,9 +290,43 @@ class TextTower:
             else:
                 h = 0.5 * h * (1.0 + _erf(h * np.float32(1 / np.sqrt(2))))
             x = x + h @ w["proj_w"] + w["proj_b"]
-        pooled = _layer_norm(x[n - 1], a["ln_final_w"], a["ln_final_b"], meta["final_eps"])
+        pooled = _layer_norm(x[self._pooled(tokens)], a["ln_final_w"], a["ln_final_b"], meta["final_eps"])
         out = pooled @ a["text_projection"]
         if "text_projection_b" in a:
             out = out + a["text_projection_b"]
         out = np.asarray(out, dtype=np.float32)
         return out / max(float(np.linalg.norm(out)), 1e-12)
+
+    def _pooled(self, tokens: np.ndarray) -> int:
+        """Where the pooled token is among the positions `_inputs` computes."""
+        pool = self.meta.get("pool", "argmax")
+        if self.meta.get("cls"):
+            return -1
+        if pool == "argmax":
+            return int(np.argmax(tokens))
+        return 0 if pool == "first" else len(tokens) - 1
+
+    def _inputs(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The embedded positions the pooled token depends on, and their additive attention mask.
+
+        Causal: only the positions up to the pooled one (later ones never reach it). Bidirectional:
+        all of them, padding included, as open_clip computes them. CoCa: the text up to its end
+        token (with the first padding position in the legacy mask, which lets the class token see
+        it), then the class token at the position after the padded text."""
+        a, meta = self.a, self.meta
+        cls = meta.get("cls")
+        if not cls:
+            n = self._pooled(tokens) + 1 if meta.get("causal", True) else len(tokens)
+            x = a["token_embedding"][tokens[:n]] + a["positional_embedding"][:n]
+            causal = meta.get("causal", True)
+            return x, (np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1) if causal
+                       else np.zeros((n, n), np.float32))
+        length = len(tokens)
+        n = min(int(np.argmax(tokens)) + 1 + (cls == "legacy"), length)
+        x = np.concatenate([a["token_embedding"][tokens[:n]] + a["positional_embedding"][:n],
+                            (a["cls_emb"] + a["positional_embedding"][length])[None]])
+        mask = np.triu(np.full((n + 1, n + 1), -np.inf, dtype=np.float32), 1)
+        if cls == "legacy" and tokens[length - 1] == 0:
+            mask[n, n] = -np.inf  # the legacy mask keys the class token on the last text position
+        return x, mask
+

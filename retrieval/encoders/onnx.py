@@ -265,7 +265,8 @@ def supported(encoder: OpenClipEncoder) -> str | None:
 
     from jrsearch.retrieval.encoders.preprocess import ImagePreprocess
 
-    if not isinstance(encoder.model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
+    # CoCa: its contrastive towers (encode_image / encode_text); the caption decoder is not exported
+    if not isinstance(encoder.model, (open_clip.CLIP, open_clip.CustomTextCLIP, open_clip.CoCa)):
         return f"{type(encoder.model).__name__} models are not exported"
     tokenizer = encoder.tokenizer
     if not (isinstance(tokenizer, SimpleTokenizer) and tokenizer.reduction_fn is None
