@@ -63,8 +63,8 @@ def _child(role: str, model: str, images: int) -> dict:
                  "notes": list(encoder.notes), "dim": encoder.dim}
     if role == "export":
         return out
-    side = encoder.preprocess.size
-    batch = np.random.default_rng(0).standard_normal((images, 3, *side), dtype=np.float32)
+    side = encoder.image_size
+    batch = np.random.default_rng(0).standard_normal((images, 3, side, side), dtype=np.float32)
     encoder.encode_images(batch[:min(images, 8)])
     started = time.process_time()
     encoder.encode_images(batch)
