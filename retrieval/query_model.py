@@ -34,6 +34,7 @@ import numpy as np
 from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
 from jrsearch.retrieval.errors import LibraryError
 from jrsearch.retrieval.fileio import write_folder_atomic
+from jrsearch.retrieval.hf_tokenizer import CLEANS, HfTokenizer
 from jrsearch.retrieval.tokenizer import ClipTokenizer
 from jrsearch.retrieval.types import ModelSpec
 
@@ -48,6 +49,7 @@ LAYER_ARRAYS = ("ln_1_w", "ln_1_b", "qkv_w", "qkv_b", "out_w", "out_b", "ln_2_w"
                 "proj_w", "proj_b")
 ACTIVATIONS = ("gelu", "quick_gelu")
 POOLS = ("argmax", "last", "first")
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def _checkpoint_stamp(spec: ModelSpec) -> list[int] | None:
@@ -105,19 +107,57 @@ def _attention(text: Any) -> dict | None:
     return {"causal": text.attn_mask is not None, "pool": text.pool_type, "cls": None}
 
 
+def tokenizer_config(tokenizer: Any) -> dict | None:
+    """How `query_tokenizer` rebuilds open_clip's `tokenizer` without torch: {"tokenizer": "clip"}
+    for CLIP's BPE; for a Hugging Face one (SigLIP's) its clean, padding id and context length,
+    its `tokenizer.json` saved beside; None for any other."""
+    from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+
+    if isinstance(tokenizer, SimpleTokenizer):
+        if (_cleans_like_ours(tokenizer.clean_fn) and tokenizer.reduction_fn is None
+                and len(tokenizer.all_special_ids) == 2):
+            return {"tokenizer": "clip"}
+        return None
+    clean = getattr(getattr(tokenizer, "clean_fn", None), "__name__", "").removeprefix("_clean_")
+    hf: Any = getattr(tokenizer, "tokenizer", None)
+    if (not isinstance(tokenizer, HFTokenizer) or tokenizer.tokenizer_mode or tokenizer.strip_sep_token
+            or clean not in CLEANS or getattr(hf, "backend_tokenizer", None) is None or hf.pad_token_id is None
+            or getattr(hf, "padding_side", "right") != "right"):
+        return None
+    return {"tokenizer": "hf", "clean": clean, "pad_id": int(hf.pad_token_id)}
+
+
+def query_tokenizer(folder: Path, meta: dict) -> Callable[[list[str]], np.ndarray]:
+    """Texts -> (n, context_length) int64 ids, as the export's tokenizer (`tokenizer_config`) makes them."""
+    context = int(meta["context_length"])
+    if meta.get("tokenizer", "clip") == "clip":
+        return ClipTokenizer.load(folder / "merges.npy", context)
+    hf = HfTokenizer(folder / TOKENIZER_FILE, context, meta["clean"], int(meta["pad_id"]))
+    return lambda texts: np.asarray(hf(texts), dtype=np.int64).reshape(len(texts), context)
+
+
+def save_tokenizer(tokenizer: Any, config: dict, context: int, folder: Path) -> None:
+    """Write what `query_tokenizer` reads for `tokenizer` (described by `config`) into `folder`."""
+    if config["tokenizer"] == "clip":
+        from open_clip.tokenizer import default_bpe
+
+        ClipTokenizer.from_bpe_file(Path(default_bpe()), context).save(folder / "merges.npy")
+    else:
+        (folder / TOKENIZER_FILE).write_text(tokenizer.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
+
+
 def _describe(model: Any, tokenizer: Any) -> dict | None:
     """The layer config of a standard open_clip text transformer, or None for anything else."""
     import open_clip
     import torch
-    from open_clip.tokenizer import SimpleTokenizer
 
     text = text_transformer(model)
     attention = _attention(text) if text is not None else None
     if (attention is None or attention["pool"] not in POOLS or text.text_projection is None
             or not isinstance(text.ln_final, torch.nn.LayerNorm)):
         return None
-    if not (isinstance(tokenizer, SimpleTokenizer) and _cleans_like_ours(tokenizer.clean_fn)
-            and tokenizer.reduction_fn is None and len(tokenizer.all_special_ids) == 2):
+    tokens = tokenizer_config(tokenizer)
+    if tokens is None:
         return None
     blocks = list(text.transformer.resblocks)
     for block in blocks:
@@ -138,7 +178,7 @@ def _describe(model: Any, tokenizer: Any) -> dict | None:
     return {"width": int(text.positional_embedding.shape[1]), "heads": int(blocks[0].attn.num_heads),
             "layers": len(blocks), "context_length": int(tokenizer.context_length), "activation": activation,
             "eps": float(blocks[0].ln_1.eps), "final_eps": float(text.ln_final.eps),
-            "projection_bias": bool(getattr(projection, "bias", None) is not None), **attention}
+            "projection_bias": bool(getattr(projection, "bias", None) is not None), **attention, **tokens}
 
 
 def _arrays(model: Any) -> dict[str, np.ndarray]:
@@ -199,7 +239,7 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     arrays = _arrays(model)
     then = "it is written the next time jrsearch loads this model (text queries take the slower path until then)"
     try:
-        _write(arrays, meta, target)
+        _write(arrays, meta, target, tokenizer)
     except OSError as exc:
         need = sum(a.nbytes for a in arrays.values()) + 2 * 2**20  # and the tokenizer's merges
         if out_of_space(exc, library_root, need):
@@ -208,14 +248,12 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     return True
 
 
-def _write(arrays: dict[str, np.ndarray], meta: dict, target: Path) -> None:
+def _write(arrays: dict[str, np.ndarray], meta: dict, target: Path, tokenizer: Any) -> None:
     """Write into a temp folder beside `target`, then swap it in: a reader sees a whole export or none."""
-    from open_clip.tokenizer import default_bpe
-
     def fill(tmp: Path) -> None:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
-        ClipTokenizer.from_bpe_file(Path(default_bpe()), meta["context_length"]).save(tmp / "merges.npy")
+        save_tokenizer(tokenizer, meta, meta["context_length"], tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
     write_folder_atomic(target, fill)
@@ -239,7 +277,8 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
 class TextTower:
     """open_clip's `encode_text(normalize=True)` for one exported CLIP text tower, in numpy."""
 
-    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], tokenizer: ClipTokenizer) -> None:
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], tokenizer: Callable[[list[str]], np.ndarray]
+                 ) -> None:
         self.meta = meta
         self.a = arrays
         self.tokenizer = tokenizer
@@ -260,8 +299,8 @@ class TextTower:
         names += ["cls_emb"] if meta.get("cls") else []
         try:
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}
-            tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
-        except (OSError, ValueError):
+            tokenizer = query_tokenizer(folder, meta)
+        except Exception:  # OSError, ValueError, and tokenizers' bare Exception on a bad file
             return None
         return cls(meta, arrays, tokenizer)
 

@@ -3,7 +3,9 @@ and CoCa's contrastive towers export to ONNX, index, and answer a cold text quer
 
 The configs in tests/model_configs are the real families' tower classes at toy widths (random
 weights): fastvit_mci0 at 64 px (MobileCLIP2-S0's image tower, with its bidirectional text
-tower), eva02_tiny (EVA02-B-16's), convnext_atto (convnext_base's), and a CoCa with small widths.
+tower), eva02_tiny (EVA02-B-16's), convnext_atto (convnext_base's), a CoCa with small widths, and
+SigLIP's text layout (a Hugging Face tokenizer, canonicalize clean, padded, bidirectional, last token
+pooled) over the shipped tiny-multilingual tokenizer files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 from helpers import make_image
 
 CONFIGS = Path(__file__).parent / "model_configs"
-FAMILIES = {"test-mobileclip2": False, "test-convnext": False, "test-coca": False, "test-eva02": True}  # slow?
+FAMILIES = {"test-mobileclip2": False, "test-convnext": False, "test-coca": False, "test-siglip": False,
+            "test-eva02": True}  # name: slow
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["a dog on a beach", "Two PEOPLE riding bikes &amp; a car", "", "x " * 60]  # the last fills the context
 COLD_QUERY = ("import sys, json\nfrom jrsearch.cli.main import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
