@@ -84,7 +84,8 @@ def _child(role: str, model: str, images: int) -> dict:
 
 def _spawn(role: str, model: str, images: int, cache: Path) -> dict:
     """One child: its JSON answer plus its wall time, CPU seconds and peak RSS (its own, from wait4)."""
-    env = {**os.environ, "JRSEARCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    # BLAS on one thread, as `jrsearch query` runs the numpy text tower (spinning threads inflate CPU-seconds)
+    env = {**os.environ, "JRSEARCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OPENBLAS_NUM_THREADS": "1"}
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
         child = subprocess.Popen([sys.executable, "-m", "jrsearch.benchmarks.models", "--child", role,

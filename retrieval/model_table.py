@@ -44,8 +44,10 @@ def _fast_path(row: dict, measured: dict | None) -> str:
     if measured is not None:
         backend = measured.get("warm", {}).get("backend")
         return "measured" if backend in ("onnx", "openvino") else f"no (measured on {backend or 'nothing'})"
-    if row["tokenizer"] != "clip":
-        return "no (Hugging Face tokenizer: torch)"
+    if row["tokenizer"] == "hf-text-model":
+        return "no (Hugging Face text model: images on torch)"
+    if row["tokenizer"] == "hf":
+        return "untested (Hugging Face tokenizer, e.g. SigLIP)"
     if (row["params_m"] or 0) >= LARGE_PARAMS_M:
         return "untested"
     return "expected"
