@@ -33,6 +33,7 @@ from jrsearch.retrieval.errors import LibraryError
 from jrsearch.retrieval.hf_tokenizer import HfTokenizer
 from jrsearch.retrieval.query_model import (
     EXPORT_DIR,
+    TOKENIZER_FILE,
     TextTower,
     _checkpoint_stamp,
     _erf,
@@ -52,7 +53,6 @@ ARCHITECTURES = ("xlm-roberta", "roberta")
 POOLERS = {"MeanPooler": "mean", "ClsLastHiddenStatePooler": "first"}
 LAYER_ARRAYS = ("q_w", "q_b", "k_w", "k_b", "v_w", "v_b", "out_w", "out_b", "ln_1_w", "ln_1_b",
                 "fc_w", "fc_b", "proj_w", "proj_b", "ln_2_w", "ln_2_b")
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def _f32(tensor: torch.Tensor) -> np.ndarray:

@@ -86,7 +86,7 @@ def require_public_host(url: str) -> None:
     own or its network's private services (a redirect is not checked again)."""
     host = urllib.parse.urlsplit(url).hostname or ""
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError) as exc:
         raise _refused(url, f"cannot resolve {host or 'its host'} ({exc})") from None
     for address in addresses:

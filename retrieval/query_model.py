@@ -13,9 +13,12 @@ libraries written by older versions carry their own copy in LIBRARY/query_model,
 causal mask, ln_final, the end-of-text position, text projection, L2 norm. The causal mask
 means positions after the end token never change it, so only the real tokens are computed.
 
-Only open_clip's `CLIP` class with its standard text transformer is exported (ViT-B-32,
-ViT-B-16, ViT-L-14, tiny-test ...); any other model has no export and queries take the torch
-path. A stale export (another model or weights) is detected and ignored.
+Exported: open_clip's standard text transformer, in a `CLIP` (ViT-B-32, ViT-L-14, convnext_base,
+tiny-test ...) or as the `text` tower of a `CustomTextCLIP` or `CoCa` (MobileCLIP2, EVA02,
+coca_ViT-B-32): causal or bidirectional (every position, padding included, as open_clip runs it),
+pooled on the end token, the first or the last position, or CoCa's appended class token. Any other
+tower has no export and its queries take the torch path. A stale export (another model or weights)
+is detected and ignored.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from jrsearch.retrieval.checksums import check_folder, write_folder_checked
 from jrsearch.retrieval.diskspace import disk_full_error, out_of_space
 from jrsearch.retrieval.errors import LibraryError
+from jrsearch.retrieval.hf_tokenizer import CLEANS, HfTokenizer
 from jrsearch.retrieval.tokenizer import ClipTokenizer
 from jrsearch.retrieval.types import ModelSpec
 
@@ -44,6 +48,8 @@ FORMAT = 1
 LAYER_ARRAYS = ("ln_1_w", "ln_1_b", "qkv_w", "qkv_b", "out_w", "out_b", "ln_2_w", "ln_2_b", "fc_w", "fc_b",
                 "proj_w", "proj_b")
 ACTIVATIONS = ("gelu", "quick_gelu")
+POOLS = ("argmax", "last", "first")
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def _checkpoint_stamp(spec: ModelSpec) -> list[int] | None:
@@ -55,11 +61,18 @@ def _checkpoint_stamp(spec: ModelSpec) -> list[int] | None:
     return [stat.st_size, stat.st_mtime_ns]
 
 
+def text_transformer(model: Any) -> Any:
+    """The object holding the text transformer's parts: a `CLIP` itself, else its `text` tower
+    (`CustomTextCLIP`, `CoCa`: open_clip's `TextTransformer`, same attribute names)."""
+    return model if hasattr(model, "token_embedding") else getattr(model, "text", None)
+
+
 def _weights_digest(model: Any) -> str:
     """A cheap fingerprint of the text tower's weights (a few small tensors)."""
+    text = text_transformer(model)
     digest = hashlib.sha256()
-    for tensor in (model.positional_embedding, model.ln_final.weight, model.transformer.resblocks[-1].mlp.c_proj.bias,
-                   getattr(model.text_projection, "weight", model.text_projection)):
+    for tensor in (text.positional_embedding, text.ln_final.weight, text.transformer.resblocks[-1].mlp.c_proj.bias,
+                   getattr(text.text_projection, "weight", text.text_projection)):
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
 
@@ -75,19 +88,78 @@ def _cleans_like_ours(clean_fn: Callable[[str], str]) -> bool:
     return all(clean_fn(text) == clean(text) for text in _CLEAN_PROBES)
 
 
+def _attention(text: Any) -> dict | None:
+    """How the tower's tokens attend and which one it pools, or None for a layout not covered.
+
+    causal: CLIP's mask (else every position attends every other, padding included); pool: the
+    position kept ("argmax": the end token, "last", "first"); cls: CoCa's class token appended
+    after the padded text and pooled, "legacy" or "correct" for open_clip's two masks of it."""
+    import open_clip
+
+    if isinstance(text, open_clip.CLIP):
+        return {"causal": text.attn_mask is not None, "pool": text.text_pool_type, "cls": None}
+    if not isinstance(text, open_clip.transformer.TextTransformer) or text.use_pad_mask:
+        return None
+    if text.cls_emb is not None:
+        if text.attn_mask is None or text.pad_id != 0:
+            return None
+        return {"causal": True, "pool": "last", "cls": "correct" if text.correct_cls_mask else "legacy"}
+    return {"causal": text.attn_mask is not None, "pool": text.pool_type, "cls": None}
+
+
+def tokenizer_config(tokenizer: Any) -> dict | None:
+    """How `query_tokenizer` rebuilds open_clip's `tokenizer` without torch: {"tokenizer": "clip"}
+    for CLIP's BPE; for a Hugging Face one (SigLIP's) its clean, padding id and context length,
+    its `tokenizer.json` saved beside; None for any other."""
+    from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+
+    if isinstance(tokenizer, SimpleTokenizer):
+        if (_cleans_like_ours(tokenizer.clean_fn) and tokenizer.reduction_fn is None
+                and len(tokenizer.all_special_ids) == 2):
+            return {"tokenizer": "clip"}
+        return None
+    clean = getattr(getattr(tokenizer, "clean_fn", None), "__name__", "").removeprefix("_clean_")
+    hf: Any = getattr(tokenizer, "tokenizer", None)
+    if (not isinstance(tokenizer, HFTokenizer) or tokenizer.tokenizer_mode or tokenizer.strip_sep_token
+            or clean not in CLEANS or getattr(hf, "backend_tokenizer", None) is None or hf.pad_token_id is None
+            or getattr(hf, "padding_side", "right") != "right"):
+        return None
+    return {"tokenizer": "hf", "clean": clean, "pad_id": int(hf.pad_token_id)}
+
+
+def query_tokenizer(folder: Path, meta: dict) -> Callable[[list[str]], np.ndarray]:
+    """Texts -> (n, context_length) int64 ids, as the export's tokenizer (`tokenizer_config`) makes them."""
+    context = int(meta["context_length"])
+    if meta.get("tokenizer", "clip") == "clip":
+        return ClipTokenizer.load(folder / "merges.npy", context)
+    hf = HfTokenizer(folder / TOKENIZER_FILE, context, meta["clean"], int(meta["pad_id"]))
+    return lambda texts: np.asarray(hf(texts), dtype=np.int64).reshape(len(texts), context)
+
+
+def save_tokenizer(tokenizer: Any, config: dict, context: int, folder: Path) -> None:
+    """Write what `query_tokenizer` reads for `tokenizer` (described by `config`) into `folder`."""
+    if config["tokenizer"] == "clip":
+        from open_clip.tokenizer import default_bpe
+
+        ClipTokenizer.from_bpe_file(Path(default_bpe()), context).save(folder / "merges.npy")
+    else:
+        (folder / TOKENIZER_FILE).write_text(tokenizer.tokenizer.backend_tokenizer.to_str(), encoding="utf-8")
+
+
 def _describe(model: Any, tokenizer: Any) -> dict | None:
-    """The layer config of a standard open_clip CLIP text tower, or None for anything else."""
+    """The layer config of a standard open_clip text transformer, or None for anything else."""
     import open_clip
     import torch
-    from open_clip.tokenizer import SimpleTokenizer
 
-    if (not isinstance(model, open_clip.CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None
-            or model.text_projection is None or not isinstance(model.ln_final, torch.nn.LayerNorm)):
+    text = text_transformer(model)
+    attention = _attention(text) if text is not None else None
+    if (attention is None or attention["pool"] not in POOLS or text.text_projection is None
+            or not isinstance(text.ln_final, torch.nn.LayerNorm)):
         return None
-    if not (isinstance(tokenizer, SimpleTokenizer) and _cleans_like_ours(tokenizer.clean_fn)
-            and tokenizer.reduction_fn is None and len(tokenizer.all_special_ids) == 2):
+    tokens = tokenizer_config(tokenizer)
+    if tokens is None:
         return None
-    blocks = list(model.transformer.resblocks)
+    blocks = list(text.transformer.resblocks)
     for block in blocks:
         if not (type(block) is open_clip.transformer.ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
                 and isinstance(block.ln_1, torch.nn.LayerNorm) and isinstance(block.ln_2, torch.nn.LayerNorm)
@@ -102,11 +174,11 @@ def _describe(model: Any, tokenizer: Any) -> dict | None:
         activation = "gelu"
     else:
         return None
-    projection = model.text_projection
-    return {"width": int(model.positional_embedding.shape[1]), "heads": int(blocks[0].attn.num_heads),
-            "layers": len(blocks), "context_length": int(model.context_length), "activation": activation,
-            "eps": float(blocks[0].ln_1.eps), "final_eps": float(model.ln_final.eps),
-            "projection_bias": bool(getattr(projection, "bias", None) is not None)}
+    projection = text.text_projection
+    return {"width": int(text.positional_embedding.shape[1]), "heads": int(blocks[0].attn.num_heads),
+            "layers": len(blocks), "context_length": int(tokenizer.context_length), "activation": activation,
+            "eps": float(blocks[0].ln_1.eps), "final_eps": float(text.ln_final.eps),
+            "projection_bias": bool(getattr(projection, "bias", None) is not None), **attention, **tokens}
 
 
 def _arrays(model: Any) -> dict[str, np.ndarray]:
@@ -114,7 +186,8 @@ def _arrays(model: Any) -> dict[str, np.ndarray]:
     def f32(tensor: torch.Tensor) -> np.ndarray:
         return tensor.detach().float().cpu().numpy()
 
-    blocks = list(model.transformer.resblocks)
+    text = text_transformer(model)
+    blocks = list(text.transformer.resblocks)
     per_layer = {
         "ln_1_w": lambda b: f32(b.ln_1.weight), "ln_1_b": lambda b: f32(b.ln_1.bias),
         "qkv_w": lambda b: f32(b.attn.in_proj_weight).T, "qkv_b": lambda b: f32(b.attn.in_proj_bias),
@@ -124,13 +197,15 @@ def _arrays(model: Any) -> dict[str, np.ndarray]:
         "proj_w": lambda b: f32(b.mlp.c_proj.weight).T, "proj_b": lambda b: f32(b.mlp.c_proj.bias),
     }
     arrays = {name: np.stack([get(b) for b in blocks]) for name, get in per_layer.items()}
-    projection = model.text_projection
-    arrays.update(token_embedding=f32(model.token_embedding.weight),
-                  positional_embedding=f32(model.positional_embedding),
-                  ln_final_w=f32(model.ln_final.weight), ln_final_b=f32(model.ln_final.bias),
+    projection = text.text_projection
+    arrays.update(token_embedding=f32(text.token_embedding.weight),
+                  positional_embedding=f32(text.positional_embedding),
+                  ln_final_w=f32(text.ln_final.weight), ln_final_b=f32(text.ln_final.bias),
                   text_projection=f32(projection.weight).T if hasattr(projection, "weight") else f32(projection))
     if getattr(projection, "bias", None) is not None:
         arrays["text_projection_b"] = f32(projection.bias)
+    if getattr(text, "cls_emb", None) is not None:
+        arrays["cls_emb"] = f32(text.cls_emb)
     return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
 
 
@@ -154,8 +229,8 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     if model is None or config is None:
         return False
     spec: ModelSpec = encoder.spec
-    dim = int(model.text_projection.shape[1] if not hasattr(model.text_projection, "weight")
-              else model.text_projection.weight.shape[0])
+    projection = text_transformer(model).text_projection
+    dim = int(projection.shape[1] if not hasattr(projection, "weight") else projection.weight.shape[0])
     meta = {"format": FORMAT, "model": spec.name, "pretrained": spec.pretrained, "checkpoint": _checkpoint_stamp(spec),
             "dim": dim, "digest": _weights_digest(model), **config}
     target = library_root / EXPORT_DIR
@@ -164,7 +239,7 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     arrays = _arrays(model)
     then = "it is written the next time jrsearch loads this model (text queries take the slower path until then)"
     try:
-        _write(arrays, meta, target)
+        _write(arrays, meta, target, tokenizer)
     except OSError as exc:
         need = sum(a.nbytes for a in arrays.values()) + 2 * 2**20  # and the tokenizer's merges
         if out_of_space(exc, library_root, need):
@@ -173,14 +248,12 @@ def export_text_tower(encoder: Encoder, library_root: Path) -> bool:
     return True
 
 
-def _write(arrays: dict[str, np.ndarray], meta: dict, target: Path) -> None:
+def _write(arrays: dict[str, np.ndarray], meta: dict, target: Path, tokenizer: Any) -> None:
     """Write into a temp folder beside `target`, then swap it in: a reader sees a whole export or none."""
-    from open_clip.tokenizer import default_bpe
-
     def fill(tmp: Path) -> None:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", array)
-        ClipTokenizer.from_bpe_file(Path(default_bpe()), meta["context_length"]).save(tmp / "merges.npy")
+        save_tokenizer(tokenizer, meta, meta["context_length"], tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
     write_folder_checked(target, fill)
@@ -204,7 +277,8 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
 class TextTower:
     """open_clip's `encode_text(normalize=True)` for one exported CLIP text tower, in numpy."""
 
-    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], tokenizer: ClipTokenizer) -> None:
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], tokenizer: Callable[[list[str]], np.ndarray]
+                 ) -> None:
         self.meta = meta
         self.a = arrays
         self.tokenizer = tokenizer
@@ -223,10 +297,11 @@ class TextTower:
         names = [*LAYER_ARRAYS, "token_embedding", "positional_embedding", "ln_final_w", "ln_final_b",
                  "text_projection"]
         names += ["text_projection_b"] if meta["projection_bias"] else []
+        names += ["cls_emb"] if meta.get("cls") else []
         try:
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in names}
-            tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
-        except (OSError, ValueError):
+            tokenizer = query_tokenizer(folder, meta)
+        except Exception:  # OSError, ValueError, and tokenizers' bare Exception on a bad file
             return None
         return cls(meta, arrays, tokenizer)
 
@@ -238,9 +313,8 @@ class TextTower:
         """One row of token ids (padded to the context length) -> a (dim,) unit vector."""
         a, meta = self.a, self.meta
         heads, width = int(meta["heads"]), int(meta["width"])
-        n = int(np.argmax(tokens)) + 1  # through the end token (the highest id), as open_clip pools
-        x = a["token_embedding"][tokens[:n]] + a["positional_embedding"][:n]
-        mask = np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1)
+        x, mask = self._inputs(tokens)
+        n = len(x)
         scale = np.float32(1.0 / np.sqrt(width // heads))
         for layer in range(int(meta["layers"])):
             w = {name: a[name][layer] for name in LAYER_ARRAYS}
@@ -256,9 +330,43 @@ class TextTower:
             else:
                 h = 0.5 * h * (1.0 + _erf(h * np.float32(1 / np.sqrt(2))))
             x = x + h @ w["proj_w"] + w["proj_b"]
-        pooled = _layer_norm(x[n - 1], a["ln_final_w"], a["ln_final_b"], meta["final_eps"])
+        pooled = _layer_norm(x[self._pooled(tokens)], a["ln_final_w"], a["ln_final_b"], meta["final_eps"])
         out = pooled @ a["text_projection"]
         if "text_projection_b" in a:
             out = out + a["text_projection_b"]
         out = np.asarray(out, dtype=np.float32)
         return out / max(float(np.linalg.norm(out)), 1e-12)
+
+    def _pooled(self, tokens: np.ndarray) -> int:
+        """Where the pooled token is among the positions `_inputs` computes."""
+        pool = self.meta.get("pool", "argmax")
+        if self.meta.get("cls"):
+            return -1
+        if pool == "argmax":
+            return int(np.argmax(tokens))
+        return 0 if pool == "first" else len(tokens) - 1
+
+    def _inputs(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The embedded positions the pooled token depends on, and their additive attention mask.
+
+        Causal: only the positions up to the pooled one (later ones never reach it). Bidirectional:
+        all of them, padding included, as open_clip computes them. CoCa: the text up to its end
+        token (with the first padding position in the legacy mask, which lets the class token see
+        it), then the class token at the position after the padded text."""
+        a, meta = self.a, self.meta
+        cls = meta.get("cls")
+        if not cls:
+            n = self._pooled(tokens) + 1 if meta.get("causal", True) else len(tokens)
+            x = a["token_embedding"][tokens[:n]] + a["positional_embedding"][:n]
+            causal = meta.get("causal", True)
+            return x, (np.triu(np.full((n, n), -np.inf, dtype=np.float32), 1) if causal
+                       else np.zeros((n, n), np.float32))
+        length = len(tokens)
+        n = min(int(np.argmax(tokens)) + 1 + (cls == "legacy"), length)
+        x = np.concatenate([a["token_embedding"][tokens[:n]] + a["positional_embedding"][:n],
+                            (a["cls_emb"] + a["positional_embedding"][length])[None]])
+        mask = np.triu(np.full((n + 1, n + 1), -np.inf, dtype=np.float32), 1)
+        if cls == "legacy" and tokens[length - 1] == 0:
+            mask[n, n] = -np.inf  # the legacy mask keys the class token on the last text position
+        return x, mask
+

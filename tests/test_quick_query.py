@@ -121,7 +121,7 @@ def test_other_text_towers_are_not_exported(tiny_encoder, tmp_path):
 
     model = tiny_encoder.model
     try:
-        model.text_pool_type = "last"  # e.g. a tower pooled on another token: only the torch path knows it
+        model.text_pool_type = "eos"  # e.g. a tower pooled on another token: only the torch path knows it
         assert export_text_tower(tiny_encoder, tmp_path) is False
     finally:
         model.text_pool_type = "argmax"

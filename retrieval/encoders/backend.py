@@ -15,6 +15,7 @@ cache folder, which is what a cold `jrsearch query TEXT` reads.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,10 +115,15 @@ def _export(spec: ModelSpec, precision: str, runtime: str,
 
     torch_precision = _torch_precision(precision)
     encoder = OpenClipEncoder.load(spec, device="cpu", precision="fp32")
+    released = False
     share_text_tower(encoder)
     try:
         folder = prepare_folder(encoder)
         export_model(encoder, folder / ONNX_DIR)
+        # The runtimes load their own copy of the weights: free torch's first (ViT-L-14's export
+        # peak, README "Choosing a model"); the rare failure below loads it again.
+        encoder.model, released = None, True
+        gc.collect()
         opened = _open_export(spec, folder / ONNX_DIR, precision, runtime)
         if opened is None:
             raise ExportError(f"the export in {folder} could not be read back")
@@ -131,7 +137,7 @@ def _export(spec: ModelSpec, precision: str, runtime: str,
     except Exception as exc:
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
         why = f"{spec.label()} did not export to ONNX ({type(exc).__name__}: {first})"
-    if torch_precision != "fp32":
+    if released or torch_precision != "fp32":
         encoder = OpenClipEncoder.load(spec, device="cpu", precision=torch_precision)
     return _fallback(encoder, why)
 

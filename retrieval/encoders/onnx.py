@@ -130,7 +130,7 @@ class OnnxClipEncoder(JointTowers):
 
     def __init__(self, spec: ModelSpec, folder: Path, meta: dict, precision: str = "fp32",
                  runtime: str = "onnx", batch_size: int = 32) -> None:
-        from jrsearch.retrieval.tokenizer import ClipTokenizer
+        from jrsearch.retrieval.query_model import query_tokenizer
 
         self.spec = spec
         self.folder = folder
@@ -141,7 +141,7 @@ class OnnxClipEncoder(JointTowers):
         self.dim = int(meta["dim"])
         self.preprocess = ImagePreprocess.from_cfg(meta["preprocess"])
         self.image_size = self.preprocess.side
-        self.tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
+        self.tokenizer = query_tokenizer(folder, meta)
         self.notes: list[str] = []
         self._runners: dict[str, TowerRunner] = {}
         self._opening = threading.Lock()  # one session per tower, whichever thread asks first
@@ -213,11 +213,10 @@ def check_openvino(folder: Path, meta: dict, precision: str) -> None:
 
 def probe_inputs(folder: Path, meta: dict) -> dict[str, np.ndarray]:
     """The probe batch of each tower, as the export check used it."""
-    from jrsearch.retrieval.tokenizer import ClipTokenizer
+    from jrsearch.retrieval.query_model import query_tokenizer
 
-    tokenizer = ClipTokenizer.load(folder / "merges.npy", int(meta["context_length"]))
     return {"image": probe_image_batch(ImagePreprocess.from_cfg(meta["preprocess"]).size),
-            "text": tokenizer(list(PROBE_TEXTS))}
+            "text": query_tokenizer(folder, meta)(list(PROBE_TEXTS))}
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -263,16 +262,15 @@ def ensure_quantized(folder: Path, precision: str) -> None:
 def supported(encoder: OpenClipEncoder) -> str | None:
     """Why this model cannot go through ONNX, or None where it can."""
     import open_clip
-    from open_clip.tokenizer import SimpleTokenizer
 
     from jrsearch.retrieval.encoders.preprocess import ImagePreprocess
+    from jrsearch.retrieval.query_model import tokenizer_config
 
-    if not isinstance(encoder.model, (open_clip.CLIP, open_clip.CustomTextCLIP)):
+    # CoCa: its contrastive towers (encode_image / encode_text); the caption decoder is not exported
+    if not isinstance(encoder.model, (open_clip.CLIP, open_clip.CustomTextCLIP, open_clip.CoCa)):
         return f"{type(encoder.model).__name__} models are not exported"
-    tokenizer = encoder.tokenizer
-    if not (isinstance(tokenizer, SimpleTokenizer) and tokenizer.reduction_fn is None
-            and len(tokenizer.all_special_ids) == 2 and tokenizer.clean_fn.__name__ == "_clean_lower"):
-        return "its tokenizer is not CLIP's BPE tokenizer"
+    if tokenizer_config(encoder.tokenizer) is None:
+        return "its tokenizer is neither CLIP's BPE tokenizer nor a plain Hugging Face one"
     try:
         ImagePreprocess.from_cfg(encoder.preprocess_cfg)
     except (KeyError, ValueError, TypeError) as exc:
@@ -292,10 +290,9 @@ def export_model(encoder: OpenClipEncoder, folder: Path) -> Path:
 
 def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
     import torch
-    from open_clip.tokenizer import default_bpe
 
     from jrsearch.retrieval.encoders.pooled_export import image_tower, text_tower
-    from jrsearch.retrieval.tokenizer import ClipTokenizer
+    from jrsearch.retrieval.query_model import query_tokenizer, save_tokenizer, tokenizer_config
 
     model = encoder.model
     preprocess = encoder.preprocess
@@ -313,8 +310,11 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
             return self.tower(input)
 
     probe_images = torch.from_numpy(probe_image_batch(size))
-    tokenizer = ClipTokenizer.from_bpe_file(Path(default_bpe()), context)
-    tokens = tokenizer(list(PROBE_TEXTS))
+    tokens_config = tokenizer_config(encoder.tokenizer)
+    assert tokens_config is not None  # `supported` refused the others
+    tokens_meta = {**tokens_config, "context_length": context}
+    save_tokenizer(encoder.tokenizer, tokens_config, context, tmp)
+    tokens = query_tokenizer(tmp, tokens_meta)(list(PROBE_TEXTS))
     if not np.array_equal(tokens, encoder.tokenizer(list(PROBE_TEXTS)).numpy()):
         raise ExportError(f"{encoder.spec.label()}: jrsearch's tokenizer disagrees with the model's")
     # Gradients on during export: nn.MultiheadAttention's fused inference path does not export.
@@ -336,9 +336,8 @@ def _export_into(encoder: OpenClipEncoder, tmp: Path) -> dict:
         if cosines[name] < PROBE_COSINE:
             raise ExportError(f"{encoder.spec.label()}: the ONNX {name} tower differs from torch "
                               f"(cosine {cosines[name]:.6f} < {PROBE_COSINE})")
-    tokenizer.save(tmp / "merges.npy")
     return {"format": FORMAT, "model": encoder.spec.name, "pretrained": encoder.spec.pretrained,
-            "dim": encoder.dim, "context_length": context, "preprocess": preprocess.to_cfg(),
+            "dim": encoder.dim, **tokens_meta, "preprocess": preprocess.to_cfg(),
             "probe_cosine": cosines, "torch": torch.__version__}
 
 

@@ -150,6 +150,40 @@ def _check_hf_text_tower(spec: ModelSpec, hf_name: str) -> None:
             f"machine (or copy its ~/.cache/huggingface), or use --model tiny-multilingual to try it offline")
 
 
+def embedding_dim(spec: ModelSpec) -> int:
+    """The joint space's size: the config's `embed_dim` (a timm image tower has no `output_dim`)."""
+    import open_clip
+
+    _register_shipped_configs()
+    return int((open_clip.get_model_config(spec.name) or {})["embed_dim"])
+
+
+def hf_tokenizer_name(spec: ModelSpec) -> str | None:
+    """The Hugging Face tokenizer repo a model's text tower reads (SigLIP's, an XLM-R's), or None for CLIP's BPE."""
+    import open_clip
+
+    _register_shipped_configs()
+    text_cfg = (open_clip.get_model_config(spec.name) or {}).get("text_cfg", {})
+    return text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name") or None
+
+
+def _tokenizer(spec: ModelSpec) -> Any:
+    """open_clip's tokenizer for `spec`; one line naming the missing Hugging Face tokenizer where it
+    cannot be read (offline, not cached)."""
+    import open_clip
+
+    try:
+        return open_clip.get_tokenizer(spec.name)
+    except OSError as exc:
+        repo = hf_tokenizer_name(spec) or spec.name
+        offline = HF_HUB_OFFLINE.text() not in ("", "0")
+        why = "HF_HUB_OFFLINE is set" if offline else (str(exc).splitlines()[0] if str(exc) else "it could not be read")
+        raise ModelUnavailableError(
+            f"model '{spec.name}' needs the Hugging Face tokenizer '{repo}', which is not in the local cache "
+            f"and {why}; run the same command once on a connected machine (or copy its ~/.cache/huggingface)"
+        ) from None
+
+
 def _pick_device(device: str | None) -> str:
     import torch
 
@@ -175,7 +209,7 @@ class OpenClipEncoder(JointTowers):
         self.batch_size = batch_size
         self.notes: list[str] = []
         self.weights: Path | None = None  # the checkpoint file (None: random init); keys the model cache
-        self.dim = int(model.visual.output_dim)
+        self.dim = embedding_dim(spec)
         self.preprocess_cfg = dict(open_clip.get_model_preprocess_cfg(model))
         self.preprocess: ImagePreprocess | _TorchTransform
         try:
@@ -207,6 +241,7 @@ class OpenClipEncoder(JointTowers):
         if hf_name:
             _check_hf_text_tower(spec, hf_name)
             extra["pretrained_text"] = False  # the open_clip weights hold the text tower too; none: random
+        tokenizer = _tokenizer(spec)  # before the model: a missing tokenizer is told at once
         if weights is None:
             torch.manual_seed(0)  # random init must be identical in every process that loads it
         try:
@@ -228,7 +263,7 @@ class OpenClipEncoder(JointTowers):
             # tower reads its Linear weights' dtype, which quantized layers no longer have.
             model.visual = torch.ao.quantization.quantize_dynamic(model.visual, {torch.nn.Linear}, dtype=torch.qint8)
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-        encoder = cls(spec, model, preprocess, open_clip.get_tokenizer(spec.name), device, dtype)
+        encoder = cls(spec, model, preprocess, tokenizer, device, dtype)
         encoder.weights = _local_file(weights if weights is not None else None, spec)
         return encoder
 

@@ -86,7 +86,7 @@ def pooled_text_forward(model: object) -> Callable[[torch.Tensor], torch.Tensor]
 
 def image_tower(model: object) -> Callable[[torch.Tensor], torch.Tensor]:
     """The image tower to export: normalised vectors, pruned where `pooled_image_forward` can."""
-    forward = pooled_image_forward(model.visual) or model.visual  # type: ignore[attr-defined]
+    forward = pooled_image_forward(model.visual) or model.encode_image  # type: ignore[attr-defined]
     return lambda images: F.normalize(forward(images), dim=-1)
 
 
