@@ -74,6 +74,7 @@ class SearchResult:
     latitude: float | None = None  # where it was taken (GPS), degrees
     longitude: float | None = None
     camera: str | None = None  # make and model
+    copies: tuple[str, ...] = ()  # the other indexed files with the same content (`ranking`)
 
     def to_json(self, *, nulls: bool = False) -> dict[str, Any]:
         """The one serialised form of a result (`jrsearch query --json`; the web API adds its links).
@@ -90,6 +91,8 @@ class SearchResult:
             value = getattr(self, key)
             if value is not None or nulls:
                 out[key] = value
+        if self.copies or nulls:
+            out["copies"] = [display_path(p) for p in self.copies]
         return out
 
 
