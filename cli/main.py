@@ -74,6 +74,8 @@ def index(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try files that failed before again, "
                                                                       "even if they have not changed.")] = False,
     as_json: JsonOpt = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Then keep watching PATHS: index files as they appear "
+                                                        "and change, forget them as they go (Ctrl-C stops).")] = False,
 ) -> None:
     """Embed every media file under PATHS; unchanged files are skipped, deleted ones forgotten."""
     from jrsearch.cli.render import RichProgress, print_index_report
@@ -95,6 +97,10 @@ def index(
                                                          backend=choice.backend))
         options = IndexOptions(batch_size=batch_size, workers=workers, include_hidden=include_hidden,
                                audio_model=audio_model, video_fps=video_fps, retry_failed=retry_failed)
+        if watch:
+            from jrsearch.cli.watch import watch_index
+
+            return watch_index(lib, encoder, [p.resolve() for p in paths], options, as_json)
         with RichProgress(enabled=not as_json) as progress:
             report = run_index(lib, encoder, [p.resolve() for p in paths], options, progress)
     if encoder.loaded is not None:

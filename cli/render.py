@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the pipeline pulls in SQLAlchemy; a cold `jrsearch query` m
     from rich.progress import TaskID
 
     from jrsearch.indexer.pipeline import IndexReport
+    from jrsearch.retrieval.duplicates import DuplicateGroup
 
 out = Console(soft_wrap=True)  # lines are not broken at the width: piped, a path stays whole
 err = Console(stderr=True)
@@ -143,7 +144,7 @@ def result_rows(results: Sequence[SearchResult]) -> tuple[list[str], list[list[s
             detail = f"line {r.line}: {r.text}"
         elif r.start_s is not None:
             detail = f"{r.start_s:.1f}-{r.end_s:.1f} s"
-        row = [str(r.rank), f"{r.score:.4f}", display_path(r.path), detail]
+        row = [str(r.rank), f"{r.score:.4f}", display_path(r.path) + copies_text(r.copies), detail]
         if taken:
             row.append(taken_text(r.taken_at, r.taken_source))
         if camera:
@@ -159,6 +160,27 @@ def one_line(text: str) -> str:
     """`text` with its control characters (tabs, line breaks) written as \\xNN, as `display_path`
     writes undecodable bytes: a piped result stays one line and its columns stay apart."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def print_duplicate_groups(groups: Sequence[DuplicateGroup]) -> None:
+    """`jrsearch duplicates`: each group's paths, then each pair's similarity."""
+    if not groups:
+        out.print("no duplicates")
+        return
+    for number, group in enumerate(groups, 1):
+        out.print(f"group {number}: {len(group.paths)} files" + (" (exact copies)" if group.exact else ""))
+        for path in group.paths:
+            out.print(f"  {display_path(path)}", markup=False, highlight=False, soft_wrap=True)
+        for a, b, similarity in group.pairs:
+            out.print(f"    {similarity:.4f}  {display_path(a)} ~ {display_path(b)}", markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def copies_text(copies: Sequence[str]) -> str:
+    """Under a result's path, its exact copies: "3 copies, also: a.jpg, b.jpg" ("" without any)."""
+    if not copies:
+        return ""
+    return f"\n{len(copies) + 1} copies, also: " + ", ".join(display_path(p) for p in copies)
 
 
 def taken_text(taken_at: str | None, taken_source: str | None = None) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from jrsearch.indexer.changes import Candidate
 from jrsearch.indexer.commit import commit, stored_fields
 from jrsearch.indexer.decode import Decoded, failed, same_content
-from jrsearch.indexer.handler import KindHandler, KindInfo
+from jrsearch.indexer.handler import KindHandler, KindInfo, Picture
 from jrsearch.indexer.run import IndexRun
 from jrsearch.retrieval.audioio import iter_audio
 from jrsearch.retrieval.encoders import AudioTower
@@ -114,7 +114,7 @@ class SoundHandler(KindHandler):
     """Sound files, embedded with the library's audio tower (skipped, with a note, without one).
     A sound file holding moving pictures is a video (checked by content)."""
 
-    info = KindInfo(MediaKind.AUDIO, EXTENSIONS, by_content=True)
+    info = KindInfo(MediaKind.AUDIO, EXTENSIONS, picture=Picture.SOUND, by_content=True)
 
     def index(self, run: IndexRun, todo: list[Candidate]) -> None:
         audio = run.towers.audio()

@@ -21,6 +21,7 @@ class Picture(str, enum.Enum):
 
     FILE = "file"  # the file is a picture
     FRAME = "frame"  # pictures over time: the frame at a result's time
+    SOUND = "sound"  # sounds: the spectrogram of a result's time range (cli/web/sound_picture.py)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -28,13 +28,13 @@ class AudioChunk:
     samples: np.ndarray  # (n,) float32 mono at the requested rate
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def _open(path: Path | BinaryIO, subject: object = None) -> av.container.InputContainer:
     import av
 
     try:
-        return av.open(str(path))
+        return av.open(str(path) if isinstance(path, Path) else path, mode="r")
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(path, f"not a media file PyAV can open ({_reason(exc)})") from None
+        raise MediaError(subject or path, f"not a media file PyAV can open ({_reason(exc)})") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -50,10 +50,12 @@ def has_audio(path: Path) -> bool:
         container.close()
 
 
-def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S,
-               opened: Callable[[av.container.InputContainer], None] | None = None) -> Iterator[AudioChunk]:
-    """Yield the first audio stream of `path` as consecutive mono chunks at `sample_rate`;
-    `opened(container)` is called once the container is open (the indexer reads its tags there).
+def iter_audio(path: Path | BinaryIO, sample_rate: int, chunk_s: float = CHUNK_S,
+               opened: Callable[[av.container.InputContainer], None] | None = None,
+               subject: object = None) -> Iterator[AudioChunk]:
+    """Yield the first audio stream of `path` (or an open file) as consecutive mono chunks at
+    `sample_rate`; `opened(container)` is called once the container is open (the indexer reads its
+    tags there); errors name `subject` (default: `path`).
 
     Raises `MediaError` when the file cannot be opened, has no audio stream, or yields no
     samples at all. Data that stops decoding part way (a truncated or damaged file) ends the
@@ -61,12 +63,13 @@ def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S,
     """
     import av
 
-    container = _open(path)
+    subject = subject or path
+    container = _open(path, subject)
     try:
         if opened is not None:
             opened(container)
         if not container.streams.audio:
-            raise MediaError(path, "no audio stream", FailureCode.NO_CONTENT)
+            raise MediaError(subject, "no audio stream", FailureCode.NO_CONTENT)
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunk_len = max(1, int(chunk_s * sample_rate))
@@ -86,7 +89,7 @@ def iter_audio(path: Path, sample_rate: int, chunk_s: float = CHUNK_S,
             yield AudioChunk(emitted / sample_rate, np.concatenate(pending))
             emitted += held
         if emitted == 0:
-            raise MediaError(path, "the audio stream holds no decodable samples", FailureCode.NO_CONTENT)
+            raise MediaError(subject, "the audio stream holds no decodable samples", FailureCode.NO_CONTENT)
     finally:
         container.close()
 

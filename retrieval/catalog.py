@@ -26,14 +26,14 @@ from jrsearch.retrieval.errors import FailureCode, LibraryError
 from jrsearch.retrieval.paths import path_from_db, path_to_db
 from jrsearch.retrieval.types import ItemStatus
 
-SCHEMA_VERSION = 4  # 1: float32 blobs in SQLite, text paths; 2: float16 shards, byte paths;
+SCHEMA_VERSION = 5  # 1: float32 blobs in SQLite, text paths; 2: float16 shards, byte paths;
 #                    3: per-kind item fields as data (items.details), the failure code in a column;
-#                    4: date taken, place and camera as item columns
+#                    4: date taken, place and camera as item columns; 5: an index on content hashes
 WAL_SUFFIX = "-wal"
 
 HITS_SQL = """
 SELECT v.id, v.item_id, v.text_id, v.start_s, v.end_s, i.path, i.kind, t.text, t.line,
-       i.taken_at, i.latitude, i.longitude, i.camera_make, i.camera_model, i.taken_source
+       i.taken_at, i.latitude, i.longitude, i.camera_make, i.camera_model, i.taken_source, i.content_hash
 FROM vectors v JOIN items i ON v.item_id = i.id LEFT JOIN texts t ON v.text_id = t.id
 WHERE v.id IN ({})"""
 
@@ -155,6 +155,7 @@ class HitRow(NamedTuple):
     longitude: float | None = None
     camera: str | None = None  # `camera_name(make, model)`
     taken_source: str | None = None  # where taken_at came from: "exif", "container", "mtime" (the file's)
+    content_hash: str | None = None  # the file's (`ranking` shows exact copies as one result)
 
 
 def camera_name(make: str | None, model: str | None) -> str | None:
@@ -348,9 +349,21 @@ class Catalog:
             return []
         rows = self.con.execute(HITS_SQL.format(",".join("?" * len(vector_ids))), list(vector_ids)).fetchall()
         return [HitRow(vid, item_id, text_id, start_s, end_s, path_from_db(path), kind, text, line, taken_at,
-                       lat, lon, camera_name(make, model), taken_source)
+                       lat, lon, camera_name(make, model), taken_source, content_hash)
                 for vid, item_id, text_id, start_s, end_s, path, kind, text, line, taken_at, lat, lon, make, model,
-                taken_source in rows]
+                taken_source, content_hash in rows]
+
+    def copies(self, hashes: Sequence[str]) -> dict[str, list[str]]:
+        """The paths of the indexed files with each content hash, in path order (hashes no file has: absent)."""
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(hashes), ID_CHUNK):
+            chunk = list(hashes[start:start + ID_CHUNK])
+            rows = self.con.execute(f"SELECT content_hash, path FROM items WHERE content_hash IN "
+                                    f"({','.join('?' * len(chunk))}) AND status = ? ORDER BY path",
+                                    (*chunk, ItemStatus.INDEXED.value)).fetchall()
+            for content_hash, path in rows:
+                found.setdefault(content_hash, []).append(path_from_db(path))
+        return found
 
     def filter_rows(self, kind: str) -> FilterRows:
         """Every live vector of `kind` with its item's path, date taken, place and camera, in id order."""

@@ -186,3 +186,14 @@ def v4_record(con: sqlite3.Connection, rows: list[tuple[Any, ...]], last_item: i
 def v4_finish(con: sqlite3.Connection) -> None:
     con.execute(f"DROP TABLE IF EXISTS {V4_PROGRESS}")
     set_version(con, 4)
+
+
+# -- 4 -> 5 ----------------------------------------------------------------------------------
+
+V5_HASH_INDEX = "CREATE INDEX IF NOT EXISTS ix_items_hash ON items (content_hash) WHERE content_hash IS NOT NULL"
+
+
+def v5_index_hashes(con: sqlite3.Connection) -> None:
+    """The index that finds a file's exact copies (the caller's transaction)."""
+    con.execute(V5_HASH_INDEX)
+    set_version(con, 5)

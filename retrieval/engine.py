@@ -107,11 +107,12 @@ class SearchEngine:
             columns = self.library.indexes.columns(kind)
             if columns is None:  # a kind the library has never stored
                 return []
-            return filtered_ranked_search(loaded, columns, query, top_k, path_filter, self.library.hits, nprobe, rerank)
+            return filtered_ranked_search(loaded, columns, query, top_k, path_filter, self.library.hits, nprobe, rerank,
+                                          self.library.copies)
         index: SearchableIndex | None = loaded
         if loaded is not None and (nprobe is not None or rerank is not None):
             index = _Knobs(loaded, nprobe, rerank)
-        return ranked_search(index, query, top_k, path_filter, self.library.hits)
+        return ranked_search(index, query, top_k, path_filter, self.library.hits, self.library.copies)
 
 
 

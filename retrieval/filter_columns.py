@@ -42,7 +42,7 @@ from jrsearch.retrieval.filtered_search import (
     filtered_search,
 )
 from jrsearch.retrieval.paths import INDEX_DIR, columns_path
-from jrsearch.retrieval.ranking import RowFetcher, widening_search
+from jrsearch.retrieval.ranking import CopyFetcher, RowFetcher, widening_search
 from jrsearch.retrieval.request import Filters
 from jrsearch.retrieval.vectors import ShardSource
 
@@ -196,7 +196,7 @@ def exact_rows(index: VectorIndex) -> ExactRows:
 
 def filtered_ranked_search(index: VectorIndex | None, columns: FilterColumns, query: np.ndarray, top_k: int,
                            filters: Filters, fetch_rows: RowFetcher, nprobe: int | None = None,
-                           rerank: int | None = None) -> list[SearchResult]:
+                           rerank: int | None = None, fetch_copies: CopyFetcher | None = None) -> list[SearchResult]:
     """`ranking.ranked_search` for filters the columns resolve to vector ids (`Filters.by_columns`):
     `filtered_search` among them (exact over their float16 rows when few, the index with an ID
     selector when many), ranked one per item/text, the glob applied after."""
@@ -206,4 +206,4 @@ def filtered_ranked_search(index: VectorIndex | None, columns: FilterColumns, qu
     exact = exact_rows(index)
     return widening_search(
         lambda k: filtered_search(index, query, allowed, k, exact, nprobe=nprobe, rerank=rerank),
-        len(allowed.ids), top_k, filters if filters.glob else None, fetch_rows)
+        len(allowed.ids), top_k, filters if filters.glob else None, fetch_rows, fetch_copies)

@@ -380,6 +380,11 @@ class Library:
         with self.store.read() as catalog:
             return catalog.hits(vector_ids)
 
+    def copies(self, hashes: list[str]) -> dict[str, list[str]]:
+        """The indexed paths of each content hash (`ranking`'s exact copies)."""
+        with self.store.read() as catalog:
+            return catalog.copies(hashes)
+
     def failures(self) -> list[tuple[str, str | None]]:
         with self.store.read() as catalog:
             return catalog.failures()

@@ -27,6 +27,8 @@ commit, which is the only one that drops anything.
                 a file gone from disk, or unreadable, keeps NULLs
              c. one commit drops the progress row, user_version = 4; then the filter columns
                 beside the indexes (`filter_columns.py`) are written afresh from the new data
+    4 -> 5   one transaction: an index on `items.content_hash` (results show a file's exact copies),
+             user_version = 5
 
 The statements of each step live in `catalog_steps.py`; this module runs them in order.
 """
@@ -156,4 +158,10 @@ def _v3_to_v4(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
     rebuild_saved_columns(root, Catalog(con))
 
 
-STEPS: dict[int, Callable[[sqlite3.Connection, Engine, Path], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(con: sqlite3.Connection, engine: Engine, root: Path) -> None:
+    with steps.one_transaction(con):
+        steps.v5_index_hashes(con)
+
+
+STEPS: dict[int, Callable[[sqlite3.Connection, Engine, Path], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
+                                                                         4: _v4_to_v5}

@@ -89,5 +89,6 @@ def _search(catalog: Catalog, root: Path, text: str, kind: str, top_k: int, npro
     if columns is not None and filters is not None:
         from jrsearch.retrieval.filter_columns import filtered_ranked_search  # filtered queries only
 
-        return filtered_ranked_search(index, columns, query, top_k, filters, catalog.hits, nprobe, rerank)
-    return ranked_search(index, query, top_k, filters, catalog.hits)
+        return filtered_ranked_search(index, columns, query, top_k, filters, catalog.hits, nprobe, rerank,
+                                      catalog.copies)
+    return ranked_search(index, query, top_k, filters, catalog.hits, catalog.copies)

@@ -64,15 +64,16 @@ class Item(Base):
     camera_make: Mapped[str | None]
     camera_model: Mapped[str | None]
 
-    # Only failures are looked up by status; an index on kind, status or hash would cost every
-    # bulk write and ~100 bytes per file for lookups nothing makes. Date, place and camera are
-    # looked up by filters (partial: files that know none cost nothing).
+    # Only failures are looked up by status; an index on kind or status would cost every bulk
+    # write and ~100 bytes per file for lookups nothing makes. Date, place and camera are looked
+    # up by filters (partial: files that know none cost nothing); hashes by results (exact copies).
     __table_args__ = (
         Index("ix_items_failed", "id", sqlite_where=sql_text(f"status = '{ItemStatus.FAILED.value}'")),
         Index("ix_items_taken", "taken_ts", sqlite_where=sql_text("taken_ts IS NOT NULL")),
         Index("ix_items_place", "latitude", "longitude", sqlite_where=sql_text("latitude IS NOT NULL")),
         Index("ix_items_camera", "camera_make", "camera_model",
               sqlite_where=sql_text("camera_make IS NOT NULL OR camera_model IS NOT NULL")),
+        Index("ix_items_hash", "content_hash", sqlite_where=sql_text("content_hash IS NOT NULL")),
     )
 
     texts: Mapped[list[Text]] = relationship(back_populates="item", cascade="all, delete-orphan",

@@ -77,6 +77,7 @@ class SearchResult:
     # where taken_at came from: "exif", "container" (a video's creation_time), or "mtime": no date in
     # the file, its modification time instead (shown as "modified ...", not as a date taken)
     taken_source: str | None = None
+    copies: tuple[str, ...] = ()  # the other indexed files with the same content (`ranking`)
 
     def to_json(self, *, nulls: bool = False) -> dict[str, Any]:
         """The one serialised form of a result (`jrsearch query --json`; the web API adds its links).
@@ -94,6 +95,8 @@ class SearchResult:
             value = getattr(self, key)
             if value is not None or nulls:
                 out[key] = value
+        if self.copies or nulls:
+            out["copies"] = [display_path(p) for p in self.copies]
         return out
 
 

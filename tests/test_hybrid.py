@@ -67,7 +67,7 @@ def names(results) -> set[str]:
 def test_metadata_is_stored_at_index_time(photo_library):
     library, _ = photo_library
     with sqlite3.connect(library.root / "library.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
         rows = {Path(bytes(path).decode()).name: tuple(rest) for path, *rest in db.execute(
             "SELECT path, taken_ts, taken_at, taken_source, latitude, longitude, camera_make, camera_model "
             "FROM items")}
@@ -335,7 +335,7 @@ def test_version_3_library_gains_metadata_without_reembedding(tmp_path, monkeypa
     before = {p.name: p.read_bytes() for p in (root / "vectors").rglob("*.f16")}
     library = Library.open(root)
     with sqlite3.connect(root / "library.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
         assert db.execute(f"SELECT 1 FROM sqlite_master WHERE name = '{migrations.steps.V4_PROGRESS}'").fetchone() \
             is None
     assert {p.name: p.read_bytes() for p in (root / "vectors").rglob("*.f16")} == before  # nothing embedded again
@@ -401,5 +401,5 @@ def test_version_1_library_reaches_version_4(tmp_path):
     root = next(p.parent for p in tmp_path.rglob("library.db"))
     Library.open(root).close()
     with sqlite3.connect(root / "library.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
         assert db.execute("SELECT count(*) FROM items WHERE taken_at IS NOT NULL").fetchone()[0] == 0  # files absent

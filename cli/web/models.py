@@ -54,21 +54,23 @@ class Login(BaseModel):
     token: str
 
 
-def thumbnail_url(item_id: int, kind: str, at_s: float | None = None) -> str | None:
+def thumbnail_url(item_id: int, kind: str, at_s: float | None = None, until_s: float | None = None) -> str | None:
     picture = picture_of(kind)
     if picture is None:
         return None
-    at = f"&t={at_s:.1f}" if picture is Picture.FRAME and at_s else ""
-    return f"/api/items/{item_id}/thumbnail?size=256{at}"
+    at = f"&t={at_s:.1f}" if picture in (Picture.FRAME, Picture.SOUND) and at_s else ""
+    until = f"&until={until_s:.1f}" if picture is Picture.SOUND and until_s is not None else ""
+    return f"/api/items/{item_id}/thumbnail?size=256{at}{until}"
 
 
-def links(item_id: int, path: str, kind: str, at_s: float | None = None) -> dict[str, Any]:
-    return {"name": display_path(os.path.basename(path)), "thumbnail": thumbnail_url(item_id, kind, at_s),
+def links(item_id: int, path: str, kind: str, at_s: float | None = None,
+          until_s: float | None = None) -> dict[str, Any]:
+    return {"name": display_path(os.path.basename(path)), "thumbnail": thumbnail_url(item_id, kind, at_s, until_s),
             "media": f"/api/items/{item_id}/media"}
 
 
 def result_out(r: SearchResult) -> BaseModel:
-    return ResultOut(**r.to_json(nulls=True), **links(r.item_id, r.path, r.kind, r.start_s))
+    return ResultOut(**r.to_json(nulls=True), **links(r.item_id, r.path, r.kind, r.start_s, r.end_s))
 
 
 def item_out(item: ItemRecord) -> BaseModel:

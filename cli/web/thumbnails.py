@@ -2,7 +2,8 @@
 
 How a kind is pictured is its `KindInfo.picture` (looked up in `indexer/kinds.py`): a picture file (images)
 goes through `retrieval.imageio.open_image` (by content, EXIF orientation, RGB, bomb limit);
-pictures over time (videos) give the frame at the requested time. The cache key is the item's
+pictures over time (videos) give the frame at the requested time; sounds the spectrogram of the
+requested time range (`sound_picture.py`). The cache key is the item's
 content hash (or its id, size and mtime), so a changed file gets a new thumbnail. A cache that
 cannot be written (a full disk, a read-only library) costs speed, never the thumbnail: it is
 served from memory, as a caching proxy (nginx's proxy_cache) serves a response it fails to store.
@@ -35,25 +36,35 @@ class ThumbnailCache:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def path_for(self, item: ItemRecord, size: int, at_s: float | None = None) -> Path:
+    def path_for(self, item: ItemRecord, size: int, at_s: float | None = None, until_s: float | None = None) -> Path:
         key = item.content_hash or f"{item.id}-{item.size}-{item.mtime_ns}"
-        when = f"-t{at_s:.1f}" if at_s is not None else ""
+        when = (f"-t{at_s:.1f}" if at_s is not None else "") + (f"-u{until_s:.1f}" if until_s is not None else "")
         return self.root / key[:2] / f"{key}-{size}{when}.jpg"
 
-    def get(self, item: ItemRecord, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None) -> bytes:
+    def get(self, item: ItemRecord, size: int, open_source: Callable[[], BinaryIO], at_s: float | None = None,
+            until_s: float | None = None) -> bytes:
         """The thumbnail's JPEG bytes: from the cache, or made from the file `open_source()` opens
-        and cached when the cache can be written."""
-        video = picture_of(item.kind) is Picture.FRAME
-        at_s = round(at_s, 1) if video and at_s is not None else None  # the cache keeps tenths of a second
-        path = self.path_for(item, size, at_s)
+        and cached when the cache can be written. `at_s`: a video's time, or where a sound's range
+        starts; `until_s`: where it ends (sounds only)."""
+        picture = picture_of(item.kind)
+        timed = picture in (Picture.FRAME, Picture.SOUND)
+        at_s = round(at_s, 1) if timed and at_s is not None else None  # the cache keeps tenths of a second
+        until_s = round(until_s, 1) if picture is Picture.SOUND and until_s is not None else None
+        path = self.path_for(item, size, at_s, until_s)
         try:
             return path.read_bytes()
         except OSError:
             pass
         with open_source() as source:
             name = f"item {item.id}"
-            image = _video_frame(source, at_s or 0.0, name) if video else \
-                open_image(source.read(), name=name, draft_size=size)
+            if picture is Picture.FRAME:
+                image = _video_frame(source, at_s or 0.0, name)
+            elif picture is Picture.SOUND:
+                from jrsearch.cli.web.sound_picture import sound_picture  # librosa: only when a sound is drawn
+
+                image = sound_picture(source, at_s or 0.0, until_s, size, name)
+            else:
+                image = open_image(source.read(), name=name, draft_size=size)
         image.thumbnail((size, size))
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=QUALITY)

@@ -34,19 +34,25 @@ def items_router(ctx: WebContext) -> APIRouter:
     def item_metadata(item_id: ItemId) -> BaseModel:
         return item_out(get_item(item_id))
 
-    @router.get("/api/items/{item_id}/thumbnail", summary="A JPEG thumbnail (images; videos at time t)",
+    @router.get("/api/items/{item_id}/thumbnail",
+                summary="A JPEG thumbnail (images; videos at time t; sounds' spectrogram from t to until)",
                 response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def item_thumbnail(item_id: ItemId, size: Annotated[int, Query(description=f"One of {SIZES}.")] = 256,
-                       t: Annotated[float | None, Query(ge=0, le=10**7, description="Video time, seconds.")] = None
+                       t: Annotated[float | None, Query(ge=0, le=10**7, description="Video time, or where a "
+                                                                                   "sound's range starts, s.")] = None,
+                       until: Annotated[float | None, Query(ge=0, le=10**7, description="Where a sound's range "
+                                                                                       "ends, seconds.")] = None
                        ) -> Response:
         if size not in SIZES:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, SIZES))}")
         item = get_item(item_id)
         refuse_failed(item)
         if picture_of(item.kind) is None:
-            raise HTTPException(404, f"item {item_id} is {item.kind}: only images and videos have thumbnails")
+            raise HTTPException(404, f"item {item_id} is {item.kind}: only images and videos have thumbnails "
+                                     f"(and sounds, their spectrogram)")
         try:
-            jpeg = ctx.thumbnails.get(item, size, lambda: open_item(item, recorded_roots(ctx.service.root)).handle, t)
+            jpeg = ctx.thumbnails.get(item, size, lambda: open_item(item, recorded_roots(ctx.service.root)).handle,
+                                      t, until)
         except NoPicture as exc:
             raise HTTPException(404, f"item {item_id} has no thumbnail: {exc.reason}") from None
         except MediaError as exc:

@@ -231,6 +231,13 @@ function card(result, index) {
     taken.textContent = about;
     meta.append(taken);
   }
+  if (result.copies && result.copies.length) {
+    const copies = document.createElement("div");
+    copies.className = "copies";
+    copies.textContent = `${result.copies.length + 1} copies`;
+    copies.title = [result.path, ...result.copies].join("\n");
+    meta.append(copies);
+  }
   li.append(top, meta);
   li.addEventListener("click", () => open(index));
   return li;
