@@ -54,6 +54,7 @@ from jrsearch.retrieval.paths import DB_NAME, INDEX_DIR, VECTORS_DIR, default_li
 from jrsearch.retrieval.shards import ShardStore
 from jrsearch.retrieval.store import SCHEMA_VERSION, Store
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec
+from jrsearch.retrieval.vectors import SUFFIX as SHARD_SUFFIX
 
 __all__ = ["AudioModelRecord", "FileRecord", "HitRow", "ImageRecord", "ItemRecord", "KnownFile", "Library",
            "LibraryModel", "RowDetails", "SoundRecord", "TextRecord", "VectorRecord", "VideoRecord"]
@@ -516,7 +517,7 @@ class Library:
         if not factory or model is None:
             return {}
         shards = self.root / VECTORS_DIR / kind
-        shard_bytes = sum(p.stat().st_size for p in shards.iterdir()) if shards.is_dir() else 0
+        shard_bytes = sum(p.stat().st_size for p in shards.glob(f"*{SHARD_SUFFIX}"))  # the rows, not their .sums
         return {**footprint(factory, n, model.dim, self.indexes.path(kind)).to_json(), "vector_bytes": shard_bytes}
 
 

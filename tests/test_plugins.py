@@ -54,7 +54,7 @@ def test_the_cli_and_a_shipped_kind_need_no_metadata_scan_nor_the_kind_registry(
              "from jrsearch.cli.common import known_kind\n"
              "assert known_kind('audio') == 'audio'\n"
              "assert list(main.COMMANDS.shipped()) == "
-             "['serve', 'bench', 'train', 'cluster', 'check', 'models', 'duplicates']\n"
+             "['serve', 'bench', 'train', 'cluster', 'check', 'duplicates', 'models']\n"
              "print(sorted(m for m in ('importlib.metadata', 'jrsearch.indexer.kinds') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

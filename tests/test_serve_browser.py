@@ -294,7 +294,8 @@ def test_page_works_by_keyboard_on_a_phone_and_passes_axe(tmp_path, tiny_encoder
         while len(walk) < 10 and "result" not in (walk[-1][2] if walk else ""):
             press(Keys.TAB)
             walk.append(driver.execute_script(active))
-        assert [w[0] or w[1] for w in walk] == ["BUTTON", "kind", "file", "SUMMARY", "LI"]
+        assert [w[0] or w[1] for w in walk] == ["BUTTON", "kind", "file", "SUMMARY",
+                                                "term", "term-add", "term-subtract", "LI"]
         example = driver.find_element(By.ID, "file")
         assert driver.find_element(By.XPATH, "//label[.//input[@id='file']]").text.strip() == "by example"
         example.send_keys(str(media / "photo3.jpg"))  # the focusable control searches by example
@@ -369,7 +370,7 @@ def test_page_more_like_this_and_term_chips_are_in_the_url(tmp_path, tiny_encode
         second = driver.find_element(By.CSS_SELECTOR, "#results .result[data-index='1']")
         liked_name = second.find_element(By.CSS_SELECTOR, ".name").text
         button = second.find_element(By.CSS_SELECTOR, "button.like")
-        assert button.get_attribute("aria-label") == f"More like {liked_name}"
+        assert button.get_attribute("aria-label") == f"More like this: {liked_name}"
         second.send_keys(Keys.TAB)  # from the card, Tab reaches its button; Enter presses it
         assert driver.switch_to.active_element == button
         button.send_keys(Keys.ENTER)

@@ -220,7 +220,7 @@ function card(result, index) {
   similar.type = "button";
   similar.className = "like";
   similar.textContent = "more like this";
-  similar.setAttribute("aria-label", `More like ${result.line != null ? `${result.name} line ${result.line}` : result.name}`
+  similar.setAttribute("aria-label", `More like this: ${result.line != null ? `${result.name} line ${result.line}` : result.name}`
     + (result.start_s != null ? ` at ${seconds(result.start_s)}` : ""));
   similar.addEventListener("click", (event) => { event.stopPropagation(); moreLike(result); });
   meta.append(similar);
