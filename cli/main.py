@@ -88,6 +88,8 @@ def index(
         if not path.exists():
             fail(f"{path} does not exist; pass a folder or file to index")
     require_faiss()
+    if not Library.exists(library):  # a new library: what its model needs is checked before its folder is made
+        check_runnable(resolve_model(None, choice), choice.device, choice.backend)
     lib = Library.open(library, create=True)
     with lib.writing():
         spec = resolve_model(lib, choice)

@@ -178,6 +178,11 @@ class Library:
         self.indexes = IndexSet(root, self.shards, self.store.read, None if self.readonly else self.store.transaction,
                                 nprobe, check_writable=self._check_writable)
 
+    @staticmethod
+    def exists(root: Path | None = None) -> bool:
+        """Whether a library is at `root` (default: the user's library folder)."""
+        return ((root or default_library_dir()).expanduser() / DB_NAME).exists()
+
     @classmethod
     def open(cls, root: Path | None = None, create: bool = False, nprobe: int = DEFAULT_NPROBE) -> Library:
         root = (root or default_library_dir()).expanduser()

@@ -79,6 +79,7 @@ def test_a_first_export_without_torch_names_the_extra_before_indexing(tmp_path):
         f"which are not installed: {install_hint('torch')}; or use pre-exported ONNX towers "
         "(--model immich-app/ViT-B-32__openai or --model DIR)", "imported: "]
     assert not (tmp_path / "empty-cache").exists()  # nothing exported, nothing embedded
+    assert not (tmp_path / "lib").exists()  # and no empty library left behind
 
 
 def test_the_first_use_of_a_model_says_what_it_does_on_stderr(tmp_path, monkeypatch, tiny_onnx_encoder):
