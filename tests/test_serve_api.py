@@ -584,3 +584,28 @@ def test_a_file_swapped_for_a_look_alike_with_the_same_size_and_mtime_is_not_ser
         response = client.get(url)
         assert response.status_code == 409 and "changed on disk" in response.json()["detail"], url
         assert b"private" not in response.content
+
+
+def test_serve_says_what_it_rebuilt_from_a_damaged_index_file(served, tmp_path, monkeypatch):
+    """Issue 22: a damaged image index is rebuilt from the shards while `serve` warms; it says so in
+    one `note:` on stderr (it used to rebuild it silently)."""
+    import shutil
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from jrsearch.cli.main import app
+    from jrsearch.retrieval.paths import index_path
+
+    _, library, _ = served
+    copy = tmp_path / "lib"
+    shutil.copytree(library.root, copy)
+    damaged = index_path(copy, MediaKind.IMAGE)
+    damaged.write_bytes(b"\0" * damaged.stat().st_size)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: None)
+    monkeypatch.delenv("JRSEARCH_TOKEN", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--library", str(copy), "--port", "0"])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and f"{damaged} is damaged" in notes[0]
