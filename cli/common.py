@@ -200,3 +200,12 @@ def open_service(library: Path | None, choice: ModelChoice, index: Path | None =
 
     return LibraryService.open(library, choice, nprobe=options.nprobe, search_threads=options.search_threads,
                                numpy_text=options.numpy_text)
+
+
+def print_service_notes(service: SearchService) -> None:
+    """One `note:` on stderr per damaged part a library's service found and rebuilt (an index file
+    rebuilt in memory from the shards, files marked to index again); an INDEXDIR's has none."""
+    from jrsearch.retrieval.service import LibraryService
+
+    for note in service.library.notes if isinstance(service, LibraryService) else []:
+        typer.echo(f"note: {note}", err=True)

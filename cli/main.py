@@ -29,6 +29,7 @@ from jrsearch.cli.common import (
     handles_errors,
     model_options,
     open_service,
+    print_service_notes,
     resolve_model,
 )
 from jrsearch.cli.terms import MAIN_QUERY, AddOpt, LikeOpt, PreviewOpt, SubtractOpt, main_query, query_terms
@@ -178,15 +179,12 @@ def query(
         if quick_query(text, request, library, as_json, paths_only):
             return None
     from jrsearch.cli.render import print_result_set
-    from jrsearch.retrieval.service import LibraryService
 
     options = ServiceOptions(nprobe, address=address, allow_partial=allow_partial, numpy_text=False)
     service = open_service(library, choice, index, options)
     results = service.search(service.embed(*main) if main else None, request)
     print_result_set(results, as_json, paths_only)
-    library_notes = service.library.notes if isinstance(service, LibraryService) else []
-    for note in library_notes:  # a damaged index file rebuilt in memory
-        typer.echo(f"note: {note}", err=True)
+    print_service_notes(service)
     if preview and not as_json:
         from jrsearch.cli.preview import print_previews
 

@@ -22,6 +22,7 @@ from jrsearch.cli.common import (
     handles_errors,
     model_options,
     open_service,
+    print_service_notes,
 )
 from jrsearch.retrieval.types import ModelChoice
 
@@ -56,7 +57,6 @@ def serve(
 
     from jrsearch.cli.web.app import create_app
     from jrsearch.cli.web.security import LOOPBACK_NAMES, is_loopback, load_token
-    from jrsearch.retrieval.service import LibraryService
 
     token = load_token(token_file)
     loopback = is_loopback(host)
@@ -78,8 +78,7 @@ def serve(
         typer.echo(f"loading {service.spec.label()} and the indexes of {service.root} ...", err=True)
     app = create_app(service, token=token, allowed_hosts=None if token else LOOPBACK_NAMES,
                      max_upload_bytes=max_upload_mb * 2**20)
-    for note in service.library.notes if isinstance(service, LibraryService) else []:
-        typer.echo(f"note: {note}", err=True)  # found while warming: a damaged index file rebuilt in memory
+    print_service_notes(service)  # what warming found damaged and rebuilt
     typer.echo(f"serving on http://{shown}:{port}  (API docs: /docs{', token required' if token else ''})", err=True)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
                    ).run(sockets=[listening])

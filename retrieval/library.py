@@ -186,7 +186,7 @@ class Library:
     @classmethod
     def open(cls, root: Path | None = None, create: bool = False, nprobe: int = DEFAULT_NPROBE) -> Library:
         root = (root or default_library_dir()).expanduser()
-        if not (root / DB_NAME).exists():
+        if not cls.exists(root):
             if not create:
                 raise LibraryError(f"no library at {root}; run `jrsearch index PATH` first or pass --library DIR")
             try:
