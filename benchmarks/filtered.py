@@ -14,7 +14,10 @@ one item to all, plus unfiltered: recall@10 against exact filtered search over t
 (recall counts min(10, m) true neighbours), results short of min(10, m), single-client p50/p95 ms,
 and queries per second from 2 client threads; and the same for today's post-filter (search k',
 drop what fails, widen 4x: `ranking.ranked_search`'s loop, without its SQLite reads). Also the
-exact-vs-ANN crossover that sets `EXACT_FILTER_MAX`, and `select()`'s own cost per filter.
+exact-vs-ANN crossover that `filtered_search.exact_limit` models, and `select()`'s own cost per filter.
+The workload line pools every filtered query of the sweep (each filter and selectivity weighted
+alike): its recall@10 and 2-client queries per second per core, the Big-ANN'23 filtered track's
+measure (its FAISS baseline: 3,032 QPS on 8 vCPUs at recall >= 0.9, 379 per core, 192-d).
 Threads: faiss and BLAS single-threaded per query (`--threads 1`), so 2 client threads use 2 cores.
 """
 
@@ -187,10 +190,11 @@ def measure(run: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, truth:
 
 def crossover(index: Any, columns: Any, queries: np.ndarray, exact: Callable, n: int) -> list[dict]:
     """Per matching count: the exact path's and the selector path's p50 ms on a folder filter."""
-    from jrsearch.retrieval.filtered_search import Allowed, ColumnFilter, filtered_search
+    from jrsearch.retrieval.filtered_search import Allowed, ColumnFilter, exact_limit, filtered_search
 
     rows = []
-    for count in (1000, 5000, 10_000, 20_000, 30_000, 50_000, 100_000):
+    limit = exact_limit(n)
+    for count in sorted({1000, 5000, 10_000, 20_000, 30_000, 50_000, 100_000, limit // 2, limit, 2 * limit}):
         if count > n // 2:
             break
         allowed = Allowed.of(columns, ColumnFilter(rank_ranges=((0, count),)))
@@ -272,6 +276,18 @@ def unfiltered(index: Any, stored: np.ndarray, queries: np.ndarray) -> dict:
     return result
 
 
+def workload(rows: list[dict], cores: int) -> dict:
+    """Every filtered query of the sweep pooled: mean recall@10 and queries per second per core
+    (total queries over total time, so each row weighs by its time, as a mixed query set would)."""
+    filtered = [row["plan"] for row in rows if row["matching"] > 0]
+    qps = len(filtered) / sum(1 / plan["qps_2_clients"] for plan in filtered)
+    return {"rows": len(filtered), "recall_at_10": round(float(np.mean([p["recall_at_10"] for p in filtered])), 4),
+            "min_row_recall": min(p["recall_at_10"] for p in filtered), "qps_2_clients": round(qps, 1),
+            "qps_per_core": round(qps / cores, 1),
+            "min_row_qps_per_core": round(min(p["qps_2_clients"] for p in filtered) / cores, 1),
+            "big_ann23_faiss_baseline_qps_per_core": round(3032 / 8, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vectors", type=int, default=1_000_000)
@@ -282,11 +298,20 @@ def main() -> None:
                         help="Queries for the post-filter baseline below 1%% selectivity (it scans far).")
     parser.add_argument("--index-memory", default="256M", help="JRSEARCH_INDEX_MEMORY: 256M gives PQ at 1M.")
     parser.add_argument("--threads", type=int, default=1, help="faiss/BLAS threads per query.")
+    parser.add_argument("--exact-max", type=int, help="Override exact_limit (filtered_search.EXACT_FILTER_MAX).")
+    parser.add_argument("--scan-matching", type=int, help="Override filtered_search.SCAN_MATCHING.")
+    parser.add_argument("--tag", default="", help="Appended to the result file's name.")
     parser.add_argument("--workdir", type=Path, default=Path("results/filtered-work"))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
 
     os.environ["JRSEARCH_INDEX_MEMORY"] = args.index_memory
+    from jrsearch.retrieval import filtered_search
+
+    if args.exact_max is not None:
+        filtered_search.EXACT_FILTER_MAX = args.exact_max
+    if args.scan_matching is not None:
+        filtered_search.SCAN_MATCHING = args.scan_matching
     vectors = VectorSet("clustered", DIM, args.centres, args.spread)
     stored = make_vectors(args.vectors, vectors)
     index, build_s = build_or_load(make_source(stored), args.vectors, args.workdir)
@@ -296,6 +321,7 @@ def main() -> None:
     specs = filters(columns, cities, args.vectors)
     report: dict[str, Any] = {
         "vectors": args.vectors, "dim": DIM, "factory": index.factory, "nprobe": index.nprobe,
+        "exact_limit": filtered_search.exact_limit(args.vectors), "scan_matching": filtered_search.SCAN_MATCHING,
         "rerank": index.rerank_depth(), "build_s": round(build_s, 1), "queries": args.queries,
         "threads_per_query": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()}}
@@ -304,9 +330,10 @@ def main() -> None:
     print(report, flush=True)
     report["unfiltered"] = unfiltered(index, stored, queries)
     report["sweep"] = sweep(index, columns, stored, queries, specs, args)
+    report["workload"] = workload(report["sweep"], min(2, os.cpu_count() or 1))
     report["machine"]["load_avg_at_end"] = os.getloadavg()
     folder = args.out / f"{date.today().isoformat()}-{platform.node() or 'machine'}"
-    print_and_save(report, folder, f"filtered-{args.vectors}-{args.index_memory}")
+    print_and_save(report, folder, f"filtered-{args.vectors}-{args.index_memory}{args.tag}")
 
 
 def _threads(count: int) -> None:

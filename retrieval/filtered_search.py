@@ -5,7 +5,8 @@ filter's true neighbours: the index's candidates are the unfiltered ones. Here t
 first, as a set of allowed vector ids, and the plan depends on how many there are:
 
     none match                    empty answer at once
-    m <= EXACT_FILTER_MAX         exact: the m vectors read through `exact(ids)`, scored, top k
+    m <= exact_limit(n)           exact: the m vectors read through `exact(ids)`, scored, top k
+                                  (where the two paths' costs meet: it grows with the index)
     more                          the faiss index with an ID selector (a bitmap over ids) and
                                   nprobe raised as the filter gets more selective, then the
                                   usual exact re-rank of the best `rerank` codes
@@ -20,6 +21,7 @@ filter spec and `select`/`mask` evaluate it without SQLite.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -32,22 +34,30 @@ import numpy as np
 from jrsearch.retrieval.checksums import write_folder_checked
 from jrsearch.retrieval.index import VectorIndex, _faiss
 
-# Up to this many matching vectors the plan scores them all exactly (recall 1). Measured on 2 shared
-# AMD EPYC cores (benchmarks/filtered.py, float16 rows): exact cost ~0.45-0.75 us per row (30k:
-# 14-23 ms p50) when rows were copied three times; gathered straight into faiss's buffer (exact_top)
-# ~0.3 us per row of CPU (30k: ~9 ms unloaded), 1.4-2x less. The selector path at 1M
-# (OPQ64,IVF4096,PQ64, SCAN_MATCHING) costs 10-17 ms at 20-50k matching with recall ~0.98, at 300k
-# (IVF2048) 5-7 ms: it scans every list below SCAN_MATCHING matching, so its cost grows with the
-# index, the exact one with the match count; 30k keeps exact answers under ~20 ms at any size.
-EXACT_FILTER_MAX = 30_000
+# Where the plan stops scoring matching vectors exactly and searches the index through a selector:
+# where the two paths' modelled costs meet (`exact_limit`: ~24k at 1M, ~60k at 10M). The exact path
+# costs EXACT_ROW_COST per matching row (gather a float16 row, score it). The selector path visits
+# enough lists to pass SCAN_MATCHING matching vectors, n * SCAN_MATCHING / m codes at SCAN_CODE_COST
+# each, scores those SCAN_MATCHING at MATCH_CODE_COST, and re-ranks (SELECTOR_FIXED_COST). Measured
+# on 2 Intel Xeon cores (AVX-512; benchmarks/filtered.py's set, 1M OPQ64,IVF4096,PQ64, random ids,
+# one thread, p50): exact 2.8 / 8.2 ms at 10k / 30k rows (1.7 ms of the 30k scoring, the rest the
+# gather); the raw selector scan over every list 5.3 / 6.4 / 17.2 ms at 10k / 30k / 100k matching
+# (so ~4 ns per code visited, ~0.13 us per matching code), re-ranking 1,000 ~1 ms more.
+# EXACT_FILTER_MAX, when set, overrides the rule (tests force one path with it).
+EXACT_ROW_COST = 0.28e-6
+SCAN_CODE_COST = 4e-9
+MATCH_CODE_COST = 0.13e-6
+SELECTOR_FIXED_COST = 1e-3
+EXACT_FILTER_MAX: int | None = None
 EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cache-sized (measured: 65,536 is ~3x slower)
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
 EARTH_RADIUS_KM = 6371.0088
 # The selector path probes enough lists to pass this many matching vectors on average. Measured
-# (benchmarks/filtered.py, clustered set, 10k centres): 300k OPQ64,IVF2048,PQ64 at 50k matching,
-# recall@10 0.87 / 0.94 / 0.96 / 0.97 probing 384 / 819 / 1200 / 2048 lists (~9k/20k/29k/50k seen);
-# 1M OPQ64,IVF4096,PQ64 at 50k: 0.94 / 0.96 / 0.98 probing 640 / 1024 / 1600 lists.
-SCAN_MATCHING = 30_000
+# (benchmarks/filtered.py, clustered set, 10k centres, re-rank 1,000): 1M OPQ64,IVF4096,PQ64,
+# recall@10 / p50 at 30k matching 0.958 / 4.2 ms, 0.975 / 5.6 ms, 0.977 / 8.2 ms passing 10k, 20k,
+# 30k; at 50k 0.970 / 3.8, 0.992 / 6.0, 0.990 / 8.2 ms (60 queries, 2 Xeon cores). 300k
+# OPQ64,IVF2048,PQ64 at 50k: 0.87 / 0.94 / 0.96 / 0.97 probing 384 / 819 / 1200 / 2048 lists.
+SCAN_MATCHING = 20_000
 RANGE_SORT_FRACTION = 16  # a range of more than n/16 rows is found by comparison, not by sorting its rows
 COLUMNS = ("ids", "path_rank", "taken", "lat", "lon", "camera")
 DTYPES = {"ids": np.int64, "path_rank": np.int32, "taken": np.int64, "lat": np.float32, "lon": np.float32,
@@ -357,7 +367,7 @@ def filtered_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.n
                   exact_max: int | None = None) -> tuple[np.ndarray, np.ndarray, Plan]:
     """`filtered_search` and the plan it took. `allowed` None searches unfiltered (`index.search`);
     a bare array is sorted unique ids with no known bound (hash-set selector). Up to `exact_max`
-    (None: `EXACT_FILTER_MAX`, read at each call) allowed ids are scored exactly."""
+    (None: `exact_limit(index.ntotal)`) allowed ids are scored exactly."""
     query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
     if allowed is None:
         scores, ids = index.search(query, k, nprobe=nprobe, rerank=rerank)
@@ -368,7 +378,7 @@ def filtered_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.n
     m = len(allowed.ids)
     if m == 0 or k <= 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), Plan("empty", 0)
-    if m <= (EXACT_FILTER_MAX if exact_max is None else exact_max):
+    if m <= (exact_limit(index.ntotal) if exact_max is None else exact_max):
         scores, ids = exact_top(query, allowed.ids, k, exact)
         return scores, ids, Plan("exact", m)
     return _ann_plan(index, query, allowed, k, exact, nprobe, rerank)
@@ -394,7 +404,41 @@ def _ann_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, e
     return scores, ids, Plan("ann+exact", m, probe)
 
 
-def scaled_nprobe(base: int, matching: int, total: int, nlist: int, scan: int = SCAN_MATCHING) -> int:
+def exact_limit(total: int) -> int:
+    """The most matching vectors the plan scores exactly in an index of `total`: where `exact_cost`
+    (rising with the match count) meets `selector_cost` (falling), every one in a small index;
+    `EXACT_FILTER_MAX` when set."""
+    if EXACT_FILTER_MAX is not None:
+        return EXACT_FILTER_MAX
+    return _costs_meet(max(total, 1), SCAN_MATCHING)
+
+
+@functools.lru_cache(maxsize=64)
+def _costs_meet(total: int, scan: int) -> int:
+    low, high = 1, total
+    while low < high:
+        middle = (low + high) // 2
+        if exact_cost(middle) < selector_cost(middle, total, scan):
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+def exact_cost(matching: int) -> float:
+    """Modelled seconds to score `matching` rows exactly."""
+    return matching * EXACT_ROW_COST
+
+
+def selector_cost(matching: int, total: int, scan: int | None = None) -> float:
+    """Modelled seconds for the selector path when `matching` of `total` pass: it visits the lists
+    that hold ~`scan` (SCAN_MATCHING) of them, or all."""
+    scan = SCAN_MATCHING if scan is None else scan
+    visited = total * min(1.0, scan / max(matching, 1))
+    return visited * SCAN_CODE_COST + min(matching, scan) * MATCH_CODE_COST + SELECTOR_FIXED_COST
+
+
+def scaled_nprobe(base: int, matching: int, total: int, nlist: int, scan: int | None = None) -> int:
     """Lists to probe when only `matching` of `total` vectors may be returned.
 
     The filtered neighbours of a query lie ~total/matching times deeper in the unfiltered order,
@@ -404,6 +448,7 @@ def scaled_nprobe(base: int, matching: int, total: int, nlist: int, scan: int = 
     """
     if not nlist:
         return 0
+    scan = SCAN_MATCHING if scan is None else scan
     m = max(matching, 1)
     grown = base * max(total, 1) / m
     enough = scan * nlist / m

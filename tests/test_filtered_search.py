@@ -15,11 +15,14 @@ from jrsearch.retrieval.filtered_search import (
     Allowed,
     ColumnFilter,
     MetadataColumns,
+    exact_cost,
+    exact_limit,
     filtered_plan,
     filtered_search,
     mask,
     matching_ids,
     scaled_nprobe,
+    selector_cost,
 )
 from jrsearch.retrieval.index import VectorIndex
 
@@ -138,11 +141,24 @@ def test_deleted_vectors_are_dropped_on_the_exact_path(data: tuple) -> None:
 
 
 def test_nprobe_grows_as_the_filter_narrows() -> None:
-    assert scaled_nprobe(32, 10_000_000, 10_000_000, 16384) == 50  # ~30k matching vectors seen
+    assert scaled_nprobe(32, 10_000_000, 10_000_000, 16384, scan=30_000) == 50  # ~30k matching vectors seen
     assert scaled_nprobe(32, 1_000_000, 1_000_000, 4096, scan=1000) == 32
-    assert scaled_nprobe(32, 100_000, 1_000_000, 4096) == 1229
+    assert scaled_nprobe(32, 100_000, 1_000_000, 4096, scan=20_000) == 820
+    assert scaled_nprobe(32, 100_000, 1_000_000, 4096, scan=1000) == 320  # 1/selectivity x base
     assert scaled_nprobe(32, 1000, 1_000_000, 4096) == 4096
     assert scaled_nprobe(32, 10, 100, 0) == 0
+
+
+def test_exact_limit_is_where_the_two_paths_cost_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert exact_limit(3000) == 3000  # a small index: every filter is answered exactly
+    limits = {total: exact_limit(total) for total in (1_000_000, 10_000_000)}
+    assert limits[1_000_000] < limits[10_000_000] < 10_000_000
+    for total, limit in limits.items():  # the selector path's scan grows with the index, the exact one's does not
+        assert exact_cost(limit) == pytest.approx(selector_cost(limit, total), rel=0.01)
+        assert exact_cost(limit // 2) < selector_cost(limit // 2, total)
+        assert exact_cost(limit * 2) > selector_cost(limit * 2, total)
+    monkeypatch.setattr(filtered_search_module, "EXACT_FILTER_MAX", 5)
+    assert exact_limit(10_000_000) == 5
 
 
 # -- columns and masks ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ prefix of `image_path`, `--after`/`--before` on `mtime_ns` (an INDEXDIR keeps no
 date of its files is their modification time; unknown fails). Then the library's plan: few matching
 ids are scored exactly over their float16 rows in the dataset (`filtered_search.exact_top`), many
 through the index with the ids outside the filter dropped, asked deep enough for the selectivity
-(a filter keeping more than `EXACT_FILTER_MAX` vectors keeps a large share, where that is exact
+(a filter keeping more than `filtered_search.exact_limit` vectors keeps a large share, where that is exact
 enough), widened until min(k, matching) pass.
 """
 
@@ -76,7 +76,7 @@ def cluster_filtered_search(dataset: EmbeddingDataset, index: SearchableIndex, q
     if m == 0 or index.ntotal == 0:
         return []
     query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-    if m <= filtered_search.EXACT_FILTER_MAX:
+    if m <= filtered_search.exact_limit(index.ntotal):
         exact = dataset_rows(dataset)
         return widening_search(lambda k: exact_top(query, allowed, k, exact), m, top_k,
                                filters if filters.glob else None, fetch_rows)
