@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from jrsearch.retrieval.diskspace import human_bytes
@@ -27,14 +28,31 @@ FETCH_TIMEOUT_S = 15.0  # the whole answer, not each read
 CHUNK = 64 * 1024
 
 
+_PUBLIC_HOSTS_ONLY: ContextVar[bool] = ContextVar("jrsearch_public_hosts_only", default=False)
+
+
 class ImageUrlError(QueryError):
     """An image URL that could not be used as a query."""
+
+
+@contextmanager
+def public_hosts_only() -> Iterator[None]:
+    """Within this block an image URL is fetched, and each redirect followed, only where every address
+    its host resolves to is public (`require_public_host`): `serve` runs a request's search in it, so
+    a page cannot make the server reach its machine's or its network's private services."""
+    token = _PUBLIC_HOSTS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _PUBLIC_HOSTS_ONLY.reset(token)
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         if not is_url(newurl):
             raise urllib.error.URLError(f"it redirects to {newurl}, which is not http(s)")
+        if _PUBLIC_HOSTS_ONLY.get():
+            require_public_host(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -45,6 +63,8 @@ def fetch_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES,
     takes longer than `timeout_s` in all, or is not an image."""
     if not is_url(url):
         raise ImageUrlError(f"image URL {url}: only http:// and https:// URLs can be fetched")
+    if _PUBLIC_HOSTS_ONLY.get():
+        require_public_host(url)
     opener = urllib.request.build_opener(_HttpOnlyRedirects)
     request = urllib.request.Request(url, headers={"User-Agent": "jrsearch", "Accept": "image/*"})
     deadline = time.monotonic() + timeout_s
@@ -81,17 +101,21 @@ def fetch_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES,
 
 
 def require_public_host(url: str) -> None:
-    """`ImageUrlError` unless every address `url`'s host resolves to is a public one: what `serve`
-    checks before it fetches a URL a request names, so a page cannot make it reach the machine's
-    own or its network's private services (a redirect is not checked again)."""
+    """`ImageUrlError` unless every address `url`'s host resolves to is a public one (see
+    `public_hosts_only`). The fetch resolves the name again: a host whose answer changes in between
+    (DNS rebinding) is not caught."""
     host = urllib.parse.urlsplit(url).hostname or ""
     try:
         addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError) as exc:
         raise _refused(url, f"cannot resolve {host or 'its host'} ({exc})") from None
     for address in addresses:
-        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+        if not _is_public(address):
             raise _refused(url, f"{host} is a private or local address ({address}), which the server does not fetch")
+
+
+def _is_public(address: str) -> bool:
+    return ipaddress.ip_address(address.split("%")[0]).is_global
 
 
 @contextmanager

@@ -135,6 +135,12 @@ class _Answers(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/slow":
             time.sleep(3)
+        if self.path == "/to-private":  # a redirect to another loopback address
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.2:{self.server.server_address[1]}/good.jpg")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body, declared = {"/good.jpg": (self.image, True), "/text": (b"<html>not an image</html>", True),
                           "/big": (b"\xff\xd8\xff" + bytes(64), False), "/stream": (b"\xff\xd8\xff" * 20000, False),
                           "/slow": (self.image, True)}.get(self.path, (b"", True))
@@ -192,6 +198,18 @@ def test_oversize_and_slow_answers_are_refused(server):
     assert time.monotonic() - started < 2
     with pytest.raises(ImageUrlError, match="only http"):
         fetch_image("file:///etc/passwd")
+
+
+def test_serve_follows_no_redirect_to_a_private_host(server, monkeypatch):
+    from jrsearch.retrieval import image_url
+
+    monkeypatch.setattr(image_url, "_is_public", lambda address: address == "127.0.0.1")  # the test server
+    with image_url.public_hosts_only():  # as `serve` runs a request's search
+        assert image_url.fetch_image(f"{server}/good.jpg")[1].kind == "image"
+        with pytest.raises(image_url.ImageUrlError, match=r"127\.0\.0\.2 is a private or local address"):
+            image_url.fetch_image(f"{server}/to-private")
+    with pytest.raises(image_url.ImageUrlError, match="cannot fetch it"):  # the CLI follows it (nothing listens)
+        image_url.fetch_image(f"{server}/to-private")
 
 
 # -- previews ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from jrsearch.cli.web.security import human_bytes
 from jrsearch.indexer.kinds import KIND_HANDLERS
 from jrsearch.retrieval.diskspace import is_disk_full
 from jrsearch.retrieval.errors import MediaError, QueryError
+from jrsearch.retrieval.image_url import public_hosts_only
 from jrsearch.retrieval.query_language import english_only_hint
 from jrsearch.retrieval.request import Filters, QueryTerm, SearchRequest
 from jrsearch.retrieval.service import SearchService, UnsupportedQuery
@@ -93,7 +94,8 @@ def run_search(service: SearchService, vector: np.ndarray | None, options: Searc
                started: float, terms: tuple[QueryTerm, ...] = ()) -> SearchOut:
     """`embed_ms`: the main query's; `search_ms` includes the terms' (stored vectors, URLs fetched)."""
     embedded = time.perf_counter()
-    found = service.search(vector, replace(options.request(), terms=terms))
+    with public_hosts_only():  # a URL term, and every redirect it takes, must lead to a public host
+        found = service.search(vector, replace(options.request(), terms=terms))
     done = time.perf_counter()
     return SearchOut(query={**query, **options.echo()},
                      took_ms=round((done - started) * 1000, 2), embed_ms=round((embedded - started) * 1000, 2),
