@@ -321,7 +321,8 @@ def main() -> None:
     specs = filters(columns, cities, args.vectors)
     report: dict[str, Any] = {
         "vectors": args.vectors, "dim": DIM, "factory": index.factory, "nprobe": index.nprobe,
-        "exact_limit": filtered_search.exact_limit(args.vectors), "scan_matching": filtered_search.SCAN_MATCHING,
+        "exact_limit": filtered_search.exact_limit(args.vectors),
+        "scan_matching": filtered_search.scan_matching(args.vectors),
         "rerank": index.rerank_depth(), "build_s": round(build_s, 1), "queries": args.queries,
         "threads_per_query": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()}}

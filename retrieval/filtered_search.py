@@ -52,12 +52,18 @@ EXACT_FILTER_MAX: int | None = None
 EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cache-sized (measured: 65,536 is ~3x slower)
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
 EARTH_RADIUS_KM = 6371.0088
-# The selector path probes enough lists to pass this many matching vectors on average. Measured
-# (benchmarks/filtered.py, clustered set, 10k centres, re-rank 1,000): 1M OPQ64,IVF4096,PQ64,
-# recall@10 / p50 at 30k matching 0.958 / 4.2 ms, 0.975 / 5.6 ms, 0.977 / 8.2 ms passing 10k, 20k,
-# 30k; at 50k 0.970 / 3.8, 0.992 / 6.0, 0.990 / 8.2 ms (60 queries, 2 Xeon cores). 300k
-# OPQ64,IVF2048,PQ64 at 50k: 0.87 / 0.94 / 0.96 / 0.97 probing 384 / 819 / 1200 / 2048 lists.
+# The selector path probes enough lists to pass `scan_matching(n)` matching vectors on average:
+# SCAN_MATCHING in an index of SCAN_REFERENCE vectors, scaled by sqrt(SCAN_REFERENCE / n) (so, with
+# ~4 sqrt(n) lists, it probes ~SCAN_MATCHING * 4,000 / m lists at any size). Measured (benchmarks/
+# filtered.py's clustered set, 10k centres, re-rank 1,000, 60 queries, recall@10 / p50 on 2 Xeon
+# cores): 1M OPQ64,IVF4096,PQ64 at 30k matching 0.958 / 4.2 ms, 0.975 / 5.6, 0.977 / 8.2 passing
+# 10k, 20k, 30k, at 50k 0.970, 0.992, 0.990; 10M OPQ64,IVF16384_HNSW32,PQ64 at 60k / 300k / 1M
+# matching 0.965 / 0.963 / 0.950 passing 2.5k, 0.968 / 0.975 / 0.962 passing 5k, 0.972 / 0.983 /
+# 0.975 passing 10k; 300k OPQ64,IVF2048,PQ64 at 50k 0.94 / 0.96 / 0.97 passing 20k / 29k / 50k.
+# The needed share falls as the set grows (more vectors per neighbourhood).
 SCAN_MATCHING = 20_000
+SCAN_REFERENCE = 1_000_000
+FLAT_ASSIGN_SHARE = 64  # probing more than 1/64 of an HNSW quantizer's lists: choose them by brute force
 RANGE_SORT_FRACTION = 16  # a range of more than n/16 rows is found by comparison, not by sorting its rows
 COLUMNS = ("ids", "path_rank", "taken", "lat", "lon", "camera")
 DTYPES = {"ids": np.int64, "path_rank": np.int32, "taken": np.int64, "lat": np.float32, "lon": np.float32,
@@ -410,7 +416,7 @@ def exact_limit(total: int) -> int:
     `EXACT_FILTER_MAX` when set."""
     if EXACT_FILTER_MAX is not None:
         return EXACT_FILTER_MAX
-    return _costs_meet(max(total, 1), SCAN_MATCHING)
+    return _costs_meet(max(total, 1), scan_matching(total))
 
 
 @functools.lru_cache(maxsize=64)
@@ -432,40 +438,72 @@ def exact_cost(matching: int) -> float:
 
 def selector_cost(matching: int, total: int, scan: int | None = None) -> float:
     """Modelled seconds for the selector path when `matching` of `total` pass: it visits the lists
-    that hold ~`scan` (SCAN_MATCHING) of them, or all."""
-    scan = SCAN_MATCHING if scan is None else scan
+    that hold ~`scan` (None: `scan_matching(total)`) of them, or all."""
+    scan = scan_matching(total) if scan is None else scan
     visited = total * min(1.0, scan / max(matching, 1))
     return visited * SCAN_CODE_COST + min(matching, scan) * MATCH_CODE_COST + SELECTOR_FIXED_COST
 
 
-def scaled_nprobe(base: int, matching: int, total: int, nlist: int, scan: int | None = None) -> int:
-    """Lists to probe when only `matching` of `total` vectors may be returned.
+def scan_matching(total: int) -> int:
+    """Matching vectors the selector path passes on average in an index of `total` (see SCAN_MATCHING)."""
+    return max(1, round(SCAN_MATCHING * math.sqrt(SCAN_REFERENCE / max(total, 1))))
 
-    The filtered neighbours of a query lie ~total/matching times deeper in the unfiltered order,
-    so the probe count grows with 1/selectivity, base * total/matching, and covers at least enough
-    lists to pass `scan` matching vectors on average, scan * nlist/matching (a clustered set thinned
-    by the filter needs them: see SCAN_MATCHING); at least `base`, at most every list.
-    """
+
+def scaled_nprobe(base: int, matching: int, total: int, nlist: int, scan: int | None = None) -> int:
+    """Lists to probe when only `matching` of `total` vectors may be returned: enough to pass `scan`
+    (None: `scan_matching(total)`) matching vectors on average, scan * nlist / matching, so it grows
+    as the filter narrows; at least `base`, at most every list."""
     if not nlist:
         return 0
-    scan = SCAN_MATCHING if scan is None else scan
-    m = max(matching, 1)
-    grown = base * max(total, 1) / m
-    enough = scan * nlist / m
-    return int(min(nlist, max(base, math.ceil(grown), math.ceil(enough))))
+    scan = scan_matching(total) if scan is None else scan
+    enough = scan * nlist / max(matching, 1)
+    return int(min(nlist, max(base, math.ceil(enough))))
 
 
 def _selector_search(index: VectorIndex, query: np.ndarray, kept: _Kept, k: int, depth: int, probe: int,
                      exact: ExactRows) -> tuple[np.ndarray, np.ndarray]:
     """The raw faiss index searched through the selector, its best max(k, depth) re-ranked on `exact`."""
-    fetch = max(k, depth) if index.layout.lossy else k
-    params = search_parameters(index, kept.selector, probe)
-    scores, ids = index.index.search(query, min(fetch, index.ntotal), params=params)
+    fetch = min(max(k, depth) if index.layout.lossy else k, index.ntotal)
+    if index.layout.hnsw_quantizer and probe * FLAT_ASSIGN_SHARE >= index.layout.nlist and \
+            index.index.metric_type == _faiss().METRIC_INNER_PRODUCT:
+        scores, ids = _search_flat_assigned(index, query, kept.selector, fetch, probe)
+    else:
+        scores, ids = index.index.search(query, fetch, params=search_parameters(index, kept.selector, probe))
     found = ids[0][ids[0] >= 0]
     if not index.layout.lossy or depth == 0:
         keep = ids[0] >= 0
         return scores[:, keep][:, :k], ids[:, keep][:, :k]
     return exact_top(query, found, k, exact)
+
+
+def _search_flat_assigned(index: VectorIndex, query: np.ndarray, selector: Any, k: int,
+                          probe: int) -> tuple[np.ndarray, np.ndarray]:
+    """An HNSW-quantized IVF index searched through `selector` with its `probe` lists chosen by brute
+    force over the centroids: asked for thousands of lists, HNSW walks most of its graph (10M,
+    16,384 lists, one thread: 8.7 ms for 2,048, 64 ms for all) where one product with the centroids
+    costs 1.3 ms. Same lists, same answers (checked against the HNSW search at 300k-3M matching)."""
+    faiss = _faiss()
+
+    x = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+    outer = index.index
+    if isinstance(outer, faiss.IndexPreTransform):
+        for i in range(outer.chain.size()):
+            x = np.ascontiguousarray(faiss.downcast_VectorTransform(outer.chain.at(i)).apply(x))
+    ivf = faiss.extract_index_ivf(outer)
+    storage = faiss.downcast_index(faiss.downcast_index(ivf.quantizer).storage)
+    centroids = faiss.rev_swig_ptr(storage.get_xb(), ivf.nlist * ivf.d).reshape(ivf.nlist, ivf.d)
+    similarity = x @ centroids.T  # every jrsearch index is inner product (`VectorIndex.build_from`)
+    probe = min(probe, ivf.nlist)
+    lists = np.argpartition(-similarity[0], probe - 1)[:probe] if probe < ivf.nlist else np.arange(ivf.nlist)
+    coarse = similarity[:, lists]
+    assign = np.ascontiguousarray(lists[None, :], dtype=np.int64)
+    coarse = np.ascontiguousarray(coarse, dtype=np.float32)
+    scores = np.empty((1, k), np.float32)
+    ids = np.empty((1, k), np.int64)
+    params = faiss.SearchParametersIVF(sel=selector, nprobe=probe)
+    ivf.search_preassigned_c(1, faiss.swig_ptr(x), k, faiss.swig_ptr(assign), faiss.swig_ptr(coarse),
+                             faiss.swig_ptr(scores), faiss.swig_ptr(ids), False, params)
+    return scores, ids
 
 
 def search_parameters(index: VectorIndex, selector: Any, probe: int) -> Any:

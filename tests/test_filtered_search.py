@@ -83,6 +83,19 @@ def test_selector_path_recall_and_count(index: VectorIndex, data: tuple, m: int)
     assert np.mean(recalls) >= 0.9
 
 
+def test_lists_chosen_by_brute_force_answer_as_hnsw_chose_them(data: tuple) -> None:
+    vectors, ids, queries = data
+    index = VectorIndex.build(vectors, ids, DIM, factory="OPQ8,IVF32_HNSW32,PQ8", nprobe=4)
+    kept = Allowed(some_ids(data, 1200), int(ids[-1]) + 1).selector()
+    for probe in (3, 8, 32):  # a graph over 32 centroids finds the true nearest lists
+        for query in queries[:10]:
+            query = query.reshape(1, -1)
+            want_scores, want_ids = index.index.search(
+                query, 50, params=filtered_search_module.search_parameters(index, kept.selector, probe))
+            scores, found = filtered_search_module._search_flat_assigned(index, query, kept.selector, 50, probe)
+            assert found.tolist() == want_ids.tolist() and np.allclose(scores, want_scores, atol=1e-5)
+
+
 def test_never_fewer_than_min_k_matching(index: VectorIndex, data: tuple) -> None:
     for m in (1, 3, 9):  # through the selector: an IVF scan at low nprobe finds too few, the plan widens
         allowed = some_ids(data, m, seed=m)  # a bare array: hash-set selector, no id bound
@@ -144,7 +157,9 @@ def test_nprobe_grows_as_the_filter_narrows() -> None:
     assert scaled_nprobe(32, 10_000_000, 10_000_000, 16384, scan=30_000) == 50  # ~30k matching vectors seen
     assert scaled_nprobe(32, 1_000_000, 1_000_000, 4096, scan=1000) == 32
     assert scaled_nprobe(32, 100_000, 1_000_000, 4096, scan=20_000) == 820
-    assert scaled_nprobe(32, 100_000, 1_000_000, 4096, scan=1000) == 320  # 1/selectivity x base
+    # by default it passes 20k at 1M and fewer in a larger index: 20k x sqrt(1M / 10M) = 6,325
+    assert scaled_nprobe(32, 60_000, 1_000_000, 4096) == 1366
+    assert scaled_nprobe(32, 60_000, 10_000_000, 16384) == 1728
     assert scaled_nprobe(32, 1000, 1_000_000, 4096) == 4096
     assert scaled_nprobe(32, 10, 100, 0) == 0
 
