@@ -12,7 +12,8 @@ frequencies (10% unknown).
 Swept per filter (folder, date range, camera, folder AND date, GPS radius) over matching counts from
 one item to all, plus unfiltered: recall@10 against exact filtered search over the float16 vectors
 (recall counts min(10, m) true neighbours), results short of min(10, m), single-client p50/p95 ms,
-and queries per second from 2 client threads; and the same for today's post-filter (search k',
+and queries per second from 2 client threads, each query resolving its filter (`select()`) and
+running the plan; and the same for today's post-filter (search k',
 drop what fails, widen 4x: `ranking.ranked_search`'s loop, without its SQLite reads). Also the
 exact-vs-ANN crossover that `filtered_search.exact_limit` models, and `select()`'s own cost per filter.
 The workload line pools every filtered query of the sweep (each filter and selectivity weighted
@@ -239,7 +240,8 @@ def sweep(index: Any, columns: Any, stored: np.ndarray, queries: np.ndarray, spe
         want = min(K, m)
         plans: list[str] = []
 
-        def plan(query: np.ndarray, allowed: Allowed = allowed, plans: list[str] = plans) -> np.ndarray:
+        def plan(query: np.ndarray, spec: Any = spec, plans: list[str] = plans) -> np.ndarray:
+            allowed = Allowed(np.asarray(columns.ids[select(columns, spec)]), columns.id_bound)  # per query
             _, ids, how = filtered_plan(index, query, allowed, K, exact)
             plans.append(how.path)
             return ids[0]

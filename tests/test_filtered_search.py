@@ -217,6 +217,8 @@ def test_mask_of_each_filter_matches_a_reference(columns: MetadataColumns) -> No
         ColumnFilter(box=(-10, 10, 170, -170)): (np.abs(c.lat) <= 10) & ((c.lon >= 170) | (c.lon <= -170)),
         ColumnFilter(rank_ranges=((0, 1500),), taken_range=(1_520_000_000, 1_580_000_000), cameras=(0,)):
             (c.path_rank < 1500) & known & (c.taken >= 1_520_000_000) & (c.taken < 1_580_000_000) & (c.camera == 0),
+        ColumnFilter(taken_range=(1_510_000_000, 1_600_000_000), cameras=(2,), box=(-50, 50, -180, 180)):
+            known & (c.taken >= 1_510_000_000) & (c.camera == 2) & (np.abs(c.lat) <= 50),  # a wide range: masks
         ColumnFilter(): np.ones(len(c), bool),
     }
     for spec, want in cases.items():
