@@ -229,20 +229,20 @@ def select_cost(columns: Any, specs: list[tuple[str, int, Any]]) -> dict:
 
 
 def sweep(index: Any, columns: Any, stored: np.ndarray, queries: np.ndarray, specs: list, args: Any) -> list[dict]:
-    from jrsearch.retrieval.filtered_search import Allowed, filtered_plan, select
+    from jrsearch.retrieval.filtered_search import Allowed, column_plan
 
     exact = float16_rows(index.source)
     rows = []
     for name, _, spec in specs:
-        allowed = Allowed(np.asarray(columns.ids[select(columns, spec)]), columns.id_bound)
+        allowed = Allowed.of(columns, spec)
         m = len(allowed.ids)
         truth = exact_truth(stored, queries, allowed.ids)
         want = min(K, m)
         plans: list[str] = []
 
         def plan(query: np.ndarray, spec: Any = spec, plans: list[str] = plans) -> np.ndarray:
-            allowed = Allowed(np.asarray(columns.ids[select(columns, spec)]), columns.id_bound)  # per query
-            _, ids, how = filtered_plan(index, query, allowed, K, exact)
+            run, _ = column_plan(index, columns, spec, exact)  # the filter resolved in every query, as the library does
+            _, ids, how = run(query, K)
             plans.append(how.path)
             return ids[0]
 

@@ -35,11 +35,10 @@ import numpy as np
 
 from jrsearch.retrieval.filtered_search import (
     TAKEN_UNKNOWN,
-    Allowed,
     ColumnFilter,
     ExactRows,
     MetadataColumns,
-    filtered_search,
+    column_plan,
 )
 from jrsearch.retrieval.paths import INDEX_DIR, columns_path
 from jrsearch.retrieval.ranking import CopyFetcher, RowFetcher, widening_search
@@ -83,9 +82,6 @@ class FilterColumns:
             needle = filters.camera.lower()
             cameras = tuple(code for code, name in enumerate(self.columns.cameras) if needle in name.lower())
         return ColumnFilter(rank_ranges=rank_ranges, taken_range=taken_range, near=filters.near, cameras=cameras)
-
-    def allowed(self, filters: Filters) -> Allowed:
-        return Allowed.of(self.columns, self.spec(filters))
 
 
 def folder_key(path: bytes) -> bytes:
@@ -200,10 +196,10 @@ def filtered_ranked_search(index: VectorIndex | None, columns: FilterColumns, qu
     """`ranking.ranked_search` for filters the columns resolve to vector ids (`Filters.by_columns`):
     `filtered_search` among them (exact over their float16 rows when few, the index with an ID
     selector when many), ranked one per item/text, the glob applied after."""
-    allowed = columns.allowed(filters)
-    if index is None or len(allowed.ids) == 0:
+    if index is None:
         return []
-    exact = exact_rows(index)
-    return widening_search(
-        lambda k: filtered_search(index, query, allowed, k, exact, nprobe=nprobe, rerank=rerank),
-        len(allowed.ids), top_k, filters if filters.glob else None, fetch_rows, fetch_copies)
+    plan, matching = column_plan(index, columns.columns, columns.spec(filters), exact_rows(index))
+    if matching == 0:
+        return []
+    return widening_search(lambda k: plan(query, k, nprobe, rerank)[:2], matching, top_k,
+                           filters if filters.glob else None, fetch_rows, fetch_copies)

@@ -15,6 +15,7 @@ from jrsearch.retrieval.filtered_search import (
     Allowed,
     ColumnFilter,
     MetadataColumns,
+    column_plan,
     exact_cost,
     exact_limit,
     filtered_plan,
@@ -132,6 +133,34 @@ def test_match_nothing_answers_empty(index: VectorIndex, data: tuple) -> None:
 
     scores, ids, plan = filtered_plan(index, data[2][0], Allowed(np.zeros(0, np.int64), 99), K, exact)
     assert plan.path == "empty" and ids.shape == (1, 0) and scores.shape == (1, 0) and not calls
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.4])  # folders 0-4 of 5 and 0-1 of 5
+def test_a_wide_filter_searches_unfiltered_and_tests_its_candidates(index: VectorIndex, data: tuple,
+                                                                   keep: float) -> None:
+    _, ids, queries = data
+    columns = MetadataColumns.build(ids, (np.arange(len(ids)) % 5).astype(np.int32))
+    spec = ColumnFilter(rank_ranges=((0, round(5 * keep)),))
+    allowed = Allowed.of(columns, spec)
+    want = exact_filtered(data, allowed.ids, K)
+    run, matching = column_plan(index, columns, spec, exact_rows(index))
+    assert matching == pytest.approx(len(allowed.ids), rel=0.05)
+    recalls, unfiltered = [], []  # the plan searches as the index does unfiltered: it keeps that recall
+    everything = exact_filtered(data, ids, K)
+    for query, expected, best in zip(queries, want, everything, strict=True):
+        _, found, plan = run(query, K)
+        assert plan.path == "wide" and found.shape == (1, K)
+        assert set(found[0].tolist()) <= set(allowed.ids.tolist())
+        recalls.append(len(set(found[0].tolist()) & set(expected)) / K)
+        unfiltered.append(len(set(index.search(query.reshape(1, -1), K)[1][0].tolist()) & set(best)) / K)
+    assert np.mean(recalls) >= min(0.9, np.mean(unfiltered) - 0.05)
+
+
+def test_a_narrow_filter_is_resolved_to_its_ids(index: VectorIndex, data: tuple) -> None:
+    _, ids, queries = data
+    columns = MetadataColumns.build(ids, (np.arange(len(ids)) % 50).astype(np.int32))
+    run, matching = column_plan(index, columns, ColumnFilter(rank_ranges=((3, 4),)), exact_rows(index))
+    assert matching == len(ids) // 50 and run(queries[0], K)[2].path == "exact"
 
 
 def test_unfiltered_is_the_index_search(index: VectorIndex, data: tuple) -> None:

@@ -268,31 +268,37 @@ def test_lossy_index_gives_min_k_matching_equal_to_exact(lossy_library, monkeypa
     library, vectors, rng = lossy_library
     engine = SearchEngine(library)
     queries = vectors[rng.integers(0, N, 4)] + 0.1 * rng.standard_normal((4, DIM)).astype(np.float32)
-    cases = [  # (filters, which item indexes pass, forced onto the selector path)
-        (Filters(camera="rare"), lambda i: i % 600 == 0, False),  # 5 match: fewer than k
-        (Filters(camera="canon", under="/photos/north/"), lambda i: i % 10 < 3 and i % 2 == 1, False),
-        (Filters.make(near="43.46,11.88,5", camera="canon"), lambda i: i % 4 == 0 and i % 10 < 3 and i % 600, True),
-        (Filters(under="/photos/south/", after=datetime(2020, 3, 1, tzinfo=timezone.utc).timestamp()),
-         lambda i: i % 2 == 0 and i % 365 >= 60, True),
+    south_since_march = (Filters(under="/photos/south/", after=datetime(2020, 3, 1, tzinfo=timezone.utc).timestamp()),
+                         lambda i: i % 2 == 0 and i % 365 >= 60)  # ~41% of the items
+    cases = [  # (filters, which item indexes pass, the plan: exact, the selector ("ann") or "wide")
+        (Filters(camera="rare"), lambda i: i % 600 == 0, "exact"),  # 5 match: fewer than k
+        (Filters(camera="canon", under="/photos/north/"), lambda i: i % 10 < 3 and i % 2 == 1, "exact"),
+        (Filters.make(near="43.46,11.88,5", camera="canon"), lambda i: i % 4 == 0 and i % 10 < 3 and i % 600, "ann"),
+        (*south_since_march, "ann"),
+        (*south_since_march, "wide"),
     ]
     plans: list[str] = []
-    real_plan = filtered_search._ann_plan
 
-    def ann_plan(*args, **kwargs):
-        answer = real_plan(*args, **kwargs)
-        plans.append(answer[2].path)
-        return answer
+    def recorded(real):
+        def plan(*args, **kwargs):
+            answer = real(*args, **kwargs)
+            plans.append(answer[2].path)
+            return answer
 
-    monkeypatch.setattr(filtered_search, "_ann_plan", ann_plan)
-    for filters, keep, selector in cases:
-        monkeypatch.setattr(filtered_search, "EXACT_FILTER_MAX", 10 if selector else 30_000)
+        return plan
+
+    for name in ("filtered_plan", "wide_plan"):
+        monkeypatch.setattr(filtered_search, name, recorded(getattr(filtered_search, name)))
+    for filters, keep, path in cases:
+        monkeypatch.setattr(filtered_search, "EXACT_FILTER_MAX", 10 if path == "ann" else 30_000)
+        monkeypatch.setattr(filtered_search, "WIDE_SHARE", 0.25 if path == "wide" else 2.0)
         matching = sum(keep(i) for i in range(N))
         plans.clear()
         for query in queries:
             results = engine.search(query, "image", 10, filters)
             assert len(results) == min(10, matching)
             assert [r.vector_id for r in results] == exact_filtered(library, query, keep, 10)
-        assert plans == (["ann"] * len(queries) if selector else []), (filters, plans)
+        assert set(plans) == {path}, (filters, plans)
     assert engine.search(queries[0], "image", 10, Filters(camera="leica")) == []
     assert engine.search(queries[0], "image", 10, Filters(after=datetime(2030, 1, 1).timestamp())) == []
 
