@@ -65,10 +65,11 @@ SCAN_MATCHING = 20_000
 SCAN_REFERENCE = 1_000_000
 # A filter keeping at least WIDE_SHARE of the vectors is searched as if unfiltered, 1/share wider and
 # deeper, its candidates tested on their own rows (`wide_plan`): resolving millions of ids and a
-# bitmap over them cost more than the search (10M, folder keeping 30-100%: 38-90 ms p50 through the
-# selector against ~4 ms for the post-filter at the same recall). WIDE_MARGIN: candidates asked for
-# beyond depth/share, for the sampling error of `estimated_share` (SHARE_SAMPLE rows: +-1.4% at 25%).
-WIDE_SHARE = 0.25
+# bitmap over them cost more than the search. Measured at 10M (OPQ64,IVF16384_HNSW32,PQ64, 40
+# queries, p50 wide / through the selector): folder AND date keeping 24.5% 13 / 45 ms, camera 35%
+# 10.6 / 31.6 ms, 8.3% 32 / 36 ms, 1.7% 159 / 23 ms. WIDE_MARGIN: candidates asked for beyond
+# depth/share, for the sampling error of `estimated_share` (SHARE_SAMPLE rows: +-0.9% at 10%).
+WIDE_SHARE = 0.1
 WIDE_MARGIN = 1.25
 SHARE_SAMPLE = 4096
 FLAT_ASSIGN_SHARE = 64  # probing more than 1/64 of an HNSW quantizer's lists: choose them by brute force
