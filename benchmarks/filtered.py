@@ -303,6 +303,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="faiss/BLAS threads per query.")
     parser.add_argument("--exact-max", type=int, help="Override exact_limit (filtered_search.EXACT_FILTER_MAX).")
     parser.add_argument("--scan-matching", type=int, help="Override filtered_search.SCAN_MATCHING.")
+    parser.add_argument("--wide-share", type=float, help="Override filtered_search.WIDE_SHARE (above 1: never wide).")
     parser.add_argument("--tag", default="", help="Appended to the result file's name.")
     parser.add_argument("--no-baseline", action="store_true",
                         help="Skip the post-filter baseline (at 10M its selective rows take ~2 s a query).")
@@ -317,6 +318,8 @@ def main() -> None:
         filtered_search.EXACT_FILTER_MAX = args.exact_max
     if args.scan_matching is not None:
         filtered_search.SCAN_MATCHING = args.scan_matching
+    if args.wide_share is not None:
+        filtered_search.WIDE_SHARE = args.wide_share
     vectors = VectorSet("clustered", DIM, args.centres, args.spread)
     stored = make_vectors(args.vectors, vectors)
     index, build_s = build_or_load(make_source(stored), args.vectors, args.workdir)
@@ -328,6 +331,7 @@ def main() -> None:
         "vectors": args.vectors, "dim": DIM, "factory": index.factory, "nprobe": index.nprobe,
         "exact_limit": filtered_search.exact_limit(args.vectors),
         "scan_matching": filtered_search.scan_matching(args.vectors),
+        "wide_share": filtered_search.WIDE_SHARE,
         "rerank": index.rerank_depth(), "build_s": round(build_s, 1), "queries": args.queries,
         "threads_per_query": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()}}

@@ -35,17 +35,19 @@ from jrsearch.retrieval.checksums import write_folder_checked
 from jrsearch.retrieval.index import VectorIndex, _faiss
 
 # Where the plan stops scoring matching vectors exactly and searches the index through a selector:
-# where the two paths' modelled costs meet (`exact_limit`: ~24k at 1M, ~60k at 10M). The exact path
-# costs EXACT_ROW_COST per matching row (gather a float16 row, score it). The selector path visits
-# enough lists to pass SCAN_MATCHING matching vectors, n * SCAN_MATCHING / m codes at SCAN_CODE_COST
-# each, scores those SCAN_MATCHING at MATCH_CODE_COST, and re-ranks (SELECTOR_FIXED_COST). Measured
-# on 2 Intel Xeon cores (AVX-512; benchmarks/filtered.py's set, 1M OPQ64,IVF4096,PQ64, random ids,
-# one thread, p50): exact 2.8 / 8.2 ms at 10k / 30k rows (1.7 ms of the 30k scoring, the rest the
-# gather); the raw selector scan over every list 5.3 / 6.4 / 17.2 ms at 10k / 30k / 100k matching
-# (so ~4 ns per code visited, ~0.13 us per matching code), re-ranking 1,000 ~1 ms more.
+# where the two paths' modelled costs meet (`exact_limit`: ~35k at 1M and at 10M). The exact path
+# costs EXACT_ROW_COST per matching row (gather a float16 row, score it), more in a larger set (its
+# rows scattered over more memory: x (n / 1M)^EXACT_ROW_GROWTH). The selector path visits enough
+# lists to pass `scan_matching(n)` matching vectors, n * scan / m codes at SCAN_CODE_COST each,
+# scores those at MATCH_CODE_COST, and re-ranks (SELECTOR_FIXED_COST). Fitted to benchmarks/
+# filtered.py on 2 Intel Xeon cores (AVX-512, one thread, p50, the filter resolved in the query):
+# exact 0.26 us per row at 1M (30k: 7.9 ms), 0.53 at 10M (33.5k: 17.8 ms); the selector path 9.7 ms
+# at 30k of 1M and 21.5 ms at 33.5k of 10M (so ~9-10 ns per code visited, bitmap and re-rank in);
+# the two met at ~36k at 1M and ~38k at 10M.
 # EXACT_FILTER_MAX, when set, overrides the rule (tests force one path with it).
-EXACT_ROW_COST = 0.28e-6
-SCAN_CODE_COST = 4e-9
+EXACT_ROW_COST = 0.26e-6
+EXACT_ROW_GROWTH = 0.31
+SCAN_CODE_COST = 10e-9
 MATCH_CODE_COST = 0.13e-6
 SELECTOR_FIXED_COST = 1e-3
 EXACT_FILTER_MAX: int | None = None
@@ -536,16 +538,16 @@ def _costs_meet(total: int, scan: int) -> int:
     low, high = 1, total
     while low < high:
         middle = (low + high) // 2
-        if exact_cost(middle) < selector_cost(middle, total, scan):
+        if exact_cost(middle, total) < selector_cost(middle, total, scan):
             low = middle + 1
         else:
             high = middle
     return low
 
 
-def exact_cost(matching: int) -> float:
-    """Modelled seconds to score `matching` rows exactly."""
-    return matching * EXACT_ROW_COST
+def exact_cost(matching: int, total: int) -> float:
+    """Modelled seconds to score `matching` of `total` rows exactly."""
+    return matching * EXACT_ROW_COST * max(1.0, total / SCAN_REFERENCE) ** EXACT_ROW_GROWTH
 
 
 def selector_cost(matching: int, total: int, scan: int | None = None) -> float:
