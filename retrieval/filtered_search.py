@@ -124,6 +124,11 @@ class MetadataColumns:
         if self.by_taken is None:
             self.by_taken = np.argsort(self.taken, kind="stable").astype(np.int64)
 
+    @functools.cached_property
+    def placed(self) -> np.ndarray:
+        """Sorted rows that have a place, found once (one pass): a place condition reads only these."""
+        return np.flatnonzero(~np.isnan(self.lat))
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -208,6 +213,8 @@ def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     folder AND date: ~110 ms gathered).
     """
     found = _range_rows(columns, spec)
+    if found is None and (spec.box is not None or spec.near is not None):
+        found = columns.placed  # no other row can pass (10M, 5% placed: select 15-19 -> 7-8 ms)
     tests: list[Callable[[Any], np.ndarray]] = []
     if spec.rank_ranges is not None and spec.taken_range is not None:
         bounds = spec.taken_range
