@@ -25,7 +25,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -212,50 +212,47 @@ def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     the other columns at millions of scattered rows costs more than comparing them whole (10M rows,
     folder AND date: ~110 ms gathered).
     """
-    found = _range_rows(columns, spec)
+    found, rest = _range_rows(columns, spec)
     if found is None and (spec.box is not None or spec.near is not None):
         found = columns.placed  # no other row can pass (10M, 5% placed: select 15-19 -> 7-8 ms)
-    tests: list[Callable[[Any], np.ndarray]] = []
-    if spec.rank_ranges is not None and spec.taken_range is not None:
-        bounds = spec.taken_range
-        tests.append(lambda r: _in_range(columns.taken[r], bounds))
-    if spec.cameras is not None:
-        wanted = spec.cameras
-        tests.append(lambda r: _in_codes(columns.camera[r], wanted))
-    if spec.box is not None:
-        box = spec.box
-        tests.append(lambda r: _in_box(columns.lat[r], columns.lon[r], box))
-    if found is not None and found.dtype == np.bool_:
-        for test in tests:
-            found &= test(slice(None))
-        rows: np.ndarray | None = np.flatnonzero(found)
-    else:
-        rows = found
-        for test in tests:  # each on the survivors of the last
-            rows = np.flatnonzero(test(slice(None))) if rows is None else rows[test(rows)]
+    rest = replace(rest, near=None)  # a place radius: a box first, then the great circle (`_near_rows`)
+    if rest != ColumnFilter():
+        if found is None:
+            found = passes(columns, rest, slice(None))
+        elif found.dtype == np.bool_:
+            found &= passes(columns, rest, slice(None))
+        else:
+            found = found[passes(columns, rest, found)]
+    rows = np.flatnonzero(found) if found is not None and found.dtype == np.bool_ else found
     if spec.near is not None:
         rows = _near_rows(columns, rows, spec.near)
     return np.arange(len(columns), dtype=np.int64) if rows is None else rows.astype(np.int64, copy=False)
 
 
-def passes(columns: MetadataColumns, spec: ColumnFilter, rows: np.ndarray) -> np.ndarray:
-    """Boolean per row of `rows` (any order): whether it passes `spec`, read at those rows only."""
-    keep = np.ones(len(rows), dtype=bool)
+def passes(columns: MetadataColumns, spec: ColumnFilter, rows: np.ndarray | slice) -> np.ndarray:
+    """Boolean per row of `rows` (any order; `slice(None)`: every row): whether it passes `spec`,
+    read at those rows only."""
+    tests: list[np.ndarray] = []
     if spec.rank_ranges is not None:
         rank = columns.path_rank[rows]
-        inside = np.zeros(len(rows), dtype=bool)
+        inside = np.zeros(len(rank), dtype=bool)
         for lo, hi in spec.rank_ranges:
             inside |= (rank >= lo) & (rank < hi)
-        keep &= inside
+        tests.append(inside)
     if spec.taken_range is not None:
-        keep &= _in_range(columns.taken[rows], spec.taken_range)
+        tests.append(_in_range(columns.taken[rows], spec.taken_range))
     if spec.cameras is not None:
-        keep &= _in_codes(columns.camera[rows], spec.cameras)
+        tests.append(_in_codes(columns.camera[rows], spec.cameras))
     if spec.box is not None:
-        keep &= _in_box(columns.lat[rows], columns.lon[rows], spec.box)
+        tests.append(_in_box(columns.lat[rows], columns.lon[rows], spec.box))
     if spec.near is not None:
         lat0, lon0, radius = spec.near
-        keep &= _distance_km(columns.lat[rows], columns.lon[rows], lat0, lon0) <= radius
+        tests.append(_distance_km(columns.lat[rows], columns.lon[rows], lat0, lon0) <= radius)
+    if not tests:
+        return np.ones(len(columns) if isinstance(rows, slice) else len(rows), dtype=bool)
+    keep = tests[0]
+    for test in tests[1:]:
+        keep &= test
     return keep
 
 
@@ -280,28 +277,35 @@ def matching_ids(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     return np.asarray(columns.ids[select(columns, spec)], dtype=np.int64)
 
 
-def _range_rows(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray | None:
+def _range_rows(columns: MetadataColumns, spec: ColumnFilter) -> tuple[np.ndarray | None, ColumnFilter]:
     """The rows in the rank ranges (else in the time range): sorted rows when few, a boolean mask
-    over every row when many (see `_rows_in`); None when there is neither."""
+    over every row when many (see `_rows_in`), None when there is neither; and the conditions of
+    `spec` those rows are still to be tested on."""
     if spec.rank_ranges is not None:
         assert columns.by_rank is not None
         parts = [_rows_in(columns.path_rank, columns.by_rank, lo, hi) for lo, hi in spec.rank_ranges]
-        if len(parts) == 1:
-            return parts[0]
-        if any(part.dtype == np.bool_ for part in parts):
-            keep = np.zeros(len(columns), dtype=bool)
-            for part in parts:
-                if part.dtype == np.bool_:
-                    keep |= part
-                else:
-                    keep[part] = True
-            return keep
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return _union(parts, len(columns)), replace(spec, rank_ranges=None)
     if spec.taken_range is not None:
         assert columns.by_taken is not None
         lo, hi = spec.taken_range
-        return _rows_in(columns.taken, columns.by_taken, max(lo, TAKEN_UNKNOWN + 1), hi)
-    return None
+        found = _rows_in(columns.taken, columns.by_taken, max(lo, TAKEN_UNKNOWN + 1), hi)
+        return found, replace(spec, taken_range=None)
+    return None, spec
+
+
+def _union(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """Sorted rows or boolean masks (over n rows) -> their union: a mask if any part is one."""
+    if len(parts) == 1:
+        return parts[0]
+    if any(part.dtype == np.bool_ for part in parts):
+        keep = np.zeros(n, dtype=bool)
+        for part in parts:
+            if part.dtype == np.bool_:
+                keep |= part
+            else:
+                keep[part] = True
+        return keep
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
 def _rows_in(values: np.ndarray, order: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -476,8 +480,7 @@ def wide_plan(index: VectorIndex, columns: MetadataColumns, spec: ColumnFilter, 
             if ids.shape[1] >= k:
                 return scores, ids, Plan("wide", round(share * len(columns)), probe)
         if fetch >= index.ntotal:
-            scores, ids, plan = filtered_plan(index, query, Allowed.of(columns, spec), k, exact, nprobe, rerank)
-            return scores, ids, plan
+            return filtered_plan(index, query, Allowed.of(columns, spec), k, exact, nprobe, rerank)
         widen *= 4
 
 
