@@ -249,14 +249,12 @@ def sweep(index: Any, columns: Any, stored: np.ndarray, queries: np.ndarray, spe
         row = {"filter": name, "matching": m, "selectivity": round(m / len(columns), 7),
                "plan": measure(plan, queries, truth, want, clients=2)}
         row["plan"]["path"] = max(set(plans), key=plans.count) if plans else "?"
-        bits = np.zeros(columns.id_bound, bool)
-        bits[allowed.ids] = True
-        few = max(5, args.baseline_queries if m < len(columns) // 100 else len(queries))
-        def baseline(query: np.ndarray, bits: np.ndarray = bits) -> np.ndarray:
-            return post_filter(index, query, bits)
-
         if not args.no_baseline:
-            row["post_filter"] = measure(baseline, queries[:few], truth[:few], want, 0)
+            bits = np.zeros(columns.id_bound, bool)
+            bits[allowed.ids] = True
+            few = max(5, args.baseline_queries if m < len(columns) // 100 else len(queries))
+            row["post_filter"] = measure(lambda query, bits=bits: post_filter(index, query, bits),
+                                         queries[:few], truth[:few], want, 0)
         rows.append(row)
         print(row, flush=True)
     return rows
