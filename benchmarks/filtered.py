@@ -253,8 +253,11 @@ def sweep(index: Any, columns: Any, stored: np.ndarray, queries: np.ndarray, spe
             bits = np.zeros(columns.id_bound, bool)
             bits[allowed.ids] = True
             few = max(5, args.baseline_queries if m < len(columns) // 100 else len(queries))
-            row["post_filter"] = measure(lambda query, bits=bits: post_filter(index, query, bits),
-                                         queries[:few], truth[:few], want, 0)
+
+            def baseline(query: np.ndarray, bits: np.ndarray = bits) -> np.ndarray:
+                return post_filter(index, query, bits)
+
+            row["post_filter"] = measure(baseline, queries[:few], truth[:few], want, 0)
         rows.append(row)
         print(row, flush=True)
     return rows
