@@ -439,9 +439,10 @@ def column_plan(index: VectorIndex, columns: MetadataColumns, spec: ColumnFilter
     """How to search `index` (whose vectors are the rows of `columns`) under `spec`: a function of
     (query, k, nprobe=None, rerank=None) -> (scores, ids, Plan), and how many vectors match (estimated
     for a wide filter). A filter that keeps at least WIDE_SHARE of the rows (estimated from a sample,
-    so nothing reads every row) takes `wide_plan`; any other is resolved to its ids (`filtered_plan`)."""
+    so nothing reads every row) and more than `exact_limit` of them takes `wide_plan`; any other is
+    resolved to its ids (`filtered_plan`: exact when few)."""
     share = estimated_share(columns, spec)
-    if share >= WIDE_SHARE and index.ntotal == len(columns):
+    if share >= WIDE_SHARE and share * len(columns) > exact_limit(index.ntotal) and index.ntotal == len(columns):
         def wide(query: np.ndarray, k: int, nprobe: int | None = None,
                  rerank: int | None = None) -> tuple[np.ndarray, np.ndarray, Plan]:
             return wide_plan(index, columns, spec, share, query, k, exact, nprobe, rerank)

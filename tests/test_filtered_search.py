@@ -136,8 +136,9 @@ def test_match_nothing_answers_empty(index: VectorIndex, data: tuple) -> None:
 
 
 @pytest.mark.parametrize("keep", [1.0, 0.4])  # folders 0-4 of 5 and 0-1 of 5
-def test_a_wide_filter_searches_unfiltered_and_tests_its_candidates(index: VectorIndex, data: tuple,
-                                                                   keep: float) -> None:
+def test_a_wide_filter_searches_unfiltered_and_tests_its_candidates(
+        index: VectorIndex, data: tuple, keep: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(filtered_search_module, "EXACT_FILTER_MAX", 100)  # as in an index too big to score them all
     _, ids, queries = data
     columns = MetadataColumns.build(ids, (np.arange(len(ids)) % 5).astype(np.int32))
     spec = ColumnFilter(rank_ranges=((0, round(5 * keep)),))
@@ -154,6 +155,17 @@ def test_a_wide_filter_searches_unfiltered_and_tests_its_candidates(index: Vecto
         recalls.append(len(set(found[0].tolist()) & set(expected)) / K)
         unfiltered.append(len(set(index.search(query.reshape(1, -1), K)[1][0].tolist()) & set(best)) / K)
     assert np.mean(recalls) >= min(0.9, np.mean(unfiltered) - 0.05)
+
+
+def test_a_wide_filter_of_few_vectors_is_answered_exactly(index: VectorIndex, data: tuple) -> None:
+    _, ids, queries = data  # 40% of 3,000: a share the wide plan takes, a count the exact path scores cheaply
+    columns = MetadataColumns.build(ids, (np.arange(len(ids)) % 5).astype(np.int32))
+    allowed = Allowed.of(columns, ColumnFilter(rank_ranges=((0, 2),)))
+    run, matching = column_plan(index, columns, ColumnFilter(rank_ranges=((0, 2),)), exact_rows(index))
+    assert matching == len(allowed.ids)
+    for query, expected in zip(queries, exact_filtered(data, allowed.ids, K), strict=True):
+        _, found, plan = run(query, K)
+        assert plan.path == "exact" and found[0].tolist() == expected
 
 
 def test_a_narrow_filter_is_resolved_to_its_ids(index: VectorIndex, data: tuple) -> None:

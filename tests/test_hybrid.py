@@ -290,7 +290,7 @@ def test_lossy_index_gives_min_k_matching_equal_to_exact(lossy_library, monkeypa
     for name in ("filtered_plan", "wide_plan"):
         monkeypatch.setattr(filtered_search, name, recorded(getattr(filtered_search, name)))
     for filters, keep, path in cases:
-        monkeypatch.setattr(filtered_search, "EXACT_FILTER_MAX", 10 if path == "ann" else 30_000)
+        monkeypatch.setattr(filtered_search, "EXACT_FILTER_MAX", 30_000 if path == "exact" else 10)
         monkeypatch.setattr(filtered_search, "WIDE_SHARE", 0.25 if path == "wide" else 2.0)
         matching = sum(keep(i) for i in range(N))
         plans.clear()
