@@ -242,7 +242,7 @@ def sweep(index: Any, columns: Any, stored: np.ndarray, queries: np.ndarray, spe
 
         def plan(query: np.ndarray, spec: Any = spec, plans: list[str] = plans) -> np.ndarray:
             run, _ = column_plan(index, columns, spec, exact)  # the filter resolved in every query, as the library does
-            _, ids, how = run(query, K)
+            _, ids, how = run(query, K, args.nprobe, args.rerank)
             plans.append(how.path)
             return ids[0]
 
@@ -302,6 +302,9 @@ def main() -> None:
                         help="Queries for the post-filter baseline below 1%% selectivity (it scans far).")
     parser.add_argument("--index-memory", default="256M", help="JRSEARCH_INDEX_MEMORY: 256M gives PQ at 1M.")
     parser.add_argument("--threads", type=int, default=1, help="faiss/BLAS threads per query.")
+    parser.add_argument("--nprobe", type=int,
+                        help="Lists probed per query (the library's --nprobe; default: the index's, 32).")
+    parser.add_argument("--rerank", type=int, help="Candidates re-ranked exactly (the library's --rerank).")
     parser.add_argument("--exact-max", type=int, help="Override exact_limit (filtered_search.EXACT_FILTER_MAX).")
     parser.add_argument("--scan-matching", type=int, help="Override filtered_search.SCAN_MATCHING.")
     parser.add_argument("--wide-share", type=float, help="Override filtered_search.WIDE_SHARE (above 1: never wide).")
@@ -330,10 +333,10 @@ def main() -> None:
     specs = filters(columns, cities, args.vectors)
     report: dict[str, Any] = {
         "vectors": args.vectors, "dim": DIM, "factory": index.factory, "nprobe": index.nprobe,
-        "exact_limit": filtered_search.exact_limit(args.vectors),
-        "scan_matching": filtered_search.scan_matching(args.vectors),
-        "wide_share": filtered_search.WIDE_SHARE,
-        "rerank": index.rerank_depth(), "build_s": round(build_s, 1), "queries": args.queries,
+        "exact_limit": filtered_search.exact_limit(args.vectors, args.nprobe),
+        "scan_matching": filtered_search.scan_matching(args.vectors, args.nprobe),
+        "wide_share": filtered_search.WIDE_SHARE, "nprobe_asked": args.nprobe,
+        "rerank": index.rerank_depth(args.rerank), "build_s": round(build_s, 1), "queries": args.queries,
         "threads_per_query": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()}}
     report["select_ms"] = select_cost(columns, specs)

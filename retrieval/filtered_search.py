@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from jrsearch.retrieval.checksums import write_folder_checked
-from jrsearch.retrieval.index import VectorIndex, _faiss
+from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex, _faiss
 
 # Where the plan stops scoring matching vectors exactly and searches the index through a selector:
 # where the two paths' modelled costs meet (`exact_limit`: ~35k at 1M and at 10M). The exact path
@@ -62,7 +62,9 @@ EARTH_RADIUS_KM = 6371.0088
 # 10k, 20k, 30k, at 50k 0.970, 0.992, 0.990; 10M OPQ64,IVF16384_HNSW32,PQ64 at 60k / 300k / 1M
 # matching 0.965 / 0.963 / 0.950 passing 2.5k, 0.968 / 0.975 / 0.962 passing 5k, 0.972 / 0.983 /
 # 0.975 passing 10k; 300k OPQ64,IVF2048,PQ64 at 50k 0.94 / 0.96 / 0.97 passing 20k / 29k / 50k.
-# The needed share falls as the set grows (more vectors per neighbourhood).
+# The needed share falls as the set grows (more vectors per neighbourhood). A search asking for more
+# or fewer lists than DEFAULT_NPROBE (`--nprobe`) passes as many times more or fewer (the same knob
+# trades recall for speed filtered or not).
 SCAN_MATCHING = 20_000
 SCAN_REFERENCE = 1_000_000
 # A filter keeping at least WIDE_SHARE of the vectors is searched as if unfiltered, 1/share wider and
@@ -75,8 +77,15 @@ WIDE_SHARE = 0.1
 WIDE_MARGIN = 1.25
 SHARE_SAMPLE = 4096
 FLAT_ASSIGN_SHARE = 64  # probing more than 1/64 of an HNSW quantizer's lists: choose them by brute force
-RANGE_SORT_FRACTION = 16  # a range of more than n/16 rows is a mask by comparison, not its rows sorted
+# A range of a sorted order is listed as its rows, sorted (~6 ns a row), or as a mask by comparison
+# over every row (~1.3-2 ns a row of n, listing it included): sorted up to n/RANGE_SORT_ALONE rows when
+# it is the whole filter; with other conditions to test, up to n/RANGE_SORT_FRACTION, as gathering
+# them at millions of rows costs more than comparing whole columns (10M, 2 Xeon cores: a camera
+# keeping 834k 17 -> 5.8 ms sorted; a folder keeping 3M 12.7 ms as a mask, 30 sorted).
+RANGE_SORT_FRACTION = 16
+RANGE_SORT_ALONE = 5
 COLUMNS = ("ids", "path_rank", "taken", "lat", "lon", "camera")
+ORDERS = ("by_rank", "by_taken", "by_camera", "by_lat")
 DTYPES = {"ids": np.int64, "path_rank": np.int32, "taken": np.int64, "lat": np.float32, "lon": np.float32,
           "camera": np.int32}
 
@@ -97,8 +106,10 @@ class MetadataColumns:
 
     path_rank: the item's rank in byte-sorted path order (a folder prefix is a contiguous range);
     taken: capture time, epoch seconds, TAKEN_UNKNOWN if unknown; lat/lon: degrees, NaN if unknown;
-    camera: index into `cameras`, -1 if unknown. Sorted orders by rank and by time are derived once
-    (`by_rank`, `by_taken`) so a range filter costs two binary searches, not a pass over n rows.
+    camera: index into `cameras`, -1 if unknown. The rows in order of rank, time, camera and latitude
+    are derived once (`by_rank`, `by_taken`, `by_camera`, and `by_lat`, which lists only the rows
+    with a place), so each condition is a range of one of them found by binary searches, not a pass
+    over n rows.
     """
 
     ids: np.ndarray
@@ -110,6 +121,8 @@ class MetadataColumns:
     cameras: list[str] = field(default_factory=list)
     by_rank: np.ndarray | None = None
     by_taken: np.ndarray | None = None
+    by_camera: np.ndarray | None = None
+    by_lat: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -119,15 +132,12 @@ class MetadataColumns:
                 raise ValueError(f"column {name} has {len(column)} rows, ids {n}")
         if n > 1 and not bool(np.all(self.ids[1:] > self.ids[:-1])):
             raise ValueError("ids must be sorted ascending and unique")
-        if self.by_rank is None:
-            self.by_rank = np.argsort(self.path_rank, kind="stable").astype(np.int64)
-        if self.by_taken is None:
-            self.by_taken = np.argsort(self.taken, kind="stable").astype(np.int64)
-
-    @functools.cached_property
-    def placed(self) -> np.ndarray:
-        """Sorted rows that have a place, found once (one pass): a place condition reads only these."""
-        return np.flatnonzero(~np.isnan(self.lat))
+        for order, values in (("by_rank", self.path_rank), ("by_taken", self.taken), ("by_camera", self.camera)):
+            if getattr(self, order) is None:
+                setattr(self, order, np.argsort(values, kind="stable").astype(np.int64))
+        if self.by_lat is None:  # NaN (no place) sorts last and is left out
+            placed = int(np.count_nonzero(~np.isnan(self.lat)))
+            self.by_lat = np.argsort(self.lat, kind="stable")[:placed].astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -146,7 +156,7 @@ class MetadataColumns:
         """Write every column as FOLDER/NAME.npy (+ cameras.json, and `meta` as meta.json where
         given: what its owner needs to know the folder by), replacing the folder whole."""
         def fill(tmp: Path) -> None:
-            for name in (*COLUMNS, "by_rank", "by_taken"):
+            for name in (*COLUMNS, *ORDERS):
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
             (tmp / "cameras.json").write_text(json.dumps(self.cameras))
             if meta is not None:
@@ -159,7 +169,7 @@ class MetadataColumns:
     def load(cls, folder: Path, mmap: bool = True) -> MetadataColumns:
         """Open a saved folder, memory-mapped by default (pages are read as filters touch them)."""
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
-                  for name in (*COLUMNS, "by_rank", "by_taken")}
+                  for name in (*COLUMNS, *ORDERS)}
         cameras = json.loads((folder / "cameras.json").read_text())
         return cls(cameras=cameras, **arrays)
 
@@ -206,15 +216,13 @@ class ColumnFilter:
 def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     """Sorted row positions (int64) of the rows that pass `spec`; ids are `columns.ids[rows]`.
 
-    A range condition that keeps few rows gives them through the sorted orders (binary searches)
-    and the other conditions are tested on those rows only. One that keeps many is a mask over
+    The condition whose range of a sorted order holds the fewest rows (`_range_rows`) gives them,
+    and the other conditions are tested on those rows only. A range that holds many is a mask over
     every row, and so is each other condition, combined before the rows are listed once: gathering
     the other columns at millions of scattered rows costs more than comparing them whole (10M rows,
     folder AND date: ~110 ms gathered).
     """
     found, rest = _range_rows(columns, spec)
-    if found is None and (spec.box is not None or spec.near is not None):
-        found = columns.placed  # no other row can pass (10M, 5% placed: select 15-19 -> 7-8 ms)
     rest = replace(rest, near=None)  # a place radius: a box first, then the great circle (`_near_rows`)
     if rest != ColumnFilter():
         if found is None:
@@ -246,8 +254,7 @@ def passes(columns: MetadataColumns, spec: ColumnFilter, rows: np.ndarray | slic
     if spec.box is not None:
         tests.append(_in_box(columns.lat[rows], columns.lon[rows], spec.box))
     if spec.near is not None:
-        lat0, lon0, radius = spec.near
-        tests.append(_distance_km(columns.lat[rows], columns.lon[rows], lat0, lon0) <= radius)
+        tests.append(_within_km(columns.lat[rows], columns.lon[rows], *spec.near))
     if not tests:
         return np.ones(len(columns) if isinstance(rows, slice) else len(rows), dtype=bool)
     keep = tests[0]
@@ -278,44 +285,66 @@ def matching_ids(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
 
 
 def _range_rows(columns: MetadataColumns, spec: ColumnFilter) -> tuple[np.ndarray | None, ColumnFilter]:
-    """The rows in the rank ranges (else in the time range): sorted rows when few, a boolean mask
-    over every row when many (see `_rows_in`), None when there is neither; and the conditions of
-    `spec` those rows are still to be tested on."""
+    """The rows of the condition of `spec` that holds the fewest, each condition measured by binary
+    searches in its sorted order (folder ranks, the time range, camera codes, a place's band of
+    latitude): sorted rows when few, a boolean mask over every row when many (see RANGE_SORT_ALONE);
+    None when `spec` has no condition.
+    Also the conditions those rows are still to be tested on (a place is tested whole: the band
+    holds its rows and others)."""
+    best: tuple[int, _Ranges, list[tuple[int, int]]] | None = None
+    for ranges in _range_options(columns, spec):
+        view = _SortedView(ranges.values, ranges.order)
+        spans = [(view.bisect(lo), view.bisect(hi)) for lo, hi in ranges.bounds]
+        count = sum(stop - start for start, stop in spans)
+        if best is None or count < best[0]:
+            best = count, ranges, spans
+    if best is None:
+        return None, spec
+    count, ranges, spans = best
+    if count * (RANGE_SORT_ALONE if ranges.rest == ColumnFilter() else RANGE_SORT_FRACTION) > len(columns):
+        integer = np.issubdtype(ranges.values.dtype, np.integer)
+        tests = [(ranges.values == lo) if integer and hi == lo + 1 else (ranges.values >= lo) & (ranges.values < hi)
+                 for lo, hi in ranges.bounds]
+        return functools.reduce(np.logical_or, tests), ranges.rest
+    parts = [np.asarray(ranges.order[start:stop], dtype=np.int64) for start, stop in spans]
+    rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return (np.sort(rows) if len(parts) == 1 else np.unique(rows)), ranges.rest
+
+
+@dataclass(frozen=True)
+class _Ranges:
+    """[lo, hi) ranges of one column's values, found through `order` (values[order] ascending), and
+    what a row in them is still to be tested on."""
+
+    values: np.ndarray
+    order: np.ndarray
+    bounds: tuple[tuple[float, float], ...]
+    rest: ColumnFilter
+
+
+def _range_options(columns: MetadataColumns, spec: ColumnFilter) -> list[_Ranges]:
+    """Every condition of `spec` as ranges of a sorted order."""
+    assert columns.by_rank is not None and columns.by_taken is not None
+    assert columns.by_camera is not None and columns.by_lat is not None
+    options = []
     if spec.rank_ranges is not None:
-        assert columns.by_rank is not None
-        parts = [_rows_in(columns.path_rank, columns.by_rank, lo, hi) for lo, hi in spec.rank_ranges]
-        return _union(parts, len(columns)), replace(spec, rank_ranges=None)
+        options.append(_Ranges(columns.path_rank, columns.by_rank, tuple(spec.rank_ranges),
+                               replace(spec, rank_ranges=None)))
     if spec.taken_range is not None:
-        assert columns.by_taken is not None
         lo, hi = spec.taken_range
-        found = _rows_in(columns.taken, columns.by_taken, max(lo, TAKEN_UNKNOWN + 1), hi)
-        return found, replace(spec, taken_range=None)
-    return None, spec
-
-
-def _union(parts: list[np.ndarray], n: int) -> np.ndarray:
-    """Sorted rows or boolean masks (over n rows) -> their union: a mask if any part is one."""
-    if len(parts) == 1:
-        return parts[0]
-    if any(part.dtype == np.bool_ for part in parts):
-        keep = np.zeros(n, dtype=bool)
-        for part in parts:
-            if part.dtype == np.bool_:
-                keep |= part
-            else:
-                keep[part] = True
-        return keep
-    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-
-
-def _rows_in(values: np.ndarray, order: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """The rows whose value is in [lo, hi): sorted rows through `order` (values[order] ascending)
-    when they are few, a boolean mask by one vectorised comparison when sorting them would cost more."""
-    view = _SortedView(values, order)
-    start, stop = view.bisect(lo), view.bisect(hi)
-    if (stop - start) * RANGE_SORT_FRACTION <= len(values):
-        return np.sort(np.asarray(order[start:stop], dtype=np.int64))
-    return (values >= lo) & (values < hi)
+        options.append(_Ranges(columns.taken, columns.by_taken, ((max(lo, TAKEN_UNKNOWN + 1), hi),),
+                               replace(spec, taken_range=None)))
+    if spec.cameras is not None:
+        options.append(_Ranges(columns.camera, columns.by_camera, tuple((code, code + 1) for code in spec.cameras),
+                               replace(spec, cameras=None)))
+    boxes = [box for box in (spec.box, _near_box(spec.near) if spec.near is not None else None) if box is not None]
+    if boxes:
+        south, north = max(box[0] for box in boxes), min(box[1] for box in boxes)
+        lat = columns.lat.dtype.type  # in the column's precision, as `passes` compares (north included)
+        options.append(_Ranges(columns.lat, columns.by_lat,
+                               ((lat(south), np.nextafter(lat(north), lat(math.inf))),) if south <= north else (),
+                               spec))
+    return options
 
 
 class _SortedView:
@@ -324,7 +353,7 @@ class _SortedView:
     def __init__(self, values: np.ndarray, order: np.ndarray) -> None:
         self.values, self.order = values, order
 
-    def bisect(self, target: int) -> int:
+    def bisect(self, target: float) -> int:
         """First position whose value is >= target."""
         lo, hi = 0, len(self.order)
         while lo < hi:
@@ -362,23 +391,32 @@ def _in_box(lat: np.ndarray, lon: np.ndarray, box: tuple[float, float, float, fl
 def _near_rows(columns: MetadataColumns, rows: np.ndarray | None, near: tuple[float, float, float]) -> np.ndarray:
     """The rows within `radius_km` of (lat, lon): a bounding box first, haversine on what is in it."""
     lat0, lon0, radius = near
+    selector: Any = slice(None) if rows is None else rows
+    lat, lon = columns.lat[selector], columns.lon[selector]
+    inside = _in_box(lat, lon, _near_box(near))
+    candidates = np.flatnonzero(inside) if rows is None else rows[inside]
+    return np.asarray(candidates[_within_km(lat[inside], lon[inside], lat0, lon0, radius)], dtype=np.int64)
+
+
+def _near_box(near: tuple[float, float, float]) -> tuple[float, float, float, float]:
+    """A (lat_min, lat_max, lon_min, lon_max) box holding every point within radius_km of (lat, lon)."""
+    lat0, lon0, radius = near
     dlat = math.degrees(radius / EARTH_RADIUS_KM)
     coslat = math.cos(math.radians(min(89.999, abs(lat0) + dlat)))
     dlon = 180.0 if abs(lat0) + dlat >= 90 else min(180.0, dlat / max(coslat, 1e-9))
-    box = (lat0 - dlat, lat0 + dlat, *_lon_window(lon0, dlon))
-    selector: Any = slice(None) if rows is None else rows
-    inside = _in_box(columns.lat[selector], columns.lon[selector], box)
-    candidates = np.flatnonzero(inside) if rows is None else rows[inside]
-    distance = _distance_km(columns.lat[candidates], columns.lon[candidates], lat0, lon0)
-    return np.asarray(candidates[distance <= radius], dtype=np.int64)
+    return (lat0 - dlat, lat0 + dlat, *_lon_window(lon0, dlon))
 
 
-def _distance_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
-    """Great-circle distances from (lat0, lon0); NaN (no place) compares false with any radius."""
-    phi, lam = np.radians(lat.astype(np.float64)), np.radians(lon.astype(np.float64))
-    phi0, lam0 = math.radians(lat0), math.radians(lon0)
-    h = np.sin((phi - phi0) / 2) ** 2 + math.cos(phi0) * np.cos(phi) * np.sin((lam - lam0) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+def _within_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float, radius: float) -> np.ndarray:
+    """Whether each point is within `radius` km of (lat0, lon0) on the great circle: the haversine
+    compared as it is, without its arcsin and square root, in float32, the columns' precision (under
+    a metre off; 313k points: 2.0 ms, 9.3 in float64); NaN (no place) is never within."""
+    phi, lam = np.radians(lat.astype(np.float32)), np.radians(lon.astype(np.float32))
+    phi0, lam0 = np.float32(math.radians(lat0)), np.float32(math.radians(lon0))
+    h = np.sin((phi - phi0) / 2) ** 2 + np.float32(math.cos(phi0)) * np.cos(phi) * np.sin((lam - lam0) / 2) ** 2
+    if radius >= math.pi * EARTH_RADIUS_KM:
+        return ~np.isnan(h)  # half the circumference or more: everywhere
+    return h <= math.sin(radius / (2 * EARTH_RADIUS_KM)) ** 2
 
 
 def _lon_window(lon0: float, dlon: float) -> tuple[float, float]:
@@ -442,7 +480,8 @@ def column_plan(index: VectorIndex, columns: MetadataColumns, spec: ColumnFilter
     so nothing reads every row) and more than `exact_limit` of them takes `wide_plan`; any other is
     resolved to its ids (`filtered_plan`: exact when few)."""
     share = estimated_share(columns, spec)
-    if share >= WIDE_SHARE and share * len(columns) > exact_limit(index.ntotal) and index.ntotal == len(columns):
+    many = share * len(columns) > exact_limit(index.ntotal, index.nprobe)
+    if share >= WIDE_SHARE and many and index.ntotal == len(columns):
         def wide(query: np.ndarray, k: int, nprobe: int | None = None,
                  rerank: int | None = None) -> tuple[np.ndarray, np.ndarray, Plan]:
             return wide_plan(index, columns, spec, share, query, k, exact, nprobe, rerank)
@@ -509,7 +548,7 @@ def filtered_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.n
     m = len(allowed.ids)
     if m == 0 or k <= 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), Plan("empty", 0)
-    if m <= (exact_limit(index.ntotal) if exact_max is None else exact_max):
+    if m <= (exact_limit(index.ntotal, nprobe or index.nprobe) if exact_max is None else exact_max):
         scores, ids = exact_top(query, allowed.ids, k, exact)
         return scores, ids, Plan("exact", m)
     return _ann_plan(index, query, allowed, k, exact, nprobe, rerank)
@@ -523,7 +562,8 @@ def _ann_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, e
     kept = allowed.selector()
     depth = index.rerank_depth(rerank)
     nlist = index.layout.nlist
-    probe = scaled_nprobe(nprobe or index.nprobe, m, index.ntotal, nlist)
+    base = nprobe or index.nprobe
+    probe = scaled_nprobe(base, m, index.ntotal, nlist, scan_matching(index.ntotal, base))
     scores, ids = _selector_search(index, query, kept, k, depth, probe, exact)
     if ids.shape[1] >= want:
         return scores, ids, Plan("ann", m, probe)
@@ -535,13 +575,13 @@ def _ann_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, e
     return scores, ids, Plan("ann+exact", m, probe)
 
 
-def exact_limit(total: int) -> int:
-    """The most matching vectors the plan scores exactly in an index of `total`: where `exact_cost`
-    (rising with the match count) meets `selector_cost` (falling), every one in a small index;
-    `EXACT_FILTER_MAX` when set."""
+def exact_limit(total: int, nprobe: int | None = None) -> int:
+    """The most matching vectors the plan scores exactly in an index of `total` searched with `nprobe`
+    lists (None: DEFAULT_NPROBE): where `exact_cost` (rising with the match count) meets
+    `selector_cost` (falling), every one in a small index; `EXACT_FILTER_MAX` when set."""
     if EXACT_FILTER_MAX is not None:
         return EXACT_FILTER_MAX
-    return _costs_meet(max(total, 1), scan_matching(total))
+    return _costs_meet(max(total, 1), scan_matching(total, nprobe))
 
 
 @functools.lru_cache(maxsize=64)
@@ -569,9 +609,11 @@ def selector_cost(matching: int, total: int, scan: int | None = None) -> float:
     return visited * SCAN_CODE_COST + min(matching, scan) * MATCH_CODE_COST + SELECTOR_FIXED_COST
 
 
-def scan_matching(total: int) -> int:
-    """Matching vectors the selector path passes on average in an index of `total` (see SCAN_MATCHING)."""
-    return max(1, round(SCAN_MATCHING * math.sqrt(SCAN_REFERENCE / max(total, 1))))
+def scan_matching(total: int, nprobe: int | None = None) -> int:
+    """Matching vectors the selector path passes on average in an index of `total` searched with
+    `nprobe` lists (None: DEFAULT_NPROBE; see SCAN_MATCHING)."""
+    effort = (nprobe or DEFAULT_NPROBE) / DEFAULT_NPROBE
+    return max(1, round(SCAN_MATCHING * math.sqrt(SCAN_REFERENCE / max(total, 1)) * effort))
 
 
 def scaled_nprobe(base: int, matching: int, total: int, nlist: int, scan: int | None = None) -> int:

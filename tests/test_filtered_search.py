@@ -23,6 +23,7 @@ from jrsearch.retrieval.filtered_search import (
     mask,
     matching_ids,
     scaled_nprobe,
+    scan_matching,
     selector_cost,
 )
 from jrsearch.retrieval.index import VectorIndex
@@ -205,6 +206,24 @@ def test_nprobe_grows_as_the_filter_narrows() -> None:
     assert scaled_nprobe(32, 10, 100, 0) == 0
 
 
+def test_nprobe_sets_how_many_matching_vectors_the_selector_path_passes(
+        data: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert scan_matching(1_000_000) == 20_000 and scan_matching(1_000_000, 8) == 5000
+    assert scan_matching(1_000_000, 64) == 40_000
+    assert exact_limit(1_000_000, 8) < exact_limit(1_000_000) < exact_limit(1_000_000, 64)  # a cheaper scan wins sooner
+    vectors, ids, queries = data
+    index = VectorIndex.build(vectors, ids, DIM, factory="OPQ8,IVF32,PQ8", nprobe=4)
+    monkeypatch.setattr(filtered_search_module, "SCAN_MATCHING", 100)  # an index this small would probe every list
+    allowed = Allowed(some_ids(data, 1200), int(ids[-1]) + 1)
+    probed = {}
+    for nprobe in (2, 4, 16):
+        _, found, plan = filtered_plan(index, queries[0], allowed, K, exact_rows(index), nprobe=nprobe, exact_max=0)
+        assert plan.path == "ann" and found.shape == (1, K)
+        probed[nprobe] = plan.nprobe
+    assert probed[2] < probed[4] < probed[16] < 32
+    assert filtered_plan(index, queries[0], allowed, K, exact_rows(index), exact_max=0)[2].nprobe == probed[4]
+
+
 def test_exact_limit_is_where_the_two_paths_cost_alike(monkeypatch: pytest.MonkeyPatch) -> None:
     assert exact_limit(3000) == 3000  # a small index: every filter is answered exactly
     limits = {total: exact_limit(total) for total in (1_000_000, 10_000_000)}
@@ -246,6 +265,7 @@ def haversine(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray) -> np.
 def test_mask_of_each_filter_matches_a_reference(columns: MetadataColumns) -> None:
     c = columns
     known = c.taken != TAKEN_UNKNOWN
+    paris_lat = float(np.float32(48.8566))
     cases = {
         ColumnFilter(rank_ranges=((10, 20),)): (c.path_rank >= 10) & (c.path_rank < 20),
         ColumnFilter(rank_ranges=((0, 5), (2000, 2400))):
@@ -260,6 +280,10 @@ def test_mask_of_each_filter_matches_a_reference(columns: MetadataColumns) -> No
             (c.path_rank < 1500) & known & (c.taken >= 1_520_000_000) & (c.taken < 1_580_000_000) & (c.camera == 0),
         ColumnFilter(taken_range=(1_510_000_000, 1_600_000_000), cameras=(2,), box=(-50, 50, -180, 180)):
             known & (c.taken >= 1_510_000_000) & (c.camera == 2) & (np.abs(c.lat) <= 50),  # a wide range: masks
+        ColumnFilter(rank_ranges=((0, 2400),), cameras=(4,)): (c.path_rank < 2400) & (c.camera == 4),  # by camera
+        ColumnFilter(cameras=(0, 1, 2, 3)): np.isin(c.camera, [0, 1, 2, 3]),  # many rows: by comparison
+        ColumnFilter(box=(paris_lat, paris_lat, -180, 180)): c.lat == np.float32(48.8566),  # the bounds are inside
+        ColumnFilter(box=(10, -10, -180, 180)): np.zeros(len(c), bool),
         ColumnFilter(): np.ones(len(c), bool),
     }
     for spec, want in cases.items():
@@ -288,7 +312,8 @@ def test_columns_save_load_memory_mapped(columns: MetadataColumns, tmp_path) -> 
     columns.save(folder)
     columns.save(folder)  # replaces
     loaded = MetadataColumns.load(folder)
-    assert isinstance(loaded.ids, np.memmap) and loaded.cameras == columns.cameras
+    assert isinstance(loaded.ids, np.memmap) and isinstance(loaded.by_lat, np.memmap)
+    assert loaded.cameras == columns.cameras
     assert np.all(np.diff(loaded.ids) > 0) and loaded.id_bound == int(columns.ids[-1]) + 1
     spec = ColumnFilter(rank_ranges=((100, 900),), cameras=loaded.camera_codes(["b", "zzz"]))
     assert np.array_equal(matching_ids(loaded, spec), matching_ids(columns, spec))
