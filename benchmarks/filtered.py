@@ -308,6 +308,8 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, help="Override exact_limit (filtered_search.EXACT_FILTER_MAX).")
     parser.add_argument("--scan-matching", type=int, help="Override filtered_search.SCAN_MATCHING.")
     parser.add_argument("--wide-share", type=float, help="Override filtered_search.WIDE_SHARE (above 1: never wide).")
+    parser.add_argument("--only", help="Comma-separated filter names to sweep (folder, date, folder_and_date, camera, "
+                        "gps_near); default: all.")
     parser.add_argument("--tag", default="", help="Appended to the result file's name.")
     parser.add_argument("--no-baseline", action="store_true",
                         help="Skip the post-filter baseline (at 10M its selective rows take ~2 s a query).")
@@ -331,6 +333,8 @@ def main() -> None:
     columns, cities = make_columns(args.vectors)
     queries = vectors.draw(args.queries, np.random.default_rng([vectors.seed, 999_999]))
     specs = filters(columns, cities, args.vectors)
+    if args.only:
+        specs = [spec for spec in specs if spec[0] in args.only.split(",")]
     report: dict[str, Any] = {
         "vectors": args.vectors, "dim": DIM, "factory": index.factory, "nprobe": index.nprobe,
         "exact_limit": filtered_search.exact_limit(args.vectors, args.nprobe),

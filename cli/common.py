@@ -65,7 +65,9 @@ NearOpt = Annotated[str | None, typer.Option(
                                            "in degrees: --near 43.46,11.88,5.")]
 CameraOpt = Annotated[str | None, typer.Option(
     "--camera", metavar="TEXT", help="Only what a camera whose make or model contains TEXT took (any case).")]
-NprobeOpt = Annotated[int | None, typer.Option(help="IVF lists to visit (recall vs speed).")]
+NprobeOpt = Annotated[int | None, typer.Option(
+    help="IVF lists to visit (recall vs speed; default 32). A filtered search visits as many times more or fewer "
+         "as this is to 32.")]
 RerankOpt = Annotated[int | None, typer.Option(
     "--rerank", min=0,
     help="Candidates re-scored on the exact vectors (default: 100 for SQ8, 1000 for PQ indexes; 0: none).")]

@@ -139,6 +139,20 @@ class MetadataColumns:
             placed = int(np.count_nonzero(~np.isnan(self.lat)))
             self.by_lat = np.argsort(self.lat, kind="stable")[:placed].astype(np.int64)
 
+    @functools.cached_property
+    def places_by_lat(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lat, lon) of the rows with a place in `by_lat` order, gathered once: a band of latitude
+        is a slice of them, tested without reading the columns at scattered rows."""
+        assert self.by_lat is not None
+        order = np.asarray(self.by_lat)
+        return np.asarray(self.lat[order]), np.asarray(self.lon[order])
+
+    @functools.cached_property
+    def gapless(self) -> bool:
+        """True when the ids are one run without gaps (no vector deleted): row i is id ids[0] + i, and
+        a filter's ids need no gather (10M rows, 834k matching: 3.6-6.7 ms saved)."""
+        return len(self.ids) == 0 or int(self.ids[-1]) - int(self.ids[0]) == len(self.ids) - 1
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -223,6 +237,7 @@ def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     folder AND date: ~110 ms gathered).
     """
     found, rest = _range_rows(columns, spec)
+    near = rest.near
     rest = replace(rest, near=None)  # a place radius: a box first, then the great circle (`_near_rows`)
     if rest != ColumnFilter():
         if found is None:
@@ -231,9 +246,9 @@ def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
             found &= passes(columns, rest, slice(None))
         else:
             found = found[passes(columns, rest, found)]
-    rows = np.flatnonzero(found) if found is not None and found.dtype == np.bool_ else found
-    if spec.near is not None:
-        rows = _near_rows(columns, rows, spec.near)
+    rows = found if found is None else np.flatnonzero(found) if found.dtype == np.bool_ else np.sort(found)
+    if near is not None:
+        rows = _near_rows(columns, rows, near)
     return np.arange(len(columns), dtype=np.int64) if rows is None else rows.astype(np.int64, copy=False)
 
 
@@ -251,15 +266,23 @@ def passes(columns: MetadataColumns, spec: ColumnFilter, rows: np.ndarray | slic
         tests.append(_in_range(columns.taken[rows], spec.taken_range))
     if spec.cameras is not None:
         tests.append(_in_codes(columns.camera[rows], spec.cameras))
-    if spec.box is not None:
-        tests.append(_in_box(columns.lat[rows], columns.lon[rows], spec.box))
-    if spec.near is not None:
-        tests.append(_within_km(columns.lat[rows], columns.lon[rows], *spec.near))
+    if spec.box is not None or spec.near is not None:
+        tests.append(_at_place(columns.lat[rows], columns.lon[rows], spec))
     if not tests:
         return np.ones(len(columns) if isinstance(rows, slice) else len(rows), dtype=bool)
     keep = tests[0]
     for test in tests[1:]:
         keep &= test
+    return keep
+
+
+def _at_place(lat: np.ndarray, lon: np.ndarray, spec: ColumnFilter) -> np.ndarray:
+    """Whether each point is in `spec`'s box and within its radius (those it has)."""
+    keep = np.ones(len(lat), dtype=bool)
+    if spec.box is not None:
+        keep &= _in_box(lat, lon, spec.box)
+    if spec.near is not None:
+        keep &= _within_km(lat, lon, *spec.near)
     return keep
 
 
@@ -281,14 +304,18 @@ def mask(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
 
 def matching_ids(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     """Sorted vector ids that pass `spec`."""
-    return np.asarray(columns.ids[select(columns, spec)], dtype=np.int64)
+    rows = select(columns, spec)
+    if columns.gapless:
+        return rows + (int(columns.ids[0]) if len(columns) else 0)
+    return np.asarray(columns.ids[rows], dtype=np.int64)
 
 
 def _range_rows(columns: MetadataColumns, spec: ColumnFilter) -> tuple[np.ndarray | None, ColumnFilter]:
     """The rows of the condition of `spec` that holds the fewest, each condition measured by binary
     searches in its sorted order (folder ranks, the time range, camera codes, a place's band of
-    latitude): sorted rows when few, a boolean mask over every row when many (see RANGE_SORT_ALONE);
-    None when `spec` has no condition.
+    latitude): unique rows in any order when few (tested, then sorted, by `select`: sorting what
+    passes costs less than sorting first, 5.8 -> 3.6 ms for 400k rows keeping 98k at 10M), a
+    boolean mask over every row when many (see RANGE_SORT_ALONE); None when `spec` has no condition.
     Also the conditions those rows are still to be tested on (a place is tested whole: the band
     holds its rows and others)."""
     best: tuple[int, _Ranges, list[tuple[int, int]]] | None = None
@@ -306,9 +333,15 @@ def _range_rows(columns: MetadataColumns, spec: ColumnFilter) -> tuple[np.ndarra
         tests = [(ranges.values == lo) if integer and hi == lo + 1 else (ranges.values >= lo) & (ranges.values < hi)
                  for lo, hi in ranges.bounds]
         return functools.reduce(np.logical_or, tests), ranges.rest
+    if ranges.order is columns.by_lat and spans:  # the place tested on its slice of `places_by_lat`
+        (start, stop), = spans
+        lat, lon = (values[start:stop] for values in columns.places_by_lat)
+        rows = np.asarray(ranges.order[start:stop], dtype=np.int64)[_at_place(lat, lon, spec)]
+        return rows, replace(spec, box=None, near=None)
     parts = [np.asarray(ranges.order[start:stop], dtype=np.int64) for start, stop in spans]
-    rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return (np.sort(rows) if len(parts) == 1 else np.unique(rows)), ranges.rest
+    if len(parts) == 1:
+        return parts[0], ranges.rest
+    return (np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)), ranges.rest
 
 
 @dataclass(frozen=True)
@@ -640,7 +673,7 @@ def _selector_search(index: VectorIndex, query: np.ndarray, kept: _Kept, k: int,
     if not index.layout.lossy or depth == 0:
         keep = ids[0] >= 0
         return scores[:, keep][:, :k], ids[:, keep][:, :k]
-    return exact_top(query, found, k, exact)
+    return exact_top(query, np.sort(found), k, exact)  # rows read in order: ~1.3x faster at 10M
 
 
 def _search_flat_assigned(index: VectorIndex, query: np.ndarray, selector: Any, k: int,

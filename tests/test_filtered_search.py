@@ -303,8 +303,23 @@ def test_near_uses_great_circle_distance(columns: MetadataColumns) -> None:
             want = haversine(lat0, lon0, c.lat, c.lon) <= radius  # NaN (unknown) compares False
         got = mask(c, ColumnFilter(near=(lat0, lon0, radius)))
         assert np.array_equal(got, want) and want.any()
-    combined = mask(c, ColumnFilter(near=(0.0, 0.0, 5000.0), cameras=(2,)))
-    assert np.array_equal(combined, mask(c, ColumnFilter(near=(0.0, 0.0, 5000.0))) & (c.camera == 2))
+    for near in ((0.0, 0.0, 5000.0), (48.8566, 2.3522, 800.0)):  # the camera's rows fewer, then the place's
+        combined = mask(c, ColumnFilter(near=near, cameras=(2,), taken_range=(1_500_000_000, 1_590_000_000)))
+        taken = (c.taken >= 1_500_000_000) & (c.taken < 1_590_000_000)
+        want = mask(c, ColumnFilter(near=near)) & (c.camera == 2) & taken
+        assert np.array_equal(combined, want) and want.any()
+    boxed = mask(c, ColumnFilter(near=(48.8566, 2.3522, 2000.0), box=(40, 60, -5, 5)))
+    near_paris = mask(c, ColumnFilter(near=(48.8566, 2.3522, 2000.0)))
+    assert np.array_equal(boxed, near_paris & mask(c, ColumnFilter(box=(40, 60, -5, 5))))
+
+
+def test_ids_without_gaps_are_rows_plus_the_first(columns: MetadataColumns) -> None:
+    spec = ColumnFilter(rank_ranges=((100, 900),), cameras=(1, 2))
+    rows = np.flatnonzero(mask(columns, spec))
+    assert not columns.gapless and matching_ids(columns, spec).tolist() == columns.ids[rows].tolist()
+    dense = MetadataColumns.build(np.arange(50, 50 + len(columns), dtype=np.int64)[::-1], columns.path_rank[::-1],
+                                  camera=columns.camera[::-1])
+    assert dense.gapless and matching_ids(dense, spec).tolist() == (rows + 50).tolist()
 
 
 def test_columns_save_load_memory_mapped(columns: MetadataColumns, tmp_path) -> None:  # type: ignore[no-untyped-def]
