@@ -6,7 +6,7 @@ first, as a set of allowed vector ids, and the plan depends on how many there ar
 
     none match                    empty answer at once
     m <= exact_limit(n)           exact: the m vectors read through `exact(ids)`, scored, top k
-                                  (where the two paths' costs meet: it grows with the index)
+                                  (where the two paths' costs meet: ~35k at 1M, ~25k at 10M)
     more                          the faiss index with an ID selector (a bitmap over ids) and
                                   nprobe raised as the filter gets more selective, then the
                                   usual exact re-rank of the best `rerank` codes
@@ -35,7 +35,7 @@ from jrsearch.retrieval.checksums import write_folder_checked
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex, _faiss
 
 # Where the plan stops scoring matching vectors exactly and searches the index through a selector:
-# where the two paths' modelled costs meet (`exact_limit`: ~35k at 1M and at 10M). The exact path
+# where the two paths' modelled costs meet (`exact_limit`: ~35k at 1M, ~25k at 10M). The exact path
 # costs EXACT_ROW_COST per matching row (gather a float16 row, score it), more in a larger set (its
 # rows scattered over more memory: x (n / 1M)^EXACT_ROW_GROWTH). The selector path visits enough
 # lists to pass `scan_matching(n)` matching vectors, n * scan / m codes at SCAN_CODE_COST each,
@@ -43,7 +43,8 @@ from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex, _faiss
 # filtered.py on 2 Intel Xeon cores (AVX-512, one thread, p50, the filter resolved in the query):
 # exact 0.26 us per row at 1M (30k: 7.9 ms), 0.53 at 10M (33.5k: 17.8 ms); the selector path 9.7 ms
 # at 30k of 1M and 21.5 ms at 33.5k of 10M (so ~9-10 ns per code visited, bitmap and re-rank in);
-# the two met at ~36k at 1M and ~38k at 10M.
+# the two met at ~36k at 1M and ~38k at 10M with the scan of the time (6.3k at 10M); with 3k they
+# meet at ~27k at 10M (25k: 12.0 / 13.0 ms, 30k: 14.7 / 11.1; filtered-10000000-1G-scan3000.json).
 # EXACT_FILTER_MAX, when set, overrides the rule (tests force one path with it).
 EXACT_ROW_COST = 0.26e-6
 EXACT_ROW_GROWTH = 0.31
@@ -55,18 +56,21 @@ EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cach
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
 EARTH_RADIUS_KM = 6371.0088
 # The selector path probes enough lists to pass `scan_matching(n)` matching vectors on average:
-# SCAN_MATCHING in an index of SCAN_REFERENCE vectors, scaled by sqrt(SCAN_REFERENCE / n) (so, with
-# ~4 sqrt(n) lists, it probes ~SCAN_MATCHING * 4,000 / m lists at any size). Measured (benchmarks/
+# SCAN_MATCHING in an index of SCAN_REFERENCE vectors, scaled by (SCAN_REFERENCE / n)^SCAN_EXPONENT:
+# 20k at 1M, 3k at 10M, 54k at 300k. Measured (benchmarks/
 # filtered.py's clustered set, 10k centres, re-rank 1,000, 60 queries, recall@10 / p50 on 2 Xeon
 # cores): 1M OPQ64,IVF4096,PQ64 at 30k matching 0.958 / 4.2 ms, 0.975 / 5.6, 0.977 / 8.2 passing
 # 10k, 20k, 30k, at 50k 0.970, 0.992, 0.990; 10M OPQ64,IVF16384_HNSW32,PQ64 at 60k / 300k / 1M
 # matching 0.965 / 0.963 / 0.950 passing 2.5k, 0.968 / 0.975 / 0.962 passing 5k, 0.972 / 0.983 /
 # 0.975 passing 10k; 300k OPQ64,IVF2048,PQ64 at 50k 0.94 / 0.96 / 0.97 passing 20k / 29k / 50k.
-# The needed share falls as the set grows (more vectors per neighbourhood). A search asking for more
+# The needed share falls as the set grows (more vectors per neighbourhood). The whole 10M sweep at
+# 3k (filtered-10000000-1G-scan3000.json): every selector row 0.961-0.985, p50 8-16 ms; at sqrt's
+# 6.3k 0.970-0.993 and 15-24 ms (filtered-10000000-1G-default.json). A search asking for more
 # or fewer lists than DEFAULT_NPROBE (`--nprobe`) passes as many times more or fewer (the same knob
 # trades recall for speed filtered or not).
 SCAN_MATCHING = 20_000
 SCAN_REFERENCE = 1_000_000
+SCAN_EXPONENT = math.log10(20_000 / 3_000)  # ~0.82: 20k at 1M, 3k at 10M
 # A filter keeping at least WIDE_SHARE of the vectors is searched as if unfiltered, 1/share wider and
 # deeper, its candidates tested on their own rows (`wide_plan`): resolving millions of ids and a
 # bitmap over them cost more than the search. Measured at 10M (OPQ64,IVF16384_HNSW32,PQ64, 40
@@ -646,7 +650,7 @@ def scan_matching(total: int, nprobe: int | None = None) -> int:
     """Matching vectors the selector path passes on average in an index of `total` searched with
     `nprobe` lists (None: DEFAULT_NPROBE; see SCAN_MATCHING)."""
     effort = (nprobe or DEFAULT_NPROBE) / DEFAULT_NPROBE
-    return max(1, round(SCAN_MATCHING * math.sqrt(SCAN_REFERENCE / max(total, 1)) * effort))
+    return max(1, round(SCAN_MATCHING * (SCAN_REFERENCE / max(total, 1)) ** SCAN_EXPONENT * effort))
 
 
 def scaled_nprobe(base: int, matching: int, total: int, nlist: int, scan: int | None = None) -> int:
