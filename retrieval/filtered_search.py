@@ -81,6 +81,9 @@ WIDE_SHARE = 0.1
 WIDE_MARGIN = 1.25
 SHARE_SAMPLE = 4096
 FLAT_ASSIGN_SHARE = 64  # probing more than 1/64 of an HNSW quantizer's lists: choose them by brute force
+# A selector's bitmap over fewer than id_bound/BITMAP_SPARSE ids has their bits set one by one; more,
+# a byte per id is packed (10M ids: 50k 0.4 vs 1.0 ms, 100k 0.8 vs 1.1, 1M 10.9 vs 1.8).
+BITMAP_SPARSE = 64
 # A range of a sorted order is listed as its rows, sorted (~6 ns a row), or as a mask by comparison
 # over every row (~1.3-2 ns a row of n, listing it included): sorted up to n/RANGE_SORT_ALONE rows when
 # it is the whole filter; with other conditions to test, up to n/RANGE_SORT_FRACTION, as gathering
@@ -486,9 +489,13 @@ class Allowed:
         ids = np.ascontiguousarray(self.ids, dtype=np.int64)
         if self.id_bound <= 0 or (len(ids) and int(ids[-1]) >= self.id_bound) or (len(ids) and ids[0] < 0):
             return _Kept(faiss.IDSelectorBatch(ids), ids)
-        bits = np.zeros(self.id_bound, dtype=bool)
-        bits[ids] = True
-        bitmap = np.packbits(bits, bitorder="little")
+        if len(ids) * BITMAP_SPARSE < self.id_bound:  # few: their bits set in place, not a byte per id packed
+            bitmap = np.zeros((self.id_bound + 7) // 8, dtype=np.uint8)
+            np.bitwise_or.at(bitmap, ids >> 3, np.left_shift(1, ids & 7).astype(np.uint8))
+        else:
+            bits = np.zeros(self.id_bound, dtype=bool)
+            bits[ids] = True
+            bitmap = np.packbits(bits, bitorder="little")
         return _Kept(faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap)), bitmap)
 
 

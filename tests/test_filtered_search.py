@@ -98,6 +98,15 @@ def test_lists_chosen_by_brute_force_answer_as_hnsw_chose_them(data: tuple) -> N
             assert found.tolist() == want_ids.tolist() and np.allclose(scores, want_scores, atol=1e-5)
 
 
+def test_a_bitmap_of_few_ids_is_the_packed_bitmap() -> None:
+    ids = np.sort(np.random.default_rng(0).choice(1_000_000, 500, replace=False)).astype(np.int64)
+    kept = Allowed(ids, 1_000_000).selector()  # 500 of 1M: bits set one by one
+    bits = np.zeros(1_000_000, bool)
+    bits[ids] = True
+    assert np.array_equal(kept.memory, np.packbits(bits, bitorder="little"))
+    assert all(kept.selector.is_member(int(i)) == bits[i] for i in (*ids[:50], *(ids[:50] + 1), 0, 999_999))
+
+
 def test_never_fewer_than_min_k_matching(index: VectorIndex, data: tuple) -> None:
     for m in (1, 3, 9):  # through the selector: an IVF scan at low nprobe finds too few, the plan widens
         allowed = some_ids(data, m, seed=m)  # a bare array: hash-set selector, no id bound
