@@ -244,8 +244,6 @@ def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     folder AND date: ~110 ms gathered).
     """
     found, rest = _range_rows(columns, spec)
-    near = rest.near
-    rest = replace(rest, near=None)  # a place radius: a box first, then the great circle (`_near_rows`)
     if rest != ColumnFilter():
         if found is None:
             found = passes(columns, rest, slice(None))
@@ -254,8 +252,6 @@ def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
         else:
             found = found[passes(columns, rest, found)]
     rows = found if found is None else np.flatnonzero(found) if found.dtype == np.bool_ else np.sort(found)
-    if near is not None:
-        rows = _near_rows(columns, rows, near)
     return np.arange(len(columns), dtype=np.int64) if rows is None else rows.astype(np.int64, copy=False)
 
 
@@ -284,12 +280,17 @@ def passes(columns: MetadataColumns, spec: ColumnFilter, rows: np.ndarray | slic
 
 
 def _at_place(lat: np.ndarray, lon: np.ndarray, spec: ColumnFilter) -> np.ndarray:
-    """Whether each point is in `spec`'s box and within its radius (those it has)."""
+    """Whether each point is in `spec`'s box and within its radius (those it has): a radius tests
+    the box around it first, the great circle only on what is in that box."""
     keep = np.ones(len(lat), dtype=bool)
     if spec.box is not None:
         keep &= _in_box(lat, lon, spec.box)
     if spec.near is not None:
-        keep &= _within_km(lat, lon, *spec.near)
+        keep &= _in_box(lat, lon, _near_box(spec.near))
+        if keep.all():  # a box around a radius of thousands of km: nothing to set aside
+            keep = _within_km(lat, lon, *spec.near)
+        else:
+            keep[keep] = _within_km(lat[keep], lon[keep], *spec.near)
     return keep
 
 
@@ -426,16 +427,6 @@ def _in_box(lat: np.ndarray, lon: np.ndarray, box: tuple[float, float, float, fl
     if lon_min <= lon_max:
         return inside_lat & (lon >= lon_min) & (lon <= lon_max)
     return inside_lat & ((lon >= lon_min) | (lon <= lon_max))
-
-
-def _near_rows(columns: MetadataColumns, rows: np.ndarray | None, near: tuple[float, float, float]) -> np.ndarray:
-    """The rows within `radius_km` of (lat, lon): a bounding box first, haversine on what is in it."""
-    lat0, lon0, radius = near
-    selector: Any = slice(None) if rows is None else rows
-    lat, lon = columns.lat[selector], columns.lon[selector]
-    inside = _in_box(lat, lon, _near_box(near))
-    candidates = np.flatnonzero(inside) if rows is None else rows[inside]
-    return np.asarray(candidates[_within_km(lat[inside], lon[inside], lat0, lon0, radius)], dtype=np.int64)
 
 
 def _near_box(near: tuple[float, float, float]) -> tuple[float, float, float, float]:
