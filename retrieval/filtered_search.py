@@ -234,8 +234,10 @@ class ColumnFilter:
         return all(value is None for value in (self.rank_ranges, self.taken_range, self.box, self.near, self.cameras))
 
 
-def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
-    """Sorted row positions (int64) of the rows that pass `spec`; ids are `columns.ids[rows]`.
+def select(columns: MetadataColumns, spec: ColumnFilter, ordered: bool = True) -> np.ndarray:
+    """Row positions (int64) of the rows that pass `spec`, ascending (`ordered` False: in any order,
+    which saves sorting rows a bitmap does not need sorted: 834k of 10M, ~4 ms); ids are
+    `columns.ids[rows]`.
 
     The condition whose range of a sorted order holds the fewest rows (`_range_rows`) gives them,
     and the other conditions are tested on those rows only. A range that holds many is a mask over
@@ -251,7 +253,9 @@ def select(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
             found &= passes(columns, rest, slice(None))
         else:
             found = found[passes(columns, rest, found)]
-    rows = found if found is None else np.flatnonzero(found) if found.dtype == np.bool_ else np.sort(found)
+    if found is not None:
+        found = np.flatnonzero(found) if found.dtype == np.bool_ else np.sort(found) if ordered else found
+    rows = found
     return np.arange(len(columns), dtype=np.int64) if rows is None else rows.astype(np.int64, copy=False)
 
 
@@ -310,9 +314,9 @@ def mask(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     return keep
 
 
-def matching_ids(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
-    """Sorted vector ids that pass `spec`."""
-    rows = select(columns, spec)
+def matching_ids(columns: MetadataColumns, spec: ColumnFilter, ordered: bool = True) -> np.ndarray:
+    """Vector ids that pass `spec`, ascending (`ordered` False: in any order, see `select`)."""
+    rows = select(columns, spec, ordered)
     if columns.gapless:
         return rows + (int(columns.ids[0]) if len(columns) else 0)
     return np.asarray(columns.ids[rows], dtype=np.int64)
@@ -463,22 +467,30 @@ def _lon_window(lon0: float, dlon: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Allowed:
-    """The vector ids a search may return: sorted unique int64 ids, and an exclusive bound on every
-    id in the index (for the bitmap; 0 if unknown: a hash-set selector is used instead)."""
+    """The vector ids a search may return: unique int64 ids, ascending unless `ordered` is False, and
+    an exclusive bound on every id in the index (for the bitmap; 0 if unknown: a hash-set selector
+    is used instead). The exact path reads `sorted_ids` (rows read in order); the selector path's
+    bitmap takes them in any order, so a filter's ids are sorted only when scored exactly."""
 
     ids: np.ndarray
     id_bound: int = 0
+    ordered: bool = True
 
     @classmethod
     def of(cls, columns: MetadataColumns, spec: ColumnFilter) -> Allowed:
-        return cls(matching_ids(columns, spec), columns.id_bound)
+        return cls(matching_ids(columns, spec, ordered=False), columns.id_bound, ordered=False)
+
+    @functools.cached_property
+    def sorted_ids(self) -> np.ndarray:
+        return self.ids if self.ordered else np.sort(self.ids)
 
     def selector(self) -> Any:
         """A faiss IDSelector over the ids: a bitmap when the bound is known and the ids lie below it."""
         faiss = _faiss()
 
         ids = np.ascontiguousarray(self.ids, dtype=np.int64)
-        if self.id_bound <= 0 or (len(ids) and int(ids[-1]) >= self.id_bound) or (len(ids) and ids[0] < 0):
+        low, high = (int(ids[0]), int(ids[-1])) if self.ordered or not len(ids) else (int(ids.min()), int(ids.max()))
+        if self.id_bound <= 0 or (len(ids) and (high >= self.id_bound or low < 0)):
             return _Kept(faiss.IDSelectorBatch(ids), ids)
         if len(ids) * BITMAP_SPARSE < self.id_bound:  # few: their bits set in place, not a byte per id packed
             bitmap = np.zeros((self.id_bound + 7) // 8, dtype=np.uint8)
@@ -584,7 +596,7 @@ def filtered_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.n
     if m == 0 or k <= 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), Plan("empty", 0)
     if m <= (exact_limit(index.ntotal, nprobe or index.nprobe) if exact_max is None else exact_max):
-        scores, ids = exact_top(query, allowed.ids, k, exact)
+        scores, ids = exact_top(query, allowed.sorted_ids, k, exact)
         return scores, ids, Plan("exact", m)
     return _ann_plan(index, query, allowed, k, exact, nprobe, rerank)
 
@@ -606,7 +618,7 @@ def _ann_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, e
         scores, ids = _selector_search(index, query, kept, k, depth, nlist, exact)
         if ids.shape[1] >= want:
             return scores, ids, Plan("ann", m, nlist)
-    scores, ids = exact_top(query, allowed.ids, k, exact)
+    scores, ids = exact_top(query, allowed.sorted_ids, k, exact)
     return scores, ids, Plan("ann+exact", m, probe)
 
 
