@@ -80,14 +80,19 @@ def float16_rows(source: Any) -> Any:
 
 
 def build_or_load(source: Any, n: int, workdir: Path) -> Any:
-    import faiss
-
+    """The index (with its code table) built once and cached under `workdir`; a cached index saved
+    before code tables gets one (encoded from `source`, saved beside it)."""
     from jrsearch.retrieval.index import VectorIndex, choose_factory
 
     factory = choose_factory(n, DIM)
     path = workdir / f"filtered-{n}-{factory.replace(',', '_')}.faiss"
     if path.exists():
-        return VectorIndex(faiss.read_index(str(path)), factory, source=source), 0.0
+        index = VectorIndex.load(path, factory, mmap=False, source=source)
+        if index.wants_codes and index.codes is None:
+            index.add_code_table(source)
+            assert index.codes is not None
+            index.codes.save(path)
+        return index, 0.0
     started = time.perf_counter()
     index = VectorIndex.build_from(source, factory)
     seconds = time.perf_counter() - started
@@ -189,24 +194,34 @@ def measure(run: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, truth:
     return result
 
 
-def crossover(index: Any, columns: Any, queries: np.ndarray, exact: Callable, n: int) -> list[dict]:
-    """Per matching count: the exact path's and the selector path's p50 ms on a folder filter."""
-    from jrsearch.retrieval.filtered_search import Allowed, ColumnFilter, exact_limit, filtered_search
+def crossover(index: Any, columns: Any, queries: np.ndarray, exact: Callable, n: int, nprobe: int | None,
+              rerank: int | None) -> list[dict]:
+    """Per matching count: the exact path's, the code path's (where the index has a code table) and
+    the selector path's p50 ms on a folder filter, at the run's --nprobe and --rerank."""
+    from jrsearch.retrieval import filtered_search
+    from jrsearch.retrieval.filtered_search import Allowed, ColumnFilter
+    from jrsearch.retrieval.filtered_search import filtered_search as search
 
     rows = []
-    limit = exact_limit(n)
-    for count in sorted({1000, 5000, 10_000, 20_000, 30_000, 50_000, 100_000, limit // 2, limit, 2 * limit}):
+    paths = {"exact_ms": n + 1, "ann_ms": 0}
+    if index.codes is not None:
+        paths["codes_ms"] = 0
+    for count in (1000, 3000, 10_000, 30_000, 50_000, 100_000, 200_000):
         if count > n // 2:
             break
         allowed = Allowed.of(columns, ColumnFilter(rank_ranges=((0, count),)))
         row: dict[str, Any] = {"matching": count}
-        for name, limit in (("exact_ms", n + 1), ("ann_ms", 0)):
+        for name, limit in paths.items():
+            if name == "exact_ms" and count > 50_000:
+                continue  # ~0.5 us a row at 10M: far off the others
+            filtered_search.CODE_FILTER_MAX = n if name == "codes_ms" else None
             times = []
             for query in queries[:40]:
                 started = time.perf_counter()
-                filtered_search(index, query, allowed, K, exact, exact_max=limit)
+                search(index, query, allowed, K, exact, nprobe, rerank, exact_max=limit)
                 times.append((time.perf_counter() - started) * 1000)
             row[name] = round(float(np.median(times[5:])), 2)
+        filtered_search.CODE_FILTER_MAX = None
         rows.append(row)
     return rows
 
@@ -311,6 +326,9 @@ def main() -> None:
     parser.add_argument("--only", help="Comma-separated filter names to sweep (folder, date, folder_and_date, camera, "
                         "gps_near); default: all.")
     parser.add_argument("--tag", default="", help="Appended to the result file's name.")
+    parser.add_argument("--no-crossover", dest="crossover", action="store_false",
+                        help="Skip timing each path at fixed matching counts.")
+    parser.add_argument("--crossover-only", action="store_true", help="Time each path, then stop.")
     parser.add_argument("--no-baseline", action="store_true",
                         help="Skip the post-filter baseline (at 10M its selective rows take ~2 s a query).")
     parser.add_argument("--workdir", type=Path, default=Path("results/filtered-work"))
@@ -338,13 +356,22 @@ def main() -> None:
     report: dict[str, Any] = {
         "vectors": args.vectors, "dim": DIM, "factory": index.factory, "nprobe": index.nprobe,
         "exact_limit": filtered_search.exact_limit(args.vectors, args.nprobe),
+        "code_limit": filtered_search.code_limit(args.vectors, args.nprobe, index.rerank_depth(args.rerank))
+        if index.codes is not None else 0,
         "scan_matching": filtered_search.scan_matching(args.vectors, args.nprobe),
         "wide_share": filtered_search.WIDE_SHARE, "nprobe_asked": args.nprobe,
         "rerank": index.rerank_depth(args.rerank), "build_s": round(build_s, 1), "queries": args.queries,
         "threads_per_query": args.threads,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_at_start": os.getloadavg()}}
     report["select_ms"] = select_cost(columns, specs)
-    report["crossover"] = crossover(index, columns, queries, float16_rows(index.source), args.vectors)
+    if args.crossover:
+        report["crossover"] = crossover(index, columns, queries, float16_rows(index.source), args.vectors,
+                                        args.nprobe, args.rerank)
+        if args.crossover_only:
+            report["machine"]["load_avg_at_end"] = os.getloadavg()
+            folder = args.out / f"{date.today().isoformat()}-{platform.node() or 'machine'}"
+            print_and_save(report, folder, f"filtered-crossover-{args.vectors}-{args.index_memory}{args.tag}")
+            return
     print(report, flush=True)
     report["unfiltered"] = unfiltered(index, stored, queries)
     report["sweep"] = sweep(index, columns, stored, queries, specs, args)

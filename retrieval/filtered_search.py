@@ -6,10 +6,15 @@ first, as a set of allowed vector ids, and the plan depends on how many there ar
 
     none match                    empty answer at once
     m <= exact_limit(n)           exact: the m vectors read through `exact(ids)`, scored, top k
-                                  (where the two paths' costs meet: ~35k at 1M, ~25k at 10M)
+                                  (where the two paths' costs meet: ~35k at 1M, ~27k at 10M)
     more                          the faiss index with an ID selector (a bitmap over ids) and
                                   nprobe raised as the filter gets more selective, then the
                                   usual exact re-rank of the best `rerank` codes
+
+An index with a code table (`VectorIndex.codes`: the PQ regime) has a third path between the two,
+where the modelled costs say (`choose_path`): 'codes', the m ids' codes scored from the table
+(64 bytes each, not a 1 KB float16 row) and the best `rerank` of them re-ranked exactly; exact
+then only holds up to a few thousand.
 
 and never fewer than min(k, m) results: an ANN answer short of that is retried with every list
 probed, then answered exactly.
@@ -35,7 +40,7 @@ from jrsearch.retrieval.checksums import write_folder_checked
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex, _faiss
 
 # Where the plan stops scoring matching vectors exactly and searches the index through a selector:
-# where the two paths' modelled costs meet (`exact_limit`: ~35k at 1M, ~25k at 10M). The exact path
+# where the two paths' modelled costs meet (`exact_limit`: ~35k at 1M, ~27k at 10M). The exact path
 # costs EXACT_ROW_COST per matching row (gather a float16 row, score it), more in a larger set (its
 # rows scattered over more memory: x (n / 1M)^EXACT_ROW_GROWTH). The selector path visits enough
 # lists to pass `scan_matching(n)` matching vectors, n * scan / m codes at SCAN_CODE_COST each,
@@ -51,7 +56,22 @@ EXACT_ROW_GROWTH = 0.31
 SCAN_CODE_COST = 10e-9
 MATCH_CODE_COST = 0.13e-6
 SELECTOR_FIXED_COST = 1e-3
+# ... at 1M; in a larger set, x (n / 1M)^SELECTOR_FIXED_GROWTH (2.5 ms at 10M): a bitmap over every id,
+# lists chosen among more centroids. Measured at 10M with --nprobe 8 --rerank 250, the selector path
+# costs 3.6-4.4 ms from 30k to 200k matching, whatever it scans (filtered-crossover-10000000-1G-codes-fast.json).
+SELECTOR_FIXED_GROWTH = 0.4
 EXACT_FILTER_MAX: int | None = None
+# The code path (`code_cost`): CODE_ROW_COST per matching id (gather its 64-byte code, score it:
+# the same at 1M and 10M), RERANK_ROW_COST per re-ranked row, and CODE_FIXED_COST (the query's
+# rotation, the scan's setup). Measured (benchmarks/filtered.py --crossover-only, one thread, p50,
+# re-rank 250 / 1,000; filtered-crossover-*-codes-*.json): at 10M, 10k ids 1.05 / 1.86 ms, 50k 2.91 /
+# 4.38; at 1M, 10k 0.74 / 1.26, 50k 2.24 / 3.01: ~45 ns an id, ~1.1 us a re-ranked row. The selector
+# path costs less from ~70k / ~90k of 10M and ~50k / ~90k of 1M. CODE_FILTER_MAX, when set,
+# overrides the limit (tests force the path with it).
+CODE_ROW_COST = 45e-9
+RERANK_ROW_COST = 1.08e-6
+CODE_FIXED_COST = 0.32e-3
+CODE_FILTER_MAX: int | None = None
 EXACT_CHUNK = 8192  # rows scored at a time on the exact path: bounded RAM, cache-sized (measured: 65,536 is ~3x slower)
 TAKEN_UNKNOWN = np.iinfo(np.int64).min  # `taken` sentinel: capture time unknown
 EARTH_RADIUS_KM = 6371.0088
@@ -595,10 +615,48 @@ def filtered_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.n
     m = len(allowed.ids)
     if m == 0 or k <= 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), Plan("empty", 0)
-    if m <= (exact_limit(index.ntotal, nprobe or index.nprobe) if exact_max is None else exact_max):
+    path = choose_path(m, index.ntotal, nprobe or index.nprobe, index.rerank_depth(rerank),
+                       index.codes is not None, exact_max)
+    if path == "exact":
         scores, ids = exact_top(query, allowed.sorted_ids, k, exact)
         return scores, ids, Plan("exact", m)
+    if path == "codes":
+        return _code_plan(index, query, allowed, k, exact, rerank)
     return _ann_plan(index, query, allowed, k, exact, nprobe, rerank)
+
+
+def choose_path(matching: int, total: int, nprobe: int, depth: int, coded: bool, exact_max: int | None = None) -> str:
+    """'exact', 'codes' or 'ann' (the selector) for `matching` of `total` vectors, searched with `nprobe`
+    lists and `depth` re-ranked, `coded` if the index has a code table: the path the cost model
+    finds cheapest. `exact_max` (or EXACT_FILTER_MAX) forces exact up to it and the selector above,
+    CODE_FILTER_MAX the code path up to it."""
+    forced = exact_max if exact_max is not None else EXACT_FILTER_MAX
+    if forced is not None and matching <= forced:
+        return "exact"
+    if coded and CODE_FILTER_MAX is not None:
+        return "codes" if matching <= CODE_FILTER_MAX else "ann"
+    if forced is not None:
+        return "ann"
+    if not coded:
+        return "exact" if matching <= exact_limit(total, nprobe) else "ann"
+    if exact_cost(matching, total) <= code_cost(matching, depth):
+        return "exact"
+    return "codes" if matching <= code_limit(total, nprobe, depth) else "ann"
+
+
+def _code_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, exact: ExactRows,
+               rerank: int | None) -> tuple[np.ndarray, np.ndarray, Plan]:
+    """The matching ids' codes scored from the index's code table, the best re-rank depth of them
+    re-ranked exactly; short of min(k, m) (rows deleted since), every id scored exactly."""
+    codes = index.codes
+    assert codes is not None
+    m = len(allowed.ids)
+    candidates = codes.best(index.rotate(query), allowed.ids, max(k, index.rerank_depth(rerank)))
+    scores, ids = exact_top(query, np.sort(candidates), k, exact)  # rows read in order
+    if ids.shape[1] >= min(k, m):
+        return scores, ids, Plan("codes", m)
+    scores, ids = exact_top(query, allowed.sorted_ids, k, exact)
+    return scores, ids, Plan("codes+exact", m)
 
 
 def _ann_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, exact: ExactRows,
@@ -633,10 +691,15 @@ def exact_limit(total: int, nprobe: int | None = None) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _costs_meet(total: int, scan: int) -> int:
-    low, high = 1, total
+    return _first_not_cheaper(total, lambda m: exact_cost(m, total) < selector_cost(m, total, scan))
+
+
+def _first_not_cheaper(high: int, cheaper: Callable[[int], bool]) -> int:
+    """The first count in [1, high] where `cheaper` (true up to some count) no longer holds; high if none."""
+    low = 1
     while low < high:
         middle = (low + high) // 2
-        if exact_cost(middle, total) < selector_cost(middle, total, scan):
+        if cheaper(middle):
             low = middle + 1
         else:
             high = middle
@@ -648,12 +711,26 @@ def exact_cost(matching: int, total: int) -> float:
     return matching * EXACT_ROW_COST * max(1.0, total / SCAN_REFERENCE) ** EXACT_ROW_GROWTH
 
 
+def code_cost(matching: int, depth: int) -> float:
+    """Modelled seconds to score `matching` ids from the code table and re-rank `depth`."""
+    return matching * CODE_ROW_COST + min(matching, depth) * RERANK_ROW_COST + CODE_FIXED_COST
+
+
+@functools.lru_cache(maxsize=64)
+def code_limit(total: int, nprobe: int | None, depth: int) -> int:
+    """The most matching vectors the code path takes before the selector costs less (`code_cost`
+    meets `selector_cost`); every one in a small index."""
+    scan = scan_matching(total, nprobe)
+    return _first_not_cheaper(max(total, 1), lambda m: code_cost(m, depth) < selector_cost(m, total, scan))
+
+
 def selector_cost(matching: int, total: int, scan: int | None = None) -> float:
     """Modelled seconds for the selector path when `matching` of `total` pass: it visits the lists
     that hold ~`scan` (None: `scan_matching(total)`) of them, or all."""
     scan = scan_matching(total) if scan is None else scan
     visited = total * min(1.0, scan / max(matching, 1))
-    return visited * SCAN_CODE_COST + min(matching, scan) * MATCH_CODE_COST + SELECTOR_FIXED_COST
+    fixed = SELECTOR_FIXED_COST * max(1.0, total / SCAN_REFERENCE) ** SELECTOR_FIXED_GROWTH
+    return visited * SCAN_CODE_COST + min(matching, scan) * MATCH_CODE_COST + fixed
 
 
 def scan_matching(total: int, nprobe: int | None = None) -> int:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from jrsearch.retrieval.checksums import write_checked
-from jrsearch.retrieval.extras import require
+from jrsearch.retrieval.code_table import CodeTable, codes_path
+from jrsearch.retrieval.faiss_import import load_faiss as _faiss
 from jrsearch.retrieval.settings import INDEX_MEMORY
 
 EXACT_MAX = 50_000  # exact search over 50k x 512 floats takes a few ms on two cores
@@ -52,6 +54,7 @@ OPQ_TRAIN_POINTS = 1 << 14
 RETRAIN_FACTOR = 4  # retrain when the ideal list count is this far from the trained one
 ADD_BATCH = 1 << 16  # vectors per add() call while building: bounded RAM whatever the size
 ID_BYTES = 8  # an int64 id per vector in an inverted list
+CODE_TABLE_TRAIN_POINTS = 1 << 16  # the code table's PQ: 256 points per centroid (~10 s at 512-d)
 
 
 class VectorSource(Protocol):
@@ -109,12 +112,6 @@ class ArraySource:
         out = self.vectors[rows].astype(np.float32)
         out[~found] = np.nan
         return out
-
-
-def _faiss() -> Any:
-    """The faiss module: faiss-cpu (a base dependency) or faiss-gpu-cu12 in its place (both install `faiss`)."""
-    return require("faiss", "", "vector search",
-                   install="pip install 'faiss-cpu>=1.8,<2' (or faiss-gpu-cu12 instead, on a CUDA 12 machine)")
 
 
 def require_faiss() -> None:
@@ -253,16 +250,21 @@ class VectorIndex:
     `source` (set by the library, or passed to `search`) is where exact re-ranking reads vectors;
     `rerank` is how many candidates it re-scores (0: none; None: the code's default, DEFAULT_RERANK).
     An index loaded memory-mapped is read-only; the first `add`, `remove` or `save` reads it into RAM.
+    A PQ index also keeps its vectors' codes by id (`codes`, a `code_table.CodeTable`), which the
+    filtered plan scores subsets on; it is trained, filled, saved and loaded with the index.
     """
 
     def __init__(self, index: Any, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0,
-                 rerank: int | None = None, source: VectorSource | None = None) -> None:
+                 rerank: int | None = None, source: VectorSource | None = None,
+                 codes: CodeTable | None = None) -> None:
         self.index = index
         self.factory = factory
         self.nprobe = nprobe
         self.trained_on = trained_on  # how many vectors the coarse quantizer saw (0: no training)
         self.rerank = rerank
         self.source = source
+        self._codes = codes
+        self._codes_beside: Path | None = None  # an index file whose code table is read on first use
         self._mapped_from: Path | None = None  # the file this index is memory-mapped from
         self._on_gpu = False
 
@@ -277,6 +279,28 @@ class VectorIndex:
     @property
     def layout(self) -> Layout:
         return Layout.parse(self.factory)
+
+    @property
+    def wants_codes(self) -> bool:
+        """Whether this index keeps a code table: inverted lists of PQ codes (the large regime)."""
+        layout = self.layout
+        return bool(layout.nlist) and layout.codec.startswith("PQ")
+
+    @property
+    def codes(self) -> CodeTable | None:
+        """The vectors' codes by id, None where this index has none (read from beside its file on
+        first use, so a search that never filters never reads it)."""
+        if self._codes is None and self._codes_beside is not None:
+            self._codes = CodeTable.load(self._codes_beside)
+            self._codes_beside = None
+        return self._codes
+
+    def rotate(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors in the space the codes are made in: through the index's transforms (OPQ), if any."""
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        for stage in _stages(self.index):
+            x = np.ascontiguousarray(stage.apply(x), dtype=np.float32)
+        return x
 
     # -- building ---------------------------------------------------------------------------
 
@@ -297,7 +321,10 @@ class VectorIndex:
         index = faiss.index_factory(source.dim, factory, faiss.METRIC_INNER_PRODUCT)
         built = cls(index, factory, nprobe, source=source)
         if not index.is_trained:
-            built.train(source.sample(cls.train_size(index, len(source)), seed=seed), seed=seed, use_gpu=use_gpu)
+            sample = source.sample(cls.train_size(index, len(source)), seed=seed)
+            built.train(sample, seed=seed, use_gpu=use_gpu)
+            if built.wants_codes:
+                built._codes = built._train_codes(sample, seed)
         if assigner is None and use_gpu is not False and gpu_count() and built.layout.nlist:
             assigner = _gpu_assigner(built._centroids())
         for ids, vectors in source.batches(ADD_BATCH):
@@ -341,6 +368,19 @@ class VectorIndex:
         self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
         self.trained_on = len(sample)
 
+    def _train_codes(self, sample: np.ndarray, seed: int = 0) -> CodeTable:
+        return CodeTable.train(self.rotate(sample[:CODE_TABLE_TRAIN_POINTS]), int(self.layout.codec[2:]), seed)
+
+    def add_code_table(self, source: VectorSource, seed: int = 0) -> None:
+        """Give a PQ index saved without a code table (before there were any) one: trained on a
+        sample of `source`, then every vector of it encoded."""
+        if not self.wants_codes:
+            return
+        table = self._train_codes(source.sample(min(len(source), CODE_TABLE_TRAIN_POINTS), seed=seed), seed)
+        for ids, vectors in source.batches(ADD_BATCH):
+            table.add(self.rotate(vectors), ids)
+        self._codes, self._codes_beside = table, None
+
     def _centroids(self) -> np.ndarray:
         faiss = _faiss()
 
@@ -358,15 +398,21 @@ class VectorIndex:
         self._writable()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if assigner is None or len(ids) == 0:
+        codes = self.codes
+        if (assigner is None and codes is None) or len(ids) == 0:
             self.index.add_with_ids(vectors, ids)
             return
         faiss = _faiss()
 
+        x = self.rotate(vectors)  # OPQ: codes are made in the rotated space
+        if codes is not None:
+            codes.add(x, ids)
+        if assigner is None:
+            inner = faiss.downcast_index(self.index.index) if _stages(self.index) else self.index
+            inner.add_with_ids(x, ids)
+            self.index.ntotal = inner.ntotal
+            return
         ivf = faiss.extract_index_ivf(self.index)
-        x = vectors
-        for stage in _stages(self.index):  # OPQ: codes are made in the rotated space
-            x = np.ascontiguousarray(stage.apply(x), dtype=np.float32)
         _, assign = assigner.search(x, 1)
         ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(np.ascontiguousarray(assign[:, 0])))
         self.index.ntotal = ivf.ntotal
@@ -380,6 +426,8 @@ class VectorIndex:
             self.index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
         except RuntimeError:
             return False
+        if self.codes is not None:
+            self.codes.remove(ids)
         return True
 
     def outgrown(self, n: int, budget: int | None = None) -> bool:
@@ -436,7 +484,12 @@ class VectorIndex:
         faiss = _faiss()
 
         self._writable()
+        codes = self.codes
         write_checked(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
+        if codes is not None:
+            codes.save(path)
+        else:
+            shutil.rmtree(codes_path(path), ignore_errors=True)
 
     @classmethod
     def load(cls, path: Path, factory: str, nprobe: int = DEFAULT_NPROBE, trained_on: int = 0,
@@ -445,10 +498,12 @@ class VectorIndex:
         faiss = _faiss()
 
         if not mmap:
-            return cls(faiss.read_index(str(path)), factory, nprobe, trained_on, rerank, source)
-        loaded = cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY),
-                     factory, nprobe, trained_on, rerank, source)
-        loaded._mapped_from = path
+            loaded = cls(faiss.read_index(str(path)), factory, nprobe, trained_on, rerank, source)
+        else:
+            loaded = cls(faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY),
+                         factory, nprobe, trained_on, rerank, source)
+            loaded._mapped_from = path
+        loaded._codes_beside = path if loaded.wants_codes else None
         return loaded
 
     def _writable(self) -> None:
@@ -472,7 +527,7 @@ class VectorIndex:
         options = faiss.GpuMultipleClonerOptions()
         options.useFloat16 = True
         copy = VectorIndex(faiss.index_cpu_to_all_gpus(self.index, options), self.factory, self.nprobe,
-                           self.trained_on, self.rerank, self.source)
+                           self.trained_on, self.rerank, self.source, self.codes)
         copy._on_gpu = True
         return copy
 

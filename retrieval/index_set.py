@@ -2,6 +2,7 @@
 shards, refreshed when another process has moved the store on, saved, retrained.
 
     LIBRARY/index/KIND.faiss       KIND's vectors in the index type the store names
+    LIBRARY/index/KIND.faiss.codes/  a PQ index's codes by id (`code_table.py`), written with it
     LIBRARY/index/KIND.slots.npz   where they live (`vectors.SlotRuns`), at the same generation
     LIBRARY/index/KIND.columns/    what filters read of them (`filter_columns.py`), same generation
 
@@ -179,6 +180,7 @@ class IndexSet:
             if state.generation == state.built_generation and not {kind} & (self._rebuild | self._damaged):
                 self._save_slot_runs(kind, state.generation, only_if_missing=True)  # libraries indexed before them
                 self._save_columns(kind, state.generation, only_if_missing=True)
+                self._save_code_table(kind, state)
                 continue
             if self._check_writable is not None:
                 self._check_writable()
@@ -212,6 +214,17 @@ class IndexSet:
             runs = SlotRuns.scan(catalog.iter_slots(kind, SLOT_BATCH), generation)
         with no_space_as_error(self.root, "saving where the vectors live"):
             runs.save(path)
+
+    def _save_code_table(self, kind: str, state: IndexStateRow) -> None:
+        """Give a current PQ index saved before code tables (or whose table was lost) its table,
+        encoded from the shards (~100 s at 10M vectors, once)."""
+        index = self._indexes.get(kind) or self.saved(kind, state)
+        if self._writes is None or index is None or not index.wants_codes or index.codes is not None:
+            return
+        index.add_code_table(self.shards.source(kind))
+        assert index.codes is not None
+        with no_space_as_error(self.root, "saving the index's code table"):
+            index.codes.save(self.path(kind))
 
     def _save_columns(self, kind: str, generation: int, only_if_missing: bool = False) -> None:
         """Save the kind's filter columns at `generation` (built from SQLite unless kept at it).

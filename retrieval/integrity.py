@@ -6,7 +6,7 @@ of `git fsck` and SQLite's `PRAGMA integrity_check`, and repaired where it can b
                  region's CRC-32 (`vectors.ShardDamage`)
     indexes      index/KIND.faiss: checksum, vector count against the catalog, a sample of stored
                  vectors searched for (each must find itself, scores in range); KIND.slots.npz
-                 and KIND.columns/ checksums
+                 and KIND.columns/ checksums, and a PQ index's code table (KIND.faiss.codes/)
     model cache  the model's exports (ONNX towers, int8 copies, the numpy text tower): checksums
 
 Repair (`check_library(repair=True)`) rebuilds what is derived (index files, slot runs, filter
@@ -28,6 +28,7 @@ import numpy as np
 
 from jrsearch.retrieval.catalog import integrity_problems
 from jrsearch.retrieval.checksums import FileCheck, Verdict, check_file, check_folder
+from jrsearch.retrieval.code_table import codes_path
 from jrsearch.retrieval.library import Library
 from jrsearch.retrieval.paths import DB_NAME, columns_path, slot_runs_path
 
@@ -141,14 +142,17 @@ def _check_index(library: Library, kind: str, report: CheckReport, repair: bool,
         if not problem:
             problem = _index_problem(library, kind, live, sample)
     damaged_parts = [(path, problem)] if problem else []
+    table = codes_path(path)
     for extra in (check_file(slot_runs_path(library.root, kind), full=True),
-                  check_folder(columns_path(library.root, kind), full=True)):
+                  check_folder(columns_path(library.root, kind), full=True), check_folder(table, full=True)):
         if extra.damaged and extra.reason != "it is missing":
             damaged_parts.append((extra.path, extra.reason))
     for part, why in damaged_parts:
         if repair:
             if part == path:
                 indexes.retrain(kind)
+            elif table in part.parents:
+                shutil.rmtree(table, ignore_errors=True)  # the save encodes it again from the shards
             else:
                 _remove(part)
                 remove_columns(library.root, kind)

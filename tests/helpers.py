@@ -283,3 +283,11 @@ def exif_photo(path: Path, seed: int, taken: str | None = None, offset: str | No
         gps[3], gps[4] = ("E" if place[1] >= 0 else "W"), dms(place[1])
     image.save(path, exif=exif)
     return path
+
+
+def clustered(n: int, dim: int, centres: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
+    """n unit vectors around `centres` random means: neighbourhoods like real embeddings have."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, dim)).astype(np.float32)
+    vectors = means[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import clustered
 
 from jrsearch.retrieval import filtered_search as filtered_search_module
 from jrsearch.retrieval.filter_columns import exact_rows
@@ -29,13 +30,6 @@ from jrsearch.retrieval.filtered_search import (
 from jrsearch.retrieval.index import VectorIndex
 
 N, DIM, K = 3000, 64, 10
-
-
-def clustered(n: int, dim: int, centres: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    means = rng.normal(size=(centres, dim)).astype(np.float32)
-    vectors = means[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")

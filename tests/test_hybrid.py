@@ -249,6 +249,7 @@ def lossy_library(tmp_path, monkeypatch):
     library = Library.open(tmp_path / "lib")
     index = library.index("image")
     assert index.layout.nlist and index.layout.codec.startswith("PQ"), index.factory
+    assert index.codes is not None and len(index.codes) == N  # saved with the index, read back beside it
     yield library, vectors, rng
     library.close()
 
@@ -273,11 +274,13 @@ def test_lossy_index_gives_min_k_matching_equal_to_exact(lossy_library, monkeypa
     queries = vectors[rng.integers(0, N, 4)] + 0.1 * rng.standard_normal((4, DIM)).astype(np.float32)
     south_since_march = (Filters(under="/photos/south/", after=datetime(2020, 3, 1, tzinfo=timezone.utc).timestamp()),
                          lambda i: i % 2 == 0 and i % 365 >= 60)  # ~41% of the items
-    cases = [  # (filters, which item indexes pass, the plan: exact, the selector ("ann") or "wide")
+    cases = [  # (filters, which item indexes pass, the plan: exact, the code table, the selector ("ann"), "wide")
         (Filters(camera="rare"), lambda i: i % 600 == 0, "exact"),  # 5 match: fewer than k
         (Filters(camera="canon", under="/photos/north/"), lambda i: i % 10 < 3 and i % 2 == 1, "exact"),
         (Filters.make(near="43.46,11.88,5", camera="canon"), lambda i: i % 4 == 0 and i % 10 < 3 and i % 600, "ann"),
         (*south_since_march, "ann"),
+        (*south_since_march, "codes"),
+        (Filters(camera="canon", under="/photos/north/"), lambda i: i % 10 < 3 and i % 2 == 1, "codes"),
         (*south_since_march, "wide"),
     ]
     plans: list[str] = []
@@ -294,6 +297,7 @@ def test_lossy_index_gives_min_k_matching_equal_to_exact(lossy_library, monkeypa
         monkeypatch.setattr(filtered_search, name, recorded(getattr(filtered_search, name)))
     for filters, keep, path in cases:
         monkeypatch.setattr(filtered_search, "EXACT_FILTER_MAX", 30_000 if path == "exact" else 10)
+        monkeypatch.setattr(filtered_search, "CODE_FILTER_MAX", 30_000 if path == "codes" else None)
         monkeypatch.setattr(filtered_search, "WIDE_SHARE", 0.25 if path == "wide" else 2.0)
         matching = sum(keep(i) for i in range(N))
         plans.clear()

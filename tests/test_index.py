@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import clustered
 
 from jrsearch.retrieval.index import (
     ArraySource,
@@ -14,14 +15,6 @@ from jrsearch.retrieval.index import (
     footprint,
     memory_budget,
 )
-
-
-def clustered(n: int, dim: int, centres: int, seed: int = 0, spread: float = 0.35) -> np.ndarray:
-    """Unit vectors around `centres` Gaussian centres (closer to real embeddings than uniform ones)."""
-    rng = np.random.default_rng(seed)
-    means = rng.normal(size=(centres, dim)).astype(np.float32)
-    vectors = means[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def recall_at(got: np.ndarray, want: np.ndarray) -> float:
@@ -63,7 +56,7 @@ def test_memory_budget_from_environment(monkeypatch):
 @pytest.fixture(scope="module")
 def collection():
     dim, n = 64, 40_000
-    vectors = clustered(n, dim, 300)
+    vectors = clustered(n, dim, 300, spread=0.35)
     ids = np.arange(n, dtype=np.int64) * 3 + 7  # sparse ids, as after deletions
     rng = np.random.default_rng(1)
     queries = vectors[rng.choice(n, 100, replace=False)] + 0.05 * rng.normal(size=(100, dim)).astype(np.float32)

@@ -15,6 +15,7 @@ import pytest
 from helpers import jrsearch, make_image
 
 from jrsearch.retrieval.checksums import Verdict, check_file, check_folder, sidecar
+from jrsearch.retrieval.code_table import codes_path
 from jrsearch.retrieval.errors import FailureCode, LibraryError
 from jrsearch.retrieval.integrity import check_library
 from jrsearch.retrieval.library import FileRecord, Library
@@ -293,3 +294,30 @@ def test_check_command_exit_codes_json_and_repair(tmp_path):
     body = json.loads(repaired.output)
     assert body["sound"] and [f["state"] for f in body["findings"]] == ["repaired"]
     assert jrsearch("check", str(tmp_path / "lib"), lib=tmp_path / "elsewhere").output.rstrip().endswith("sound")
+
+
+def test_a_damaged_code_table_is_found_and_encoded_again(tmp_path, monkeypatch):
+    """A PQ index's codes by id (`code_table.py`): damaged, a search never reads it; check finds it,
+    --repair removes it and the save encodes it again from the shards, the index itself untouched."""
+    monkeypatch.setattr("jrsearch.retrieval.index.EXACT_MAX", 100)
+    monkeypatch.setenv("JRSEARCH_INDEX_MEMORY", "60000")  # IVF + PQ at 2,000 vectors
+    library, _ = written_library(tmp_path / "lib", n=2000, batches=2)
+    index = library.index(MediaKind.IMAGE)
+    assert index is not None and index.codes is not None and len(index.codes) == 2000
+    library.close()
+    root = tmp_path / "lib"
+    table = codes_path(index_path(root, MediaKind.IMAGE))
+    index_bytes = index_path(root, MediaKind.IMAGE).read_bytes()
+    (table / "codes.npy").write_bytes((table / "codes.npy").read_bytes()[:-64])
+    library = Library.open(root)
+    assert library.index(MediaKind.IMAGE).codes is None  # the plan goes without it
+    library.close()
+    report = check_library(root)
+    assert [Path(f.path).name for f in report.findings] == ["codes.npy"]
+    report = check_library(root, repair=True)
+    assert [f.state for f in report.findings] == ["repaired"]
+    assert check_folder(table, full=True).verdict is Verdict.SOUND
+    assert index_path(root, MediaKind.IMAGE).read_bytes() == index_bytes
+    library = Library.open(root)
+    assert len(library.index(MediaKind.IMAGE).codes) == 2000
+    library.close()
