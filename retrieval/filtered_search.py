@@ -112,7 +112,7 @@ BITMAP_SPARSE = 64
 RANGE_SORT_FRACTION = 16
 RANGE_SORT_ALONE = 5
 COLUMNS = ("ids", "path_rank", "taken", "lat", "lon", "camera")
-ORDERS = ("by_rank", "by_taken", "by_camera", "by_lat")
+DERIVED = ("by_rank", "by_taken", "by_camera", "by_lat", "taken_by_rank")
 DTYPES = {"ids": np.int64, "path_rank": np.int32, "taken": np.int64, "lat": np.float32, "lon": np.float32,
           "camera": np.int32}
 
@@ -136,7 +136,8 @@ class MetadataColumns:
     camera: index into `cameras`, -1 if unknown. The rows in order of rank, time, camera and latitude
     are derived once (`by_rank`, `by_taken`, `by_camera`, and `by_lat`, which lists only the rows
     with a place), so each condition is a range of one of them found by binary searches, not a pass
-    over n rows.
+    over n rows; and `taken_by_rank`, the dates in folder order, so a folder's dates are one slice
+    (folder AND date is the usual pair: its dates are not read at scattered rows).
     """
 
     ids: np.ndarray
@@ -150,6 +151,7 @@ class MetadataColumns:
     by_taken: np.ndarray | None = None
     by_camera: np.ndarray | None = None
     by_lat: np.ndarray | None = None
+    taken_by_rank: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -165,6 +167,8 @@ class MetadataColumns:
         if self.by_lat is None:  # NaN (no place) sorts last and is left out
             placed = int(np.count_nonzero(~np.isnan(self.lat)))
             self.by_lat = np.argsort(self.lat, kind="stable")[:placed].astype(np.int64)
+        if self.taken_by_rank is None:
+            self.taken_by_rank = np.asarray(self.taken)[np.asarray(self.by_rank)]
 
     @functools.cached_property
     def places_by_lat(self) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +201,7 @@ class MetadataColumns:
         """Write every column as FOLDER/NAME.npy (+ cameras.json, and `meta` as meta.json where
         given: what its owner needs to know the folder by), replacing the folder whole."""
         def fill(tmp: Path) -> None:
-            for name in (*COLUMNS, *ORDERS):
+            for name in (*COLUMNS, *DERIVED):
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
             (tmp / "cameras.json").write_text(json.dumps(self.cameras))
             if meta is not None:
@@ -210,7 +214,7 @@ class MetadataColumns:
     def load(cls, folder: Path, mmap: bool = True) -> MetadataColumns:
         """Open a saved folder, memory-mapped by default (pages are read as filters touch them)."""
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
-                  for name in (*COLUMNS, *ORDERS)}
+                  for name in (*COLUMNS, *DERIVED)}
         cameras = json.loads((folder / "cameras.json").read_text())
         return cls(cameras=cameras, **arrays)
 
@@ -371,9 +375,15 @@ def _range_rows(columns: MetadataColumns, spec: ColumnFilter) -> tuple[np.ndarra
         rows = np.asarray(ranges.order[start:stop], dtype=np.int64)[_at_place(lat, lon, spec)]
         return rows, replace(spec, box=None, near=None)
     parts = [np.asarray(ranges.order[start:stop], dtype=np.int64) for start, stop in spans]
+    rest = ranges.rest
+    if ranges.order is columns.by_rank and rest.taken_range is not None:  # the folders' dates: slices
+        assert columns.taken_by_rank is not None
+        parts = [part[_in_range(columns.taken_by_rank[start:stop], rest.taken_range)]
+                 for part, (start, stop) in zip(parts, spans, strict=True)]
+        rest = replace(rest, taken_range=None)
     if len(parts) == 1:
-        return parts[0], ranges.rest
-    return (np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)), ranges.rest
+        return parts[0], rest
+    return (np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)), rest
 
 
 @dataclass(frozen=True)

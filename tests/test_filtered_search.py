@@ -25,6 +25,7 @@ from jrsearch.retrieval.filtered_search import (
     matching_ids,
     scaled_nprobe,
     scan_matching,
+    select,
     selector_cost,
 )
 from jrsearch.retrieval.index import VectorIndex
@@ -285,6 +286,12 @@ def test_mask_of_each_filter_matches_a_reference(columns: MetadataColumns) -> No
         ColumnFilter(taken_range=(1_510_000_000, 1_600_000_000), cameras=(2,), box=(-50, 50, -180, 180)):
             known & (c.taken >= 1_510_000_000) & (c.camera == 2) & (np.abs(c.lat) <= 50),  # a wide range: masks
         ColumnFilter(rank_ranges=((0, 2400),), cameras=(4,)): (c.path_rank < 2400) & (c.camera == 4),  # by camera
+        # a folder and dates: the dates read as slices of `taken_by_rank`, unknown dates left out
+        ColumnFilter(rank_ranges=((10, 150),), taken_range=(1_520_000_000, 1_580_000_000)):
+            (c.path_rank >= 10) & (c.path_rank < 150) & known & (c.taken >= 1_520_000_000) & (c.taken < 1_580_000_000),
+        ColumnFilter(rank_ranges=((0, 40), (100, 160)), taken_range=(TAKEN_UNKNOWN, 1_560_000_000), cameras=(1,)):
+            ((c.path_rank < 40) | ((c.path_rank >= 100) & (c.path_rank < 160))) & known
+            & (c.taken < 1_560_000_000) & (c.camera == 1),
         ColumnFilter(cameras=(0, 1, 2, 3)): np.isin(c.camera, [0, 1, 2, 3]),  # many rows: by comparison
         ColumnFilter(box=(paris_lat, paris_lat, -180, 180)): c.lat == np.float32(48.8566),  # the bounds are inside
         ColumnFilter(box=(10, -10, -180, 180)): np.zeros(len(c), bool),
@@ -292,6 +299,7 @@ def test_mask_of_each_filter_matches_a_reference(columns: MetadataColumns) -> No
     }
     for spec, want in cases.items():
         assert np.array_equal(mask(c, spec), want), spec
+        assert np.array_equal(np.sort(select(c, spec, ordered=False)), np.flatnonzero(want)), spec
 
 
 def test_near_uses_great_circle_distance(columns: MetadataColumns) -> None:

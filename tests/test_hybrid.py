@@ -149,9 +149,12 @@ def test_cold_path_gives_the_service_results_for_a_filtered_text_query(photo_lib
         assert quick_text_search(library.root, "a dog", request) is None
         assert quick_text_search(library.root, "a dog", SearchRequest()) is not None  # unfiltered: unaffected
         assert len(service.search(tower.encode_texts(["a dog"])[0], request).results) == 6
-        # a folder of the format before (no camera and latitude orders), at the right generation: stale too
-        meta.write_text((saved / "meta.json").read_text().replace('"format": 2', '"format": 1'))
-        assert '"format": 1' in meta.read_text() and quick_text_search(library.root, "a dog", request) is None
+        # a folder of a format before (e.g. no dates in folder order), at the right generation: stale too
+        from jrsearch.retrieval.filter_columns import FORMAT
+
+        before = f'"format": {FORMAT - 1}'
+        meta.write_text((saved / "meta.json").read_text().replace(f'"format": {FORMAT}', before))
+        assert before in meta.read_text() and quick_text_search(library.root, "a dog", request) is None
     finally:
         shutil.rmtree(columns)
         saved.rename(columns)
