@@ -57,23 +57,42 @@ def make_vectors(n: int, vectors: VectorSet) -> np.ndarray:
 
 
 def make_source(stored: np.ndarray) -> Any:
-    """An ArraySource over the float16 rows with ids 1..n, without the copy its constructor makes."""
+    """The float16 rows with ids 1..n, found as the library finds them (`vectors.ShardSource`): through
+    slot runs, one per shard of SHARD_ROWS (`vectors.SlotRuns`), not a search of every id."""
     from jrsearch.retrieval.index import ArraySource
+    from jrsearch.retrieval.vectors import SHARD_ROWS, SlotRuns
 
-    source = ArraySource.__new__(ArraySource)
-    source.ids = np.arange(1, len(stored) + 1, dtype=np.int64)
-    source.vectors = stored
-    source.dim = DIM
-    return source
+    class RunSource(ArraySource):
+        def __init__(self) -> None:  # no copy of the rows, as ArraySource's constructor makes
+            n = len(stored)
+            self.ids = np.arange(1, n + 1, dtype=np.int64)
+            self.vectors = stored
+            self.dim = DIM
+            shards = np.arange((n + SHARD_ROWS - 1) // SHARD_ROWS, dtype=np.int64)
+            self.runs = SlotRuns(0, shards * SHARD_ROWS + 1, np.minimum(SHARD_ROWS, n - shards * SHARD_ROWS),
+                                 shards, np.zeros(len(shards), np.int64))
+
+        def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(row of each id in `stored`, whether it is there)."""
+            covered, shard, row = self.runs.locate(np.asarray(ids, dtype=np.int64))
+            return np.where(covered, shard * SHARD_ROWS + row, 0), covered
+
+        def get(self, ids: np.ndarray) -> np.ndarray:
+            rows, covered = self.rows(ids)
+            out = self.vectors[rows].astype(np.float32)
+            out[~covered] = np.nan
+            return out
+
+    return RunSource()
 
 
 def float16_rows(source: Any) -> Any:
     """ids -> float16 rows as stored, gathered into `out` where given (NaN rows for unknown ids): what
     the plan's exact path reads (`vectors.ShardSource.get_stored`)."""
     def get(ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        rows = np.searchsorted(source.ids, ids).clip(0, len(source.ids) - 1)
-        out = np.take(source.vectors, rows, axis=0, out=out, mode="clip")
-        out[source.ids[rows] != ids] = np.nan
+        rows, covered = source.rows(ids)
+        out = np.take(source.vectors, rows, axis=0, out=out)
+        out[~covered] = np.nan
         return out
 
     return get

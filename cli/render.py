@@ -215,6 +215,8 @@ def print_status(info: dict) -> None:
             mapped = ", memory-mapped" if idx.get("memory_mapped") else ""
             out.print(f"          RAM {_mib(idx['memory_bytes'])} once warm{mapped}; "
                       f"disk {_mib(idx['disk_bytes'])} index + {_mib(idx.get('vector_bytes', 0))} vectors")
+            if idx.get("code_table_bytes"):
+                out.print(f"          code table {_mib(idx['code_table_bytes'])} (memory-mapped, for filters)")
     out.print(f"on disk   {info['bytes_on_disk'] / 2**20:.1f} MiB")
     for damaged in info.get("damaged", []):
         out.print(f"damaged   {damaged} (`jrsearch check --repair` repairs it)", markup=False, highlight=False)

@@ -40,6 +40,8 @@ def test_factory_follows_size_and_memory_budget():
 def test_footprint_is_codes_and_ids_plus_fixed_parts():
     at_10m = footprint("OPQ64,IVF16384_HNSW32,PQ64", 10_000_000, 512)
     assert 72 * 10_000_000 <= at_10m.memory_bytes <= 80 * 10_000_000 and at_10m.memory_mapped
+    assert at_10m.code_table_bytes == 72 * 10_000_000  # each code again, by id, with its id
+    assert footprint("IVF1024,SQ8", 1_000_000, 512).code_table_bytes == 0
     assert footprint("IDMap,Flat", 1000, 512).memory_bytes == 1000 * (2048 + 8)
     assert Layout.parse("IDMap2,IVF4096,PQ64,RFlat").codec == "PQ64"  # libraries made before re-ranking moved out
 
