@@ -221,6 +221,12 @@ class Footprint:
                 "code_table_bytes": self.code_table_bytes}
 
 
+def keeps_code_table(factory: str) -> bool:
+    """Whether an index of `factory` keeps a code table: inverted lists of PQ codes (the large regime)."""
+    layout = Layout.parse(factory)
+    return bool(layout.nlist) and layout.codec.startswith("PQ")
+
+
 def code_table_width(dim: int) -> int:
     """Bytes of a code-table code at `dim` dimensions (one per CODE_TABLE_DIMS, or one per dimension
     where they do not divide)."""
@@ -232,7 +238,7 @@ def footprint(factory: str, n: int, dim: int, path: Path | None = None) -> Footp
     layout = Layout.parse(factory)
     memory = n * (layout.code_bytes(dim) + ID_BYTES) + _fixed_bytes(layout.codec, layout.nlist, dim)
     disk = path.stat().st_size if path is not None and path.exists() else 0
-    table = n * (code_table_width(dim) + ID_BYTES) if layout.nlist and layout.codec.startswith("PQ") else 0
+    table = n * (code_table_width(dim) + ID_BYTES) if keeps_code_table(factory) else 0
     return Footprint(memory, disk, memory_mapped=layout.nlist > 0, code_table_bytes=table)
 
 
@@ -296,9 +302,7 @@ class VectorIndex:
 
     @property
     def wants_codes(self) -> bool:
-        """Whether this index keeps a code table: inverted lists of PQ codes (the large regime)."""
-        layout = self.layout
-        return bool(layout.nlist) and layout.codec.startswith("PQ")
+        return keeps_code_table(self.factory)
 
     @property
     def codes(self) -> CodeTable | None:

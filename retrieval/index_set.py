@@ -27,7 +27,7 @@ import numpy as np
 from jrsearch.retrieval.catalog import IndexStateRow
 from jrsearch.retrieval.checksums import check_file
 from jrsearch.retrieval.diskspace import no_space_as_error
-from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex
+from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex, keeps_code_table
 from jrsearch.retrieval.paths import index_path, slot_runs_path
 from jrsearch.retrieval.shards import Reads, ShardStore, Writes
 from jrsearch.retrieval.vectors import SLOT_BATCH, SlotRuns
@@ -218,8 +218,10 @@ class IndexSet:
     def _save_code_table(self, kind: str, state: IndexStateRow) -> None:
         """Give a current PQ index saved before code tables (or whose table was lost) its table,
         encoded from the shards (~100 s at 10M vectors, once)."""
+        if self._writes is None or not keeps_code_table(state.factory or ""):
+            return
         index = self._indexes.get(kind) or self.saved(kind, state)
-        if self._writes is None or index is None or not index.wants_codes or index.codes is not None:
+        if index is None or index.codes is not None:
             return
         index.add_code_table(self.shards.source(kind))
         assert index.codes is not None
