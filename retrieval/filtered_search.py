@@ -179,6 +179,12 @@ class MetadataColumns:
         return np.asarray(self.lat[order]), np.asarray(self.lon[order])
 
     @functools.cached_property
+    def places_unit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`places_by_lat` as points on the unit sphere (x, y, z): a radius is then tested with no
+        trigonometry per point (at 10M, 313k points: see `_within_km`)."""
+        return _unit(*self.places_by_lat)
+
+    @functools.cached_property
     def gapless(self) -> bool:
         """True when the ids are one run without gaps (no vector deleted): row i is id ids[0] + i, and
         a filter's ids need no gather (10M rows, 834k matching: 3.6-6.7 ms saved)."""
@@ -307,18 +313,25 @@ def passes(columns: MetadataColumns, spec: ColumnFilter, rows: np.ndarray | slic
     return keep
 
 
-def _at_place(lat: np.ndarray, lon: np.ndarray, spec: ColumnFilter) -> np.ndarray:
+def _at_place(lat: np.ndarray, lon: np.ndarray, spec: ColumnFilter,
+              unit: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Whether each point is in `spec`'s box and within its radius (those it has): a radius tests
-    the box around it first, the great circle only on what is in that box."""
+    the box around it first, the great circle only on what is in that box (on `unit`, the points
+    on the unit sphere, where given; else they are computed)."""
     keep = np.ones(len(lat), dtype=bool)
     if spec.box is not None:
         keep &= _in_box(lat, lon, spec.box)
     if spec.near is not None:
         keep &= _in_box(lat, lon, _near_box(spec.near))
-        if keep.all():  # a box around a radius of thousands of km: nothing to set aside
-            keep = _within_km(lat, lon, *spec.near)
+        everything = bool(keep.all())  # a box around a radius of thousands of km: nothing to set aside
+        if unit is None:
+            unit = _unit(lat, lon) if everything else _unit(lat[keep], lon[keep])
+        elif not everything:
+            unit = (unit[0][keep], unit[1][keep], unit[2][keep])
+        if everything:
+            keep = _within_km(unit, *spec.near)
         else:
-            keep[keep] = _within_km(lat[keep], lon[keep], *spec.near)
+            keep[keep] = _within_km(unit, *spec.near)
     return keep
 
 
@@ -372,7 +385,9 @@ def _range_rows(columns: MetadataColumns, spec: ColumnFilter) -> tuple[np.ndarra
     if ranges.order is columns.by_lat and spans:  # the place tested on its slice of `places_by_lat`
         (start, stop), = spans
         lat, lon = (values[start:stop] for values in columns.places_by_lat)
-        rows = np.asarray(ranges.order[start:stop], dtype=np.int64)[_at_place(lat, lon, spec)]
+        x, y, z = columns.places_unit
+        unit = x[start:stop], y[start:stop], z[start:stop]
+        rows = np.asarray(ranges.order[start:stop], dtype=np.int64)[_at_place(lat, lon, spec, unit)]
         return rows, replace(spec, box=None, near=None)
     parts = [np.asarray(ranges.order[start:stop], dtype=np.int64) for start, stop in spans]
     rest = ranges.rest
@@ -472,16 +487,26 @@ def _near_box(near: tuple[float, float, float]) -> tuple[float, float, float, fl
     return (lat0 - dlat, lat0 + dlat, *_lon_window(lon0, dlon))
 
 
-def _within_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float, radius: float) -> np.ndarray:
-    """Whether each point is within `radius` km of (lat0, lon0) on the great circle: the haversine
-    compared as it is, without its arcsin and square root, in float32, the columns' precision (under
-    a metre off; 313k points: 2.0 ms, 9.3 in float64); NaN (no place) is never within."""
+def _unit(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points (degrees) on the unit sphere, float32 (x, y, z); NaN where there is no place."""
     phi, lam = np.radians(lat.astype(np.float32)), np.radians(lon.astype(np.float32))
-    phi0, lam0 = np.float32(math.radians(lat0)), np.float32(math.radians(lon0))
-    h = np.sin((phi - phi0) / 2) ** 2 + np.float32(math.cos(phi0)) * np.cos(phi) * np.sin((lam - lam0) / 2) ** 2
+    cos_phi = np.cos(phi)
+    return cos_phi * np.cos(lam), cos_phi * np.sin(lam), np.sin(phi)
+
+
+def _within_km(unit: tuple[np.ndarray, np.ndarray, np.ndarray], lat0: float, lon0: float,
+               radius: float) -> np.ndarray:
+    """Whether each point (`_unit`) is within `radius` km of (lat0, lon0) on the great circle: the
+    chord to it compared with the radius's chord, 2 sin(radius / 2R), the same test as the
+    haversine's without its trigonometry per point; in float32, the columns' precision (about a
+    metre off). At 10M, a 5,000 km radius (313k placed points in its band, 120k within): `select`
+    1.1 ms on `places_unit`, 2.5 by the float32 haversine. NaN (no place) is never within."""
+    x, y, z = unit
+    qx, qy, qz = (float(v[0]) for v in _unit(np.array([lat0]), np.array([lon0])))
+    chord = (x - np.float32(qx)) ** 2 + (y - np.float32(qy)) ** 2 + (z - np.float32(qz)) ** 2
     if radius >= math.pi * EARTH_RADIUS_KM:
-        return ~np.isnan(h)  # half the circumference or more: everywhere
-    return h <= math.sin(radius / (2 * EARTH_RADIUS_KM)) ** 2
+        return ~np.isnan(chord)  # half the circumference or more: everywhere
+    return chord <= 4 * math.sin(radius / (2 * EARTH_RADIUS_KM)) ** 2
 
 
 def _lon_window(lon0: float, dlon: float) -> tuple[float, float]:
