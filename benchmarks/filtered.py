@@ -108,9 +108,7 @@ def build_or_load(source: Any, n: int, workdir: Path) -> Any:
     if path.exists():
         index = VectorIndex.load(path, factory, mmap=False, source=source)
         if index.wants_codes and index.codes is None:
-            index.add_code_table(source)
-            assert index.codes is not None
-            index.codes.save(path)
+            index.add_code_table(source).save(path)
         return index, 0.0
     started = time.perf_counter()
     index = VectorIndex.build_from(source, factory)

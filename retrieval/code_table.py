@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from jrsearch.retrieval.checksums import check_folder, sidecar, write_folder_checked
-from jrsearch.retrieval.faiss_import import load_faiss
+from jrsearch.retrieval.faiss_import import code_storage, load_faiss, search_stored
 from jrsearch.retrieval.fileio import read_json_object
 
 FORMAT = 1
@@ -181,17 +181,9 @@ class _CodeBlock:
         self.index = faiss.IndexPQ(quantizer.d, quantizer.pq.M, quantizer.pq.nbits, faiss.METRIC_INNER_PRODUCT)
         self.index.pq = quantizer.pq
         self.index.is_trained = True
-        width = int(quantizer.code_size)
-        self.index.codes.resize(max(capacity, 1) * width)
-        # a view into the index's own vector: valid while self.index lives and is not resized
-        self.rows = faiss.rev_swig_ptr(self.index.codes.data(), max(capacity, 1) * width).reshape(-1, width)
+        self.rows = code_storage(self.index, capacity, int(quantizer.code_size))
 
     def top(self, query: np.ndarray, codes: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, positions in `rows`) of the best min(k, len(rows)) codes, unordered."""
-        count = len(rows)
-        if count == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        np.take(codes, rows, axis=0, out=self.rows[:count])
-        self.index.ntotal = count
-        scores, top = self.index.search(query, min(k, count))
-        return scores[0], top[0]
+        np.take(codes, rows, axis=0, out=self.rows[:len(rows)])
+        return search_stored(self.index, query, len(rows), k)

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from jrsearch.retrieval.checksums import write_folder_checked
+from jrsearch.retrieval.faiss_import import code_storage, search_stored
 from jrsearch.retrieval.index import DEFAULT_NPROBE, VectorIndex, _faiss
 
 # Where the plan stops scoring matching vectors exactly and searches the index through a selector:
@@ -347,7 +348,7 @@ def estimated_share(columns: MetadataColumns, spec: ColumnFilter) -> float:
 def mask(columns: MetadataColumns, spec: ColumnFilter) -> np.ndarray:
     """Boolean (n,) array, True where row i passes `spec`."""
     keep = np.zeros(len(columns), dtype=bool)
-    keep[select(columns, spec)] = True
+    keep[select(columns, spec, ordered=False)] = True
     return keep
 
 
@@ -650,13 +651,13 @@ def filtered_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed | np.n
     m = len(allowed.ids)
     if m == 0 or k <= 0:
         return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64), Plan("empty", 0)
-    path = choose_path(m, index.ntotal, nprobe or index.nprobe, index.rerank_depth(rerank),
-                       index.codes is not None, exact_max)
+    depth = index.rerank_depth(rerank)
+    path = choose_path(m, index.ntotal, nprobe or index.nprobe, depth, index.codes is not None, exact_max)
     if path == "exact":
         scores, ids = exact_top(query, allowed.sorted_ids, k, exact)
         return scores, ids, Plan("exact", m)
     if path == "codes":
-        return _code_plan(index, query, allowed, k, exact, rerank)
+        return _code_plan(index, query, allowed, k, exact, depth)
     return _ann_plan(index, query, allowed, k, exact, nprobe, rerank)
 
 
@@ -680,13 +681,13 @@ def choose_path(matching: int, total: int, nprobe: int, depth: int, coded: bool,
 
 
 def _code_plan(index: VectorIndex, query: np.ndarray, allowed: Allowed, k: int, exact: ExactRows,
-               rerank: int | None) -> tuple[np.ndarray, np.ndarray, Plan]:
-    """The matching ids' codes scored from the index's code table, the best re-rank depth of them
-    re-ranked exactly; short of min(k, m) (rows deleted since), every id scored exactly."""
+               depth: int) -> tuple[np.ndarray, np.ndarray, Plan]:
+    """The matching ids' codes scored from the index's code table, the best `depth` of them re-ranked
+    exactly; short of min(k, m) (rows deleted since), every id scored exactly."""
     codes = index.codes
     assert codes is not None
     m = len(allowed.ids)
-    candidates = codes.best(index.rotate(query), allowed.ids, max(k, index.rerank_depth(rerank)))
+    candidates = codes.best(index.rotate(query), allowed.ids, max(k, depth))
     scores, ids = exact_top(query, np.sort(candidates), k, exact)  # rows read in order
     if ids.shape[1] >= min(k, m):
         return scores, ids, Plan("codes", m)
@@ -810,12 +811,8 @@ def _search_flat_assigned(index: VectorIndex, query: np.ndarray, selector: Any, 
     costs 1.3 ms. Same lists, same answers (checked against the HNSW search at 300k-3M matching)."""
     faiss = _faiss()
 
-    x = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-    outer = index.index
-    if isinstance(outer, faiss.IndexPreTransform):
-        for i in range(outer.chain.size()):
-            x = np.ascontiguousarray(faiss.downcast_VectorTransform(outer.chain.at(i)).apply(x))
-    ivf = faiss.extract_index_ivf(outer)
+    x = index.rotate(np.reshape(query, (1, -1)))  # through OPQ, as the lists' vectors were
+    ivf = faiss.extract_index_ivf(index.index)
     storage = faiss.downcast_index(faiss.downcast_index(ivf.quantizer).storage)
     centroids = faiss.rev_swig_ptr(storage.get_xb(), ivf.nlist * ivf.d).reshape(ivf.nlist, ivf.d)
     similarity = x @ centroids.T  # every jrsearch index is inner product (`VectorIndex.build_from`)
@@ -887,21 +884,13 @@ class _Float16Block:
         faiss = _faiss()
 
         self.index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-        size = capacity * dim * 2
-        self.index.codes.resize(size)
-        # a view into the index's own vector: valid while self.index lives and is not resized
-        self.rows = faiss.rev_swig_ptr(self.index.codes.data(), size).view(np.float16).reshape(capacity, dim)
+        self.rows = code_storage(self.index, capacity, dim * 2).view(np.float16)
 
     def top(self, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, row positions) of the best min(k, len(rows)) of `rows` (float16), unordered."""
-        count = len(rows)
-        if count == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        if _address(rows) != _address(self.rows) or not rows.flags.c_contiguous:
-            self.rows[:count] = rows  # a reader that did not write into the buffer, or dropped rows
-        self.index.ntotal = count
-        scores, top = self.index.search(query, min(k, count))
-        return scores[0], top[0]
+        if len(rows) and (_address(rows) != _address(self.rows) or not rows.flags.c_contiguous):
+            self.rows[:len(rows)] = rows  # a reader that did not write into the buffer, or dropped rows
+        return search_stored(self.index, query, len(rows), k)
 
 
 def _address(array: np.ndarray) -> int:

@@ -389,15 +389,16 @@ class VectorIndex:
     def _train_codes(self, sample: np.ndarray, seed: int = 0) -> CodeTable:
         return CodeTable.train(self.rotate(sample[:CODE_TABLE_TRAIN_POINTS]), code_table_width(self.dim), seed)
 
-    def add_code_table(self, source: VectorSource, seed: int = 0) -> None:
-        """Give a PQ index saved without a code table (before there were any) one: trained on a
-        sample of `source`, then every vector of it encoded."""
+    def add_code_table(self, source: VectorSource, seed: int = 0) -> CodeTable:
+        """Give a PQ index saved without a code table (before there were any) one, and return it:
+        trained on a sample of `source`, then every vector of it encoded."""
         if not self.wants_codes:
-            return
+            raise ValueError(f"a {self.factory} index keeps no code table")
         table = self._train_codes(source.sample(min(len(source), CODE_TABLE_TRAIN_POINTS), seed=seed), seed)
         for ids, vectors in source.batches(ADD_BATCH):
             table.add(self.rotate(vectors), ids)
         self._codes, self._codes_beside = table, None
+        return table
 
     def _centroids(self) -> np.ndarray:
         faiss = _faiss()

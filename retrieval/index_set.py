@@ -223,10 +223,9 @@ class IndexSet:
         index = self._indexes.get(kind) or self.saved(kind, state)
         if index is None or index.codes is not None:
             return
-        index.add_code_table(self.shards.source(kind))
-        assert index.codes is not None
+        table = index.add_code_table(self.shards.source(kind))
         with no_space_as_error(self.root, "saving the index's code table"):
-            index.codes.save(self.path(kind))
+            table.save(self.path(kind))
 
     def _save_columns(self, kind: str, generation: int, only_if_missing: bool = False) -> None:
         """Save the kind's filter columns at `generation` (built from SQLite unless kept at it).
