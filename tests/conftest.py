@@ -7,9 +7,14 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may wait on the network
 if "JRSEARCH_CACHE" not in os.environ:  # model exports go to a fresh cache, never the user's
+    import atexit
+    import functools
+    import shutil
     import tempfile
 
     os.environ["JRSEARCH_CACHE"] = tempfile.mkdtemp(prefix="jrsearch-test-cache-")
+    # ~460 MB of exports a run: left behind, a few dozen runs fill a CI machine's disk
+    atexit.register(functools.partial(shutil.rmtree, os.environ["JRSEARCH_CACHE"], ignore_errors=True))
 
 from pathlib import Path
 
