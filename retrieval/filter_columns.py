@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from jrsearch.retrieval.index import VectorIndex
     from jrsearch.retrieval.types import SearchResult
 
-FORMAT = 3  # meta.json's "format": a folder of another format is stale (3: taken_by_rank)
+FORMAT = 4  # meta.json's "format": a folder of another format is stale (3: taken_by_rank; 4: int32 row orders)
 TAKEN_MAX = int(np.iinfo(np.int64).max)
 SEP = os.sep.encode()
 

@@ -118,6 +118,12 @@ DTYPES = {"ids": np.int64, "path_rank": np.int32, "taken": np.int64, "lat": np.f
           "camera": np.int32}
 
 
+def row_dtype(n: int) -> type[np.signedinteger]:
+    """The dtype of the row orders of n rows: int32 where it holds every row (half the disk and page
+    cache of int64: 16 bytes a vector less, 160 MB at 10M), int64 beyond."""
+    return np.int32 if n <= np.iinfo(np.int32).max else np.int64
+
+
 class ExactRows(Protocol):
     """ids (m,) int64 -> (m, d) rows, NaN rows for ids not live: float16 as stored (the fast way:
     written into `out`, an (m, d) float16 buffer, where given), or float32."""
@@ -162,12 +168,13 @@ class MetadataColumns:
                 raise ValueError(f"column {name} has {len(column)} rows, ids {n}")
         if n > 1 and not bool(np.all(self.ids[1:] > self.ids[:-1])):
             raise ValueError("ids must be sorted ascending and unique")
+        rows = row_dtype(n)
         for order, values in (("by_rank", self.path_rank), ("by_taken", self.taken), ("by_camera", self.camera)):
             if getattr(self, order) is None:
-                setattr(self, order, np.argsort(values, kind="stable").astype(np.int64))
+                setattr(self, order, np.argsort(values, kind="stable").astype(rows))
         if self.by_lat is None:  # NaN (no place) sorts last and is left out
             placed = int(np.count_nonzero(~np.isnan(self.lat)))
-            self.by_lat = np.argsort(self.lat, kind="stable")[:placed].astype(np.int64)
+            self.by_lat = np.argsort(self.lat, kind="stable")[:placed].astype(rows)
         if self.taken_by_rank is None:
             self.taken_by_rank = np.asarray(self.taken)[np.asarray(self.by_rank)]
 
@@ -388,9 +395,9 @@ def _range_rows(columns: MetadataColumns, spec: ColumnFilter) -> tuple[np.ndarra
         lat, lon = (values[start:stop] for values in columns.places_by_lat)
         x, y, z = columns.places_unit
         unit = x[start:stop], y[start:stop], z[start:stop]
-        rows = np.asarray(ranges.order[start:stop], dtype=np.int64)[_at_place(lat, lon, spec, unit)]
+        rows = np.asarray(ranges.order[start:stop])[_at_place(lat, lon, spec, unit)]
         return rows, replace(spec, box=None, near=None)
-    parts = [np.asarray(ranges.order[start:stop], dtype=np.int64) for start, stop in spans]
+    parts = [np.asarray(ranges.order[start:stop]) for start, stop in spans]  # int32 to the end (`select`)
     rest = ranges.rest
     if ranges.order is columns.by_rank and rest.taken_range is not None:  # the folders' dates: slices
         assert columns.taken_by_rank is not None

@@ -23,6 +23,7 @@ from jrsearch.retrieval.filtered_search import (
     filtered_search,
     mask,
     matching_ids,
+    row_dtype,
     scaled_nprobe,
     scan_matching,
     select,
@@ -340,6 +341,8 @@ def test_columns_save_load_memory_mapped(columns: MetadataColumns, tmp_path) -> 
     columns.save(folder)  # replaces
     loaded = MetadataColumns.load(folder)
     assert isinstance(loaded.ids, np.memmap) and isinstance(loaded.by_lat, np.memmap)
+    assert loaded.by_rank is not None and loaded.by_rank.dtype == np.int32  # a row number fits: 4 bytes, not 8
+    assert row_dtype(2**31) == np.int64
     assert loaded.cameras == columns.cameras
     assert np.all(np.diff(loaded.ids) > 0) and loaded.id_bound == int(columns.ids[-1]) + 1
     spec = ColumnFilter(rank_ranges=((100, 900),), cameras=loaded.camera_codes(["b", "zzz"]))
