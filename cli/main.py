@@ -35,9 +35,6 @@ from jrsearch.cli.common import (
 from jrsearch.cli.terms import MAIN_QUERY, AddOpt, LikeOpt, PreviewOpt, SubtractOpt, main_query, query_terms
 from jrsearch.retrieval.types import MediaKind, ModelChoice
 
-INDEXDIR_METADATA = ("--near and --camera are not supported with --index (an INDEXDIR keeps no place or "
-                     "camera) yet; use --under/--glob/--after/--before, or search a library")
-
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Cross-modal search over your photos, texts, videos and sounds.")
 
@@ -161,8 +158,6 @@ def query(
         filters = Filters.make(under, glob, after=after, before=before, near=near, camera=camera)
     except QueryError as exc:  # a usage error: exit 2, like typer's own
         return fail(str(exc), 2)
-    if index is not None and (filters.near is not None or filters.camera is not None):
-        return fail(INDEXDIR_METADATA, 2)
     try:
         terms = query_terms(image, like, add, subtract)
     except QueryError as exc:

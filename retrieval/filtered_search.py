@@ -486,6 +486,12 @@ def _in_box(lat: np.ndarray, lon: np.ndarray, box: tuple[float, float, float, fl
     return inside_lat & ((lon >= lon_min) | (lon <= lon_max))
 
 
+def within_radius(lat: np.ndarray, lon: np.ndarray, near: tuple[float, float, float]) -> np.ndarray:
+    """Whether each point (degrees; NaN: no place) is within `near`'s (lat, lon, radius_km): the test
+    the columns' `near` condition makes, for metadata kept elsewhere (an INDEXDIR's parquet)."""
+    return _at_place(np.asarray(lat, np.float32), np.asarray(lon, np.float32), ColumnFilter(near=near))
+
+
 def _near_box(near: tuple[float, float, float]) -> tuple[float, float, float, float]:
     """A (lat_min, lat_max, lon_min, lon_max) box holding every point within radius_km of (lat, lon)."""
     lat0, lon0, radius = near

@@ -10,13 +10,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from jrsearch.cli.main import INDEXDIR_METADATA, app
+from jrsearch.cli.main import app
 from jrsearch.retrieval.request import DATE_FORM, NEAR_FORM, Filters, SearchRequest
 from jrsearch.retrieval.service import UnsupportedQuery
 from jrsearch.retrieval.types import ModelSpec, ResultSet, SearchResult
@@ -85,12 +86,6 @@ def test_query_refuses_a_bad_filter_in_one_line_with_exit_2(tmp_path, option, va
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {line}") and result.stderr.count("\n") == 1
     assert not result.stdout
-
-
-def test_query_refuses_metadata_filters_on_an_indexdir_before_opening_it(tmp_path):
-    result = run("query", "a dog", "--index", str(tmp_path / "no-indexdir"), "--camera", "canon")
-    assert result.exit_code == 2 and result.stderr == f"error: {INDEXDIR_METADATA}\n"
-    assert "not supported with --index" in INDEXDIR_METADATA
 
 
 def test_the_cold_path_gets_the_filters_and_json_carries_the_metadata(tmp_path, monkeypatch):
@@ -283,7 +278,8 @@ def test_a_service_that_cannot_filter_by_metadata_is_a_400_with_its_line(tmp_pat
     client = TestClient(create_app(refused), raise_server_exceptions=False)
     response = client.get("/api/search", params={"q": "x", "near": "43.46,11.88"})
     assert response.status_code == 400 and response.json() == {"detail": METADATA_UNSUPPORTED}
-    # the INDEXDIR's service refuses them before reading anything of itself
-    with pytest.raises(UnsupportedQuery, match="not supported on an INDEXDIR yet"):
-        ClusterService.search(object(), np.zeros(4, np.float32),  # type: ignore[arg-type]
+    # an INDEXDIR whose dataset predates place and camera refuses them before searching
+    old = SimpleNamespace(dataset=SimpleNamespace(has_file_metadata=False))
+    with pytest.raises(UnsupportedQuery, match="embedded before jrsearch kept them"):
+        ClusterService.search(old, np.zeros(4, np.float32),  # type: ignore[arg-type]
                               SearchRequest(filters=Filters.make(None, None, camera="canon")))

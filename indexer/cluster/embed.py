@@ -162,7 +162,10 @@ def _write(writer: DatasetWriter, shard: int, rows: dict[int, dict[str, Any]], r
     failed = [(str(r["image_path"]), str(r["error"])) for r in ordered if not r["ok"]]
     vectors = np.stack([r["embedding"] for r in good]) if good else np.zeros((0, writer.plan.dim), np.float16)
     metadata = {name: [_plain(r[name]) for r in good] for name in META_COLUMNS}
-    metadata["caption"] = [c or None for c in metadata["caption"]]
+    for name in ("caption", "taken_at", "taken_source", "camera"):  # "" and NaN (unknown) -> null
+        metadata[name] = [text or None for text in metadata[name]]
+    for name in ("taken_ts", "latitude", "longitude"):
+        metadata[name] = [None if value != value else value for value in metadata[name]]
     metadata["mtime_ns"] = [m if m >= 0 else None for m in metadata["mtime_ns"]]
     writer.write_shard(shard, vectors, metadata, {"items": len(ordered), "embedded": len(good),
                                                   "failed": [{"path": p, "error": e} for p, e in failed]})

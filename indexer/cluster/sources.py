@@ -14,13 +14,16 @@ import posixpath
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jrsearch.retrieval.catalog import camera_name
 from jrsearch.retrieval.cluster.dataset import DatasetError, item_id
 from jrsearch.retrieval.errors import MediaError
 from jrsearch.retrieval.imageio import open_image
+from jrsearch.retrieval.media_metadata import MediaMetadata, image_metadata
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 LIST_SUFFIXES = {".txt", ".lst"}
@@ -131,6 +134,7 @@ def _row(shard: int, position: int, expected: int, path: str, caption: str | Non
          mtime_ns: int | None, transform: Callable, image_size: int, error: str | None = None) -> dict:
     pixels = None
     width = height = 0
+    about = MediaMetadata()
     if error is None and data is not None:
         if len(data) > MAX_IMAGE_BYTES:
             error = f"file too large (over {MAX_IMAGE_BYTES:,} bytes)"
@@ -138,14 +142,24 @@ def _row(shard: int, position: int, expected: int, path: str, caption: str | Non
             try:
                 image = open_image(data, name=path, draft_size=image_size)
                 width, height = image.info["full_size"]
+                about = image_metadata(image, Path(path), mtime_ns=mtime_ns)  # a tar member's has no mtime
                 pixels = transform(image)
             except MediaError as exc:
                 error = exc.reason
+    fields = about.to_fields()
     return {"shard": shard, "pos": position, "expected": expected, "id": item_id(shard, position),
             "image_path": path, "caption": caption or "", "size": len(data) if data is not None else 0,
             "width": width, "height": height, "mtime_ns": mtime_ns if mtime_ns is not None else -1,
+            # unknown as "" and NaN, not None: Ray's numpy batches keep one dtype a column
+            "taken_at": fields["taken_at"] or "", "taken_ts": _or_nan(fields["taken_ts"]),
+            "taken_source": fields["taken_source"] or "", "latitude": _or_nan(about.latitude),
+            "longitude": _or_nan(about.longitude), "camera": camera_name(about.camera_make, about.camera_model) or "",
             "ok": pixels is not None, "error": error or "",
             "pixels": pixels if pixels is not None else np.zeros((3, image_size, image_size), np.float32)}
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def decode_chunk(chunk: dict[str, Any], transform: Callable, image_size: int) -> list[dict]:

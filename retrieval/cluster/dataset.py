@@ -3,7 +3,9 @@
     DATASET/dataset.json                    what made it: model, dim, the shard plan, the sources
     DATASET/img_emb/img_emb_007.npy         float16 (rows, dim) unit vectors of shard 7
     DATASET/metadata/metadata_007.parquet   one row per vector, same order: image_path, caption,
-                                            size, width, height, mtime_ns, id
+                                            size, width, height, mtime_ns, id, and what the file
+                                            says of itself (`media_metadata`): taken_at, taken_ts,
+                                            taken_source, latitude, longitude, camera
     DATASET/stats/stats_007.json            items planned in the shard, embedded, failed (and why)
 
 Numbers are zero-padded to the width of the shard count, so sorting names sorts shards; that is
@@ -22,7 +24,7 @@ import json
 import posixpath
 import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +41,10 @@ if TYPE_CHECKING:
 MANIFEST = "dataset.json"
 EMB_DIR, META_DIR, STATS_DIR = "img_emb", "metadata", "stats"
 POSITION_BITS = 32
-META_COLUMNS = ("image_path", "caption", "size", "width", "height", "mtime_ns", "id")
+META_COLUMNS = ("image_path", "caption", "size", "width", "height", "mtime_ns", "id",
+                "taken_at", "taken_ts", "taken_source", "latitude", "longitude", "camera")
+# Datasets embedded before place and camera were kept lack the last six: dates are then mtime_ns.
+FILE_METADATA_COLUMNS = ("taken_ts", "latitude", "longitude", "camera")
 
 
 class DatasetError(JrsearchError):
@@ -139,10 +144,14 @@ class DatasetWriter:
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(vectors, dtype=np.float16).reshape(-1, self.plan.dim))
         write_bytes_atomically(self.fs, self._path(EMB_DIR, shard, ".npy"), buffer.getvalue())
-        table = pa.table({name: metadata[name] for name in META_COLUMNS},
+        rows = len(metadata["image_path"])  # a column not given is unknown (null) on every row
+        table = pa.table({name: metadata.get(name, [None] * rows) for name in META_COLUMNS},
                          schema=pa.schema([("image_path", pa.string()), ("caption", pa.string()),
                                            ("size", pa.int64()), ("width", pa.int32()), ("height", pa.int32()),
-                                           ("mtime_ns", pa.int64()), ("id", pa.int64())]))
+                                           ("mtime_ns", pa.int64()), ("id", pa.int64()),
+                                           ("taken_at", pa.string()), ("taken_ts", pa.float64()),
+                                           ("taken_source", pa.string()), ("latitude", pa.float64()),
+                                           ("longitude", pa.float64()), ("camera", pa.string())]))
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         write_bytes_atomically(self.fs, self._path(META_DIR, shard, ".parquet"), sink.getvalue().to_pybytes())
@@ -217,8 +226,21 @@ class EmbeddingDataset:
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
     def metadata_columns(self, shard: int, columns: tuple[str, ...]) -> pa.Table:
-        """Shard `shard`'s metadata, only `columns` (memory-mapped where local)."""
-        return _read_table(self.meta_files[shard], self._fs).select(list(columns))
+        """Shard `shard`'s metadata, only those of `columns` it has (memory-mapped where local)."""
+        table = _read_table(self.meta_files[shard], self._fs)
+        return table.select([name for name in columns if name in table.schema.names])
+
+    @cached_property
+    def has_file_metadata(self) -> bool:
+        """True when every shard keeps date taken, place and camera (`FILE_METADATA_COLUMNS`); read
+        from the parquet footers only."""
+        import pyarrow.parquet as pq
+
+        def names(path: str) -> list[str]:
+            with self._fs.open(path, "rb") as handle:
+                return list(pq.read_schema(handle).names)
+
+        return all(set(FILE_METADATA_COLUMNS) <= set(names(path)) for path in self.meta_files)
 
     def metadata(self, ids: list[int]) -> dict[int, dict]:
         """Metadata rows for global ids (unknown ids are left out)."""

@@ -1,13 +1,15 @@
-"""Folder and date filters on an INDEXDIR, resolved to vector ids before the search.
+"""Filters on an INDEXDIR, resolved to vector ids before the search.
 
 The dataset's parquet metadata (one row per vector, `dataset.META_COLUMNS`) is read with pyarrow
-(memory-mapped, only `image_path` and `mtime_ns`) and the filter evaluated there: `--under DIR` as a
-prefix of `image_path`, `--after`/`--before` on `mtime_ns` (an INDEXDIR keeps no date taken: the
-date of its files is their modification time; unknown fails). Then the library's plan: few matching
-ids are scored exactly over their float16 rows in the dataset (`filtered_search.exact_top`), many
-through the index with the ids outside the filter dropped, asked deep enough for the selectivity
-(a filter keeping more than `filtered_search.exact_limit` vectors keeps a large share, where that is exact
-enough), widened until min(k, matching) pass.
+(memory-mapped, only the columns a filter needs) and the filter evaluated there: `--under DIR` as
+a prefix of `image_path`; `--after`/`--before` on `taken_ts` (the date taken, else the file's
+modification time, as a library dates its files; a dataset embedded before it kept that: on
+`mtime_ns`); `--camera` as a case-insensitive part of `camera` ("make model"); `--near` by the
+library's own great-circle test (`filtered_search.within_radius`). Unknown fails. Then the library's
+plan: few matching ids are scored exactly over their float16 rows in the dataset
+(`filtered_search.exact_top`), many through the index with the ids outside the filter dropped,
+asked deep enough for the selectivity (a filter keeping more than `filtered_search.exact_limit`
+vectors keeps a large share, where that is exact enough), widened until min(k, matching) pass.
 """
 
 from __future__ import annotations
@@ -31,25 +33,32 @@ NS = 1_000_000_000
 
 
 def matching_ids(dataset: EmbeddingDataset, filters: Filters) -> np.ndarray:
-    """Sorted global vector ids whose metadata row passes the folder and date conditions."""
+    """Sorted global vector ids whose metadata row passes the folder and metadata conditions."""
     import pyarrow.compute as pc
 
     prefix = None
     if filters.under is not None:
         prefix = filters.under if filters.under.endswith(os.sep) else filters.under + os.sep
+    when, per_second = ("taken_ts", 1) if dataset.has_file_metadata else ("mtime_ns", NS)
     parts = []
     for shard in range(len(dataset.meta_files)):
-        table = dataset.metadata_columns(shard, ("image_path", "mtime_ns"))
+        table = dataset.metadata_columns(shard, ("image_path", when, "camera", "latitude", "longitude"))
         tests = []
         if prefix is not None:
             tests.append(pc.starts_with(table["image_path"], prefix))
         if filters.after is not None:
-            tests.append(pc.greater_equal(table["mtime_ns"], math.ceil(filters.after * NS)))
+            tests.append(pc.greater_equal(table[when], math.ceil(filters.after * per_second)))
         if filters.before is not None:
-            tests.append(pc.less(table["mtime_ns"], math.ceil(filters.before * NS)))
+            tests.append(pc.less(table[when], math.ceil(filters.before * per_second)))
+        if filters.camera is not None:
+            tests.append(pc.match_substring(table["camera"], filters.camera, ignore_case=True))
         keep = np.ones(table.num_rows, dtype=bool)
-        for test in tests:  # a null (unknown time) fails
+        for test in tests:  # a null (unknown) fails
             keep &= np.asarray(pc.fill_null(test, False), dtype=bool)
+        if filters.near is not None:
+            lat, lon = (np.asarray(pc.fill_null(table[name], math.nan), dtype=np.float64)
+                        for name in ("latitude", "longitude"))
+            keep &= filtered_search.within_radius(lat, lon, filters.near)
         parts.append(np.flatnonzero(keep).astype(np.int64) + dataset.offsets[shard])
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 

@@ -17,14 +17,15 @@ from jrsearch.retrieval.cluster.index_dir import IndexDir, IndexManifest
 from jrsearch.retrieval.cluster.model import ClusterModel, load_model
 from jrsearch.retrieval.combine import combined_vector, term_vector
 from jrsearch.retrieval.errors import QueryError
-from jrsearch.retrieval.ranking import ranked_search
+from jrsearch.retrieval.ranking import EXTRA_COLUMNS, ranked_search
 from jrsearch.retrieval.request import Like, QueryTerm, SearchRequest
 from jrsearch.retrieval.service import UnsupportedQuery
 from jrsearch.retrieval.types import ItemStatus, MediaKind, ModelSpec, Partial, ResultSet
 
-METADATA_UNSUPPORTED = ("filters by place or camera (near, camera) are not supported on an INDEXDIR yet: it keeps "
-                        "no such metadata; filter by folder, glob or date (its files' modification time), or search "
-                        "a library")
+METADATA_UNSUPPORTED = ("filters by place or camera (near, camera) need an INDEXDIR whose dataset keeps them, and "
+                        "this one was embedded before jrsearch kept them: run `jrsearch cluster embed` again into a "
+                        "new folder and build from it, or filter by folder, glob or date (here the files' "
+                        "modification time)")
 
 
 class ClusterService:
@@ -100,7 +101,7 @@ class ClusterService:
     def search(self, vector: np.ndarray | None, request: SearchRequest) -> ResultSet:
         """Image results (an INDEXDIR holds nothing else); `nprobe` is the one it was opened with."""
         filters = request.filters
-        if filters.near is not None or filters.camera is not None:
+        if (filters.near is not None or filters.camera is not None) and not self.dataset.has_file_metadata:
             raise UnsupportedQuery(METADATA_UNSUPPORTED)
         vector = combined_vector(vector, request.terms, self.embed_term)
         if request.kind != MediaKind.IMAGE.value:
@@ -128,8 +129,8 @@ class ClusterService:
 
     def _rows(self, ids: list[int]) -> list[Sequence[Any]]:
         rows = self.dataset.metadata(ids)
-        return [(i, i, None, None, None, r["image_path"], MediaKind.IMAGE.value, r["caption"], None)
-                for i, r in rows.items()]
+        return [(i, i, None, None, None, r["image_path"], MediaKind.IMAGE.value, r["caption"], None,
+                 *(r.get(name) for name in EXTRA_COLUMNS)) for i, r in rows.items()]
 
     def item(self, item_id: int) -> ItemRecord | None:
         """A dataset row as the library's item record."""
