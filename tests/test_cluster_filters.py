@@ -164,6 +164,9 @@ def test_results_on_an_indexdir_carry_date_taken_place_and_camera(indexdir):
             assert result.camera == camera_of(s, i)
             assert result.taken_source == ("exif" if taken_of(s, i) else None)
             assert result.to_json()["latitude"] == pytest.approx(ARETINE[0])
+        status = service.status()  # as a library's: dates from the files themselves, places
+        assert status["with_date_taken"] == sum(taken_of(s, i) is not None for s in range(SHARDS) for i in range(PER))
+        assert status["with_place"] == sum(place_of(s, i) is not None for s in range(SHARDS) for i in range(PER))
     finally:
         service.close()
 
@@ -181,6 +184,7 @@ def test_a_dataset_embedded_before_file_metadata_filters_by_folder_and_modificat
         for filters in (Filters.make(None, near="43.4,11.8"), Filters.make(None, camera="canon")):
             with pytest.raises(UnsupportedQuery, match="embedded before jrsearch kept them"):
                 service.search(np.zeros(DIM, np.float32), SearchRequest(filters=filters))
+        assert "with_place" not in service.status()  # unknown, not 0
     finally:
         service.close()
 

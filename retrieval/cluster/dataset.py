@@ -242,6 +242,22 @@ class EmbeddingDataset:
 
         return all(set(FILE_METADATA_COLUMNS) <= set(names(path)) for path in self.meta_files)
 
+    def metadata_counts(self) -> dict[str, int]:
+        """`with_date_taken` (a date from the file itself, not its mtime) and `with_place`, as a
+        library's status counts them; none where the dataset predates them."""
+        if not self.has_file_metadata:
+            return {}
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from_file = pa.array(["exif", "container"])
+        dated = placed = 0
+        for shard in range(len(self.meta_files)):
+            table = self.metadata_columns(shard, ("taken_source", "latitude"))
+            dated += int(pc.sum(pc.is_in(table["taken_source"], value_set=from_file)).as_py() or 0)
+            placed += table.num_rows - table["latitude"].null_count
+        return {"with_date_taken": dated, "with_place": placed}
+
     def metadata(self, ids: list[int]) -> dict[int, dict]:
         """Metadata rows for global ids (unknown ids are left out)."""
         out: dict[int, dict] = {}

@@ -153,7 +153,8 @@ class ClusterService:
                                                     "built_at": self.built_at.isoformat(),
                                                     "serving_shards": len(m.shards)}},
                 "dataset": m.dataset,
-                "bytes_on_disk": sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())}
+                "bytes_on_disk": sum(p.stat().st_size for p in self.root.iterdir() if p.is_file()),
+                **self.dataset.metadata_counts()}
 
 
 def _no_like(like: Like) -> np.ndarray:
