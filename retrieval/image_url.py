@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 from jrsearch.retrieval.diskspace import human_bytes
 from jrsearch.retrieval.errors import QueryError
@@ -38,8 +39,11 @@ class ImageUrlError(QueryError):
 @contextmanager
 def public_hosts_only() -> Iterator[None]:
     """Within this block an image URL is fetched, and each redirect followed, only where every address
-    its host resolves to is public (`require_public_host`): `serve` runs a request's search in it, so
-    a page cannot make the server reach its machine's or its network's private services."""
+    its host resolves to is public: `serve` runs a request's search in it, so a page cannot make the
+    server reach its machine's or its network's private services. The name is resolved once, when
+    connecting, and the connection made to an address that was checked (`_public_connection`): a
+    DNS answer that changes between a check and the fetch (rebinding) cannot lead elsewhere. No
+    proxy is used in the block (through one, the address reached could not be checked)."""
     token = _PUBLIC_HOSTS_ONLY.set(True)
     try:
         yield
@@ -51,9 +55,61 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         if not is_url(newurl):
             raise urllib.error.URLError(f"it redirects to {newurl}, which is not http(s)")
-        if _PUBLIC_HOSTS_ONLY.get():
-            require_public_host(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _PrivateAddress(OSError):
+    """A connection `public_hosts_only` refused: its host resolves to an address that is not public."""
+
+
+def _public_connection(address: tuple[str, int], timeout: object = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+                       source_address: tuple[str, int] | None = None, **options: object) -> socket.socket:
+    """`socket.create_connection` for `public_hosts_only`: the host resolved once, every address it
+    has checked, and the connection made to those addresses (literal IPs: no second lookup)."""
+    host, port = address
+    try:
+        found = [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    except UnicodeError as exc:
+        raise OSError(f"cannot resolve {host} ({exc})") from None
+    for ip in found:
+        if not _is_public(ip):
+            raise _PrivateAddress(f"{host} is a private or local address ({ip}), which the server does not fetch")
+    error: OSError = OSError(f"{host} resolves to no address")
+    for ip in dict.fromkeys(found):
+        try:
+            return socket.create_connection((ip, port), timeout, source_address)  # type: ignore[arg-type]
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+class _PublicHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _public_connection
+
+
+class _PublicHTTPSConnection(http.client.HTTPSConnection):  # TLS still checks the certificate for the name
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._create_connection = _public_connection
+
+
+class _PublicHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(_PublicHTTPConnection, req)
+
+
+class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(_PublicHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    if _PUBLIC_HOSTS_ONLY.get():
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}), _PublicHTTPHandler, _PublicHTTPSHandler,
+                                           _HttpOnlyRedirects)
+    return urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def fetch_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES,
@@ -63,9 +119,7 @@ def fetch_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES,
     takes longer than `timeout_s` in all, or is not an image."""
     if not is_url(url):
         raise ImageUrlError(f"image URL {url}: only http:// and https:// URLs can be fetched")
-    if _PUBLIC_HOSTS_ONLY.get():
-        require_public_host(url)
-    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    opener = _opener()
     request = urllib.request.Request(url, headers={"User-Agent": "jrsearch", "Accept": "image/*"})
     deadline = time.monotonic() + timeout_s
     try:
@@ -85,6 +139,8 @@ def fetch_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES,
         raise _refused(url, f"the server answered {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if isinstance(reason, _PrivateAddress):
+            raise _refused(url, str(reason)) from None
         if isinstance(reason, TimeoutError):
             raise _refused(url, f"no answer within {timeout_s:g} s") from None
         raise _refused(url, f"cannot fetch it ({reason})") from None
@@ -101,9 +157,9 @@ def fetch_image(url: str, *, max_bytes: int = MAX_QUERY_BYTES,
 
 
 def require_public_host(url: str) -> None:
-    """`ImageUrlError` unless every address `url`'s host resolves to is a public one (see
-    `public_hosts_only`). The fetch resolves the name again: a host whose answer changes in between
-    (DNS rebinding) is not caught."""
+    """`ImageUrlError` unless every address `url`'s host resolves to is a public one: an early answer
+    (the API's 422 before anything is embedded). It is not what protects: the fetch in
+    `public_hosts_only` checks the addresses it connects to (see there)."""
     host = urllib.parse.urlsplit(url).hostname or ""
     try:
         addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}

@@ -212,6 +212,33 @@ def test_serve_follows_no_redirect_to_a_private_host(server, monkeypatch):
         image_url.fetch_image(f"{server}/to-private")
 
 
+def test_serve_connects_to_the_address_it_checked_with_no_second_lookup(server, monkeypatch):
+    """DNS rebinding: a name that answers the check with a public address and the fetch with a private one."""
+    import socket
+
+    from jrsearch.retrieval import image_url
+
+    port = server.rsplit(":", 1)[1]
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1"])  # the test server, public for this test; every later answer is private
+    asked: list[str] = []
+
+    def rebinding(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host != "rebind.test":
+            return real(host, *args, **kwargs)
+        asked.append(host)
+        return real(next(answers, "127.0.0.2"), *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.setattr(image_url, "_is_public", lambda address: address == "127.0.0.1")
+    with image_url.public_hosts_only():
+        assert image_url.fetch_image(f"http://rebind.test:{port}/good.jpg")[1].kind == "image"
+        assert asked == ["rebind.test"]  # resolved once: the connection went where the check looked
+        private = r"rebind\.test is a private or local address \(127\.0\.0\.2\)"
+        with pytest.raises(image_url.ImageUrlError, match=private):
+            image_url.fetch_image(f"http://rebind.test:{port}/good.jpg")
+
+
 # -- previews ---------------------------------------------------------------------------------
 
 
