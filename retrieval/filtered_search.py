@@ -291,10 +291,10 @@ def select(columns: MetadataColumns, spec: ColumnFilter, ordered: bool = True) -
             found &= passes(columns, rest, slice(None))
         else:
             found = found[passes(columns, rest, found)]
-    if found is not None:
-        found = np.flatnonzero(found) if found.dtype == np.bool_ else np.sort(found) if ordered else found
-    rows = found
-    return np.arange(len(columns), dtype=np.int64) if rows is None else rows.astype(np.int64, copy=False)
+    if found is None:
+        return np.arange(len(columns), dtype=np.int64)
+    rows = np.flatnonzero(found) if found.dtype == np.bool_ else np.sort(found) if ordered else found
+    return rows.astype(np.int64, copy=False)
 
 
 def passes(columns: MetadataColumns, spec: ColumnFilter, rows: np.ndarray | slice) -> np.ndarray:

@@ -83,26 +83,25 @@ def _public_connection(address: tuple[str, int], timeout: object = socket._GLOBA
     raise error
 
 
-class _PublicHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._create_connection = _public_connection
+def _public(connection_class: type[http.client.HTTPConnection]) -> Any:
+    """`connection_class` (http or https: TLS still checks the certificate for the name) connecting
+    through `_public_connection`, as the `http_class` a handler's `do_open` builds connections with."""
+    def connection(host: str, **options: Any) -> http.client.HTTPConnection:
+        made = connection_class(host, **options)
+        made._create_connection = _public_connection  # type: ignore[attr-defined]
+        return made
 
-
-class _PublicHTTPSConnection(http.client.HTTPSConnection):  # TLS still checks the certificate for the name
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._create_connection = _public_connection
+    return connection
 
 
 class _PublicHTTPHandler(urllib.request.HTTPHandler):
     def http_open(self, req):  # type: ignore[no-untyped-def]
-        return self.do_open(_PublicHTTPConnection, req)
+        return self.do_open(_public(http.client.HTTPConnection), req)
 
 
 class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req):  # type: ignore[no-untyped-def]
-        return self.do_open(_PublicHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+        return self.do_open(_public(http.client.HTTPSConnection), req, context=self._context)  # type: ignore[attr-defined]
 
 
 def _opener() -> urllib.request.OpenerDirector:
